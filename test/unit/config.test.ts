@@ -1,0 +1,41 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { ConfigError, loadConfig } from "../../functions/config.ts";
+
+const A = "postgres://postgres:pw@db.a.supabase.co:5432/postgres";
+const B = "postgres://postgres:pw@db.b.supabase.co:5432/postgres";
+
+test("defaults: embedded mode, port 8787, CORS open", () => {
+  const c = loadConfig({});
+  assert.equal(c.dbUrls, null);
+  assert.equal(c.port, 8787);
+  assert.deepEqual(c.corsOrigins, ["*"]);
+  assert.equal(c.dataDir, ".spillway");
+});
+
+test("both URLs are read together", () => {
+  const c = loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_CORS_ORIGINS: "https://a.example, https://b.example" });
+  assert.deepEqual(c.dbUrls, { primary: A, secondary: B });
+  assert.deepEqual(c.corsOrigins, ["https://a.example", "https://b.example"]);
+});
+
+test("every problem is reported at once, one line each, naming its variable", () => {
+  try {
+    loadConfig({ SPILLWAY_PRIMARY_DB_URL: "mysql://x", PORT: "99999", SPILLWAY_ADMIN_TOKEN: "short", SPILLWAY_CORS_ORIGINS: "not an origin" });
+    assert.fail("expected a ConfigError");
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    const text = e.problems.join("\n");
+    for (const name of ["SPILLWAY_PRIMARY_DB_URL", "PORT", "SPILLWAY_ADMIN_TOKEN", "SPILLWAY_CORS_ORIGINS"]) assert.match(text, new RegExp(name));
+    assert.match(text, /must be set together/);
+    assert.ok(e.problems.length >= 5);
+  }
+});
+
+test("the same database twice is refused", () => {
+  assert.throws(() => loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: A.replace(":5432", "") }), /same database/);
+});
+
+test("the cron token may not be the admin token", () => {
+  assert.throws(() => loadConfig({ SPILLWAY_ADMIN_TOKEN: "x".repeat(20), SPILLWAY_CRON_TOKEN: "x".repeat(20) }), /must differ/);
+});

@@ -1,0 +1,45 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { applyPatch, DEFAULT_SETTINGS } from "../../functions/settings.ts";
+import { SpillwayError } from "../../functions/errors.ts";
+
+function fieldsOf(patch: unknown): Record<string, string> {
+  try {
+    applyPatch(DEFAULT_SETTINGS, patch);
+  } catch (e) {
+    assert.ok(e instanceof SpillwayError);
+    assert.equal(e.code, "INVALID_CONFIG");
+    assert.equal(e.status, 400);
+    return e.details as Record<string, string>;
+  }
+  assert.fail("expected INVALID_CONFIG");
+}
+
+test("a valid partial change merges into the current settings", () => {
+  const next = applyPatch(DEFAULT_SETTINGS, { backupThreshold: 0.8, quotaBytes: { secondary: 1_000_000_000 }, strategy: "fdw" });
+  assert.equal(next.backupThreshold, 0.8);
+  assert.equal(next.switchThreshold, 0.9);
+  assert.deepEqual(next.quotaBytes, { primary: 524288000, secondary: 1_000_000_000 });
+  assert.equal(next.strategy, "fdw");
+});
+
+test("each bad field is named", () => {
+  const fields = fieldsOf({ backupThreshold: 1.5, switchThreshold: 0, autoBackup: "yes", quotaBytes: { primary: -1 }, schemas: ["spillway"], strategy: "rsync", budgetSeconds: 1.5 });
+  assert.deepEqual(Object.keys(fields).sort(), ["autoBackup", "backupThreshold", "budgetSeconds", "quotaBytes.primary", "schemas.0", "strategy", "switchThreshold"]);
+  assert.match(fields.backupThreshold!, /at most 1/);
+});
+
+test("unknown fields are refused by name, also inside quotaBytes", () => {
+  assert.deepEqual(fieldsOf({ colour: "blue", quotaBytes: { tertiary: 1 } }), { colour: "is not a setting", "quotaBytes.tertiary": "is not a setting" });
+});
+
+test("the switch threshold must stay above the backup threshold", () => {
+  assert.match(fieldsOf({ switchThreshold: 0.8 }).switchThreshold!, /must be above backupThreshold/);
+  assert.match(fieldsOf({ backupThreshold: 0.95 }).backupThreshold!, /must be above backupThreshold/);
+});
+
+test("a body that is not an object is refused", () => {
+  assert.deepEqual(Object.keys(fieldsOf([1, 2])), ["body"]);
+  assert.deepEqual(Object.keys(fieldsOf("x")), ["body"]);
+  assert.deepEqual(Object.keys(fieldsOf(null)), ["body"]);
+});
