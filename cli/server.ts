@@ -96,6 +96,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     server.once("error", (e: NodeJS.ErrnoException) => reject(new Error(e.code === "EADDRINUSE" ? `port ${options.port} is in use; set PORT to a free port` : e.message)));
   });
 
+  await events.record("info", "server.started", `Spillway serving on port ${options.port}, ticking every ${options.tickSeconds} s`);
+
   let running: Promise<unknown> | null = null;
   let stopped = false;
   // A tick still running when the next is due is not doubled: the next one is skipped.

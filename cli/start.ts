@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -36,6 +36,9 @@ export async function start(config: Config, print: (line: string) => void): Prom
     if (!dbUrls) {
       const dataDir = resolve(config.dataDir);
       mkdirSync(dataDir, { recursive: true });
+      // Postgres runs as the `postgres` system user when we are root: it must be able to pass
+      // through this folder, but not list it (secrets.json stays 0600).
+      chmodSync(dataDir, 0o711);
       const secrets = loadSecrets(dataDir);
       adminToken ??= secrets.adminToken;
       print(`Starting two embedded Postgres servers (data in ${dataDir}) ...`);

@@ -43,6 +43,7 @@ export function unreachable(project: string, detail: string): SpillwayError {
 export const PG = {
   uniqueViolation: "23505",
   undefinedTable: "42P01",
+  invalidSchemaName: "3F000",
   undefinedObject: "42704",
   insufficientPrivilege: "42501",
   readOnlyTransaction: "25006",
@@ -72,7 +73,8 @@ export function isConnectionError(e: unknown): boolean {
   if (!(e instanceof Error)) return false;
   const code = (e as { code?: unknown }).code;
   if (typeof code !== "string") return false;
-  return CONNECTION_ERRNOS.has(code) || code.startsWith("08") ||
+  // 08: connection exceptions; 28: the login was refused; 3D000: no such database.
+  return CONNECTION_ERRNOS.has(code) || code.startsWith("08") || code.startsWith("28") || code === "3D000" ||
     code === PG.adminShutdown || code === PG.crashShutdown || code === PG.cannotConnectNow;
 }
 

@@ -1,0 +1,37 @@
+// Spillway's Edge Function entry: wires configuration and serves the app. Nothing else.
+import { createApp } from "../../../functions/app.ts";
+import { ConfigError, loadConfig } from "../../../functions/config.ts";
+import { EventLog } from "../../../functions/events.ts";
+import { claimProject, connectProjects } from "../../../functions/project.ts";
+
+function serveConfigError(problems: string[]): void {
+  for (const p of problems) console.error(`spillway: ${p}`);
+  const body = JSON.stringify({ error: { code: "CONFIG_INVALID", message: problems.join("; ") } });
+  Deno.serve(() => new Response(body, { status: 500, headers: { "Content-Type": "application/json" } }));
+}
+
+let config;
+try {
+  config = loadConfig(Deno.env.toObject());
+  const missing = [];
+  if (!config.dbUrls) missing.push("SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set");
+  if (!config.adminToken) missing.push("SPILLWAY_ADMIN_TOKEN must be set");
+  if (missing.length) throw new ConfigError(missing);
+} catch (e) {
+  if (!(e instanceof ConfigError)) throw e;
+  serveConfigError(e.problems);
+  config = null;
+}
+
+if (config?.dbUrls && config.adminToken) {
+  // One connection per project: an Edge Function isolate serves one request at a time.
+  const projects = connectProjects(config.dbUrls, { max: 1, connectTimeout: 5 });
+  const secrets = [config.adminToken, config.cronToken, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+    .filter((s): s is string => Boolean(s));
+  const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
+  for (const p of [projects.primary, projects.secondary]) {
+    claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`));
+  }
+  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins });
+  Deno.serve({ port: config.port }, app.fetch);
+}
