@@ -9,6 +9,8 @@ import { readSettings, patchSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
 import { tick } from "./tick.ts";
+import { runBackup } from "./backup.ts";
+import { z } from "zod";
 import { PROJECT_NAMES } from "./names.ts";
 
 /** A file the server may hand out (the widget); anything not listed is a 404. */
@@ -90,6 +92,12 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ events: await deps.events.list(query) });
   });
 
+  api.post("/force-backup", admin, async (c) => {
+    const body = parseBody(backupBody, await readJson(c, "INVALID_BODY"));
+    const run = await runBackup({ projects: deps.projects, events: deps.events }, { mode: body.mode ?? "auto", verify: body.verify ?? false });
+    return c.json({ run });
+  });
+
   api.post("/tick", requireCaller(true), async (c) => c.json(await tick(deps.projects, deps.events)));
 
   const app = new Hono();
@@ -113,6 +121,23 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ error: { code: "INTERNAL", message: "internal error; see the events log" } }, 500);
   });
   return app;
+}
+
+const backupBody = z.object({
+  mode: z.enum(["auto", "full", "incremental"], { errorMap: () => ({ message: 'must be "auto", "full" or "incremental"' }) }).optional(),
+  verify: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+}).strict();
+
+function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
+  if (body === null || typeof body !== "object" || Array.isArray(body)) throw invalid("INVALID_BODY", { body: "must be a JSON object" });
+  const parsed = schema.safeParse(body);
+  if (parsed.success) return parsed.data;
+  const fields: Record<string, string> = {};
+  for (const issue of parsed.error.issues) {
+    if (issue.code === "unrecognized_keys") for (const k of issue.keys) fields[k] = "is not a field of this request";
+    else fields[issue.path.join(".") || "body"] ??= issue.message;
+  }
+  throw invalid("INVALID_BODY", fields);
 }
 
 async function readJson(c: Context, code: string): Promise<unknown> {

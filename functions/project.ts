@@ -1,5 +1,5 @@
 import postgres from "postgres";
-import type { Sql } from "postgres";
+import type { Sql, TransactionSql } from "postgres";
 import { describeError, isConnectionError, PG, unreachable, SpillwayError } from "./errors.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 
@@ -9,6 +9,8 @@ export interface Project {
   sql: Sql;
   host: string;
   database: string;
+  /** The connection URL, password included: only for the fdw link, never shown. */
+  url: string;
 }
 
 /** Both projects, by name. */
@@ -42,7 +44,7 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
     onnotice: () => {},
     connection: { application_name: "spillway", default_transaction_read_only: false },
   });
-  return { name, sql, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
+  return { name, sql, url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
 }
 
 /**
@@ -138,3 +140,6 @@ export async function claimProject(project: Project): Promise<void> {
     }
   });
 }
+
+/** A connection pool or an open transaction: what query helpers accept. */
+export type Db = Sql | TransactionSql;

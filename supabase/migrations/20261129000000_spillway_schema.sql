@@ -88,7 +88,11 @@ create table if not exists spillway.runs (
   bytes bigint not null default 0,
   duration_ms bigint,
   error text,
-  progress jsonb not null default '{}'::jsonb
+  strategy text check (strategy in ('copy', 'fdw')),
+  -- The active's point in time this run copied (its snapshot), once the run succeeded.
+  snapshot_at timestamptz,
+  progress jsonb not null default '{}'::jsonb,
+  details jsonb not null default '{}'::jsonb
 );
 create index if not exists runs_started_at_idx on spillway.runs (started_at desc);
 

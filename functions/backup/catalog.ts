@@ -1,0 +1,191 @@
+import type { Db as Sql } from "../project.ts";
+
+/** One replicated column. */
+export interface Column {
+  name: string;
+  type: string;
+  notNull: boolean;
+  /** Generated columns are recomputed by the standby, never copied. */
+  generated: boolean;
+  identity: "" | "a" | "d";
+}
+
+/** One replicated table (a plain table or a leaf partition; partitioned parents hold no rows). */
+export interface Table {
+  oid: number;
+  schema: string;
+  name: string;
+  /** `"schema"."name"`, quoted. */
+  qualified: string;
+  partition: boolean;
+  rowSecurity: boolean;
+  columns: Column[];
+  primaryKey: string[];
+  /** Binary COPY embeds type OIDs of arrays and composites of user types, which differ between databases. */
+  binarySafe: boolean;
+}
+
+/** A foreign key between replicated tables, kept as its definition so it can be recreated. */
+export interface ForeignKey {
+  name: string;
+  table: string;
+  references: string;
+  definition: string;
+}
+
+/** An index (or the constraint that owns it) that a full load drops and rebuilds. */
+export interface Index {
+  table: string;
+  name: string;
+  /** `alter table … add constraint …` or `create index …`. */
+  create: string;
+  drop: string;
+}
+
+/** A sequence in a replicated schema (serial and identity sequences included). */
+export interface Sequence {
+  qualified: string;
+  lastValue: string | null;
+  startValue: string;
+}
+
+/** What a backup needs to know about one side. */
+export interface Catalog {
+  tables: Table[];
+  foreignKeys: ForeignKey[];
+  indexes: Index[];
+  sequences: Sequence[];
+}
+
+/**
+ * Quotes an identifier from the catalog. Only names read from `pg_catalog` go through
+ * here, never text from a request.
+ *
+ * @example
+ * quoteIdent('my "table"') // "\"my \"\"table\"\"\""
+ */
+export function quoteIdent(name: string): string {
+  return `"${name.replace(/"/g, '""')}"`;
+}
+
+/** `"schema"."name"`. */
+export function qualify(schema: string, name: string): string {
+  return `${quoteIdent(schema)}.${quoteIdent(name)}`;
+}
+
+/**
+ * Reads the replicated tables of the given schemas, with their columns, keys, foreign
+ * keys, rebuildable indexes and sequences. Spillway's own objects are never included.
+ *
+ * @example
+ * const catalog = await readCatalog(sql, ["public"]);
+ */
+export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog> {
+  const tableRows = await sql<{ oid: string; schema: string; name: string; partition: boolean; row_security: boolean }[]>`
+    select c.oid::int8 as oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
+    from pg_catalog.pg_class c
+    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = any(${schemas}) and c.relkind = 'r'
+      and not (n.nspname = 'public' and c.relname = 'spillway_active')
+    order by n.nspname, c.relname`;
+  const oids = tableRows.map((t) => Number(t.oid));
+
+  const columnRows = await sql<{ rel: string; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[]>`
+    select a.attrelid::int8 as rel, a.attname as name, pg_catalog.format_type(a.atttypid, a.atttypmod) as type,
+      a.attnotnull as not_null, a.attgenerated as generated, a.attidentity as identity,
+      (a.atttypid >= 16384 and (t.typcategory = 'A' or t.typtype in ('c', 'r', 'm'))) as text_only
+    from pg_catalog.pg_attribute a
+    join pg_catalog.pg_type t on t.oid = a.atttypid
+    where a.attrelid = any(${oids}::oid[]) and a.attnum > 0 and not a.attisdropped
+    order by a.attrelid, a.attnum`;
+
+  const pkRows = await sql<{ rel: string; columns: string[] }[]>`
+    select c.conrelid::int8 as rel, array_agg(a.attname order by k.ord) as columns
+    from pg_catalog.pg_constraint c
+    cross join lateral unnest(c.conkey) with ordinality as k(attnum, ord)
+    join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
+    where c.contype = 'p' and c.conrelid = any(${oids}::oid[])
+    group by c.conrelid`;
+
+  const tables: Table[] = tableRows.map((t) => {
+    const oid = Number(t.oid);
+    const cols = columnRows.filter((c) => Number(c.rel) === oid);
+    return {
+      oid, schema: t.schema, name: t.name, qualified: qualify(t.schema, t.name), partition: t.partition, rowSecurity: t.row_security,
+      columns: cols.map((c) => ({ name: c.name, type: c.type, notNull: c.not_null, generated: c.generated !== "", identity: c.identity as Column["identity"] })),
+      primaryKey: pkRows.find((p) => Number(p.rel) === oid)?.columns ?? [],
+      binarySafe: !cols.some((c) => c.text_only),
+    };
+  });
+
+  const fkRows = await sql<{ name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[]>`
+    select c.conname as name, tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name,
+      pg_catalog.pg_get_constraintdef(c.oid) as definition
+    from pg_catalog.pg_constraint c
+    join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
+    join pg_catalog.pg_class r on r.oid = c.confrelid join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+    where c.contype = 'f' and c.conparentid = 0 and t.relkind = 'r' and not t.relispartition
+      and c.conrelid = any(${oids}::oid[]) and c.confrelid = any(${oids}::oid[])
+    order by 2, 3, 1`;
+
+  // Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
+  // partitioned index, and not needed by a foreign key from outside the replicated tables.
+  const indexRows = await sql<{ table_schema: string; table_name: string; name: string; constraint_name: string | null; index_def: string; constraint_def: string | null }[]>`
+    select n.nspname as table_schema, t.relname as table_name, ic.relname as name, con.conname as constraint_name,
+      pg_catalog.pg_get_indexdef(i.indexrelid) as index_def, pg_catalog.pg_get_constraintdef(con.oid) as constraint_def
+    from pg_catalog.pg_index i
+    join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+    join pg_catalog.pg_class t on t.oid = i.indrelid
+    join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+    left join pg_catalog.pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid and con.contype in ('p', 'u', 'x')
+    where i.indrelid = any(${oids}::oid[]) and not t.relispartition and not ic.relispartition
+      and not exists (
+        select 1 from pg_catalog.pg_constraint f
+        where f.contype = 'f' and f.conindid = i.indexrelid and not (f.conrelid = any(${oids}::oid[]))
+      )
+      and not exists (select 1 from pg_catalog.pg_depend d where d.refobjid = i.indexrelid and d.classid = 'pg_catalog.pg_class'::regclass and d.deptype = 'i')
+    order by 1, 2, 3`;
+  const indexes: Index[] = indexRows.map((r) => {
+    const table = qualify(r.table_schema, r.table_name);
+    return r.constraint_name && r.constraint_def
+      ? { table, name: r.name, create: `alter table ${table} add constraint ${quoteIdent(r.constraint_name)} ${r.constraint_def}`, drop: `alter table ${table} drop constraint ${quoteIdent(r.constraint_name)}` }
+      : { table, name: r.name, create: r.index_def, drop: `drop index ${qualify(r.table_schema, r.name)}` };
+  });
+
+  const sequenceRows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
+    select schemaname as schema, sequencename as name, last_value::text, start_value::text
+    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
+
+  return {
+    tables,
+    foreignKeys: fkRows.map((f) => ({ name: f.name, table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name), definition: f.definition })),
+    indexes,
+    sequences: sequenceRows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value })),
+  };
+}
+
+/**
+ * Orders tables so that each comes after the tables it references (self-references and
+ * cycles are broken where they occur; a load drops foreign keys anyway, the order keeps
+ * progress readable and inserts valid where keys are kept).
+ *
+ * @example
+ * const ordered = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
+ */
+export function foreignKeyOrder(tables: Table[], foreignKeys: ForeignKey[]): Table[] {
+  const byName = new Map(tables.map((t) => [t.qualified, t]));
+  const done = new Set<string>();
+  const visiting = new Set<string>();
+  const out: Table[] = [];
+  const visit = (name: string) => {
+    if (done.has(name) || visiting.has(name)) return;
+    visiting.add(name);
+    for (const fk of foreignKeys) if (fk.table === name && fk.references !== name) visit(fk.references);
+    visiting.delete(name);
+    done.add(name);
+    const t = byName.get(name);
+    if (t) out.push(t);
+  };
+  for (const t of tables) visit(t.qualified);
+  return out;
+}

@@ -1,0 +1,241 @@
+import { Transform } from "node:stream";
+import { pipeline } from "node:stream/promises";
+import type { TransactionSql } from "postgres";
+import type { Db as Sql } from "../project.ts";
+import { SpillwayError } from "../errors.ts";
+import type { Project } from "../project.ts";
+import { foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
+import { CANONICAL_SETTINGS, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
+import { schemaDiff } from "./schema-diff.ts";
+
+/** Where a running full load is. */
+export interface Progress {
+  phase: "snapshot" | "load" | "indexes" | "verify" | "commit";
+  table: string | null;
+  tablesDone: number;
+  tablesTotal: number;
+  rows: number;
+  bytes: number;
+}
+
+/** What a full load needs. */
+export interface FullLoadInput {
+  source: Project;
+  target: Project;
+  schemas: string[];
+  strategy: "copy" | "fdw";
+  verify: boolean;
+  /** For `fdw`: how the target's server reaches the source (host, port, database, user, password). */
+  sourceUrl?: string;
+  onProgress(progress: Progress): void;
+  /**
+   * Runs inside the target's load transaction just before it commits, so that what it
+   * writes (the run's success) is published together with the data, or not at all.
+   */
+  beforeCommit(tx: TransactionSql, result: FullLoadResult): Promise<void>;
+}
+
+/** A published copy. */
+export interface FullLoadResult {
+  tables: number;
+  rows: number;
+  bytes: number;
+  snapshotAt: string;
+  /** Row changes the active's statistics had counted at the snapshot (for the standby lag). */
+  changeCounter: string;
+  checksums: TableChecksum[] | null;
+  perTable: { table: string; rows: number; bytes: number }[];
+}
+
+/** The fdw strategy's link, in the target database. */
+const FDW_SERVER = "spillway_source";
+
+/**
+ * Copies the replicated tables from the source to the target as one transactionally
+ * consistent point in time, and publishes it atomically: the source is read in a single
+ * repeatable-read snapshot, and the target is emptied and loaded in a single transaction
+ * (foreign keys and indexes dropped first and rebuilt after, as pg_restore loads), so a
+ * failure or a kill at any moment leaves the target's previous copy as it was.
+ *
+ * @example
+ * const result = await fullLoad({ source, target, schemas: ["public"], strategy: "copy", verify: true, onProgress, beforeCommit });
+ */
+export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
+  const { source, target } = input;
+  const targetCatalog = await readCatalog(target.sql, input.schemas);
+  if (input.strategy === "fdw") await ensureFdwLink(target.sql, input.sourceUrl);
+
+  return await source.sql.begin("isolation level repeatable read read only", async (src) => {
+    for (const s of CANONICAL_SETTINGS) await src.unsafe(s);
+    await src.unsafe("set local row_security = off");
+    const catalog = await readCatalog(src, input.schemas);
+    const diffs = schemaDiff(catalog, targetCatalog);
+    if (diffs.length > 0) {
+      throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
+    }
+    const tables = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
+    const [snap] = await src<{ at: Date; counter: string }[]>`
+      select now() as at, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text as counter
+      from pg_catalog.pg_stat_user_tables where relid = any(${tables.map((t) => t.oid)}::oid[])`;
+    const progress: Progress = { phase: "load", table: null, tablesDone: 0, tablesTotal: tables.length, rows: 0, bytes: 0 };
+    input.onProgress({ ...progress });
+
+    return await target.sql.begin(async (dst) => {
+      for (const s of CANONICAL_SETTINGS) await dst.unsafe(s);
+      // Replica mode: the standby's own triggers (and FK triggers) stay quiet while it is loaded.
+      await dst.unsafe("set local session_replication_role = replica");
+      await dst.unsafe("set local lock_timeout = '30s'");
+      const rebuild = targetRebuildPlan(targetCatalog, tables);
+      for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
+      for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
+      if (tables.length > 0) await dst.unsafe(`truncate ${tables.map((t) => t.qualified).join(", ")}`);
+
+      const perTable: FullLoadResult["perTable"] = [];
+      const foreign = input.strategy === "fdw" ? await importForeignTables(dst, input.schemas, tables) : null;
+      for (const table of tables) {
+        progress.table = `${table.schema}.${table.name}`;
+        input.onProgress({ ...progress });
+        const moved = foreign
+          ? await pullTable(dst, table, foreign.get(table.schema)!)
+          : await copyTable(src, dst, table, (bytes) => {
+            progress.bytes += bytes;
+          });
+        if (foreign) progress.bytes += moved.bytes;
+        progress.rows += moved.rows;
+        progress.tablesDone += 1;
+        perTable.push({ table: `${table.schema}.${table.name}`, ...moved });
+      }
+
+      progress.phase = "indexes";
+      progress.table = null;
+      input.onProgress({ ...progress });
+      for (const ix of rebuild.indexes) await dst.unsafe(ix.create);
+      for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
+
+      // Sequences are not transactional: read after the data, they are at least where the
+      // snapshot's rows need them.
+      const sequences = foreign ? (await readCatalog(source.sql, input.schemas)).sequences : (await readCatalog(src, input.schemas)).sequences;
+      for (const seq of sequences) {
+        if (seq.lastValue === null) await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.startValue}::int8, false)`;
+        else await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.lastValue}::int8, true)`;
+      }
+
+      let checksums: TableChecksum[] | null = null;
+      if (input.verify) {
+        progress.phase = "verify";
+        input.onProgress({ ...progress });
+        const active: TableChecksum[] = [];
+        const standby: TableChecksum[] = [];
+        for (const table of tables) {
+          active.push(foreign ? await checksumTable(dst, table, qualify(foreign.get(table.schema)!, table.name)) : await checksumTable(src, table));
+          standby.push(await checksumTable(dst, table));
+        }
+        const mismatches = compareChecksums(active, standby);
+        if (mismatches.length > 0) {
+          throw new SpillwayError("VERIFY_FAILED", 500, `verification failed for ${mismatches.length} table(s): ${mismatches.join("; ")}`, { tables: mismatches });
+        }
+        checksums = active;
+      }
+      if (foreign) for (const schema of foreign.values()) await dst.unsafe(`drop schema ${quoteIdent(schema)} cascade`);
+
+      const result: FullLoadResult = {
+        tables: tables.length, rows: progress.rows, bytes: progress.bytes,
+        snapshotAt: snap!.at.toISOString(), changeCounter: snap!.counter, checksums, perTable,
+      };
+      progress.phase = "commit";
+      input.onProgress({ ...progress });
+      await input.beforeCommit(dst, result);
+      return result;
+    });
+  });
+}
+
+// Drops only what can be rebuilt from the standby's own definitions: foreign keys between
+// replicated tables and the indexes the catalog marked rebuildable.
+function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
+  const names = new Set(tables.map((t) => t.qualified));
+  return {
+    foreignKeys: targetCatalog.foreignKeys.filter((fk) => names.has(fk.table)),
+    indexes: targetCatalog.indexes.filter((ix) => names.has(ix.table)),
+  };
+}
+
+async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void): Promise<{ rows: number; bytes: number }> {
+  const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  const format = table.binarySafe ? "binary" : "text";
+  const readable = await src.unsafe(`copy ${table.qualified} (${cols}) to stdout with (format ${format})`).readable();
+  const writable = await dst.unsafe(`copy ${table.qualified} (${cols}) from stdin with (format ${format}, freeze true)`).writable();
+  // Postgres sends one CopyData message per row, and postgres.js hands each on as one
+  // chunk; a binary copy adds one message for its trailer.
+  let messages = 0;
+  let bytes = 0;
+  const count = new Transform({
+    transform(chunk: Uint8Array, _encoding, callback) {
+      messages += 1;
+      bytes += chunk.length;
+      onBytes(chunk.length);
+      callback(null, chunk);
+    },
+  });
+  // postgres.js pauses its socket when the stream's buffer is full and resumes it from the
+  // stream's read(); when the copy's last rows arrive while paused, read() is never called
+  // again after the end and the connection would wait forever. Resume it once at the end.
+  readable.once("end", () => (readable as unknown as { _read(size: number): void })._read(0));
+  await pipeline(readable, count, writable);
+  return { rows: format === "binary" ? Math.max(0, messages - 1) : messages, bytes };
+}
+
+async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise<{ rows: number; bytes: number }> {
+  const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  const result = await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${qualify(foreignSchema, table.name)}`);
+  const [size] = await dst<{ bytes: string }[]>`select pg_catalog.pg_table_size(${table.qualified}::regclass)::text as bytes`;
+  return { rows: result.count, bytes: Number(size!.bytes) };
+}
+
+// Foreign tables for one load, in schemas created inside the load transaction (and so gone
+// with it if it fails). All scans of one local transaction share one remote snapshot.
+// Partitions are imported only when named, so every table is named.
+async function importForeignTables(dst: Sql, schemas: string[], tables: Table[]): Promise<Map<string, string>> {
+  const map = new Map<string, string>();
+  for (const [i, schema] of schemas.entries()) {
+    const local = `spillway_fdw_${i}`;
+    const names = tables.filter((t) => t.schema === schema).map((t) => quoteIdent(t.name));
+    await dst.unsafe(`drop schema if exists ${quoteIdent(local)} cascade`);
+    await dst.unsafe(`create schema ${quoteIdent(local)}`);
+    if (names.length > 0) {
+      await dst.unsafe(`import foreign schema ${quoteIdent(schema)} limit to (${names.join(", ")}) from server ${FDW_SERVER} into ${quoteIdent(local)}`);
+    }
+    map.set(schema, local);
+  }
+  return map;
+}
+
+/**
+ * Creates or updates the target's postgres_fdw server and user mapping for the source.
+ * The password lives only in the user mapping, readable by its owner.
+ *
+ * @example
+ * await ensureFdwLink(target.sql, "postgres://postgres:pw@db.a.supabase.co:5432/postgres");
+ */
+export async function ensureFdwLink(sql: Sql, sourceUrl: string | undefined): Promise<void> {
+  if (!sourceUrl) throw new SpillwayError("FDW_UNAVAILABLE", 409, "the fdw strategy needs the source database's URL");
+  const u = new URL(sourceUrl);
+  const options = { host: u.hostname, port: u.port || "5432", dbname: decodeURIComponent(u.pathname.replace(/^\//, "")) || "postgres" };
+  const [fdw] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_foreign_data_wrapper where fdwname = 'postgres_fdw') as ok`;
+  if (!fdw?.ok) throw new SpillwayError("FDW_UNAVAILABLE", 409, "postgres_fdw is not enabled on the standby (create extension postgres_fdw)");
+  const [server] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_foreign_server where srvname = ${FDW_SERVER}) as ok`;
+  const set = (verb: "add" | "set", o: Record<string, string>) => Object.entries(o).map(([k, v]) => `${verb} ${k} ${literal(v)}`).join(", ");
+  if (!server?.ok) {
+    await sql.unsafe(`create server ${FDW_SERVER} foreign data wrapper postgres_fdw options (${Object.entries(options).map(([k, v]) => `${k} ${literal(v)}`).join(", ")}, fetch_size '10000')`);
+  } else {
+    await sql.unsafe(`alter server ${FDW_SERVER} options (${set("set", options)})`);
+  }
+  const login = { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
+  const [mapping] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_user_mappings where srvname = ${FDW_SERVER} and usename = current_user) as ok`;
+  if (!mapping?.ok) await sql.unsafe(`create user mapping for current_user server ${FDW_SERVER} options (${set("add", login).replace(/add /g, "")})`);
+  else await sql.unsafe(`alter user mapping for current_user server ${FDW_SERVER} options (${set("set", login)})`);
+}
+
+function literal(value: string): string {
+  return `'${value.replace(/'/g, "''")}'`;
+}

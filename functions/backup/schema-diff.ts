@@ -1,0 +1,42 @@
+import type { Catalog, Table } from "./catalog.ts";
+
+/**
+ * Every difference between the active's and the standby's replicated tables that would make
+ * a copy wrong: missing or extra tables and columns, column types, generated columns and
+ * primary keys. An empty list means the copy may go ahead.
+ *
+ * @example
+ * schemaDiff(active, standby) // ["public.orders: column note is missing on the standby"]
+ */
+export function schemaDiff(active: Catalog, standby: Catalog): string[] {
+  const diffs: string[] = [];
+  const label = (t: Table) => `${t.schema}.${t.name}`;
+  const standbyTables = new Map(standby.tables.map((t) => [label(t), t]));
+  const activeTables = new Map(active.tables.map((t) => [label(t), t]));
+
+  for (const [name, a] of activeTables) {
+    const s = standbyTables.get(name);
+    if (!s) {
+      diffs.push(`${name}: table is missing on the standby`);
+      continue;
+    }
+    const standbyColumns = new Map(s.columns.map((c) => [c.name, c]));
+    for (const c of a.columns) {
+      const sc = standbyColumns.get(c.name);
+      if (!sc) diffs.push(`${name}: column ${c.name} is missing on the standby`);
+      else {
+        if (sc.type !== c.type) diffs.push(`${name}: column ${c.name} is ${c.type} on the active, ${sc.type} on the standby`);
+        if (sc.generated !== c.generated) diffs.push(`${name}: column ${c.name} is ${c.generated ? "" : "not "}generated on the active, ${sc.generated ? "" : "not "}on the standby`);
+      }
+    }
+    const activeColumns = new Set(a.columns.map((c) => c.name));
+    for (const c of s.columns) if (!activeColumns.has(c.name)) diffs.push(`${name}: column ${c.name} exists only on the standby`);
+    const order = (cols: string[]) => cols.join(", ") || "none";
+    if (order(a.primaryKey) !== order(s.primaryKey)) {
+      diffs.push(`${name}: primary key is (${order(a.primaryKey)}) on the active, (${order(s.primaryKey)}) on the standby`);
+    }
+    if (a.partition !== s.partition) diffs.push(`${name}: is ${a.partition ? "" : "not "}a partition on the active, ${s.partition ? "" : "not "}on the standby`);
+  }
+  for (const name of standbyTables.keys()) if (!activeTables.has(name)) diffs.push(`${name}: table exists only on the standby`);
+  return diffs;
+}

@@ -1,0 +1,140 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { testApp, type TestApp } from "../support/app.ts";
+import { loadFixture, addRows } from "../support/fixture.ts";
+import { fingerprint, sequencePositions } from "../support/compare.ts";
+
+let pair: TestPair;
+let t: TestApp;
+
+before(async () => {
+  pair = await startTestPair();
+  await loadFixture(pair);
+  t = await testApp(pair);
+});
+after(async () => {
+  await t?.close();
+  await pair?.destroy();
+});
+
+async function backup(body: unknown = {}): Promise<{ status: number; body: any }> {
+  const res = await t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify(body) });
+  return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+async function setStrategy(strategy: "copy" | "fdw") {
+  const res = await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ strategy }) });
+  assert.equal(res.status, 200);
+}
+
+describe("full backup", () => {
+  for (const strategy of ["copy", "fdw"] as const) {
+    test(`${strategy}: every table and sequence ends equal on both sides, verified`, async () => {
+      await setStrategy(strategy);
+      await addRows(pair);
+      const r = await backup({ mode: "full", verify: true });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      const run = r.body.run;
+      assert.equal(run.status, "succeeded");
+      assert.equal(run.kind, "full");
+      assert.equal(run.strategy, strategy);
+      assert.equal(run.tables, 8);
+      const primary = await fingerprint(pair.primary.admin);
+      assert.deepEqual(await fingerprint(pair.secondary.admin), primary);
+      assert.deepEqual(await sequencePositions(pair.secondary.admin), await sequencePositions(pair.primary.admin));
+      const expectedRows = Object.values(primary).reduce((n, v) => n + Number(v.split(":")[0]), 0);
+      assert.equal(run.rows, expectedRows);
+      assert.ok(run.bytes > 0);
+      assert.ok(run.durationMs >= 0);
+      assert.equal(run.details.verified, true);
+
+      // The generated column was recomputed, and the standby's constraints and indexes are back.
+      const [e] = await pair.secondary.admin`select name, name_upper from public.employees where id = 2`;
+      assert.equal(e!.name_upper, e!.name.toUpperCase());
+      const constraints = await pair.secondary.admin`select conname from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      const expected = await pair.primary.admin`select conname from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      assert.deepEqual(constraints.map((c) => c.conname), expected.map((c) => c.conname));
+      const indexes = await pair.secondary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`;
+      assert.deepEqual([...indexes], [...await pair.primary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`]);
+      // Identity and serial sequences continue where the active's are.
+      await pair.secondary.admin`insert into public.accounts (owner, balance) values ('after', 1)`;
+      const [max] = await pair.primary.admin`select max(id) as id from public.accounts`;
+      const [next] = await pair.secondary.admin`select max(id) as id from public.accounts`;
+      assert.equal(Number(next!.id), Number(max!.id) + 1);
+      await pair.secondary.admin`delete from public.accounts where owner = 'after'`;
+
+      const status = JSON.parse(await (await t.request("/spillway/status")).text());
+      assert.equal(status.lastBackup.id, run.id);
+      assert.equal(status.lastBackup.status, "succeeded");
+      const logs = JSON.parse(await (await t.request("/spillway/logs?limit=5")).text());
+      assert.ok(logs.events.some((e: any) => e.kind === "backup.succeeded" && e.data.runId === run.id));
+    });
+  }
+
+  test("the copy sees every row of a table with row-level security", async () => {
+    const [n] = await pair.secondary.admin`select count(*)::int as n from public.secrets`;
+    const [m] = await pair.primary.admin`select count(*)::int as n from public.secrets`;
+    assert.ok(m!.n > 0);
+    assert.equal(n!.n, m!.n);
+  });
+});
+
+describe("refusals", () => {
+  test("a second force-backup while one runs: 409 BUSY", async () => {
+    await setStrategy("copy");
+    const [first, second] = await Promise.all([backup({ mode: "full" }), new Promise((r) => setTimeout(r, 30)).then(() => backup({ mode: "full" }))]);
+    const statuses = [first.status, second.status].sort();
+    assert.deepEqual(statuses, [200, 409]);
+    const busy = first.status === 409 ? first : second;
+    assert.equal(busy.body.error.code, "BUSY");
+  });
+
+  test("schema mismatch: the run fails with the full list and the standby is untouched", async () => {
+    await pair.secondary.admin`alter table public.projects add column extra text`;
+    await pair.secondary.admin`alter table public.audit_log alter column message type varchar(50)`;
+    await pair.secondary.admin`create table public.only_here (id int)`;
+    await addRows(pair);
+    const before = await fingerprint(pair.secondary.admin);
+    try {
+      const r = await backup({ mode: "full" });
+      assert.equal(r.status, 409);
+      assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
+      const diffs: string[] = r.body.error.details.differences;
+      assert.ok(diffs.includes("public.projects: column extra exists only on the standby"), diffs.join("\n"));
+      assert.ok(diffs.includes("public.audit_log: column message is text on the active, character varying(50) on the standby"), diffs.join("\n"));
+      assert.ok(diffs.includes("public.only_here: table exists only on the standby"), diffs.join("\n"));
+      assert.equal(diffs.length, 3);
+      const { only_here: _, ...after } = await fingerprint(pair.secondary.admin);
+      const { only_here: __, ...was } = before;
+      assert.deepEqual(after, was);
+      const logs = JSON.parse(await (await t.request("/spillway/logs?level=error&limit=1")).text());
+      assert.equal(logs.events[0].kind, "backup.failed");
+      assert.match(logs.events[0].message, /differ/);
+    } finally {
+      await pair.secondary.admin`drop table public.only_here`;
+      await pair.secondary.admin`alter table public.projects drop column extra`;
+      await pair.secondary.admin`alter table public.audit_log alter column message type text`;
+    }
+  });
+
+  test("bad bodies: 400 naming the field", async () => {
+    for (const [body, field] of [[{ mode: "partial" }, "mode"], [{ verify: "yes" }, "verify"], [{ force: true }, "force"], [[1], "body"]] as const) {
+      const r = await backup(body);
+      assert.equal(r.status, 400);
+      assert.equal(r.body.error.code, "INVALID_BODY");
+      assert.ok(field in r.body.error.details, JSON.stringify(r.body));
+    }
+  });
+
+  test("standby unreachable: 503 PROJECT_UNREACHABLE and an error event", async () => {
+    await pair.secondary.stop();
+    const r = await backup({ mode: "full" });
+    assert.equal(r.status, 503);
+    assert.equal(r.body.error.code, "PROJECT_UNREACHABLE");
+    assert.match(r.body.error.message, /secondary/);
+    const logs = JSON.parse(await (await t.request("/spillway/logs?level=error&limit=1")).text());
+    assert.equal(logs.events[0].kind, "backup.unreachable");
+    assert.equal(logs.events[0].project, "secondary");
+  });
+});
