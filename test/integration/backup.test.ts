@@ -80,6 +80,32 @@ describe("full backup", () => {
   });
 });
 
+describe("verify and lag", () => {
+  test("POST /verify matches after a backup, then names a table the standby lost a row of", async () => {
+    await setStrategy("copy");
+    await backup({ mode: "full" });
+    await new Promise((r) => setTimeout(r, 1200));
+    const status = JSON.parse(await (await t.request("/spillway/status")).text());
+    assert.equal(status.standbyLagSeconds, 0);
+    const ok = JSON.parse(await (await t.request("/spillway/verify", { method: "POST" })).text());
+    assert.equal(ok.verify.ok, true);
+    assert.equal(ok.verify.tables.length, 8);
+    await pair.secondary.admin`delete from public.audit_log where message = 'event 7'`;
+    const bad = JSON.parse(await (await t.request("/spillway/verify", { method: "POST" })).text());
+    assert.equal(bad.verify.ok, false);
+    assert.equal(bad.verify.mismatches.length, 1);
+    assert.match(bad.verify.mismatches[0], /^public\.audit_log: /);
+    const logs = JSON.parse(await (await t.request("/spillway/logs?level=error&limit=1")).text());
+    assert.equal(logs.events[0].kind, "verify.mismatch");
+    assert.match(logs.events[0].message, /public\.audit_log/);
+    await addRows(pair);
+    await new Promise((r) => setTimeout(r, 1200));
+    const lagging = JSON.parse(await (await t.request("/spillway/status")).text());
+    assert.ok(lagging.standbyLagSeconds >= 1, `lag ${lagging.standbyLagSeconds}`);
+    await backup({ mode: "full" });
+  });
+});
+
 describe("refusals", () => {
   test("a second force-backup while one runs: 409 BUSY", async () => {
     await setStrategy("copy");

@@ -1,0 +1,108 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { testApp, type TestApp } from "../support/app.ts";
+import { loadFixture } from "../support/fixture.ts";
+import { fingerprint } from "../support/compare.ts";
+import { run } from "../support/process.ts";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+let pair: TestPair;
+let t: TestApp;
+const TOTAL = 100 * 1000;
+
+before(async () => {
+  pair = await startTestPair();
+  await loadFixture(pair);
+  // A heavier table, so that a kill lands in the middle of a copy.
+  for (const server of [pair.primary, pair.secondary]) {
+    const sql = postgres(server.url, { max: 1, onnotice: () => {} });
+    await sql`create table public.bulk (id bigint primary key, body text not null, n integer not null)`;
+    await sql`create index bulk_n_idx on public.bulk (n)`;
+    await sql.end();
+  }
+  await pair.primary.admin`insert into public.bulk select g, repeat(md5(g::text), 8), g % 1000 from generate_series(1, 100000) g`;
+  t = await testApp(pair);
+});
+after(async () => {
+  await t?.close();
+  await pair?.destroy();
+});
+
+async function backup(): Promise<any> {
+  const res = await t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify({ mode: "full", verify: true }) });
+  const body = JSON.parse(await res.text());
+  assert.equal(res.status, 200, JSON.stringify(body));
+  return body.run;
+}
+
+// The test stands in for the passing of time: a killed holder's lease is expired at once.
+async function expireLease() {
+  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
+}
+
+describe("a full backup killed at random moments", () => {
+  test("the standby always holds a complete earlier copy, and the next backup completes", async () => {
+    await backup();
+    const published = new Set([JSON.stringify(await fingerprint(pair.secondary.admin))]);
+    let kills = 0;
+    for (let round = 0; round < 6; round++) {
+      await pair.primary.admin`update public.bulk set n = n + 1 where id % 10 = ${round}`;
+      await pair.primary.admin`insert into public.accounts (owner, balance) values (${`round ${round}`}, 0)`;
+      const expected = JSON.stringify(await fingerprint(pair.primary.admin));
+      const child = run(process.execPath, ["--import", "tsx", "test/support/backup-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, root);
+      await new Promise((r) => setTimeout(r, 300 + Math.random() * 2500));
+      child.signalGroup("SIGKILL");
+      await child.exited;
+      kills += 1;
+      const now = JSON.stringify(await fingerprint(pair.secondary.admin));
+      assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
+      published.add(expected);
+      await expireLease();
+    }
+    assert.equal(kills, 6);
+    const last = await backup();
+    assert.equal(last.status, "succeeded");
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+    const [interrupted] = await pair.secondary.admin`select count(*)::int as n from spillway.runs where error like 'interrupted%'`;
+    assert.ok(interrupted!.n >= 1, "killed runs are marked interrupted");
+  });
+});
+
+describe("a workload moving money during backups", () => {
+  test("the standby's total always equals the constant", async () => {
+    await pair.primary.admin`delete from public.accounts`;
+    await pair.primary.admin`insert into public.accounts (owner, balance) select 'acct ' || g, 1000 from generate_series(1, 100) g`;
+    const ids = (await pair.primary.admin`select id from public.accounts`).map((r) => Number(r.id));
+    const app = postgres(pair.urls.primary, { max: 4, onnotice: () => {} });
+    let stop = false;
+    let transfers = 0;
+    const mover = async () => {
+      while (!stop) {
+        const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
+        if (a === b) continue;
+        await app.begin(async (tx) => {
+          const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
+          if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
+        });
+        transfers += 1;
+      }
+    };
+    const movers = [mover(), mover(), mover()];
+    try {
+      for (let i = 0; i < 4; i++) {
+        await backup();
+        const [sum] = await pair.secondary.admin`select sum(balance)::int8 as total, count(*)::int as n from public.accounts`;
+        assert.equal(Number(sum!.total), TOTAL);
+        assert.equal(sum!.n, 100);
+      }
+    } finally {
+      stop = true;
+      await Promise.all(movers);
+      await app.end();
+    }
+    assert.ok(transfers > 50, `only ${transfers} transfers ran`);
+  });
+});
