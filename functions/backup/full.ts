@@ -47,6 +47,9 @@ export interface FullLoadResult {
   perTable: { table: string; rows: number; bytes: number }[];
 }
 
+/** Bytes gathered before they are sent on to the target in one message. */
+const COPY_BATCH_BYTES = 512 * 1024;
+
 /** The fdw strategy's link, in the target database. */
 const FDW_SERVER = "spillway_source";
 
@@ -85,6 +88,8 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
       // Replica mode: the standby's own triggers (and FK triggers) stay quiet while it is loaded.
       await dst.unsafe("set local session_replication_role = replica");
       await dst.unsafe("set local lock_timeout = '30s'");
+      // Index rebuilds after the load sort in memory rather than on disk.
+      await dst.unsafe("set local maintenance_work_mem = '128MB'");
       const rebuild = targetRebuildPlan(targetCatalog, tables);
       for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
       for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
@@ -169,12 +174,29 @@ async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) 
   // chunk; a binary copy adds one message for its trailer.
   let messages = 0;
   let bytes = 0;
+  // Rows arrive one message each; they leave in batches, so the target gets a few large
+  // CopyData messages instead of one per row (most of the process's CPU otherwise).
+  let batch: Uint8Array[] = [];
+  let batched = 0;
+  const release = (push: (chunk: Uint8Array) => void) => {
+    if (batched === 0) return;
+    push(Buffer.concat(batch, batched));
+    onBytes(batched);
+    batch = [];
+    batched = 0;
+  };
   const count = new Transform({
     transform(chunk: Uint8Array, _encoding, callback) {
       messages += 1;
       bytes += chunk.length;
-      onBytes(chunk.length);
-      callback(null, chunk);
+      batch.push(chunk);
+      batched += chunk.length;
+      if (batched >= COPY_BATCH_BYTES) release((c) => this.push(c));
+      callback();
+    },
+    flush(callback) {
+      release((c) => this.push(c));
+      callback();
     },
   });
   // postgres.js pauses its socket when the stream's buffer is full and resumes it from the

