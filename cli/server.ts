@@ -103,7 +103,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   // A tick still running when the next is due is not doubled: the next one is skipped.
   const runTick = () => {
     if (stopped || running) return;
-    running = tick(projects, events)
+    running = tick({ projects, events })
       .catch((e) => options.onTickError?.(events.redact(describeError(e))))
       .finally(() => { running = null; });
   };

@@ -11,6 +11,7 @@ import { readStatus } from "./status.ts";
 import { tick } from "./tick.ts";
 import { runBackup } from "./backup.ts";
 import { verify } from "./verify.ts";
+import { switchOver } from "./switchover.ts";
 import { z } from "zod";
 import { PROJECT_NAMES } from "./names.ts";
 
@@ -99,9 +100,15 @@ export function createApp(deps: AppDeps): Hono {
     return c.json({ run });
   });
 
+  api.post("/force-switch", admin, async (c) => {
+    const body = parseBody(switchBody, await readJson(c, "INVALID_BODY"));
+    const result = await switchOver({ projects: deps.projects, events: deps.events }, { to: body.to, force: body.force ?? false });
+    return c.json({ switch: result });
+  });
+
   api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));
 
-  api.post("/tick", requireCaller(true), async (c) => c.json(await tick(deps.projects, deps.events)));
+  api.post("/tick", requireCaller(true), async (c) => c.json(await tick({ projects: deps.projects, events: deps.events })));
 
   const app = new Hono();
   app.route("/spillway", api);
@@ -129,6 +136,11 @@ export function createApp(deps: AppDeps): Hono {
 const backupBody = z.object({
   mode: z.enum(["auto", "full", "incremental"], { errorMap: () => ({ message: 'must be "auto", "full" or "incremental"' }) }).optional(),
   verify: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+}).strict();
+
+const switchBody = z.object({
+  to: z.enum(["primary", "secondary"], { errorMap: () => ({ message: 'must be "primary" or "secondary"' }) }).optional(),
+  force: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
 }).strict();
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {

@@ -16,6 +16,7 @@ export interface ProjectState {
   epoch: number;
   fenced: boolean;
   since: string;
+  phase: "normal" | "backup" | "critical";
 }
 
 /**
@@ -25,10 +26,10 @@ export interface ProjectState {
  * const s = await readProjectState(projects.primary.sql);
  */
 export async function readProjectState(sql: Projects["primary"]["sql"]): Promise<ProjectState> {
-  const [row] = await sql<{ active: string; epoch: string; fenced: boolean; since: Date }[]>`
-    select active, epoch, fenced, since from spillway.state where id`;
+  const [row] = await sql<{ active: string; epoch: string; fenced: boolean; since: Date; phase: ProjectState["phase"] }[]>`
+    select active, epoch, fenced, since, phase from spillway.state where id`;
   if (!row || !isProjectName(row.active)) throw new SpillwayError("NOT_INSTALLED", 503, "Spillway's state row is missing");
-  return { active: row.active, epoch: Number(row.epoch), fenced: row.fenced, since: row.since.toISOString() };
+  return { active: row.active, epoch: Number(row.epoch), fenced: row.fenced, since: row.since.toISOString(), phase: row.phase };
 }
 
 /**

@@ -46,13 +46,23 @@ const HISTORY = 120;
  */
 export async function standbyLag(active: Project, run: Run, schemas: string[]): Promise<number | null> {
   if (!run.snapshotAt || run.source !== active.name) return null;
-  const [row] = await active.sql<{ counter: string }[]>`
+  if (await changeCounter(active, schemas) === run.details.changeCounter) return 0;
+  return Math.max(0, Math.round((Date.now() - Date.parse(run.snapshotAt)) / 1000));
+}
+
+/**
+ * The row changes Postgres's statistics have counted on a project's replicated tables.
+ *
+ * @example
+ * const before = await changeCounter(projects.primary, ["public"]);
+ */
+export async function changeCounter(project: Project, schemas: string[]): Promise<string> {
+  const [row] = await project.sql<{ counter: string }[]>`
     select coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::text as counter
     from pg_catalog.pg_stat_user_tables s
     join pg_catalog.pg_class c on c.oid = s.relid
     where s.schemaname = any(${schemas}) and c.relkind = 'r' and not (s.schemaname = 'public' and s.relname = 'spillway_active')`;
-  if (row?.counter === run.details.changeCounter) return 0;
-  return Math.max(0, Math.round((Date.now() - Date.parse(run.snapshotAt)) / 1000));
+  return row!.counter;
 }
 
 /**

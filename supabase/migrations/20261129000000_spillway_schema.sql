@@ -39,6 +39,11 @@ create table if not exists spillway.state (
   active text not null check (active in ('primary', 'secondary')),
   epoch bigint not null check (epoch >= 1),
   fenced boolean not null default false,
+  -- While fenced: the project apps must use now, and at which epoch (named in the fence error).
+  fenced_for text check (fenced_for in ('primary', 'secondary')),
+  fenced_epoch bigint,
+  -- The policy's phase at the last tick (normal, backup, critical): its hysteresis memory.
+  phase text not null default 'normal' check (phase in ('normal', 'backup', 'critical')),
   since timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );

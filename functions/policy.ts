@@ -1,0 +1,117 @@
+/** The active project's phase. */
+export type Phase = "normal" | "backup" | "critical";
+
+/** What a tick should do. */
+export type Action = "none" | "backup" | "switch" | "alert";
+
+/** The figures the policy decides from. */
+export interface PolicyInput {
+  /** The phase decided at the previous tick (the hysteresis memory). */
+  previous: Phase;
+  /** Usage of the active project; null when it could not be measured. */
+  activeUsage: number | null;
+  thresholds: { backup: number; switch: number };
+  autoBackup: boolean;
+  autoSwitch: boolean;
+  standby: {
+    reachable: boolean;
+    /** A backup from the active has completed to it. */
+    hasBackup: boolean;
+    /** Its usage once it holds the active's data; null when unknown. */
+    usageAfterSwitch: number | null;
+  };
+  /** How far below a threshold usage must fall before the phase steps down. Default 0.01. */
+  hysteresis?: number;
+}
+
+/** The policy's answer. */
+export interface Decision {
+  action: Action;
+  phase: Phase;
+  reason: string;
+}
+
+const RANK: Record<Phase, number> = { normal: 0, backup: 1, critical: 2 };
+
+/**
+ * The phase of a usage, with hysteresis: it rises as soon as usage reaches a threshold, and
+ * steps down only once usage is `hysteresis` below it, so usage hovering at a threshold
+ * does not flap.
+ *
+ * @example
+ * nextPhase("backup", 0.845, { backup: 0.85, switch: 0.9 }, 0.01) // "backup"
+ */
+export function nextPhase(previous: Phase, usage: number, t: { backup: number; switch: number }, hysteresis: number): Phase {
+  const at = (u: number): Phase => (u >= t.switch ? "critical" : u >= t.backup ? "backup" : "normal");
+  const up = at(usage);
+  if (RANK[up] >= RANK[previous]) return up;
+  const down = at(usage + hysteresis);
+  return RANK[down] < RANK[previous] ? down : previous;
+}
+
+/**
+ * Why the standby cannot take over, or null when it can.
+ *
+ * @example
+ * standbyProblem({ reachable: false, hasBackup: true, usageAfterSwitch: null }, 0.9) // "the standby is unreachable"
+ */
+export function standbyProblem(s: PolicyInput["standby"], switchThreshold: number): string | null {
+  if (!s.reachable) return "the standby is unreachable";
+  if (!s.hasBackup) return "the standby has no completed backup of the active";
+  if (s.usageAfterSwitch !== null && s.usageAfterSwitch >= switchThreshold) {
+    return `the standby would be at ${(s.usageAfterSwitch * 100).toFixed(1)} % after a switch, at or over its switch threshold`;
+  }
+  return null;
+}
+
+/**
+ * Decides a tick's action from both projects' figures: one backup when the active reaches
+ * the backup threshold, a switch when it reaches the switch threshold and the standby can
+ * take over, an alert when it cannot (or automation is off), nothing otherwise.
+ *
+ * @example
+ * decide({ previous: "normal", activeUsage: 0.86, thresholds, autoBackup: true, autoSwitch: true, standby })
+ * // { action: "backup", phase: "backup", reason: "..." }
+ */
+export function decide(input: PolicyInput): Decision {
+  const { previous, activeUsage, thresholds } = input;
+  const pct = (u: number) => `${(u * 100).toFixed(1)} %`;
+  if (activeUsage === null) {
+    return { action: "alert", phase: previous, reason: "the active project could not be measured (unreachable?)" };
+  }
+  const phase = nextPhase(previous, activeUsage, thresholds, input.hysteresis ?? 0.01);
+  const problem = standbyProblem(input.standby, thresholds.switch);
+  const entered = RANK[phase] > RANK[previous];
+
+  if (phase === "critical") {
+    if (!input.autoSwitch) {
+      return entered
+        ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold; auto switch is off` }
+        : { action: "none", phase, reason: `active at ${pct(activeUsage)}; auto switch is off` };
+    }
+    if (problem) {
+      return entered
+        ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold, but ${problem}` }
+        : { action: "none", phase, reason: `active at ${pct(activeUsage)}; still cannot switch: ${problem}` };
+    }
+    return { action: "switch", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold of ${pct(thresholds.switch)}` };
+  }
+
+  if (phase === "backup") {
+    if (entered && problem && !input.standby.reachable) {
+      return { action: "alert", phase, reason: `active at ${pct(activeUsage)}, over the backup threshold, but ${problem}` };
+    }
+    if (!input.autoBackup) {
+      return entered
+        ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, over the backup threshold; auto backup is off` }
+        : { action: "none", phase, reason: `active at ${pct(activeUsage)}; auto backup is off` };
+    }
+    if (entered || !input.standby.hasBackup) {
+      return { action: "backup", phase, reason: `active at ${pct(activeUsage)}, at or over the backup threshold of ${pct(thresholds.backup)}` };
+    }
+    if (problem) return { action: "none", phase, reason: `active at ${pct(activeUsage)}; ${problem}` };
+    return { action: "none", phase, reason: `active at ${pct(activeUsage)}; backed up at this phase already` };
+  }
+
+  return { action: "none", phase, reason: `active at ${pct(activeUsage)}, below the backup threshold` };
+}

@@ -1,0 +1,58 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { decide, nextPhase, type PolicyInput } from "../../functions/policy.ts";
+
+const T = { backup: 0.85, switch: 0.9 };
+const fit = { reachable: true, hasBackup: true, usageAfterSwitch: 0.5 };
+const base: PolicyInput = { previous: "normal", activeUsage: 0.5, thresholds: T, autoBackup: true, autoSwitch: true, standby: fit };
+
+test("phases rise at once and fall only past the hysteresis band", () => {
+  assert.equal(nextPhase("normal", 0.85, T, 0.01), "backup");
+  assert.equal(nextPhase("backup", 0.845, T, 0.01), "backup");
+  assert.equal(nextPhase("backup", 0.839, T, 0.01), "normal");
+  assert.equal(nextPhase("critical", 0.895, T, 0.01), "critical");
+  assert.equal(nextPhase("critical", 0.885, T, 0.01), "backup");
+  assert.equal(nextPhase("critical", 0.5, T, 0.01), "normal");
+  assert.equal(nextPhase("normal", 0.95, T, 0.01), "critical");
+});
+
+test("one backup on reaching the backup threshold, none while it stays there", () => {
+  const first = decide({ ...base, activeUsage: 0.86, standby: { ...fit, hasBackup: false } });
+  assert.deepEqual([first.action, first.phase], ["backup", "backup"]);
+  const again = decide({ ...base, previous: "backup", activeUsage: 0.87 });
+  assert.deepEqual([again.action, again.phase], ["none", "backup"]);
+});
+
+test("usage hovering at a threshold never flaps", () => {
+  let previous: PolicyInput["previous"] = "normal";
+  const actions: string[] = [];
+  for (const u of [0.849, 0.851, 0.848, 0.852, 0.846, 0.853, 0.899, 0.901, 0.897, 0.902, 0.895, 0.903]) {
+    const d = decide({ ...base, previous, activeUsage: u });
+    if (d.action !== "none") actions.push(`${d.action}@${u}`);
+    previous = d.phase;
+  }
+  assert.deepEqual(actions.filter((a) => a.startsWith("backup")), ["backup@0.851"]);
+  assert.equal(actions.find((a) => a.startsWith("switch")), "switch@0.901");
+});
+
+test("at the switch threshold: switch when the standby can take over, alert when it cannot", () => {
+  assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91 }).action, "switch");
+  for (const [standby, why] of [
+    [{ ...fit, reachable: false }, /unreachable/],
+    [{ ...fit, hasBackup: false }, /no completed backup/],
+    [{ ...fit, usageAfterSwitch: 0.95 }, /would be at 95.0 %/],
+  ] as const) {
+    const d = decide({ ...base, previous: "backup", activeUsage: 0.91, standby });
+    assert.equal(d.action, "alert");
+    assert.match(d.reason, why);
+    const later = decide({ ...base, previous: "critical", activeUsage: 0.92, standby });
+    assert.equal(later.action, "none", "the alert is not repeated every tick");
+  }
+  assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91, autoSwitch: false }).action, "alert");
+});
+
+test("auto backup off: an alert instead; the active unmeasured: an alert", () => {
+  assert.equal(decide({ ...base, activeUsage: 0.86, autoBackup: false }).action, "alert");
+  assert.equal(decide({ ...base, activeUsage: null }).action, "alert");
+  assert.equal(decide({ ...base, activeUsage: 0.2 }).action, "none");
+});
