@@ -28,9 +28,14 @@ export interface SwitchResult {
   dataLossSince?: string | null;
 }
 
+/** The steps of a switch, as named to `hooks.step`. */
+export type SwitchStep = "fenced" | "caught-up" | "published-target" | "published";
+
 interface Context {
   projects: Projects;
   events: EventLog;
+  /** Called after each step; the crash tests end the process there. */
+  hooks?: { step(name: SwitchStep): void | Promise<void> };
 }
 
 const LEASE_SECONDS = 120;
@@ -116,12 +121,15 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     where id and active = ${from} and epoch = ${state.epoch} returning 1`;
   if (fenced.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
   await events.record("info", "switch.fenced", `${from} is fenced: app writes now fail until ${to} is active`, { project: from });
+  await ctx.hooks?.step("fenced");
 
   let run: Run;
   try {
     await waitForInFlight(source, fencedAt);
     run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
-    await publish(projects, { from, to, epoch, sourceReachable: true, lease });
+    await ctx.hooks?.step("caught-up");
+    await publish(projects, { from, to, epoch, sourceReachable: true, lease, hooks: ctx.hooks });
+    await ctx.hooks?.step("published");
   } catch (e) {
     // Nothing was published: the old active is still the active one; lift its fence.
     await onProject(source, (sql) => sql`
@@ -201,7 +209,7 @@ async function waitForInFlight(source: Project, fencedAt: number): Promise<void>
 // Publishes the new state: the target first, then the old active, whose state row is locked
 // (and checked to be still fenced by us) before the target is touched, so that nothing can
 // unfence it in between.
-async function publish(projects: Projects, p: { from: ProjectName; to: ProjectName; epoch: number; sourceReachable: boolean; lease: Lease }): Promise<void> {
+async function publish(projects: Projects, p: { from: ProjectName; to: ProjectName; epoch: number; sourceReachable: boolean; lease: Lease; hooks?: Context["hooks"] }): Promise<void> {
   const writeTarget = async () => {
     await onProject(projects[p.to], (sql) => sql.begin(async (tx) => {
       await tx`
@@ -220,6 +228,7 @@ async function publish(projects: Projects, p: { from: ProjectName; to: ProjectNa
       throw new SpillwayError("BUSY", 409, `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`);
     }
     await writeTarget();
+    await p.hooks?.step("published-target");
     await tx`
       update spillway.state set active = ${p.to}, epoch = ${p.epoch}, fenced = true, fenced_for = ${p.to}, fenced_epoch = ${p.epoch},
         phase = 'normal', since = now(), updated_at = now()

@@ -25,6 +25,7 @@ export function startWriters(pair: TestPair, count: number): { stop(): Promise<W
     secondary: postgres(pair.urls.secondary, { max: count, onnotice: () => {}, connect_timeout: 2 }),
   };
   const report: WriterReport = { acknowledged: [], fenceErrors: [], otherErrors: [] };
+  const run = Math.random().toString(36).slice(2, 8);
   let stopped = false;
   const active = async (): Promise<string> => {
     const rows = await Promise.all(Object.entries(pools).map(async ([, sql]) =>
@@ -36,7 +37,7 @@ export function startWriters(pair: TestPair, count: number): { stop(): Promise<W
     let target = await active();
     let i = 0;
     while (!stopped) {
-      const id = `w${n}-${i++}`;
+      const id = `${run}-w${n}-${i++}`;
       try {
         await pools[target]!.begin(async (tx) => {
           if (n === 0) await tx`set local role authenticated`;
