@@ -89,6 +89,10 @@ export function decide(input: PolicyInput): Decision {
         ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold; auto switch is off` }
         : { action: "none", phase, reason: `active at ${pct(activeUsage)}; auto switch is off` };
     }
+    if (problem && input.standby.reachable && !input.standby.hasBackup && input.autoBackup) {
+      // The standby is fine but empty: back it up now, switch at the next tick.
+      return { action: "backup", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold; the standby needs a backup before it can take over` };
+    }
     if (problem) {
       return entered
         ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold, but ${problem}` }

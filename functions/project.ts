@@ -42,7 +42,8 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
     // Prepared statements do not survive Supabase's transaction pooler.
     prepare: false,
     onnotice: () => {},
-    connection: { application_name: "spillway", default_transaction_read_only: false },
+    // A string: postgres.js drops falsy startup parameters, so `false` would never be sent.
+    connection: { application_name: "spillway", default_transaction_read_only: "off" as unknown as boolean },
   });
   return { name, sql, url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
 }

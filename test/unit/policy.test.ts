@@ -39,7 +39,6 @@ test("at the switch threshold: switch when the standby can take over, alert when
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91 }).action, "switch");
   for (const [standby, why] of [
     [{ ...fit, reachable: false }, /unreachable/],
-    [{ ...fit, hasBackup: false }, /no completed backup/],
     [{ ...fit, usageAfterSwitch: 0.95 }, /would be at 95.0 %/],
   ] as const) {
     const d = decide({ ...base, previous: "backup", activeUsage: 0.91, standby });
@@ -49,6 +48,12 @@ test("at the switch threshold: switch when the standby can take over, alert when
     assert.equal(later.action, "none", "the alert is not repeated every tick");
   }
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91, autoSwitch: false }).action, "alert");
+  const empty = decide({ ...base, previous: "normal", activeUsage: 0.95, standby: { ...fit, hasBackup: false } });
+  assert.equal(empty.action, "backup", "an empty standby is backed up first");
+  assert.match(empty.reason, /needs a backup before it can take over/);
+  const noAuto = decide({ ...base, previous: "normal", activeUsage: 0.95, autoBackup: false, standby: { ...fit, hasBackup: false } });
+  assert.equal(noAuto.action, "alert");
+  assert.match(noAuto.reason, /no completed backup/);
 });
 
 test("auto backup off: an alert instead; the active unmeasured: an alert", () => {
