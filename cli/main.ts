@@ -8,6 +8,7 @@ import { formatBytes, formatEvents, formatRun, formatStatus, formatVerify } from
 import type { Run } from "../functions/runs.ts";
 import type { VerifyResult } from "../functions/verify.ts";
 import { install } from "./install.ts";
+import { init } from "./init.ts";
 import { start } from "./start.ts";
 
 const USAGE = `usage: spillway <command> [options]
@@ -15,6 +16,9 @@ const USAGE = `usage: spillway <command> [options]
   start                  run Spillway locally (two embedded Postgres servers unless
                          SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are set)
   install [dir]          copy Spillway's migrations into an app's supabase/migrations
+  init --url URL         store the function URL (…/functions/v1/spillway) and
+                         SPILLWAY_CRON_TOKEN where pg_cron's job reads them, in both
+                         projects (SPILLWAY_PRIMARY_DB_URL, SPILLWAY_SECONDARY_DB_URL)
   status [--json]        both projects, roles, usage, last backup
   logs [--limit N] [--level info|warn|error] [--json]
                          latest events, newest first
@@ -42,6 +46,16 @@ async function main(argv: string[]): Promise<number> {
       if (positionals.length > 1) throw new UsageError("install takes at most one folder");
       const copied = install(positionals[0] ?? ".");
       out(copied.length ? `copied ${copied.length} migration(s): ${copied.join(", ")}` : "Spillway's migrations are already installed; nothing copied");
+      return 0;
+    }
+    case "init": {
+      const { values } = parse(rest, { url: { type: "string" } });
+      const url = String(values.url ?? "");
+      if (!/^https?:\/\/\S+$/.test(url)) throw new UsageError("init needs --url with the function's http(s) URL, e.g. https://REF.supabase.co/functions/v1/spillway");
+      const config = loadConfig(process.env);
+      if (!config.dbUrls) throw new UsageError("init needs SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
+      if (!config.cronToken) throw new UsageError("init needs SPILLWAY_CRON_TOKEN (the same value the function has)");
+      for (const line of await init(config.dbUrls, url, config.cronToken)) out(line);
       return 0;
     }
     case "status": {

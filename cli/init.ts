@@ -1,0 +1,42 @@
+import postgres from "postgres";
+import { describeError } from "../functions/errors.ts";
+
+/**
+ * `spillway init`: stores the function URL and the cron token where the pg_cron job reads
+ * them (Vault where present, else `spillway.secrets`) in both projects, and schedules the
+ * job where pg_cron is enabled. Returns one line per project saying what it did.
+ *
+ * @example
+ * const lines = await init(urls, "https://ref.supabase.co/functions/v1/spillway", token);
+ */
+export async function init(urls: { primary: string; secondary: string }, functionUrl: string, cronToken: string): Promise<string[]> {
+  const lines: string[] = [];
+  for (const [name, url] of Object.entries(urls)) {
+    const sql = postgres(url, { max: 1, connect_timeout: 10, onnotice: () => {}, connection: { default_transaction_read_only: "off" as unknown as boolean } });
+    try {
+      const [installed] = await sql<{ ok: boolean }[]>`select to_regprocedure('spillway.schedule_tick()') is not null as ok`;
+      if (!installed?.ok) throw new Error(`the ${name} database lacks Spillway's migrations; run supabase db push on it first`);
+      const [vault] = await sql<{ ok: boolean }[]>`select to_regprocedure('vault.create_secret(text, text, text, uuid)') is not null as ok`;
+      const secrets = { spillway_function_url: functionUrl, spillway_cron_token: cronToken };
+      await sql.begin(async (tx) => {
+        for (const [key, value] of Object.entries(secrets)) {
+          if (vault?.ok) {
+            const [existing] = await tx<{ id: string }[]>`select id from vault.secrets where name = ${key}`;
+            if (existing) await tx`select vault.update_secret(${existing.id}::uuid, ${value})`;
+            else await tx`select vault.create_secret(${value}, ${key})`;
+          } else {
+            await tx`insert into spillway.secrets (name, value) values (${key}, ${value})
+                     on conflict (name) do update set value = excluded.value, updated_at = now()`;
+          }
+        }
+      });
+      const [scheduled] = await sql<{ ok: boolean }[]>`select spillway.schedule_tick() as ok`;
+      lines.push(`${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`);
+    } catch (e) {
+      throw new Error(`${name}: ${describeError(e)}`);
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  }
+  return lines;
+}
