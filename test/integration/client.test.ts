@@ -1,0 +1,122 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { startDataApi } from "../support/postgrest.ts";
+import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
+import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+import { getActiveClient, onSwitch, ActiveProjectUnknown, type SwitchEvent } from "../../client/index.ts";
+
+let pair: TestPair;
+let server: RunningServer;
+let apis: Record<"primary" | "secondary", Awaited<ReturnType<typeof startDataApi>>>;
+const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
+
+before(async () => {
+  pair = await startTestPair();
+  for (const url of [pair.urls.primary, pair.urls.secondary]) {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    await sql`create table public.items (id text primary key, writer integer not null)`;
+    await sql`grant select, insert on public.items to anon`;
+    await sql.end();
+  }
+  server = await startServer({
+    dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
+    port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,
+  });
+  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+});
+after(async () => {
+  await apis?.primary.close();
+  await apis?.secondary.close();
+  await server?.close();
+  await pair?.destroy();
+});
+
+function projects() {
+  return { primary: { url: apis.primary.url, anonKey: ANON.primary }, secondary: { url: apis.secondary.url, anonKey: ANON.secondary } };
+}
+
+async function admin(path: string, body: unknown = {}) {
+  const res = await fetch(`${server.url}/spillway${path}`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify(body) });
+  assert.equal(res.status, 200, await res.clone().text());
+  return await res.json() as any;
+}
+
+async function ids(name: "primary" | "secondary"): Promise<string[]> {
+  return (await pair[name].admin`select id from public.items order by id`).map((r) => r.id as string);
+}
+
+describe("through the function's /active (the real local server)", () => {
+  test("after a switch, a fenced write is retried once on the new active; later clients point there", async () => {
+    const statusUrl = `${server.url}/spillway`;
+    const switches: SwitchEvent[] = [];
+    const off = onSwitch((e) => switches.push(e));
+    const cached = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    const first = await cached.from("items").insert({ id: "before-switch", writer: 1 });
+    assert.equal(first.error, null);
+    assert.deepEqual(await ids("primary"), ["before-switch"]);
+
+    await admin("/force-backup", { mode: "full" });
+    const result = await admin("/force-switch");
+    assert.equal(result.switch.to, "secondary");
+
+    // The cached client still points at the primary: its write hits the fence, is retried once, lands on the secondary.
+    const again = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    assert.equal(again, cached);
+    const write = await again.from("items").insert({ id: "after-switch", writer: 2 });
+    assert.equal(write.error, null, JSON.stringify(write.error));
+    assert.ok((await ids("secondary")).includes("after-switch"));
+    assert.ok(!(await ids("primary")).includes("after-switch"));
+    assert.deepEqual(switches, [{ from: "primary", to: "secondary", epoch: 2 }]);
+
+    const next = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    assert.notEqual(next, cached, "the next client is the secondary's");
+    assert.equal((await next.from("items").insert({ id: "next", writer: 3 })).error, null);
+    assert.ok((await ids("secondary")).includes("next"));
+    off();
+  });
+
+  test("other errors are not retried", async () => {
+    const client = await getActiveClient({ projects: projects(), statusUrl: `${server.url}/spillway`, cacheTtlMs: 0 });
+    const dup = await client.from("items").insert({ id: "next", writer: 4 });
+    assert.equal(dup.error?.code, "23505");
+  });
+});
+
+describe("through the Data API (PostgREST stand-in on the real databases)", () => {
+  test("the highest epoch wins", async () => {
+    // Both copies now say secondary at epoch 2; make the primary's copy claim a stale answer.
+    await pair.primary.admin`update public.spillway_active set active = 'primary', epoch = 1`;
+    try {
+      const client = await getActiveClient({ projects: projects(), cacheTtlMs: 0 });
+      const { data } = await client.from("spillway_active").select("active,epoch");
+      assert.deepEqual(data, [{ active: "secondary", epoch: 2 }]);
+      assert.equal((await client.from("items").insert({ id: "via-data-api", writer: 5 })).error, null);
+      assert.ok((await ids("secondary")).includes("via-data-api"));
+    } finally {
+      await pair.primary.admin`update public.spillway_active set active = 'secondary', epoch = 2`;
+    }
+  });
+
+  test("one project not answering still resolves; neither gives a clear error, not a hang", async () => {
+    const options = { projects: projects(), cacheTtlMs: 0, timeoutMs: 800 };
+    apis.primary.hang(true);
+    try {
+      const client = await getActiveClient(options);
+      assert.equal((await client.from("items").insert({ id: "one-down", writer: 6 })).error, null);
+      assert.ok((await ids("secondary")).includes("one-down"));
+      apis.secondary.hang(true);
+      const started = Date.now();
+      await assert.rejects(getActiveClient(options), (e: unknown) => {
+        assert.ok(e instanceof ActiveProjectUnknown);
+        assert.match((e as Error).message, /neither project answered/);
+        return true;
+      });
+      assert.ok(Date.now() - started < 3000, `took ${Date.now() - started} ms`);
+    } finally {
+      apis.primary.hang(false);
+      apis.secondary.hang(false);
+    }
+  });
+});
