@@ -25,10 +25,16 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
     if (hanging) return; // never answers: a project that hangs
     const url = new URL(req.url ?? "/", "http://stand-in");
     const match = /^\/rest\/v1\/([a-z_][a-z0-9_]*)$/.exec(url.pathname);
+    // PostgREST answers browsers from any origin.
+    const cors = { "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS" };
     const send = (status: number, body: unknown) => {
-      res.writeHead(status, { "Content-Type": "application/json" });
+      res.writeHead(status, { "Content-Type": "application/json", ...cors });
       res.end(body === undefined ? "" : JSON.stringify(body));
     };
+    if (req.method === "OPTIONS") {
+      res.writeHead(204, cors);
+      return res.end();
+    }
     if (!match) return send(404, { code: "PGRST125", message: "Invalid path specified in request URL", details: null, hint: null });
     const table = match[1]!;
     try {

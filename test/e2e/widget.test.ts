@@ -1,0 +1,147 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { build } from "esbuild";
+import postgres from "postgres";
+import type { Browser, Page } from "playwright-core";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { startDataApi } from "../support/postgrest.ts";
+import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
+import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
+import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+let pair: TestPair;
+let server: RunningServer;
+let browser: Browser;
+
+before(async () => {
+  pair = await startTestPair();
+  for (const url of [pair.urls.primary, pair.urls.secondary]) {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    await sql`create table public.items (id text primary key, writer integer not null)`;
+    await sql`grant select, insert on public.items to anon`;
+    await sql.end();
+  }
+  await pair.primary.admin`insert into public.items select 'item-' || g, g from generate_series(1, 500) g`;
+  server = await startServer({
+    dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
+    port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,
+  });
+  browser = await launchBrowser();
+});
+after(async () => {
+  await browser?.close();
+  await server?.close();
+  await pair?.destroy();
+});
+
+async function connect(page: Page, token: string) {
+  await page.goto(`${server.url}/`);
+  await page.fill("#token", token);
+  assert.equal(await page.inputValue("#api"), `${server.url}/spillway`);
+  await page.click("button[type=submit]");
+}
+
+describe("the dashboard widget in real Chromium against the real local server", () => {
+  let page: Page;
+  before(async () => {
+    page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await connect(page, ADMIN_TOKEN);
+  });
+
+  test("both projects' figures are shown", async () => {
+    for (const name of ["primary", "secondary"]) {
+      const card = page.locator(`section.project[data-project=${name}]`);
+      await card.locator(".used").waitFor();
+      assert.match(await card.locator(".used").textContent() ?? "", /^\d+(\.\d)? MB of 500\.0 MB$/);
+      assert.match(await card.locator(".usage").textContent() ?? "", /^\d+\.\d %$/);
+    }
+    assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "ACTIVE");
+    assert.equal(await page.locator("section.project[data-project=secondary] .role").textContent(), "STANDBY");
+    assert.ok(!(await page.content()).includes(ADMIN_TOKEN), "the token is not in the page's URL or markup");
+    assert.ok(!page.url().includes(ADMIN_TOKEN));
+  });
+
+  test("Force backup runs and the last-backup panel updates", async () => {
+    assert.match(await page.locator("#last-backup").textContent() ?? "", /No backup yet/);
+    await page.click("#force-backup");
+    await page.locator("#last-backup dd[data-field=status]", { hasText: "succeeded" }).waitFor({ timeout: 30_000 });
+    assert.equal(await page.locator("#last-backup dd[data-field=rows]").textContent(), "500");
+    assert.match(await page.locator("#op-result").textContent() ?? "", /^Backup succeeded: 500 rows/);
+  });
+
+  test("screenshots at 1280 px and 390 px, with nothing wider than the screen", async () => {
+    await page.screenshot({ path: join(OUTPUT_DIR, "widget-1280.png"), fullPage: true });
+    const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    await connect(phone, ADMIN_TOKEN);
+    await phone.locator("section.project[data-project=secondary] .used").waitFor();
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+    await phone.screenshot({ path: join(OUTPUT_DIR, "widget-390.png"), fullPage: true });
+    await phone.close();
+  });
+
+  test("a bad settings value shows the field error and saves nothing", async () => {
+    const [before] = await pair.primary.admin`select data, version from spillway.settings`;
+    await page.fill("#set-backup", "150");
+    await page.click("#save-settings");
+    await page.locator("#set-backup-err", { hasText: "at most 1" }).waitFor();
+    assert.match(await page.locator("#settings-result").textContent() ?? "", /backupThreshold/);
+    const [after] = await pair.primary.admin`select data, version from spillway.settings`;
+    assert.deepEqual(after, before);
+  });
+
+  test("Switch asks to confirm, names the target, and flips the ACTIVE badge", async () => {
+    await page.click("#force-switch");
+    const dialog = page.locator("dialog#confirm-switch");
+    await dialog.waitFor();
+    assert.match(await dialog.textContent() ?? "", /Switch the active project to secondary\?/);
+    await page.click("#confirm-switch-yes");
+    await page.locator("section.project[data-project=secondary] .role", { hasText: "ACTIVE" }).waitFor({ timeout: 60_000 });
+    assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "STANDBY");
+    assert.match(await page.locator("#op-result").textContent() ?? "", /secondary is now active \(epoch 2\)/);
+  });
+
+  test("a wrong token shows the token prompt", async () => {
+    const other = await browser.newPage();
+    await connect(other, "not-the-admin-token-123");
+    await other.locator("#token-prompt").waitFor();
+    assert.match(await other.locator("#token-prompt").textContent() ?? "", /The admin token was refused/);
+    await other.fill("#token-input", ADMIN_TOKEN);
+    await other.click("#token-prompt button[type=submit]");
+    await other.locator("section.project[data-project=primary] .used").waitFor();
+    assert.equal(await other.evaluate(() => sessionStorage.getItem("spillway.token")), ADMIN_TOKEN);
+    await other.close();
+  });
+});
+
+describe("getActiveClient() in the browser", () => {
+  test("a page imports the client bundle and reads through it from the active project", async () => {
+    const bundle = await build({ entryPoints: [join(root, "client/index.ts")], bundle: true, format: "esm", platform: "browser", write: false, logLevel: "silent" });
+    const apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+    const page = await browser.newPage();
+    try {
+      await page.route(`${server.url}/__test/client.js`, (route) => route.fulfill({ body: bundle.outputFiles[0]!.text, contentType: "text/javascript" }));
+      await page.route(`${server.url}/__test/page.html`, (route) => route.fulfill({ body: "<!doctype html><title>app</title>", contentType: "text/html" }));
+      await page.goto(`${server.url}/__test/page.html`);
+      const result = await page.evaluate(async ({ statusUrl, primary, secondary }) => {
+        const { getActiveClient } = await import("/__test/client.js" as string);
+        const projects = { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } };
+        const viaStatus = await getActiveClient({ projects, statusUrl });
+        const viaDataApi = await getActiveClient({ projects, cacheTtlMs: 0 });
+        const a = await viaStatus.from("items").select("id");
+        const b = await viaDataApi.from("spillway_active").select("active,epoch");
+        return { count: a.data?.length ?? -1, error: a.error, state: b.data };
+      }, { statusUrl: `${server.url}/spillway`, primary: apis.primary.url, secondary: apis.secondary.url });
+      assert.equal(result.error, null);
+      assert.equal(result.count, 500);
+      assert.deepEqual(result.state, [{ active: "secondary", epoch: 2 }]);
+    } finally {
+      await page.close();
+      await apis.primary.close();
+      await apis.secondary.close();
+    }
+  });
+});

@@ -1,0 +1,444 @@
+// <spillway-widget api="https://…/functions/v1/spillway" token="…" refresh="30">
+// Spillway's dashboard as a custom element: no build step, no dependencies. Every value
+// shown comes from the API and is written with textContent, never as HTML.
+
+const STYLE = `
+:host { --bg: #ffffff; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --card: #f6f8fa;
+  --accent: #0b5cad; --ok: #1a7f37; --warn: #9a6700; --bad: #cf222e; --active: #0b5cad;
+  display: block; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
+  color: var(--fg); background: var(--bg); container-type: inline-size; }
+* { box-sizing: border-box; }
+.wrap { max-width: 1200px; margin: 0 auto; padding: 16px; display: grid; gap: 16px; }
+header { display: flex; flex-wrap: wrap; align-items: center; gap: 8px 16px; }
+h1 { font-size: 1.35rem; margin: 0; }
+h2 { font-size: 1rem; margin: 0 0 10px; }
+.grow { flex: 1 1 auto; }
+.muted { color: var(--muted); font-size: .875rem; }
+.badge { display: inline-block; padding: 2px 8px; border-radius: 999px; font-size: .75rem; font-weight: 700; letter-spacing: .04em; border: 1px solid currentColor; }
+.badge.active { color: #fff; background: var(--active); border-color: var(--active); }
+.badge.standby { color: var(--muted); }
+.phase-normal { color: var(--ok); } .phase-backup { color: var(--warn); } .phase-critical { color: var(--bad); }
+.grid { display: grid; gap: 16px; grid-template-columns: repeat(2, minmax(0, 1fr)); }
+@container (max-width: 720px) { .grid { grid-template-columns: minmax(0, 1fr); } }
+.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px; padding: 14px; min-width: 0; }
+.card-head { display: flex; align-items: center; gap: 8px; margin-bottom: 8px; }
+.card-head h2 { margin: 0; text-transform: capitalize; }
+.gauge { position: relative; height: 14px; border-radius: 7px; background: #e4e8ec; overflow: hidden; margin: 8px 0 4px; }
+.gauge .fill { position: absolute; inset: 0 auto 0 0; background: var(--ok); }
+.gauge .fill.backup { background: var(--warn); } .gauge .fill.critical { background: var(--bad); }
+.gauge .mark { position: absolute; top: 0; bottom: 0; width: 2px; background: var(--fg); opacity: .7; }
+.figures { display: flex; justify-content: space-between; gap: 8px; flex-wrap: wrap; font-variant-numeric: tabular-nums; }
+.flags { display: flex; gap: 6px; flex-wrap: wrap; margin-top: 6px; }
+.flag { font-size: .75rem; padding: 1px 6px; border-radius: 4px; background: #fff; border: 1px solid var(--line); }
+.flag.bad { color: var(--bad); border-color: var(--bad); }
+dl { display: grid; grid-template-columns: max-content minmax(0, 1fr); gap: 4px 12px; margin: 0; }
+dt { color: var(--muted); } dd { margin: 0; overflow-wrap: anywhere; font-variant-numeric: tabular-nums; }
+button, select, input { font: inherit; }
+button { border: 1px solid var(--line); background: #fff; color: var(--fg); border-radius: 6px; padding: 6px 12px; cursor: pointer; min-height: 36px; }
+button.primary { background: var(--accent); border-color: var(--accent); color: #fff; }
+button.danger { background: var(--bad); border-color: var(--bad); color: #fff; }
+button:disabled { opacity: .55; cursor: not-allowed; }
+button:focus-visible, select:focus-visible, input:focus-visible { outline: 3px solid #0969da; outline-offset: 2px; }
+.actions { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; }
+.result { min-height: 1.4em; font-size: .9rem; }
+.result.error { color: var(--bad); } .result.ok { color: var(--ok); }
+svg { width: 100%; height: auto; display: block; }
+.events { list-style: none; margin: 0; padding: 0; display: grid; gap: 4px; max-height: 320px; overflow: auto; }
+.events li { display: grid; grid-template-columns: max-content max-content minmax(0, 1fr); gap: 8px; font-size: .85rem; padding: 4px 6px; border-radius: 4px; background: #fff; border-left: 4px solid var(--line); }
+.events li.info { border-left-color: var(--accent); } .events li.warn { border-left-color: var(--warn); } .events li.error { border-left-color: var(--bad); }
+.events .lvl { font-weight: 700; text-transform: uppercase; font-size: .7rem; padding-top: 2px; }
+.events li.warn .lvl { color: var(--warn); } .events li.error .lvl { color: var(--bad); }
+.events .msg { overflow-wrap: anywhere; }
+@container (max-width: 520px) { .events li { grid-template-columns: max-content minmax(0, 1fr); } .events .msg { grid-column: 1 / -1; } }
+form.settings { display: grid; gap: 10px; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); align-items: start; }
+.field { display: grid; gap: 4px; }
+.field input[type=number], .field select { padding: 6px 8px; border: 1px solid var(--line); border-radius: 6px; background: #fff; width: 100%; }
+.field.check { grid-template-columns: max-content 1fr; align-items: center; }
+.field .err { color: var(--bad); font-size: .8rem; min-height: 1em; }
+.banner { padding: 10px 14px; border-radius: 8px; border: 1px solid var(--line); background: var(--card); }
+.banner.error { border-color: var(--bad); color: var(--bad); background: #fff5f5; }
+dialog { border: 1px solid var(--line); border-radius: 10px; padding: 18px; max-width: min(92vw, 440px); }
+dialog::backdrop { background: rgba(0, 0, 0, .35); }
+.token-form { display: grid; gap: 8px; max-width: 420px; }
+.token-form input { padding: 8px; border: 1px solid var(--line); border-radius: 6px; width: 100%; }
+.sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+`;
+
+const UNITS = ["B", "KB", "MB", "GB", "TB"];
+
+function bytes(n) {
+  if (n === null || n === undefined) return "?";
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < UNITS.length - 1) { v /= 1024; u += 1; }
+  return `${v.toFixed(u === 0 ? 0 : 1)} ${UNITS[u]}`;
+}
+
+function pct(x) {
+  return x === null || x === undefined ? "?" : `${(x * 100).toFixed(1)} %`;
+}
+
+function when(iso) {
+  if (!iso) return "—";
+  const d = new Date(iso);
+  return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) if (c !== null && c !== undefined) node.append(c);
+  return node;
+}
+
+function svg(tag, attrs = {}) {
+  const node = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  return node;
+}
+
+class ApiError extends Error {
+  constructor(status, code, message, details) {
+    super(message);
+    this.status = status;
+    this.code = code;
+    this.details = details;
+  }
+}
+
+export class SpillwayWidget extends HTMLElement {
+  static get observedAttributes() { return ["api", "token", "refresh"]; }
+
+  constructor() {
+    super();
+    this.root = this.attachShadow({ mode: "open" });
+    this.state = { status: null, config: null, events: [], level: "", loading: true, error: null, unauthorized: false, busy: null, result: null, fieldErrors: {} };
+    this.timer = null;
+  }
+
+  connectedCallback() {
+    this.render();
+    this.refreshNow();
+    this.schedule();
+  }
+
+  disconnectedCallback() {
+    clearInterval(this.timer);
+  }
+
+  attributeChangedCallback(name, before, after) {
+    if (before === after || !this.isConnected) return;
+    if (name === "refresh") this.schedule();
+    else this.refreshNow();
+  }
+
+  get api() { return (this.getAttribute("api") || "").replace(/\/+$/, ""); }
+  // The token may be given as a property, which (unlike the attribute) stays out of the markup.
+  get token() { return this._token ?? (this.getAttribute("token") || ""); }
+  set token(value) {
+    this._token = value;
+    if (this.isConnected) this.refreshNow();
+  }
+
+  schedule() {
+    clearInterval(this.timer);
+    const seconds = Math.max(5, Number(this.getAttribute("refresh")) || 30);
+    this.timer = setInterval(() => this.refreshNow(), seconds * 1000);
+  }
+
+  async call(method, path, body) {
+    let res;
+    try {
+      res = await fetch(`${this.api}${path}`, {
+        method,
+        headers: { Authorization: `Bearer ${this.token}`, ...(body === undefined ? {} : { "Content-Type": "application/json" }) },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    } catch {
+      throw new ApiError(0, "UNREACHABLE", `The Spillway API at ${this.api || "(no URL)"} cannot be reached.`);
+    }
+    let json = null;
+    try { json = await res.json(); } catch { /* a body that is not JSON is reported below */ }
+    if (!res.ok) {
+      const e = json && json.error ? json.error : {};
+      throw new ApiError(res.status, e.code || `HTTP_${res.status}`, e.message || `The API answered ${res.status}.`, e.details);
+    }
+    return json;
+  }
+
+  async refreshNow() {
+    if (!this.api) {
+      this.state = { ...this.state, loading: false, error: "No API URL is set." };
+      return this.render();
+    }
+    try {
+      const level = this.state.level ? `&level=${encodeURIComponent(this.state.level)}` : "";
+      const [status, config, logs] = await Promise.all([
+        this.call("GET", "/status"), this.call("GET", "/config"), this.call("GET", `/logs?limit=30${level}`),
+      ]);
+      this.state = { ...this.state, status, config, events: logs.events, loading: false, error: null, unauthorized: false, updatedAt: new Date() };
+    } catch (e) {
+      this.state = { ...this.state, loading: false, unauthorized: e.status === 401, error: e.status === 401 ? null : e.message };
+      if (e.status === 401) this.dispatchEvent(new CustomEvent("spillway-unauthorized", { bubbles: true, composed: true }));
+    }
+    this.render();
+  }
+
+  async operate(kind) {
+    const status = this.state.status;
+    if (kind === "switch") {
+      const dialog = this.root.querySelector("dialog");
+      dialog.returnValue = "";
+      dialog.showModal();
+      const answer = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
+      if (answer !== "confirm") return this.render();
+    }
+    this.state = { ...this.state, busy: kind, result: { ok: true, text: kind === "backup" ? "Backing up…" : `Switching to ${status.standby}…` } };
+    this.render();
+    try {
+      if (kind === "backup") {
+        const { run } = await this.call("POST", "/force-backup", { mode: "auto" });
+        this.state.result = { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
+      } else {
+        const { switch: s } = await this.call("POST", "/force-switch", { to: status.standby });
+        this.state.result = { ok: true, text: `${s.to} is now active (epoch ${s.epoch}); writes were blocked for ${s.writesBlockedMs} ms.` };
+      }
+    } catch (e) {
+      this.state.result = { ok: false, text: `${e.code}: ${e.message}` };
+    }
+    this.state.busy = null;
+    await this.refreshNow();
+  }
+
+  async saveSettings(form) {
+    const data = new FormData(form);
+    const number = (name, scale = 1) => {
+      const raw = String(data.get(name) ?? "").trim();
+      return raw === "" ? raw : Number(raw) / scale;
+    };
+    const patch = {
+      backupThreshold: number("backupThreshold", 100),
+      switchThreshold: number("switchThreshold", 100),
+      quotaBytes: { primary: Math.round(number("quotaPrimary") * 1024 * 1024), secondary: Math.round(number("quotaSecondary") * 1024 * 1024) },
+      autoBackup: data.get("autoBackup") === "on",
+      autoSwitch: data.get("autoSwitch") === "on",
+      strategy: data.get("strategy"),
+    };
+    if (Number.isNaN(patch.quotaBytes.primary)) patch.quotaBytes.primary = String(data.get("quotaPrimary"));
+    if (Number.isNaN(patch.quotaBytes.secondary)) patch.quotaBytes.secondary = String(data.get("quotaSecondary"));
+    this.settingsDirty = false;
+    this.state = { ...this.state, busy: "settings", fieldErrors: {}, settingsResult: null };
+    this.render();
+    try {
+      await this.call("PATCH", "/config", patch);
+      this.state.settingsResult = { ok: true, text: "Settings saved." };
+    } catch (e) {
+      this.state.fieldErrors = e.details && typeof e.details === "object" ? e.details : {};
+      this.state.settingsResult = { ok: false, text: e.message };
+    }
+    this.state.busy = null;
+    await this.refreshNow();
+  }
+
+  render() {
+    // A confirmation in progress is not replaced under the operator's cursor.
+    if (this.root.querySelector("dialog[open]")) return;
+    const s = this.state;
+    const root = this.root;
+    const focused = root.activeElement && root.activeElement.id;
+    root.replaceChildren(el("style", { text: STYLE }));
+    const wrap = el("div", { class: "wrap" });
+    root.append(wrap);
+
+    const status = s.status;
+    wrap.append(el("header", {},
+      el("h1", { text: "Spillway" }),
+      status ? el("span", { class: `badge phase-${status.phase}`, text: `phase: ${status.phase}` }) : null,
+      status ? el("span", { class: "muted", text: `active ${status.active} · epoch ${status.epoch}` }) : null,
+      el("span", { class: "grow" }),
+      el("span", { class: "muted", "aria-live": "polite", text: s.loading ? "Loading…" : s.updatedAt ? `Updated ${s.updatedAt.toLocaleTimeString()}` : "" }),
+      el("button", { id: "refresh", type: "button", onclick: () => this.refreshNow(), text: "Refresh" }),
+    ));
+
+    if (s.unauthorized) {
+      wrap.append(this.tokenPrompt());
+      return;
+    }
+    if (s.error) wrap.append(el("div", { class: "banner error", role: "alert", text: `${s.error} Retrying every ${Math.max(5, Number(this.getAttribute("refresh")) || 30)} s.` }));
+    if (!status) {
+      if (s.loading) wrap.append(el("div", { class: "banner", text: "Loading Spillway's status…" }));
+      return;
+    }
+
+    const grid = el("div", { class: "grid" });
+    for (const name of ["primary", "secondary"]) grid.append(this.projectCard(name, status));
+    wrap.append(grid);
+
+    const ops = el("section", { class: "card", "aria-labelledby": "ops-h" },
+      el("h2", { id: "ops-h", text: "Operations" }),
+      el("div", { class: "actions" },
+        el("button", { id: "force-backup", type: "button", class: "primary", disabled: s.busy !== null, onclick: () => this.operate("backup"), text: s.busy === "backup" ? "Backing up…" : "Force backup" }),
+        el("button", { id: "force-switch", type: "button", class: "danger", disabled: s.busy !== null, onclick: () => this.operate("switch"), text: s.busy === "switch" ? "Switching…" : "Switch active project" }),
+      ),
+      el("p", { class: `result ${s.result ? (s.result.ok ? "ok" : "error") : ""}`, role: "status", "aria-live": "polite", id: "op-result", text: s.result ? s.result.text : "" }),
+      this.confirmDialog(status),
+    );
+    const backup = this.backupPanel(status);
+    wrap.append(el("div", { class: "grid" }, ops, backup));
+    wrap.append(el("div", { class: "grid" }, this.historyPanel(status), this.eventsPanel()));
+    // Settings being edited survive the auto-refresh.
+    if (s.config) wrap.append(this.settingsDirty && this.settingsNode ? this.settingsNode : this.settingsPanel(s.config.settings));
+    if (focused) root.getElementById(focused)?.focus();
+  }
+
+  projectCard(name, status) {
+    const p = status.projects[name];
+    const active = status.active === name;
+    const usageClass = p.usage === null ? "" : p.usage >= status.thresholds.switch ? "critical" : p.usage >= status.thresholds.backup ? "backup" : "";
+    const gauge = el("div", { class: "gauge", role: "meter", "aria-label": `${name} usage`, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": p.usage === null ? 0 : Math.round(p.usage * 100) },
+      el("div", { class: `fill ${usageClass}`, style: `width:${Math.min(100, (p.usage || 0) * 100)}%` }),
+      el("div", { class: "mark", title: "backup threshold", style: `left:${status.thresholds.backup * 100}%` }),
+      el("div", { class: "mark", title: "switch threshold", style: `left:${status.thresholds.switch * 100}%` }),
+    );
+    return el("section", { class: "card project", "data-project": name, "aria-labelledby": `p-${name}` },
+      el("div", { class: "card-head" },
+        el("h2", { id: `p-${name}`, text: name }),
+        el("span", { class: `badge role ${active ? "active" : "standby"}`, text: active ? "ACTIVE" : "STANDBY" }),
+        el("span", { class: "grow" }),
+        el("span", { class: p.reachable ? "muted" : "flag bad", text: p.reachable ? "reachable" : "unreachable" }),
+      ),
+      gauge,
+      el("div", { class: "figures" },
+        el("span", { class: "used", text: `${bytes(p.usedBytes)} of ${bytes(p.quotaBytes)}` }),
+        el("strong", { class: "usage", text: pct(p.usage) }),
+      ),
+      el("div", { class: "muted", text: `marks: backup ${pct(status.thresholds.backup)}, switch ${pct(status.thresholds.switch)}` }),
+      el("div", { class: "flags" },
+        p.readOnly ? el("span", { class: "flag bad", text: "read-only" }) : null,
+        p.fenced ? el("span", { class: "flag", text: "fenced" }) : null,
+        p.error ? el("span", { class: "flag bad", text: p.error }) : null,
+      ),
+    );
+  }
+
+  backupPanel(status) {
+    const b = status.lastBackup;
+    const rows = b ? [
+      ["When", when(b.finishedAt || b.startedAt)], ["Kind", b.kind], ["Status", b.status],
+      ["Rows", b.rows.toLocaleString()], ["Size", bytes(b.bytes)], ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
+    ] : [];
+    if (b && b.error) rows.push(["Error", b.error]);
+    rows.push(["Standby lag", status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s`]);
+    return el("section", { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
+      el("h2", { id: "lb-h", text: `Last backup to ${status.standby}` }),
+      b ? null : el("p", { class: "muted", text: "No backup yet." }),
+      el("dl", {}, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k.toLowerCase().replace(/\s+/g, "-"), text: String(v) })])),
+    );
+  }
+
+  historyPanel(status) {
+    const samples = status.samples[status.active] || [];
+    const quota = status.projects[status.active].quotaBytes;
+    const W = 600, H = 200, P = 28;
+    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `usage history of ${status.active}` });
+    chart.append(svg("rect", { x: P, y: 8, width: W - P - 8, height: H - P - 8, fill: "#fff", stroke: "#d0d7de" }));
+    const y = (u) => 8 + (H - P - 8) * (1 - Math.min(1, Math.max(0, u)));
+    for (const [t, color] of [[status.thresholds.backup, "#9a6700"], [status.thresholds.switch, "#cf222e"]]) {
+      chart.append(svg("line", { x1: P, x2: W - 8, y1: y(t), y2: y(t), stroke: color, "stroke-dasharray": "6 4" }));
+      const label = svg("text", { x: 2, y: y(t) + 4, "font-size": 11, fill: color });
+      label.textContent = `${Math.round(t * 100)}%`;
+      chart.append(label);
+    }
+    if (samples.length > 1) {
+      const t0 = Date.parse(samples[0].at), t1 = Date.parse(samples[samples.length - 1].at);
+      const x = (t) => P + (W - P - 8) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
+      const d = samples.map((s, i) => `${i ? "L" : "M"}${x(Date.parse(s.at)).toFixed(1)},${y(s.usedBytes / quota).toFixed(1)}`).join(" ");
+      chart.append(svg("path", { d, fill: "none", stroke: "#0b5cad", "stroke-width": 2 }));
+    }
+    const f = status.forecast;
+    return el("section", { class: "card", "aria-labelledby": "h-h" },
+      el("h2", { id: "h-h", text: `Usage history of ${status.active}` }),
+      chart,
+      el("dl", {},
+        el("dt", { text: "Growth" }), el("dd", { text: f.bytesPerHour === null ? "not enough samples" : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}` }),
+        el("dt", { text: "Backup threshold" }), el("dd", { text: f.backupAt ? when(f.backupAt) : "not forecast" }),
+        el("dt", { text: "Switch threshold" }), el("dd", { text: f.switchAt ? when(f.switchAt) : "not forecast" }),
+      ),
+    );
+  }
+
+  eventsPanel() {
+    const select = el("select", { id: "level-filter", onchange: (e) => { this.state.level = e.target.value; this.refreshNow(); } },
+      ...["", "info", "warn", "error"].map((l) => el("option", { value: l, selected: this.state.level === l, text: l === "" ? "all levels" : l })));
+    return el("section", { class: "card", "aria-labelledby": "e-h" },
+      el("div", { class: "card-head" },
+        el("h2", { id: "e-h", text: "Latest events" }), el("span", { class: "grow" }),
+        el("label", { for: "level-filter", class: "sr-only", text: "Filter events by level" }), select),
+      this.state.events.length === 0 ? el("p", { class: "muted", text: "No events." }) : el("ul", { class: "events" },
+        this.state.events.map((e) => el("li", { class: e.level },
+          el("span", { class: "lvl", text: e.level }),
+          el("time", { class: "time muted", datetime: e.at, text: new Date(e.at).toLocaleTimeString() }),
+          el("span", { class: "msg", text: e.message }),
+        ))),
+    );
+  }
+
+  settingsPanel(settings) {
+    const errors = this.state.fieldErrors || {};
+    const field = (id, label, input, errorKeys) => el("div", { class: "field" },
+      el("label", { for: id, text: label }), input,
+      el("span", { class: "err", id: `${id}-err`, role: "alert", text: errorKeys.map((k) => errors[k]).filter(Boolean).join("; ") }));
+    const num = (id, name, value, step) => el("input", { id, name, type: "number", step, value, "aria-describedby": `${id}-err` });
+    const check = (id, name, label, on) => el("div", { class: "field check" },
+      el("input", { id, name, type: "checkbox", checked: on }), el("label", { for: id, text: label }));
+    const form = el("form", { class: "settings", novalidate: true, onsubmit: (e) => { e.preventDefault(); this.saveSettings(e.target); } },
+      field("set-backup", "Backup threshold (%)", num("set-backup", "backupThreshold", +(settings.backupThreshold * 100).toFixed(2), "any"), ["backupThreshold"]),
+      field("set-switch", "Switch threshold (%)", num("set-switch", "switchThreshold", +(settings.switchThreshold * 100).toFixed(2), "any"), ["switchThreshold"]),
+      field("set-qp", "Primary quota (MB)", num("set-qp", "quotaPrimary", +(settings.quotaBytes.primary / 1048576).toFixed(2), "any"), ["quotaBytes.primary", "quotaBytes"]),
+      field("set-qs", "Secondary quota (MB)", num("set-qs", "quotaSecondary", +(settings.quotaBytes.secondary / 1048576).toFixed(2), "any"), ["quotaBytes.secondary", "quotaBytes"]),
+      field("set-strategy", "Backup strategy", el("select", { id: "set-strategy", name: "strategy" },
+        el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
+        el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" })), ["strategy"]),
+      check("set-auto-backup", "autoBackup", "Automatic backup", settings.autoBackup),
+      check("set-auto-switch", "autoSwitch", "Automatic switch", settings.autoSwitch),
+      el("div", { class: "actions" },
+        el("button", { id: "save-settings", type: "submit", class: "primary", disabled: this.state.busy !== null, text: "Save settings" }),
+        el("span", { class: `result ${this.state.settingsResult ? (this.state.settingsResult.ok ? "ok" : "error") : ""}`, id: "settings-result", role: "status", text: this.state.settingsResult ? this.state.settingsResult.text : "" })),
+    );
+    form.addEventListener("input", () => { this.settingsDirty = true; });
+    this.settingsNode = el("section", { class: "card", "aria-labelledby": "s-h" }, el("h2", { id: "s-h", text: "Settings" }), form);
+    return this.settingsNode;
+  }
+
+  confirmDialog(status) {
+    return el("dialog", { id: "confirm-switch", "aria-labelledby": "cs-h" },
+      el("form", { method: "dialog" },
+        el("h2", { id: "cs-h", text: `Switch the active project to ${status.standby}?` }),
+        el("p", { text: `Writes to ${status.active} are fenced for the final catch-up, then apps move to ${status.standby} (epoch ${status.epoch + 1}).` }),
+        el("div", { class: "actions" },
+          el("button", { value: "cancel", text: "Cancel" }),
+          el("button", { value: "confirm", class: "danger", id: "confirm-switch-yes", text: `Switch to ${status.standby}` }))));
+  }
+
+  tokenPrompt() {
+    const form = el("form", { class: "token-form card", id: "token-prompt", onsubmit: (e) => {
+      e.preventDefault();
+      const token = new FormData(e.target).get("token");
+      this.dispatchEvent(new CustomEvent("spillway-token", { detail: { token }, bubbles: true, composed: true }));
+      this.token = String(token);
+    } },
+      el("h2", { text: "The admin token was refused" }),
+      el("label", { for: "token-input", text: "Admin token (SPILLWAY_ADMIN_TOKEN)" }),
+      el("input", { id: "token-input", name: "token", type: "password", autocomplete: "off", required: true }),
+      el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Use this token" })));
+    return form;
+  }
+}
+
+if (!customElements.get("spillway-widget")) customElements.define("spillway-widget", SpillwayWidget);
