@@ -1,11 +1,15 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
-import { onProject, type Projects, type Project } from "./project.ts";
-import { readSettings } from "./settings.ts";
+import { onProject, type Db, type Projects, type Project } from "./project.ts";
+import { changeCounter } from "./status.ts";
+import { readSettings, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
+import { readCatalog, type Table } from "./backup/catalog.ts";
+import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
+import { schemaDiff } from "./backup/schema-diff.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -48,12 +52,16 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const source = projects[state.active];
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
-  if (request.mode === "incremental") {
-    throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, "incremental backups are not available yet; use mode \"full\" or \"auto\"");
-  }
   const { settings } = await readSettings(projects);
-  const kind = "full" as const;
-  const reason = request.mode === "full" ? "full backup requested" : "no incremental base: full backup";
+  const sourceCatalog = await readCatalog(source.sql, settings.schemas);
+  // Checked before anything is written; a mismatch fails the run with every difference.
+  const diffs = schemaDiff(sourceCatalog, await readCatalog(target.sql, settings.schemas));
+  const choice = await chooseKind(source, target, sourceCatalog.tables);
+  if (request.mode === "incremental" && choice.kind === "full") {
+    throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, `an incremental backup is not possible: ${choice.reason}; use mode "full" or "auto"`);
+  }
+  const kind = request.mode === "full" ? "full" as const : choice.kind;
+  const reason = request.mode === "full" ? "full backup requested" : choice.reason;
 
   await target.sql`
     update spillway.runs set status = 'failed', finished_at = now(), error = 'interrupted before it could finish'
@@ -69,23 +77,15 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
 
   const progress = progressWriter(target, id);
   try {
-    const result = await fullLoad({
-      source, target, schemas: settings.schemas, strategy: settings.strategy, verify: request.verify, sourceUrl: source.url,
-      onProgress: progress.update,
-      async beforeCommit(tx, r) {
-        await tx`
-          update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${r.tables}, rows = ${r.rows},
-            bytes = ${r.bytes}, duration_ms = ${Date.now() - started}, snapshot_at = ${r.snapshotAt},
-            progress = ${tx.json({ phase: "done", tablesDone: r.tables, tablesTotal: r.tables, rows: r.rows, bytes: r.bytes })},
-            details = details || ${tx.json({ changeCounter: r.changeCounter, perTable: r.perTable, verified: r.checksums !== null })}
-          where id = ${id}`;
-      },
-    });
-    await progress.flush();
-    const run = (await readRun(target.sql, id))!;
+    if (diffs.length > 0) {
+      throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
+    }
+    const run = kind === "incremental"
+      ? await incremental(ctx, { source, target, settings, id, started, progress })
+      : await full(ctx, { source, target, settings, id, started, progress, verify: request.verify, tables: sourceCatalog.tables });
     await events.record("info", "backup.succeeded",
-      `${kind} backup to ${target.name} finished: ${result.tables} tables, ${result.rows} rows, ${result.bytes} bytes in ${run.durationMs} ms${request.verify ? ", verified" : ""}`,
-      { project: target.name, data: { runId: id, tables: result.tables, rows: result.rows, bytes: result.bytes, durationMs: run.durationMs, snapshotAt: result.snapshotAt } });
+      `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
+      { project: target.name, data: { runId: id, kind, tables: run.tables, rows: run.rows, bytes: run.bytes, durationMs: run.durationMs, snapshotAt: run.snapshotAt } });
     return run;
   } catch (e) {
     await progress.flush();
@@ -100,6 +100,75 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
       { project: target.name, data: { runId: id, code: error instanceof SpillwayError ? error.code : "BACKUP_FAILED", details: error instanceof SpillwayError ? error.details ?? null : null } });
     throw error instanceof SpillwayError ? error : new SpillwayError("BACKUP_FAILED", 500, `backup failed: ${message}; the standby keeps its previous copy`, { runId: id });
   }
+}
+
+interface RunInput {
+  source: Project;
+  target: Project;
+  settings: Settings;
+  id: string;
+  started: number;
+  progress: ReturnType<typeof progressWriter>;
+}
+
+// Incremental when the standby's copy came from this active through a slot that still
+// exists, over the same tables; full otherwise, saying why.
+async function chooseKind(source: Project, target: Project, tables: Table[]): Promise<{ kind: "full" | "incremental"; reason: string }> {
+  const position = await readPosition(target.sql);
+  if (!position) return { kind: "full", reason: "no earlier copy to build on: full backup" };
+  if (position.source !== source.name) return { kind: "full", reason: `the standby's copy came from ${position.source}: full backup` };
+  if ((await slotRetainedBytes(source, position.slot)) === null) return { kind: "full", reason: "the change capture slot is gone (retention guard or dropped): full backup" };
+  if (JSON.stringify(position.tables) !== JSON.stringify(tableSet(tables))) return { kind: "full", reason: "the replicated tables changed: full backup" };
+  return { kind: "incremental", reason: `changes since ${position.appliedLsn ?? "the last full copy"}` };
+}
+
+async function full(ctx: BackupContext, r: RunInput & { verify: boolean; tables: Table[] }): Promise<Run> {
+  // The slot must exist before the copy's snapshot: then nothing falls between them.
+  const slot = newSlotName(r.source.name, r.target.name);
+  await prepareCapture(r.source, r.tables, slot);
+  try {
+    await fullLoad({
+    source: r.source, target: r.target, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
+    onProgress: r.progress.update,
+    async beforeCommit(tx, res) {
+      await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) });
+      await finishRun(tx, r, { tables: res.tables, rows: res.rows, bytes: res.bytes, snapshotAt: res.snapshotAt, changeCounter: res.changeCounter, extra: { perTable: res.perTable, verified: res.checksums !== null, slot } });
+    },
+    });
+  } catch (e) {
+    await dropSlot(r.source, slot).catch(() => undefined);
+    throw e;
+  }
+  await r.progress.flush();
+  await dropOtherSlots(r.source, r.source.name, r.target.name, slot).catch(() => undefined);
+  return (await readRun(r.target.sql, r.id))!;
+}
+
+async function incremental(ctx: BackupContext, r: RunInput): Promise<Run> {
+  const position = (await readPosition(r.target.sql))!;
+  const targetCatalog = await readCatalog(r.target.sql, r.settings.schemas);
+  const [snap] = await r.source.sql<{ at: Date }[]>`select now() as at`;
+  const counter = await changeCounter(r.source, r.settings.schemas);
+  const result = await applyChanges({
+    source: r.source, target: r.target, position, tables: targetCatalog.tables,
+    deadline: r.started + r.settings.budgetSeconds * 1000,
+    onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
+  });
+  await r.target.sql.begin((tx) => finishRun(tx, r, {
+    tables: targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
+    changeCounter: result.more ? null : counter, extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
+  }));
+  await r.progress.flush();
+  return (await readRun(r.target.sql, r.id))!;
+}
+
+async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number; bytes: number; snapshotAt: string | null; changeCounter: string | null; extra: Record<string, unknown> }): Promise<void> {
+  await tx`
+    update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
+      bytes = ${f.bytes}, duration_ms = ${Date.now() - r.started}, snapshot_at = ${f.snapshotAt},
+      progress = ${tx.json({ phase: "done", tablesDone: f.tables, tablesTotal: f.tables, rows: f.rows, bytes: f.bytes })},
+      details = details || ${tx.json({ changeCounter: f.changeCounter, ...f.extra } as never)}
+    where id = ${r.id}`;
 }
 
 async function requireReachable(ctx: BackupContext, source: Project, target: Project): Promise<void> {

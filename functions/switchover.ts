@@ -10,6 +10,8 @@ import { measure } from "./usage.ts";
 import { runBackup } from "./backup.ts";
 import { settle } from "./settle.ts";
 import { changeCounter } from "./status.ts";
+import { readCatalog } from "./backup/catalog.ts";
+import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -124,10 +126,14 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await ctx.hooks?.step("fenced");
 
   let run: Run;
+  let newSlot: string | null = null;
   try {
     await waitForInFlight(source, fencedAt);
     run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
     await ctx.hooks?.step("caught-up");
+    // No app writes reach either project now: a slot made on the new active starts exactly
+    // at what the old active holds, so backups the other way can be incremental at once.
+    newSlot = await startReverseCapture(projects, { from, to, settings });
     await publish(projects, { from, to, epoch, sourceReachable: true, lease, hooks: ctx.hooks });
     await ctx.hooks?.step("published");
   } catch (e) {
@@ -135,16 +141,27 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     await onProject(source, (sql) => sql`
       update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
       where id and active = ${from} and epoch = ${state.epoch}`).catch(() => undefined);
+    if (newSlot) await dropSlot(target, newSlot).catch(() => undefined);
     await events.record("error", "switch.failed", `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`, { project: to });
     throw e;
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
+  // The old active feeds no backups any more: its slots would only hold WAL.
+  await dropOtherSlots(source, from, to, null).catch(() => undefined);
   const durationMs = Date.now() - started;
   await events.record("info", "switch.completed", `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run.rows} rows`, {
     project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run.id },
   });
   return { from, to, epoch, durationMs, writesBlockedMs };
+}
+
+async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {
+  const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
+  const slot = newSlotName(p.to, p.from);
+  await prepareCapture(projects[p.to], tables, slot);
+  await writePosition(projects[p.from].sql, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) });
+  return slot;
 }
 
 // At the switch the old active holds exactly what the new active holds (the final catch-up

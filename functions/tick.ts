@@ -11,6 +11,7 @@ import { latestRun } from "./runs.ts";
 import { runBackup } from "./backup.ts";
 import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
+import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
 
 /** What a tick did. */
@@ -58,6 +59,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
+  await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => undefined);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);
@@ -110,4 +112,17 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
 function usageAfterSwitch(active: Outcome<Measurement>, standby: Outcome<Measurement>, quota: number): number | null {
   if (!standby.ok) return null;
   return Math.max(standby.value.usedBytes, active.ok ? active.value.usedBytes : 0) / quota;
+}
+
+// A slot keeps WAL on the active until its changes are backed up; on a nearly full database
+// that must not grow without bound. Past the limit the slot goes, and the next backup is full.
+async function guardRetention(projects: Projects, active: ProjectName, standby: ProjectName, limit: number, events: EventLog): Promise<void> {
+  const position = await readPosition(projects[standby].sql);
+  if (!position || position.source !== active) return;
+  const retained = await slotRetainedBytes(projects[active], position.slot);
+  if (retained === null || retained <= limit) return;
+  await dropSlot(projects[active], position.slot);
+  await events.record("warn", "backup.retention_guard", `the change capture slot on ${active} held ${retained} bytes of WAL, over the limit of ${limit}: it was dropped, and the next backup to ${standby} will be a full one`, {
+    project: active, data: { slot: position.slot, retainedBytes: retained, maxRetainedBytes: limit },
+  });
 }

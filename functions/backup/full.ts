@@ -43,6 +43,11 @@ export interface FullLoadResult {
   snapshotAt: string;
   /** Row changes the active's statistics had counted at the snapshot (for the standby lag). */
   changeCounter: string;
+  /**
+   * The copy's snapshot (`pg_current_snapshot()`), so that incremental backups skip what it
+   * saw (for fdw, the remote transaction's, read through the foreign server).
+   */
+  snapshot: string | null;
   checksums: TableChecksum[] | null;
   perTable: { table: string; rows: number; bytes: number }[];
 }
@@ -77,8 +82,8 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
       throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
     }
     const tables = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
-    const [snap] = await src<{ at: Date; counter: string }[]>`
-      select now() as at, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text as counter
+    const [snap] = await src<{ at: Date; counter: string; snapshot: string }[]>`
+      select now() as at, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text as counter, pg_catalog.pg_current_snapshot()::text as snapshot
       from pg_catalog.pg_stat_user_tables where relid = any(${tables.map((t) => t.oid)}::oid[])`;
     const progress: Progress = { phase: "load", table: null, tablesDone: 0, tablesTotal: tables.length, rows: 0, bytes: 0 };
     input.onProgress({ ...progress });
@@ -97,6 +102,8 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
 
       const perTable: FullLoadResult["perTable"] = [];
       const foreign = input.strategy === "fdw" ? await importForeignTables(dst, input.schemas, tables) : null;
+      // The first remote query fixes the remote snapshot; it names it for incremental backups.
+      const fdwSnapshot = foreign ? await remoteSnapshot(dst) : null;
       for (const table of tables) {
         progress.table = `${table.schema}.${table.name}`;
         input.onProgress({ ...progress });
@@ -141,11 +148,11 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
         }
         checksums = active;
       }
-      if (foreign) for (const schema of foreign.values()) await dst.unsafe(`drop schema ${quoteIdent(schema)} cascade`);
+      if (foreign) for (const schema of [...foreign.values(), FDW_META]) await dst.unsafe(`drop schema ${quoteIdent(schema)} cascade`);
 
       const result: FullLoadResult = {
         tables: tables.length, rows: progress.rows, bytes: progress.bytes,
-        snapshotAt: snap!.at.toISOString(), changeCounter: snap!.counter, checksums, perTable,
+        snapshotAt: snap!.at.toISOString(), changeCounter: snap!.counter, snapshot: foreign ? fdwSnapshot : snap!.snapshot, checksums, perTable,
       };
       progress.phase = "commit";
       input.onProgress({ ...progress });
@@ -216,6 +223,16 @@ async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise
 
 // Foreign tables for one load, in schemas created inside the load transaction (and so gone
 // with it if it fails). All scans of one local transaction share one remote snapshot.
+const FDW_META = "spillway_fdw_meta";
+
+async function remoteSnapshot(dst: Sql): Promise<string> {
+  await dst.unsafe(`drop schema if exists ${FDW_META} cascade`);
+  await dst.unsafe(`create schema ${FDW_META}`);
+  await dst.unsafe(`import foreign schema spillway limit to (current_snapshot) from server ${FDW_SERVER} into ${FDW_META}`);
+  const [row] = await dst.unsafe<{ snapshot: string }[]>(`select snapshot from ${FDW_META}.current_snapshot`);
+  return row!.snapshot;
+}
+
 // Partitions are imported only when named, so every table is named.
 async function importForeignTables(dst: Sql, schemas: string[], tables: Table[]): Promise<Map<string, string>> {
   const map = new Map<string, string>();

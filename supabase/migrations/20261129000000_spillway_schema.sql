@@ -29,7 +29,8 @@ values (true, jsonb_build_object(
   'autoSwitch', true,
   'strategy', 'copy',
   'schemas', jsonb_build_array('public'),
-  'budgetSeconds', 120
+  'budgetSeconds', 120,
+  'maxRetainedBytes', 134217728
 ))
 on conflict (id) do nothing;
 

@@ -1,0 +1,322 @@
+import { SpillwayError } from "../errors.ts";
+import type { Db, Project } from "../project.ts";
+import type { ProjectName } from "../names.ts";
+import { quoteIdent, type Table } from "./catalog.ts";
+import { CANONICAL_SETTINGS } from "./checksum.ts";
+import { decode, lsn, lsnText, visibleIn, type Message, type Value } from "./pgoutput.ts";
+
+/** The publication on the active that the slot decodes. */
+export const PUBLICATION = "spillway";
+
+/** Where the standby's copy stands (`spillway.replica`). */
+export interface ReplicaPosition {
+  source: ProjectName;
+  slot: string;
+  baseSnapshot: string | null;
+  appliedLsn: string | null;
+  tables: string[];
+}
+
+/**
+ * The name prefix of the slots on `source` that feed backups into `target`. Each full copy
+ * makes a slot of its own (prefix + random part): a failed copy then never disturbs the
+ * slot the standby's current copy builds on.
+ *
+ * @example
+ * slotPrefix("primary", "secondary") // "spillway_primary_to_secondary_"
+ */
+export function slotPrefix(source: ProjectName, target: ProjectName): string {
+  return `spillway_${source}_to_${target}_`;
+}
+
+/**
+ * A new slot name for a full copy.
+ *
+ * @example
+ * newSlotName("primary", "secondary") // "spillway_primary_to_secondary_3f9a1c2e"
+ */
+export function newSlotName(source: ProjectName, target: ProjectName): string {
+  return slotPrefix(source, target) + crypto.randomUUID().replace(/-/g, "").slice(0, 8);
+}
+
+/**
+ * Drops this pair's slots other than `keep` (left by failed or replaced copies), freeing
+ * the WAL they hold.
+ *
+ * @example
+ * await dropOtherSlots(source, "primary", "secondary", position.slot);
+ */
+export async function dropOtherSlots(source: Project, from: ProjectName, to: ProjectName, keep: string | null): Promise<string[]> {
+  const rows = await source.sql<{ slot_name: string }[]>`
+    select slot_name from pg_catalog.pg_replication_slots
+    where starts_with(slot_name, ${slotPrefix(from, to)}) and slot_name is distinct from ${keep} and not active`;
+  for (const r of rows) await dropSlot(source, r.slot_name);
+  return rows.map((r) => r.slot_name);
+}
+
+/** `schema.table` names, sorted: what a copy's table set is compared by. */
+export function tableSet(tables: Table[]): string[] {
+  return tables.map((t) => `${t.schema}.${t.name}`).sort();
+}
+
+/**
+ * Prepares change capture on the active before a full copy: the publication lists every
+ * replicated table (tables without a primary key get REPLICA IDENTITY FULL, without which
+ * Postgres would refuse their updates once published), and the slot is made anew, so it
+ * starts before the copy's snapshot.
+ *
+ * @example
+ * await prepareCapture(source, catalog.tables, slotName("primary", "secondary"));
+ */
+export async function prepareCapture(source: Project, tables: Table[], slot: string): Promise<void> {
+  const sql = source.sql;
+  for (const t of tables) {
+    if (t.primaryKey.length > 0) continue;
+    const [row] = await sql<{ full: boolean }[]>`select relreplident = 'f' as full from pg_catalog.pg_class where oid = ${t.oid}`;
+    if (!row?.full) await sql.unsafe(`alter table ${t.qualified} replica identity full`);
+  }
+  const list = tables.map((t) => t.qualified).join(", ");
+  const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
+  if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
+  else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);
+  await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
+}
+
+/**
+ * Drops a slot if it exists (its retained WAL is freed).
+ *
+ * @example
+ * await dropSlot(source, "spillway_primary_to_secondary");
+ */
+export async function dropSlot(source: Project, slot: string): Promise<boolean> {
+  const rows = await source.sql`select pg_catalog.pg_drop_replication_slot(slot_name) from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
+  return rows.length > 0;
+}
+
+/**
+ * Bytes of WAL a slot keeps on the active, or null when it does not exist.
+ *
+ * @example
+ * const retained = await slotRetainedBytes(source, slot);
+ */
+export async function slotRetainedBytes(source: Project, slot: string): Promise<number | null> {
+  const [row] = await source.sql<{ bytes: string | null }[]>`
+    select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::int8::text as bytes
+    from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
+  return row ? Number(row.bytes ?? 0) : null;
+}
+
+/**
+ * The standby's position, or null after no full copy.
+ *
+ * @example
+ * const position = await readPosition(target.sql);
+ */
+export async function readPosition(sql: Db): Promise<ReplicaPosition | null> {
+  const [row] = await sql<{ source: ProjectName; slot: string; base_snapshot: string | null; applied_lsn: string | null; tables: string[] }[]>`
+    select source, slot, base_snapshot, applied_lsn::text, tables from spillway.replica where id`;
+  return row ? { source: row.source, slot: row.slot, baseSnapshot: row.base_snapshot, appliedLsn: row.applied_lsn, tables: row.tables } : null;
+}
+
+/**
+ * Records a new base for incremental backups, inside the transaction that publishes the copy.
+ *
+ * @example
+ * await writePosition(tx, { source: "primary", slot, baseSnapshot, appliedLsn: null, tables });
+ */
+export async function writePosition(tx: Db, p: ReplicaPosition): Promise<void> {
+  await tx`
+    insert into spillway.replica (id, source, slot, base_snapshot, applied_lsn, tables, updated_at)
+    values (true, ${p.source}, ${p.slot}, ${p.baseSnapshot}, ${p.appliedLsn}::pg_lsn, ${p.tables}, now())
+    on conflict (id) do update set source = excluded.source, slot = excluded.slot, base_snapshot = excluded.base_snapshot,
+      applied_lsn = excluded.applied_lsn, tables = excluded.tables, updated_at = now()`;
+}
+
+/** What an incremental run moved. */
+export interface ApplyResult {
+  transactions: number;
+  rows: number;
+  bytes: number;
+  /** Commit time order is the active's; this is the last applied commit position. */
+  appliedLsn: string | null;
+  /** True when changes were left for the next call (the budget ran out). */
+  more: boolean;
+}
+
+const BATCH_CHANGES = 20_000;
+
+/**
+ * Applies the active's changes since the standby's position, in the active's commit order,
+ * in target transactions that also store the new position, so a crash at any moment neither
+ * applies a transaction twice nor skips one, and the standby always stands at a commit
+ * boundary of the active. Transactions the full copy already saw are skipped.
+ *
+ * @example
+ * const result = await applyChanges({ source, target, position, tables, deadline: Date.now() + 60_000 });
+ */
+export async function applyChanges(input: {
+  source: Project; target: Project; position: ReplicaPosition; tables: Table[]; deadline: number;
+  onProgress?: (rows: number, bytes: number) => void;
+}): Promise<ApplyResult> {
+  const { source, target, position } = input;
+  const byName = new Map(input.tables.map((t) => [`${t.schema}.${t.name}`, t]));
+  const result: ApplyResult = { transactions: 0, rows: 0, bytes: 0, appliedLsn: position.appliedLsn, more: false };
+  let applied = position.appliedLsn ? lsn(position.appliedLsn) : -1n;
+
+  for (;;) {
+    const changes = await source.sql.begin(async (tx) => {
+      for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
+      await tx.unsafe("set local extra_float_digits = 3");
+      return await tx<{ data: Uint8Array }[]>`
+        select data from pg_catalog.pg_logical_slot_peek_binary_changes(${position.slot}, null, ${BATCH_CHANGES},
+          'proto_version', '1', 'publication_names', ${PUBLICATION})`;
+    });
+    if (changes.length === 0) break;
+    const relations = new Map<number, Extract<Message, { type: "relation" }>>();
+    let endLsn = 0n;
+    let batchRows = 0;
+    let batchBytes = 0;
+    await target.sql.begin(async (tx) => {
+      for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
+      await tx.unsafe("set local session_replication_role = replica");
+      const writer = new BatchWriter(tx, byName);
+      let current: { xid: number; ops: Message[] } | null = null;
+      for (const { data } of changes) {
+        batchBytes += data.length;
+        const m = decode(data);
+        if (m.type === "relation") relations.set(m.relid, m);
+        else if (m.type === "begin") current = { xid: m.xid, ops: [] };
+        else if (m.type === "commit") {
+          endLsn = m.endLsn;
+          const skip = m.commitLsn <= applied || (position.baseSnapshot !== null && current !== null && visibleIn(current.xid, position.baseSnapshot));
+          if (!skip && current) {
+            for (const op of current.ops) batchRows += await writer.add(op, relations);
+            await writer.flush();
+            result.transactions += 1;
+          }
+          applied = m.commitLsn > applied ? m.commitLsn : applied;
+          current = null;
+        } else if (current && m.type !== "other") current.ops.push(m);
+      }
+      result.appliedLsn = lsnText(applied);
+      await tx`update spillway.replica set applied_lsn = ${result.appliedLsn}::pg_lsn, updated_at = now() where id`;
+    });
+    // Only once the target has committed may the active forget these changes.
+    await source.sql`select pg_catalog.pg_replication_slot_advance(${position.slot}, ${lsnText(endLsn)}::pg_lsn)`;
+    result.rows += batchRows;
+    result.bytes += batchBytes;
+    input.onProgress?.(result.rows, result.bytes);
+    if (Date.now() > input.deadline) {
+      result.more = true;
+      break;
+    }
+  }
+  return result;
+}
+
+type Relation = Extract<Message, { type: "relation" }>;
+type Change = Extract<Message, { type: "insert" | "update" | "delete" | "truncate" }>;
+
+// Groups consecutive changes of one kind to one table into one statement each; a row seen
+// twice in a group (updated twice, say) ends the group first, so order is kept.
+class BatchWriter {
+  private group: { key: string; table: Table; kind: "insert" | "update" | "delete"; columns: string[]; rows: Value[][]; where: Value[][]; seen: Set<string> } | null = null;
+
+  constructor(private readonly tx: Db, private readonly tables: Map<string, Table>) {}
+
+  async add(m: Message, relations: Map<number, Relation>): Promise<number> {
+    const change = m as Change;
+    if (change.type === "truncate") {
+      await this.flush();
+      const names = change.relids.map((id) => this.table(relations.get(id)).qualified);
+      await this.tx.unsafe(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
+      return 0;
+    }
+    const rel = relations.get(change.relid);
+    const table = this.table(rel);
+    const cols = rel!.columns.map((c) => c.name);
+    const keyIdx = table.primaryKey.map((k) => cols.indexOf(k));
+    if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
+      await this.flush();
+      await this.applyWithoutKey(table, cols, change);
+      return 1;
+    }
+    const keyOf = (row: Value[]) => JSON.stringify(keyIdx.map((i) => row[i]));
+    if (change.type === "insert") {
+      await this.push(table, "insert", cols, change.row, [], [keyOf(change.row)]);
+    } else if (change.type === "update") {
+      const present = cols.filter((_, i) => change.row[i]!.kind !== "unchanged");
+      const row = change.row.filter((v) => v.kind !== "unchanged");
+      const where = change.old ? keyIdx.map((i) => change.old![i]!) : keyIdx.map((i) => change.row[i]!);
+      await this.push(table, "update", present, row, where, [keyOf(change.row), change.old ? keyOf(change.old) : ""]);
+    } else {
+      await this.push(table, "delete", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
+    }
+    return 1;
+  }
+
+  private table(rel: Relation | undefined): Table {
+    const t = rel && this.tables.get(`${rel.schema}.${rel.table}`);
+    if (!t) throw new SpillwayError("SCHEMA_MISMATCH", 409, `a change came for ${rel ? `${rel.schema}.${rel.table}` : "an unknown table"}, which the standby does not replicate; a full backup is needed`);
+    return t;
+  }
+
+  private async push(table: Table, kind: "insert" | "update" | "delete", columns: string[], row: Value[], where: Value[], keys: string[]) {
+    const key = `${table.qualified}|${kind}|${columns.join(",")}`;
+    if (this.group && (this.group.key !== key || keys.some((k) => k && this.group!.seen.has(k)))) await this.flush();
+    this.group ??= { key, table, kind, columns, rows: [], where: [], seen: new Set() };
+    this.group.rows.push(row);
+    this.group.where.push(where);
+    for (const k of keys) if (k) this.group.seen.add(k);
+  }
+
+  async flush(): Promise<void> {
+    const g = this.group;
+    this.group = null;
+    if (!g || g.rows.length === 0) return;
+    const type = (name: string) => g.table.columns.find((c) => c.name === name)!.type;
+    const column = (values: Value[][], i: number) => values.map((r) => (r[i]!.kind === "text" ? (r[i] as { text: string }).text : null));
+    const pk = g.table.primaryKey;
+    if (g.kind === "insert") {
+      const params = g.columns.map((_, i) => column(g.rows, i));
+      const select = g.columns.map((c, i) => `u.c${i}::${type(c)}`).join(", ");
+      const unnest = g.columns.map((_, i) => `$${i + 1}::text[]`).join(", ");
+      const aliases = g.columns.map((_, i) => `c${i}`).join(", ");
+      await this.tx.unsafe(`insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`, params as never);
+    } else if (g.kind === "update") {
+      const params = [...g.columns.map((_, i) => column(g.rows, i)), ...pk.map((_, i) => column(g.where, i))];
+      const n = g.columns.length;
+      const set = g.columns.map((c, i) => `${quoteIdent(c)} = u.c${i}::${type(c)}`).join(", ");
+      const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
+      const unnest = [...g.columns.map((_, i) => `$${i + 1}::text[]`), ...pk.map((_, i) => `$${n + i + 1}::text[]`)].join(", ");
+      const aliases = [...g.columns.map((_, i) => `c${i}`), ...pk.map((_, i) => `k${i}`)].join(", ");
+      await this.tx.unsafe(`update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`, params as never);
+    } else {
+      const params = pk.map((_, i) => column(g.where, i));
+      const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
+      const unnest = pk.map((_, i) => `$${i + 1}::text[]`).join(", ");
+      await this.tx.unsafe(`delete from ${g.table.qualified} as t using unnest(${unnest}) as u(${pk.map((_, i) => `k${i}`).join(", ")}) where ${match}`, params as never);
+    }
+  }
+
+  // A table without a primary key is decoded with its whole old row (REPLICA IDENTITY
+  // FULL): one matching row is changed, as Postgres's own apply does.
+  private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
+    const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
+    const text = (v: Value) => (v.kind === "text" ? v.text : null);
+    if (change.type === "insert") {
+      await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::${type(c)}`).join(", ")})`, change.row.map(text) as never);
+      return;
+    }
+    const old = change.type === "update" ? change.old ?? change.row : change.old;
+    const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::${type(c)}`).join(" and ");
+    const locate = `(select t.ctid from ${table.qualified} as t where ${match} limit 1)`;
+    if (change.type === "delete") {
+      await this.tx.unsafe(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text) as never);
+      return;
+    }
+    const present = cols.map((c, i) => ({ c, v: change.row[i]! })).filter((x) => x.v.kind !== "unchanged");
+    const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::${type(x.c)}`).join(", ");
+    await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);
+  }
+}
