@@ -1,10 +1,11 @@
 // One backup in a process of its own, so its peak memory and CPU time are its own.
 // Prints one JSON line: {"ms", "maxRssMb", "cpuSeconds", "rows", "bytes"}.
-import { connectProjects, closeProjects } from "../functions/project.ts";
+import { claimProject, connectProjects, closeProjects } from "../functions/project.ts";
 import { EventLog } from "../functions/events.ts";
 import { runBackup } from "../functions/backup.ts";
 
 const projects = connectProjects({ primary: process.env.PRIMARY_URL!, secondary: process.env.SECONDARY_URL! });
+await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
 const events = new EventLog(projects);
 const started = performance.now();
 const cpuBefore = process.cpuUsage();

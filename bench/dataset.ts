@@ -54,17 +54,17 @@ analyze;
 }
 
 /**
- * SQL that changes about `fraction` of the rows of every table (updates of orders and
- * events, new users and orders, some deletes), for the incremental benchmarks.
+ * Statements that change about `fraction` of the rows (updates of orders and events, some
+ * deletes), for the incremental benchmarks.
  *
  * @example
- * await sql.unsafe(churn(0.01));
+ * for (const statement of churn(0.01)) await sql.unsafe(statement);
  */
-export function churn(fraction: number): string {
+export function churn(fraction: number): string[] {
   const modulo = Math.max(1, Math.round(1 / fraction));
-  return `
-update public.orders set status = 'shipped', total_cents = total_cents + 1 where id % ${modulo} = 0;
-update public.events set payload = payload || '{"seen": true}' where id % ${modulo} = 1;
-delete from public.events where id % ${modulo * 10} = 2;
-`;
+  return [
+    `update public.orders set status = 'shipped', total_cents = total_cents + 1 where id % ${modulo} = 0`,
+    `update public.events set payload = payload || '{"seen": true}' where id % ${modulo} = 1`,
+    `delete from public.events where id % ${modulo * 10} = 2`,
+  ];
 }

@@ -5,7 +5,10 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startTestServer, systemBinDir, type TestServer } from "../test/support/postgres.ts";
-import { SCHEMA, fill } from "./dataset.ts";
+import { writeFileSync } from "node:fs";
+import { SCHEMA, churn, fill } from "./dataset.ts";
+import type { LoadResult } from "./load.ts";
+import { freePort, startServer } from "../cli/server.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const megabytes = Number(process.env.BENCH_MB ?? 300);
@@ -45,6 +48,42 @@ async function setStrategy(servers: TestServer[], strategy: "copy" | "fdw") {
   for (const s of servers) await s.admin`update spillway.settings set data = data || ${s.admin.json({ strategy })}, version = version + 1`;
 }
 
+// Writes that keep going until stopped, each acknowledged one counted; a fenced write
+// (SPWFN) is expected during a switch and the writer moves on.
+function steadyWrites(url: string): { stop(): Promise<number> } {
+  const sql = postgres(url, { max: 2, onnotice: () => {} });
+  let stopped = false;
+  let acknowledged = 0;
+  const loop = async () => {
+    while (!stopped) {
+      try {
+        await sql`insert into public.events (user_id, kind, payload, at) values (1, 'bench', '{}', now())`;
+        acknowledged += 1;
+      } catch {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    }
+  };
+  const loops = [loop(), loop()];
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(loops);
+      await sql.end();
+      return acknowledged;
+    },
+  };
+}
+
+// Insert/update throughput of an app-like load (pgbench, 4 clients, 5 s), measured once
+// before any capture exists and once with the slot and publication in place.
+async function writeThroughput(server: TestServer): Promise<number> {
+  const script = `${server.dir}/../bench-writes.sql`;
+  writeFileSync(script, "\\set id random(1, 100000)\nupdate public.orders set total_cents = total_cents + 1 where id = :id;\ninsert into public.users (email, name) values ('pgbench' || :id || '-' || random(), 'x');\n");
+  const { stdout } = await timed(`${systemBinDir()}/pgbench`, ["-n", "-f", script, "-c", "4", "-T", "5", server.url]);
+  return Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
+}
+
 async function main() {
   console.log(`# Spillway benchmark: ~${megabytes} MB dataset, PostgreSQL from ${systemBinDir()}`);
   const primary = await startTestServer({ system: true });
@@ -63,6 +102,7 @@ async function main() {
     await app.end();
     const dataMb = Number(size!.bytes) / 1024 / 1024;
     figure("dataset_mb", dataMb, `about ${megabytes}`, 0);
+    const tpsWithoutCapture = await writeThroughput(primary);
 
     const bin = systemBinDir();
     const restoreUrl = secondary.url.replace(/\/postgres$/, "/restore_target");
@@ -81,6 +121,52 @@ async function main() {
     figure("full_backup_fdw_seconds", fdw.ms / 1000, "fdw strategy, replacing the previous copy");
     figure("full_backup_fdw_vs_pg_dump_restore", fdw.ms / 1000 / dump.seconds, "target ≤ 1.25");
     figure("full_backup_fdw_cpu_seconds_per_100mb", fdw.cpuSeconds / (dataMb / 100), "process CPU, informative");
+    await setStrategy([primary, secondary], "copy");
+
+    // Incremental: 1 % of the rows changed since the last copy, then nothing changed.
+    let changedRows = 0;
+    for (const statement of churn(0.01)) changedRows += (await primary.admin.unsafe(statement)).count;
+    const inc = await backupChild(servers, "auto");
+    figure("incremental_rows_moved", inc.kind === "incremental" ? inc.rows : null, `${changedRows} rows changed on the active`, 0);
+    figure("incremental_1pct_seconds", inc.ms / 1000, "informative");
+    figure("incremental_1pct_vs_full", inc.ms / copy.ms, "target ≤ 0.05");
+    const idle = await backupChild(servers, "auto");
+    figure("incremental_nothing_changed_seconds", idle.kind === "incremental" ? idle.ms / 1000 : null, "target ≤ 1");
+    figure("write_throughput_with_capture_ratio", (await writeThroughput(primary)) / tpsWithoutCapture, "capture reads the WAL; target ≥ 0.85");
+
+    // A switch under a steady write load, 1 % changed since the last backup.
+    for (const statement of churn(0.01)) await primary.admin.unsafe(statement);
+    const writer = steadyWrites(primary.url);
+    await new Promise((r) => setTimeout(r, 1000));
+    const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/switch-child.ts"], { PRIMARY_URL: primary.url, SECONDARY_URL: secondary.url });
+    const writes = await writer.stop();
+    const sw = JSON.parse(stdout.trim().split("\n").at(-1)!) as { writesBlockedMs: number; durationMs: number };
+    figure("switch_writes_blocked_ms", sw.writesBlockedMs, "target ≤ 2000", 0);
+    figure("switch_duration_ms", sw.durationMs, "informative", 0);
+    figure("switch_writes_acknowledged_during_run", writes, "informative", 0);
+
+    // The HTTP API under 200 concurrent clients.
+    const server = await startServer({
+      dbUrls: { primary: primary.url, secondary: secondary.url }, adminToken: "bench-admin-token-0123456789", cronToken: null,
+      corsOrigins: ["*"], port: await freePort(), dataDir: `${primary.dir}/../bench-data`, tickSeconds: 3600,
+    });
+    try {
+      const seconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
+      const loadChild = async (path: string, token?: string) => {
+        const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/load-child.ts"], { URL: `${server.url}${path}`, TOKEN: token ?? "", CLIENTS: "200", SECONDS: String(seconds) });
+        return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
+      };
+      const active = await loadChild("/spillway/active");
+      figure("load_active_p50_ms", active.p50, `${active.requests} requests in ${seconds} s, 200 clients`);
+      figure("load_active_p99_ms", active.p99, "target ≤ 100");
+      figure("load_active_errors", active.errors, "target 0", 0);
+      const status = await loadChild("/spillway/status", "bench-admin-token-0123456789");
+      figure("load_status_p50_ms", status.p50, `${status.requests} requests in ${seconds} s, 200 clients`);
+      figure("load_status_p99_ms", status.p99, "informative");
+      figure("load_status_errors", status.errors, "target 0", 0);
+    } finally {
+      await server.close();
+    }
   } finally {
     await Promise.all([primary.destroy(), secondary.destroy()]);
   }

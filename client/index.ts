@@ -177,9 +177,16 @@ function fencedFetch(r: Resolver, name: ProjectName): typeof fetch {
     const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.clone().arrayBuffer();
     const response = await base(request);
     if (response.ok || !request.url.includes("/rest/v1/")) return response;
-    const error = (await response.clone().json().catch(() => null)) as { code?: string } | null;
+    const error = (await response.clone().json().catch(() => null)) as { code?: string; message?: string } | null;
     if (error?.code !== FENCE_CODE) return response;
-    const now = await resolveActive(r, true).catch(() => name);
+    // The fence names the project apps must use now; the look-up confirms it otherwise.
+    const named = /the active project is (primary|secondary) \(epoch (\d+)\)/.exec(error.message ?? "");
+    if (named && named[1] !== name && (!r.active || Number(named[2]) > r.active.epoch)) {
+      const previous = r.active;
+      r.active = { name: named[1] as ProjectName, epoch: Number(named[2]), at: Date.now() };
+      for (const l of listeners) l({ from: previous?.name ?? name, to: r.active.name, epoch: r.active.epoch });
+    }
+    const now = r.active && r.active.name !== name ? r.active.name : await resolveActive(r, true).catch(() => name);
     if (now === name) return response;
     const target = r.options.projects[now];
     const fromPath = new URL(r.options.projects[name].url).pathname.replace(/\/+$/, "");

@@ -32,6 +32,9 @@ export interface AppDeps {
   staticFiles?: Map<string, StaticFile>;
 }
 
+/** How long `GET /active` reuses one reading of the state. */
+const ACTIVE_CACHE_MS = 250;
+
 /** Largest request body accepted, in bytes (documented in the README). */
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -69,9 +72,15 @@ export function createApp(deps: AppDeps): Hono {
 
   api.get("/health", (c) => c.json({ ok: true }));
 
+  // Apps poll this: one database read serves everyone asking within ACTIVE_CACHE_MS.
+  let activeCache: { at: number; value: Promise<{ active: string; epoch: number; since: string }> } | null = null;
   api.get("/active", async (c) => {
-    const { active, epoch, since } = await readActive(deps.projects);
-    return c.json({ active, epoch, since });
+    if (!activeCache || Date.now() - activeCache.at > ACTIVE_CACHE_MS) {
+      const value = readActive(deps.projects).then(({ active, epoch, since }) => ({ active, epoch, since }));
+      activeCache = { at: Date.now(), value };
+      value.catch(() => { activeCache = null; });
+    }
+    return c.json(await activeCache.value);
   });
 
   api.get("/status", admin, async (c) => c.json(await readStatus(deps.projects, (t) => deps.events.redact(t))));
@@ -102,8 +111,12 @@ export function createApp(deps: AppDeps): Hono {
 
   api.post("/force-switch", admin, async (c) => {
     const body = parseBody(switchBody, await readJson(c, "INVALID_BODY"));
-    const result = await switchOver({ projects: deps.projects, events: deps.events }, { to: body.to, force: body.force ?? false });
-    return c.json({ switch: result });
+    try {
+      const result = await switchOver({ projects: deps.projects, events: deps.events }, { to: body.to, force: body.force ?? false });
+      return c.json({ switch: result });
+    } finally {
+      activeCache = null;
+    }
   });
 
   api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));

@@ -31,7 +31,7 @@ export interface SwitchResult {
 }
 
 /** The steps of a switch, as named to `hooks.step`. */
-export type SwitchStep = "fenced" | "caught-up" | "published-target" | "published";
+export type SwitchStep = "pre-caught-up" | "fenced" | "caught-up" | "published-target" | "published";
 
 interface Context {
   projects: Projects;
@@ -117,6 +117,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     await tx`set local lock_timeout = '5s'`;
     await tx`select spillway.ensure_fence(${settings.schemas})`;
   }));
+  // Catch up while apps still write, so that the catch-up behind the fence is a short one.
+  await runBackup(ctx, { mode: "auto", verify: false }, lease);
+  await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   const fenced = await source.sql`
     update spillway.state set fenced = true, fenced_for = ${to}, fenced_epoch = ${epoch}, updated_at = now()

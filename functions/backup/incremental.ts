@@ -179,6 +179,10 @@ export async function applyChanges(input: {
     await target.sql.begin(async (tx) => {
       for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
       await tx.unsafe("set local session_replication_role = replica");
+      // A batch touches few rows of large tables: find each by its key, never by scanning.
+      await tx.unsafe("set local enable_hashjoin = off");
+      await tx.unsafe("set local enable_mergejoin = off");
+      await tx.unsafe("set local enable_seqscan = off");
       const writer = new BatchWriter(tx, byName);
       let current: { xid: number; ops: Message[] } | null = null;
       for (const { data } of changes) {
@@ -191,13 +195,13 @@ export async function applyChanges(input: {
           const skip = m.commitLsn <= applied || (position.baseSnapshot !== null && current !== null && visibleIn(current.xid, position.baseSnapshot));
           if (!skip && current) {
             for (const op of current.ops) batchRows += await writer.add(op, relations);
-            await writer.flush();
             result.transactions += 1;
           }
           applied = m.commitLsn > applied ? m.commitLsn : applied;
           current = null;
         } else if (current && m.type !== "other") current.ops.push(m);
       }
+      await writer.flush();
       result.appliedLsn = lsnText(applied);
       await tx`update spillway.replica set applied_lsn = ${result.appliedLsn}::pg_lsn, updated_at = now() where id`;
     });
@@ -206,6 +210,8 @@ export async function applyChanges(input: {
     result.rows += batchRows;
     result.bytes += batchBytes;
     input.onProgress?.(result.rows, result.bytes);
+    // Fewer than asked for: the slot had no more (each peek decodes from the slot's start).
+    if (changes.length < BATCH_CHANGES) break;
     if (Date.now() > input.deadline) {
       result.more = true;
       break;
