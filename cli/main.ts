@@ -1,4 +1,6 @@
 import { parseArgs } from "node:util";
+import { createInterface } from "node:readline/promises";
+import type { SwitchResult } from "../functions/switchover.ts";
 import { ConfigError, loadConfig } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
 import type { Status } from "../functions/status.ts";
@@ -25,6 +27,9 @@ const USAGE = `usage: spillway <command> [options]
   backup [--full] [--verify] [--json]
                          back the active project up to the standby now
   verify [--json]        compare every replicated table on both projects
+  switch [--to NAME] [--force] [--yes] [--json]
+                         make the standby (or NAME) the active project; asks first
+                         on a terminal unless --yes
 
 Commands that talk to a server use SPILLWAY_URL (default http://localhost:8787) and
 SPILLWAY_ADMIN_TOKEN (default: the token of a local \`spillway start\`).`;
@@ -92,6 +97,26 @@ async function main(argv: string[]): Promise<number> {
       out(values.json ? JSON.stringify(verify, null, 2) : formatVerify(verify));
       return verify.ok ? 0 : 1;
     }
+    case "switch": {
+      const { values } = parse(rest, { to: { type: "string" }, force: { type: "boolean" }, yes: { type: "boolean" }, json: { type: "boolean" } });
+      if (values.to !== undefined && values.to !== "primary" && values.to !== "secondary") throw new UsageError(`--to must be primary or secondary, not "${values.to}"`);
+      const target = apiTarget(process.env);
+      if (!values.yes) {
+        if (!process.stdin.isTTY) throw new UsageError("a switch needs --yes when it is not run on a terminal");
+        const status = await callApi<Status>(target, "GET", "/status");
+        const to = values.to ?? status.standby;
+        const answer = await ask(`Switch the active project from ${status.active} to ${to} (epoch ${status.epoch} → ${status.epoch + 1})${values.force ? ", forced" : ""}? [y/N] `);
+        if (!/^y(es)?$/i.test(answer.trim())) {
+          out("cancelled; nothing changed");
+          return 1;
+        }
+      }
+      const { switch: result } = await callApi<{ switch: SwitchResult }>(target, "POST", "/force-switch", { to: values.to, force: values.force ?? false });
+      out(values.json ? JSON.stringify(result, null, 2)
+        : `${result.to} is now active (epoch ${result.epoch}); app writes were blocked for ${result.writesBlockedMs} ms; the switch took ${result.durationMs} ms` +
+          (result.dataLossSince ? `; changes made on ${result.from} after ${result.dataLossSince} may be missing` : ""));
+      return 0;
+    }
     case undefined:
     case "help":
     case "--help":
@@ -121,6 +146,15 @@ function showProgress(target: ApiTarget): () => void {
     if (shown) process.stderr.write("\r\x1b[K");
     shown = false;
   };
+}
+
+async function ask(question: string): Promise<string> {
+  const rl = createInterface({ input: process.stdin, output: process.stdout });
+  try {
+    return await rl.question(question);
+  } finally {
+    rl.close();
+  }
 }
 
 type Options = Parameters<typeof parseArgs>[0] extends infer T ? T extends { options?: infer O } ? O : never : never;

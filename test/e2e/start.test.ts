@@ -116,6 +116,17 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.match(verify.out, /ok\s+public\.customers\s+200 rows on primary, 200 on secondary/);
     const badFlag = await cli(["backup", "--fast"], env);
     assert.equal(badFlag.code, 2);
+    const unconfirmed = await cli(["switch"], env);
+    assert.equal(unconfirmed.code, 2);
+    assert.match(unconfirmed.out, /needs --yes when it is not run on a terminal/);
+    const badTarget = await cli(["switch", "--to", "tertiary", "--yes"], env);
+    assert.equal(badTarget.code, 2);
+    const sw = await cli(["switch", "--yes"], env);
+    assert.equal(sw.code, 0, sw.out);
+    assert.match(sw.out, /^secondary is now active \(epoch 2\); app writes were blocked for \d+ ms/);
+    const back = await cli(["switch", "--to", "primary", "--yes", "--json"], env);
+    assert.equal(back.code, 0, back.out);
+    assert.equal(JSON.parse(back.out).epoch, 3);
   });
 
   test("a second start on the same port fails with one readable line", async () => {
