@@ -8,6 +8,7 @@ import { closeProjects, claimProject, connectProjects, type Projects } from "../
 import { tick } from "../functions/tick.ts";
 import { describeError } from "../functions/errors.ts";
 import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
+import { installCrashGuards } from "./guards.ts";
 
 /** What the local server needs. */
 export interface ServerOptions {
@@ -72,6 +73,7 @@ export async function freePort(): Promise<number> {
  * const server = await startServer({ dbUrls, adminToken, cronToken: null, corsOrigins: ["*"], port: 8787, dataDir: ".spillway", tickSeconds: 5 });
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
+  installCrashGuards();
   const projects = connectProjects(options.dbUrls);
   try {
     await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
@@ -107,8 +109,11 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       .catch((e) => options.onTickError?.(events.redact(describeError(e))))
       .finally(() => { running = null; });
   };
-  const timer = setInterval(runTick, options.tickSeconds * 1000);
+  // The first tick (a measurement, and settling anything a crash left) runs before the
+  // server is announced, so that operations asked for at once do not meet its lease.
   runTick();
+  await running;
+  const timer = setInterval(runTick, options.tickSeconds * 1000);
 
   return {
     url: `http://localhost:${options.port}`,

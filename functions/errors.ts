@@ -97,3 +97,15 @@ export function describeError(e: unknown): string {
 export function stripUrls(text: string): string {
   return text.replace(/([a-z][a-z0-9+.-]*:\/\/[^:/@\s]*):[^@\s]*@/gi, "$1:***@");
 }
+
+/**
+ * postgres.js 3.4 can throw from a timer when it flushes a write to a connection that just
+ * closed (its socket is already gone). The query on that connection has failed on its own;
+ * the entries recognise this one error so that it does not bring the whole server down.
+ *
+ * @example
+ * process.on("uncaughtException", (e) => { if (!isWriteAfterClose(e)) throw e; });
+ */
+export function isWriteAfterClose(e: unknown): boolean {
+  return e instanceof TypeError && /reading 'write'/.test(e.message) && /postgres\/src\/connection\.js/.test(e.stack ?? "");
+}

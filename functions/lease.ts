@@ -19,6 +19,7 @@ export interface Lease {
  * try { ... } finally { await lease.release(); }
  */
 export async function takeLease(projects: Projects, purpose: string, ttlSeconds: number): Promise<Lease> {
+  await releaseUnreleased(projects);
   const holder = `${purpose}:${crypto.randomUUID()}`;
   const outcomes = await onBoth(projects, async (p) => {
     const rows = await p.sql`
@@ -30,7 +31,8 @@ export async function takeLease(projects: Projects, purpose: string, ttlSeconds:
   const taken = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && o.value; });
   const refused = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && !o.value; });
   const release = async () => {
-    await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`);
+    const outcomes = await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`);
+    if (!outcomes.primary.ok || !outcomes.secondary.ok) unreleased.add(holder);
   };
   if (refused.length > 0) {
     await release();
@@ -43,6 +45,17 @@ export async function takeLease(projects: Projects, purpose: string, ttlSeconds:
     throw failed.ok ? new SpillwayError("PROJECT_UNREACHABLE", 503, "neither project is reachable") : failed.error;
   }
   return { holder, release };
+}
+
+// Leases this process held but could not give back everywhere (a project was down at the
+// time): given back as soon as the project answers again, not at the expiry.
+const unreleased = new Set<string>();
+
+async function releaseUnreleased(projects: Projects): Promise<void> {
+  if (unreleased.size === 0) return;
+  const holders = [...unreleased];
+  const outcomes = await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = any(${holders})`);
+  if (outcomes.primary.ok && outcomes.secondary.ok) for (const h of holders) unreleased.delete(h);
 }
 
 /**

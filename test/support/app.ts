@@ -2,6 +2,7 @@ import { createApp } from "../../functions/app.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import type { TestPair } from "./postgres.ts";
+import { installCrashGuards } from "../../cli/guards.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 export const CRON_TOKEN = "test-cron-token-0123456789";
@@ -23,6 +24,7 @@ export interface TestApp {
  * const res = await t.request("/spillway/status");
  */
 export async function testApp(pair: TestPair): Promise<TestApp> {
+  installCrashGuards();
   const projects = connectProjects(pair.urls, { connectTimeout: 2 });
   await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   const sunk: SpillwayEvent[] = [];

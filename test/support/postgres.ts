@@ -18,6 +18,8 @@ export interface TestServer extends Cluster {
   password: string;
   /** A connection as the superuser, for the test's own setup and checks. */
   admin: Sql;
+  /** Starts the server again on the same data and port, after `stop`. */
+  restart(): Promise<void>;
   /** Stops the server and deletes its data. */
   destroy(): Promise<void>;
 }
@@ -56,10 +58,11 @@ export async function startTestServer(options: { migrate?: boolean; system?: boo
   const dir = join(parent, "data");
   if (!options.system) execFileSync("cp", ["-a", await template(), dir]);
   const password = `pw-${randomBytes(12).toString("hex")}`;
-  const cluster = await startCluster({
+  const clusterOptions = {
     dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: true,
     binDir: options.system ? systemBinDir() : undefined, settings: options.settings,
-  });
+  };
+  let cluster = await startCluster(clusterOptions);
   const admin = postgres(cluster.adminUrl, { max: 2, onnotice: () => {} });
   if (options.migrate !== false) {
     const sql = postgres(cluster.url, { max: 1, onnotice: () => {} });
@@ -70,10 +73,16 @@ export async function startTestServer(options: { migrate?: boolean; system?: boo
     }
   }
   return {
-    ...cluster,
+    port: cluster.port,
+    url: cluster.url,
+    adminUrl: cluster.adminUrl,
     dir,
     password,
     admin,
+    stop: () => cluster.stop(),
+    async restart() {
+      cluster = await startCluster(clusterOptions);
+    },
     async destroy() {
       await admin.end({ timeout: 1 }).catch(() => undefined);
       await cluster.stop();

@@ -1,6 +1,7 @@
 // Spillway's Edge Function entry: wires configuration and serves the app. Nothing else.
 import { createApp } from "../../../functions/app.ts";
 import { ConfigError, loadConfig } from "../../../functions/config.ts";
+import { isWriteAfterClose } from "../../../functions/errors.ts";
 import { EventLog } from "../../../functions/events.ts";
 import { claimProject, connectProjects } from "../../../functions/project.ts";
 
@@ -22,6 +23,11 @@ try {
   serveConfigError(e.problems);
   config = null;
 }
+
+// See isWriteAfterClose: a dead connection's late write must not end the isolate.
+globalThis.addEventListener("error", (event) => {
+  if (isWriteAfterClose(event.error)) event.preventDefault();
+});
 
 if (config?.dbUrls && config.adminToken) {
   // One connection per project: an Edge Function isolate serves one request at a time.
