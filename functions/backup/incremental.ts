@@ -163,6 +163,14 @@ export async function applyChanges(input: {
   const result: ApplyResult = { transactions: 0, rows: 0, bytes: 0, appliedLsn: position.appliedLsn, more: false };
   let applied = position.appliedLsn ? lsn(position.appliedLsn) : -1n;
 
+  // Decoding reads only WAL that is flushed, and a commit made with synchronous_commit off
+  // is acknowledged before it is. One synchronous commit of our own flushes all of them, so
+  // that every write acknowledged so far (before a fence, say) is decoded in this run.
+  await source.sql.begin(async (tx) => {
+    await tx`set local synchronous_commit = on`;
+    await tx`update spillway.lease set holder = holder where id`;
+  });
+
   for (;;) {
     const changes = await source.sql.begin(async (tx) => {
       for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);

@@ -37,12 +37,15 @@ describe("public endpoints", () => {
 
   test("the highest epoch wins when the copies disagree", async () => {
     await pair.secondary.admin`update spillway.state set active = 'secondary', epoch = 7`;
+    // /active reuses one reading for 250 ms.
+    await new Promise((r) => setTimeout(r, 300));
     try {
       const body = await json(await t.request("/spillway/active", { token: null }));
       assert.equal(body.active, "secondary");
       assert.equal(body.epoch, 7);
     } finally {
       await pair.secondary.admin`update spillway.state set active = 'primary', epoch = 1`;
+      await new Promise((r) => setTimeout(r, 300));
     }
   });
 

@@ -94,7 +94,7 @@ describe("the policy driven by ticks, on a primary Supabase made read-only", () 
       .filter((k: string) => /^(policy\.phase|backup\.(started|succeeded)|switch\.(started|fenced|completed))$/.test(k));
     assert.deepEqual(events, [
       "policy.phase", "backup.started", "backup.succeeded",
-      "policy.phase", "switch.started", "switch.fenced", "backup.started", "backup.succeeded", "switch.completed",
+      "policy.phase", "switch.started", "backup.started", "backup.succeeded", "switch.fenced", "backup.started", "backup.succeeded", "switch.completed",
     ]);
     const [notes] = await pair.secondary.admin`select count(*)::int as n from public.notes`;
     const [source] = await pair.primary.admin`select count(*)::int as n from public.notes`;
