@@ -124,3 +124,30 @@ describe("switch, failback, switch under writers", () => {
     }
   });
 });
+
+describe("the active unreachable", () => {
+  test("a switch needs force, and then says how far behind the target may be", async () => {
+    // The secondary is active (epoch 4); it goes down.
+    await pair.secondary.stop();
+    try {
+      const refused = await post("/force-switch", { to: "primary" });
+      assert.equal(refused.status, 503);
+      assert.equal(refused.body.error.code, "PROJECT_UNREACHABLE");
+      assert.match(refused.body.error.message, /force: true switches to primary anyway/);
+      const forced = await post("/force-switch", { to: "primary", force: true });
+      assert.equal(forced.status, 200, JSON.stringify(forced.body));
+      assert.deepEqual([forced.body.switch.to, forced.body.switch.epoch], ["primary", 5]);
+      assert.ok(Date.parse(forced.body.switch.dataLossSince) > 0);
+      const logs = JSON.parse(await (await t.request("/spillway/logs?level=warn&limit=5")).text());
+      assert.ok(logs.events.some((e: any) => e.kind === "switch.forced" && /may be missing/.test(e.message)));
+    } finally {
+      await pair.secondary.restart();
+    }
+    // Back up, the old active learns the new epoch at the next tick and stays fenced.
+    await new Promise((r) => setTimeout(r, 300));
+    assert.equal((await t.request("/spillway/tick", { method: "POST" })).status, 200);
+    const s = await states();
+    assert.deepEqual(s.secondary, { active: "primary", epoch: 5, fenced: true, public_active: "primary", public_epoch: 5 });
+    assert.deepEqual(s.primary, { active: "primary", epoch: 5, fenced: false, public_active: "primary", public_epoch: 5 });
+  });
+});
