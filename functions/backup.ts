@@ -24,6 +24,8 @@ export interface BackupContext {
 }
 
 const LEASE_SECONDS = 120;
+/** How long an operator's request waits for a running tick to give the lease back. */
+const OPERATOR_WAIT_MS = 10_000;
 
 /**
  * Runs one backup from the active project to the standby under the operation lease, and
@@ -36,7 +38,7 @@ const LEASE_SECONDS = 120;
  * const run = await runBackup({ projects, events }, { mode: "auto", verify: false });
  */
 export async function runBackup(ctx: BackupContext, request: BackupRequest, heldLease?: Lease): Promise<Run> {
-  const lease = heldLease ?? await takeLease(ctx.projects, "backup", LEASE_SECONDS);
+  const lease = heldLease ?? await takeLease(ctx.projects, "backup", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS });
   const renew = setInterval(() => void renewLease(ctx.projects, lease, LEASE_SECONDS).catch(() => undefined), (LEASE_SECONDS / 3) * 1000);
   try {
     return await backupUnderLease(ctx, request);

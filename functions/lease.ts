@@ -12,13 +12,30 @@ export interface Lease {
  * Takes the operation lease: a row with an expiry in `spillway.lease`, taken in every
  * reachable project. A holder that dies blocks nothing past the expiry. Works through a
  * transaction pooler, unlike session advisory locks. Throws 409 `BUSY` when another holder
- * has it, and 503 when neither project can be reached.
+ * has it (after waiting up to `waitMs` when that holder is a tick), and 503 when neither project can be reached.
  *
  * @example
- * const lease = await takeLease(projects, "backup", 180);
+ * const lease = await takeLease(projects, "backup", 180, { waitMs: 10_000 });
  * try { ... } finally { await lease.release(); }
  */
-export async function takeLease(projects: Projects, purpose: string, ttlSeconds: number): Promise<Lease> {
+export async function takeLease(projects: Projects, purpose: string, ttlSeconds: number, options: { waitMs?: number } = {}): Promise<Lease> {
+  // An operator's request waits a little for a tick to finish; another backup or switch
+  // answers BUSY at once.
+  const deadline = Date.now() + (options.waitMs ?? 0);
+  for (;;) {
+    try {
+      return await tryLease(projects, purpose, ttlSeconds);
+    } catch (e) {
+      const holder = e instanceof SpillwayError && e.code === "BUSY" ? (e.details as { holder: string | null }).holder : "none";
+      // A tick, or a holder already gone by the time it was looked up.
+      const heldByTick = holder === "tick" || holder === null;
+      if (!heldByTick || Date.now() >= deadline) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+}
+
+async function tryLease(projects: Projects, purpose: string, ttlSeconds: number): Promise<Lease> {
   await releaseUnreleased(projects);
   const holder = `${purpose}:${crypto.randomUUID()}`;
   const outcomes = await onBoth(projects, async (p) => {
@@ -38,7 +55,7 @@ export async function takeLease(projects: Projects, purpose: string, ttlSeconds:
     await release();
     const [row] = await projects[refused[0]!].sql<{ holder: string; expires_at: Date }[]>`select holder, expires_at from spillway.lease where id`.catch(() => []);
     const what = row?.holder?.split(":")[0] ?? "another operation";
-    throw new SpillwayError("BUSY", 409, `another operation (${what}) holds the lease until ${row?.expires_at?.toISOString() ?? "it expires"}`);
+    throw new SpillwayError("BUSY", 409, `another operation (${what}) holds the lease until ${row?.expires_at?.toISOString() ?? "it expires"}`, { holder: row?.holder ? what : null });
   }
   if (taken.length === 0) {
     const failed = outcomes.primary;

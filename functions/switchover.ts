@@ -41,6 +41,8 @@ interface Context {
 }
 
 const LEASE_SECONDS = 120;
+/** How long an operator's request waits for a running tick to give the lease back. */
+const OPERATOR_WAIT_MS = 10_000;
 const IN_FLIGHT_WAIT_MS = 10_000;
 
 /**
@@ -56,7 +58,7 @@ const IN_FLIGHT_WAIT_MS = 10_000;
  * const result = await switchOver({ projects, events }, { force: false });
  */
 export async function switchOver(ctx: Context, request: SwitchRequest, heldLease?: Lease): Promise<SwitchResult> {
-  const lease = heldLease ?? await takeLease(ctx.projects, "switch", LEASE_SECONDS);
+  const lease = heldLease ?? await takeLease(ctx.projects, "switch", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS });
   const renew = setInterval(() => void renewLease(ctx.projects, lease, LEASE_SECONDS).catch(() => undefined), (LEASE_SECONDS / 3) * 1000);
   try {
     await settle(ctx.projects, ctx.events).catch(() => undefined);
