@@ -79,14 +79,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     const reason = log.join("").split("\n").find((l) => /FATAL|could not|in use/i.test(l)) ?? "the server exited at start";
     throw new Error(`embedded Postgres on port ${options.port} did not start: ${reason.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "").trim()}`);
   }
-  const adminUrl = `postgres://supabase_admin:${encodeURIComponent(options.adminPassword)}@127.0.0.1:${options.port}/postgres`;
-  await prepare(adminUrl, options.password);
-  return {
-    port: options.port,
-    url: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
-    adminUrl,
-    stop: () => stopServer(pg),
-  };
+  return await prepared(options, () => stopServer(pg));
 }
 
 // The same preparation on a server run from the machine's own binaries, as the `postgres`
@@ -115,14 +108,15 @@ async function startSystemCluster(options: ClusterOptions, flags: string[]): Pro
     child.once("exit", () => reject(new Error(`Postgres on port ${options.port} did not start: ${log.split("\n").find((l) => /FATAL/.test(l)) ?? log}`)));
   });
   child.stderr!.resume();
-  const adminUrl = `postgres://supabase_admin:${encodeURIComponent(options.adminPassword)}@127.0.0.1:${options.port}/postgres`;
+  return await prepared(options, () => stopServer({ process: child } as unknown as EmbeddedPostgres));
+}
+
+// A started server, prepared like a Supabase project, as its URLs.
+async function prepared(options: ClusterOptions, stop: () => Promise<void>): Promise<Cluster> {
+  const at = `@127.0.0.1:${options.port}/postgres`;
+  const adminUrl = `postgres://supabase_admin:${encodeURIComponent(options.adminPassword)}${at}`;
   await prepare(adminUrl, options.password);
-  return {
-    port: options.port,
-    url: `postgres://postgres:${encodeURIComponent(options.password)}@127.0.0.1:${options.port}/postgres`,
-    adminUrl,
-    stop: () => stopServer({ process: child } as unknown as EmbeddedPostgres),
-  };
+  return { port: options.port, url: `postgres://postgres:${encodeURIComponent(options.password)}${at}`, adminUrl, stop };
 }
 
 function systemUser(): { uid: number; gid: number } {

@@ -83,15 +83,15 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
       throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
     }
     const run = kind === "incremental"
-      ? await incremental(ctx, { source, target, settings, id, started, progress })
-      : await full(ctx, { source, target, settings, id, started, progress, verify: request.verify, tables: sourceCatalog.tables });
+      ? await incremental({ source, target, settings, id, started, progress })
+      : await full({ source, target, settings, id, started, progress, verify: request.verify, tables: sourceCatalog.tables });
     await events.record("info", "backup.succeeded",
       `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
       { project: target.name, data: { runId: id, kind, tables: run.tables, rows: run.rows, bytes: run.bytes, durationMs: run.durationMs, snapshotAt: run.snapshotAt } });
     return run;
   } catch (e) {
     await progress.flush();
-    const error = await classify(ctx, e, source, target);
+    const error = await classify(e, source, target);
     const message = events.redact(describeError(error));
     await onProject(target, (sql) => sql`
       update spillway.runs set status = 'failed', finished_at = now(), duration_ms = ${Date.now() - started}, error = ${message},
@@ -124,7 +124,7 @@ async function chooseKind(source: Project, target: Project, tables: Table[]): Pr
   return { kind: "incremental", reason: `changes since ${position.appliedLsn ?? "the last full copy"}` };
 }
 
-async function full(ctx: BackupContext, r: RunInput & { verify: boolean; tables: Table[] }): Promise<Run> {
+async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise<Run> {
   // The slot must exist before the copy's snapshot: then nothing falls between them.
   const slot = newSlotName(r.source.name, r.target.name);
   await prepareCapture(r.source, r.tables, slot);
@@ -146,7 +146,7 @@ async function full(ctx: BackupContext, r: RunInput & { verify: boolean; tables:
   return (await readRun(r.target.sql, r.id))!;
 }
 
-async function incremental(ctx: BackupContext, r: RunInput): Promise<Run> {
+async function incremental(r: RunInput): Promise<Run> {
   const position = (await readPosition(r.target.sql))!;
   const targetCatalog = await readCatalog(r.target.sql, r.settings.schemas);
   const [snap] = await r.source.sql<{ at: Date }[]>`select now() as at`;
@@ -186,7 +186,7 @@ async function requireReachable(ctx: BackupContext, source: Project, target: Pro
 
 // A failure in the middle of a copy is a connection error from one side or the other:
 // name the side that no longer answers.
-async function classify(ctx: BackupContext, e: unknown, source: Project, target: Project): Promise<unknown> {
+async function classify(e: unknown, source: Project, target: Project): Promise<unknown> {
   if (e instanceof SpillwayError) return e;
   for (const p of [target, source]) {
     try {

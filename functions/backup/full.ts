@@ -263,16 +263,14 @@ export async function ensureFdwLink(sql: Sql, sourceUrl: string | undefined): Pr
   const [fdw] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_foreign_data_wrapper where fdwname = 'postgres_fdw') as ok`;
   if (!fdw?.ok) throw new SpillwayError("FDW_UNAVAILABLE", 409, "postgres_fdw is not enabled on the standby (create extension postgres_fdw)");
   const [server] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_foreign_server where srvname = ${FDW_SERVER}) as ok`;
-  const set = (verb: "add" | "set", o: Record<string, string>) => Object.entries(o).map(([k, v]) => `${verb} ${k} ${literal(v)}`).join(", ");
-  if (!server?.ok) {
-    await sql.unsafe(`create server ${FDW_SERVER} foreign data wrapper postgres_fdw options (${Object.entries(options).map(([k, v]) => `${k} ${literal(v)}`).join(", ")}, fetch_size '10000')`);
-  } else {
-    await sql.unsafe(`alter server ${FDW_SERVER} options (${set("set", options)})`);
-  }
+  // `create … options (k 'v')`, or `alter … options (set k 'v')` for what exists.
+  const list = (o: Record<string, string>, verb = "") => Object.entries(o).map(([k, v]) => `${verb}${k} ${literal(v)}`).join(", ");
+  if (!server?.ok) await sql.unsafe(`create server ${FDW_SERVER} foreign data wrapper postgres_fdw options (${list({ ...options, fetch_size: "10000" })})`);
+  else await sql.unsafe(`alter server ${FDW_SERVER} options (${list(options, "set ")})`);
   const login = { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
   const [mapping] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_user_mappings where srvname = ${FDW_SERVER} and usename = current_user) as ok`;
-  if (!mapping?.ok) await sql.unsafe(`create user mapping for current_user server ${FDW_SERVER} options (${set("add", login).replace(/add /g, "")})`);
-  else await sql.unsafe(`alter user mapping for current_user server ${FDW_SERVER} options (${set("set", login)})`);
+  if (!mapping?.ok) await sql.unsafe(`create user mapping for current_user server ${FDW_SERVER} options (${list(login)})`);
+  else await sql.unsafe(`alter user mapping for current_user server ${FDW_SERVER} options (${list(login, "set ")})`);
 }
 
 function literal(value: string): string {

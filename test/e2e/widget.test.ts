@@ -3,9 +3,8 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
-import postgres from "postgres";
 import type { Browser, Page } from "playwright-core";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
 import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
@@ -18,12 +17,7 @@ let browser: Browser;
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql`create table public.items (id text primary key, writer integer not null)`;
-    await sql`grant select, insert on public.items to anon`;
-    await sql.end();
-  }
+  await applyToBoth(pair, `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`);
   await pair.primary.admin`insert into public.items select 'item-' || g, g from generate_series(1, 500) g`;
   server = await startServer({
     dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],

@@ -1,7 +1,6 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
@@ -14,12 +13,7 @@ const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql`create table public.items (id text primary key, writer integer not null)`;
-    await sql`grant select, insert on public.items to anon`;
-    await sql.end();
-  }
+  await applyToBoth(pair, `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`);
   server = await startServer({
     dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
     port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,

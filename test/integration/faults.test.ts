@@ -1,8 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { fingerprint } from "../support/compare.ts";
 import { run, type Child } from "../support/process.ts";
 import { freePort } from "../../cli/server.ts";
@@ -27,11 +26,7 @@ async function startSpillway(): Promise<string> {
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql`create table public.bulk (id bigint primary key, body text not null)`;
-    await sql.end();
-  }
+  await applyToBoth(pair, `create table public.bulk (id bigint primary key, body text not null)`);
   await pair.primary.admin`insert into public.bulk select g, repeat(md5(g::text), 10) from generate_series(1, 150000) g`;
 });
 after(async () => {

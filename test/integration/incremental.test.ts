@@ -2,7 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { testApp, type TestApp } from "../support/app.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
@@ -15,11 +15,7 @@ let t: TestApp;
 before(async () => {
   pair = await startTestPair();
   await loadFixture(pair);
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql`create table public.counters (id integer primary key, n bigint not null default 0, note text)`;
-    await sql.end();
-  }
+  await applyToBoth(pair, `create table public.counters (id integer primary key, n bigint not null default 0, note text)`);
   await pair.primary.admin`insert into public.counters (id) select g from generate_series(1, 50) g`;
   t = await testApp(pair);
 });

@@ -1,7 +1,6 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { testApp, type TestApp } from "../support/app.ts";
 
 let pair: TestPair;
@@ -9,11 +8,7 @@ let t: TestApp;
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql`create table public.notes (id bigint generated always as identity primary key, body text not null)`;
-    await sql.end();
-  }
+  await applyToBoth(pair, `create table public.notes (id bigint generated always as identity primary key, body text not null)`);
   // What Supabase does to a free project past its quota: the database itself turns read-only.
   await pair.primary.admin`alter database postgres set default_transaction_read_only = on`;
   t = await testApp(pair);

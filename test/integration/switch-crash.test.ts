@@ -1,7 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { testApp, type TestApp } from "../support/app.ts";
 import { startWriters, ITEMS_SCHEMA } from "../support/writers.ts";
 import { run } from "../support/process.ts";
@@ -13,11 +13,7 @@ let t: TestApp;
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql.unsafe(ITEMS_SCHEMA);
-    await sql.end();
-  }
+  await applyToBoth(pair, ITEMS_SCHEMA);
   t = await testApp(pair);
   const r = await t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify({ mode: "full" }) });
   assert.equal(r.status, 200);

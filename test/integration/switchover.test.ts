@@ -1,7 +1,7 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { testApp, type TestApp } from "../support/app.ts";
 import { startWriters, ITEMS_SCHEMA, type WriterReport } from "../support/writers.ts";
 
@@ -10,11 +10,7 @@ let t: TestApp;
 
 before(async () => {
   pair = await startTestPair();
-  for (const url of [pair.urls.primary, pair.urls.secondary]) {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    await sql.unsafe(ITEMS_SCHEMA);
-    await sql.end();
-  }
+  await applyToBoth(pair, ITEMS_SCHEMA);
   t = await testApp(pair);
 });
 after(async () => {

@@ -130,3 +130,20 @@ export async function startTestPair(options: { migrate?: boolean; system?: boole
     },
   };
 }
+
+/**
+ * Runs SQL on both projects as the app's role, as the app's own migration would.
+ *
+ * @example
+ * await applyToBoth(pair, "create table public.items (id text primary key)");
+ */
+export async function applyToBoth(pair: TestPair, statements: string): Promise<void> {
+  for (const url of [pair.urls.primary, pair.urls.secondary]) {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      await sql.unsafe(statements);
+    } finally {
+      await sql.end();
+    }
+  }
+}
