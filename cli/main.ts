@@ -83,7 +83,9 @@ async function main(argv: string[]): Promise<number> {
       const target = apiTarget(process.env);
       const stopProgress = values.json ? () => {} : showProgress(target);
       try {
-        const { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: values.full ? "full" : "auto", verify: values.verify ?? false });
+        let { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: values.full ? "full" : "auto", verify: values.verify ?? false });
+        // A staged full backup answers after each call's budget; it goes on until published.
+        while (run.status === "running") ({ run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: "auto", verify: false }));
         stopProgress();
         out(values.json ? JSON.stringify(run, null, 2) : formatRun(run));
       } finally {

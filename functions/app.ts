@@ -106,7 +106,8 @@ export function createApp(deps: AppDeps): Hono {
   api.post("/force-backup", admin, async (c) => {
     const body = parseBody(backupBody, await readJson(c, "INVALID_BODY"));
     const run = await runBackup({ projects: deps.projects, events: deps.events }, { mode: body.mode ?? "auto", verify: body.verify ?? false });
-    return c.json({ run });
+    // 202: a staged full backup that continues on the next call or tick.
+    return c.json({ run }, run.status === "running" ? 202 : 200);
   });
 
   api.post("/force-switch", admin, async (c) => {

@@ -7,14 +7,24 @@ import { readSettings, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
-import { readCatalog, type Table } from "./backup/catalog.ts";
-import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
+import { foreignKeyOrder, readCatalog, type Table } from "./backup/catalog.ts";
+import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
+import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
 import { schemaDiff } from "./backup/schema-diff.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
   mode: "auto" | "full" | "incremental";
   verify: boolean;
+  /**
+   * False for a switch's catch-ups, which must finish in the call: a staged copy in
+   * progress is left alone and a full copy is never staged. Default true.
+   */
+  continuable?: boolean;
+  /** Stage a new full copy whatever its estimate says (default: when it would not fit the budget). */
+  staged?: boolean;
+  /** This call's budget, instead of the `budgetSeconds` setting. */
+  budgetMs?: number;
 }
 
 /** What a backup works with. */
@@ -24,6 +34,8 @@ export interface BackupContext {
 }
 
 const LEASE_SECONDS = 120;
+/** A full copy at least this large tells the copy speed apart from fixed costs. */
+const MEASURED_COPY_BYTES = 32 * 1024 * 1024;
 /** How long an operator's request waits for a running tick to give the lease back. */
 const OPERATOR_WAIT_MS = 10_000;
 
@@ -58,33 +70,55 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const sourceCatalog = await readCatalog(source.sql, settings.schemas);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, await readCatalog(target.sql, settings.schemas));
-  const choice = await chooseKind(source, target, sourceCatalog.tables);
+  const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
+  const continuable = request.continuable ?? true;
+  const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
+  const choice = staging
+    ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)` }
+    : await chooseKind(source, target, sourceCatalog.tables);
   if (request.mode === "incremental" && choice.kind === "full") {
     throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, `an incremental backup is not possible: ${choice.reason}; use mode "full" or "auto"`);
   }
-  const kind = request.mode === "full" ? "full" as const : choice.kind;
-  const reason = request.mode === "full" ? "full backup requested" : choice.reason;
+  const kind = request.mode === "full" || staging ? "full" as const : choice.kind;
+  const reason = request.mode === "full" && !staging ? "full backup requested" : choice.reason;
+  const budgetMs = request.budgetMs ?? settings.budgetSeconds * 1000;
+  const stage = staging !== null || (kind === "full" && continuable && diffs.length === 0
+    && (request.staged ?? !(await fitsOneCall(source, target, tables, budgetMs / 1000))));
 
   await target.sql`
     update spillway.runs set status = 'failed', finished_at = now(), error = 'interrupted before it could finish'
-    where status = 'running'`;
-  const id = crypto.randomUUID();
+    where status = 'running' and id is distinct from ${staging?.runId ?? null}::uuid`;
   const started = Date.now();
-  await target.sql`
-    insert into spillway.runs (id, kind, status, source, target, strategy, details)
-    values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${settings.strategy}, ${target.sql.json({ reason, verify: request.verify })})`;
-  await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${settings.strategy})`, {
-    project: target.name, data: { runId: id, kind, strategy: settings.strategy, reason },
-  });
+  const resumed = staging && (await readRun(target.sql, staging.runId))?.status === "running" ? staging.runId : null;
+  const id = resumed ?? crypto.randomUUID();
+  if (!resumed) {
+    await target.sql`
+      insert into spillway.runs (id, kind, status, source, target, strategy, details)
+      values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${settings.strategy}, ${target.sql.json({ reason, verify: request.verify, staged: stage })})`;
+    if (staging) await target.sql`update spillway.staging set run_id = ${id} where id`;
+    await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${settings.strategy}${stage && !staging ? ", staged: it may continue over several calls" : ""})`, {
+      project: target.name, data: { runId: id, kind, strategy: settings.strategy, reason, staged: stage },
+    });
+  }
 
   const progress = progressWriter(target, id);
   try {
     if (diffs.length > 0) {
       throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
     }
-    const run = kind === "incremental"
-      ? await incremental({ source, target, settings, id, started, progress })
-      : await full({ source, target, settings, id, started, progress, verify: request.verify, tables: sourceCatalog.tables });
+    const input = { source, target, settings, id, started, progress };
+    const run = stage
+      ? await staged({ ...input, tables, staging, budgetMs })
+      : kind === "incremental"
+        ? await incremental({ ...input, budgetMs })
+        : await full({ ...input, verify: request.verify, tables: sourceCatalog.tables });
+    if (run.status === "running") {
+      const p = run.progress as { phase?: string; tablesDone?: number; tablesTotal?: number };
+      await events.record("info", "backup.continues", `full backup to ${target.name} continues on the next call: ${p.tablesDone ?? 0} of ${p.tablesTotal ?? 0} tables staged${p.phase === "catch-up" || p.phase === "commit" ? ", catching up" : ""}`, {
+        project: target.name, data: { runId: id, progress: run.progress },
+      });
+      return run;
+    }
     await events.record("info", "backup.succeeded",
       `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
       { project: target.name, data: { runId: id, kind, tables: run.tables, rows: run.rows, bytes: run.bytes, durationMs: run.durationMs, snapshotAt: run.snapshotAt } });
@@ -100,7 +134,8 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
     await events.record("error", error instanceof SpillwayError && error.code === "VERIFY_FAILED" ? "backup.verify_failed" : "backup.failed",
       `${kind} backup to ${target.name} failed: ${message}`,
       { project: target.name, data: { runId: id, code: error instanceof SpillwayError ? error.code : "BACKUP_FAILED", details: error instanceof SpillwayError ? error.details ?? null : null } });
-    throw error instanceof SpillwayError ? error : new SpillwayError("BACKUP_FAILED", 500, `backup failed: ${message}; the standby keeps its previous copy`, { runId: id });
+    const kept = stage ? "; the staged tables are kept and the next backup continues from them" : "";
+    throw error instanceof SpillwayError ? error : new SpillwayError("BACKUP_FAILED", 500, `backup failed: ${message}; the standby keeps its previous copy${kept}`, { runId: id });
   }
 }
 
@@ -146,14 +181,60 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
   return (await readRun(r.target.sql, r.id))!;
 }
 
-async function incremental(r: RunInput): Promise<Run> {
+// The standby's staged copy, when it can be continued; one that cannot (another source,
+// other tables, its slot gone) is dropped with a warning, and a new copy begins.
+async function stagingToContinue(ctx: BackupContext, source: Project, target: Project, tables: Table[]): Promise<Staging | null> {
+  const staging = await readStaging(target.sql);
+  if (!staging) return null;
+  const problem = await stagingProblem(staging, source, tables);
+  if (!problem) return staging;
+  await discardStaging(target, ctx.projects[staging.source]).catch(() => discardStaging(target));
+  await ctx.events.record("warn", "backup.staging_discarded", `the full backup staged on ${target.name} since ${staging.startedAt} was dropped: ${problem}; a new one begins`, { project: target.name });
+  return null;
+}
+
+// Whether a one-shot full copy should fit the budget, at the speed of the last one that
+// was large enough to say (small copies are mostly fixed costs).
+async function fitsOneCall(source: Project, target: Project, tables: Table[], budgetSeconds: number): Promise<boolean> {
+  const [size] = await source.sql<{ bytes: string }[]>`
+    select coalesce(sum(pg_catalog.pg_table_size(t)), 0)::int8::text as bytes from unnest(${tables.map((t) => t.oid)}::oid[]) as t`;
+  const [last] = await target.sql<{ bytes: string; duration_ms: string }[]>`
+    select bytes::text, duration_ms::text from spillway.runs
+    where kind = 'full' and status = 'succeeded' and not coalesce((details->>'staged')::boolean, false) and bytes >= ${MEASURED_COPY_BYTES} and duration_ms > 0
+    order by started_at desc limit 1`;
+  return fullCopyFits(Number(size!.bytes), last ? Number(last.bytes) / (Number(last.duration_ms) / 1000) : null, budgetSeconds);
+}
+
+async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; budgetMs: number }): Promise<Run> {
+  const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
+  const result = await continueStaging({
+    source: r.source, target: r.target, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
+    deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
+    async beforePublish(tx, res) {
+      await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) });
+      // A copy built over several calls has no single moment to compare against while the
+      // active keeps changing: `spillway verify` checks it once writes pause.
+      await finishRun(tx, r, { tables: res.tablesTotal, rows: res.rows, bytes: res.bytes, snapshotAt: res.snapshotAt, changeCounter: null, extra: { slot: staging.slot, verified: false, appliedLsn: res.appliedLsn } });
+    },
+  });
+  await r.progress.flush();
+  if (result.published) {
+    await dropOtherSlots(r.source, r.source.name, r.target.name, staging.slot).catch(() => undefined);
+  } else {
+    await r.target.sql`update spillway.runs set details = details || ${r.target.sql.json({ continues: true })} where id = ${r.id}`;
+  }
+  return (await readRun(r.target.sql, r.id))!;
+}
+
+async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   const position = (await readPosition(r.target.sql))!;
   const targetCatalog = await readCatalog(r.target.sql, r.settings.schemas);
   const [snap] = await r.source.sql<{ at: Date }[]>`select now() as at`;
   const counter = await changeCounter(r.source, r.settings.schemas);
   const result = await applyChanges({
-    source: r.source, target: r.target, position, tables: targetCatalog.tables,
-    deadline: r.started + r.settings.budgetSeconds * 1000,
+    source: r.source, target: r.target, stream: replicaStream(position),
+    tables: new Map(targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
+    deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
   await r.target.sql.begin((tx) => finishRun(tx, r, {
@@ -167,7 +248,7 @@ async function incremental(r: RunInput): Promise<Run> {
 async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number; bytes: number; snapshotAt: string | null; changeCounter: string | null; extra: Record<string, unknown> }): Promise<void> {
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
-      bytes = ${f.bytes}, duration_ms = ${Date.now() - r.started}, snapshot_at = ${f.snapshotAt},
+      bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},
       progress = ${tx.json({ phase: "done", tablesDone: f.tables, tablesTotal: f.tables, rows: f.rows, bytes: f.bytes })},
       details = details || ${tx.json({ changeCounter: f.changeCounter, ...f.extra } as never)}
     where id = ${r.id}`;

@@ -19,6 +19,8 @@ export interface PolicyInput {
     hasBackup: boolean;
     /** Its usage once it holds the active's data; null when unknown. */
     usageAfterSwitch: number | null;
+    /** A staged full backup from the active is in progress on it. */
+    continues?: boolean;
   };
   /** How far below a threshold usage must fall before the phase steps down. Default 0.01. */
   hysteresis?: number;
@@ -74,6 +76,15 @@ export function standbyProblem(s: PolicyInput["standby"], switchThreshold: numbe
  * // { action: "backup", phase: "backup", reason: "..." }
  */
 export function decide(input: PolicyInput): Decision {
+  const decision = decideFromUsage(input);
+  // A staged backup continues at every tick with nothing more pressing to do.
+  if (decision.action === "none" && input.standby.continues && input.standby.reachable && input.activeUsage !== null) {
+    return { ...decision, action: "backup", reason: `${decision.reason}; the staged full backup continues` };
+  }
+  return decision;
+}
+
+function decideFromUsage(input: PolicyInput): Decision {
   const { previous, activeUsage, thresholds } = input;
   const pct = (u: number) => `${(u * 100).toFixed(1)} %`;
   if (activeUsage === null) {

@@ -8,6 +8,7 @@ import { readActive } from "./state.ts";
 import { latestRun, type Run } from "./runs.ts";
 import { measure } from "./usage.ts";
 import { runBackup } from "./backup.ts";
+import { discardStaging } from "./backup/staged.ts";
 import { settle } from "./settle.ts";
 import { changeCounter } from "./status.ts";
 import { readCatalog } from "./backup/catalog.ts";
@@ -120,7 +121,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     await tx`select spillway.ensure_fence(${settings.schemas})`;
   }));
   // Catch up while apps still write, so that the catch-up behind the fence is a short one.
-  await runBackup(ctx, { mode: "auto", verify: false }, lease);
+  await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   const fenced = await source.sql`
@@ -134,7 +135,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let newSlot: string | null = null;
   try {
     await waitForInFlight(source, fencedAt);
-    run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
+    run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
     await ctx.hooks?.step("caught-up");
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.
@@ -154,6 +155,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);
+  // A full backup staged on the new active has nothing left to feed.
+  await discardStaging(target).catch(() => undefined);
   const durationMs = Date.now() - started;
   await events.record("info", "switch.completed", `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run.rows} rows`, {
     project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run.id },

@@ -13,6 +13,7 @@ import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
+import { discardStaging, readStaging } from "./backup/staged.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -75,6 +76,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   const previous: Phase = activeCopy.ok ? activeCopy.value.phase : "normal";
   const standby = measured[winner.standby];
   const lastBackup = standby.ok ? await latestRun(projects[winner.standby].sql, "succeeded").catch(() => null) : null;
+  const staging = standby.ok ? await readStaging(projects[winner.standby].sql).catch(() => null) : null;
   const decision: Decision = decide({
     previous,
     activeUsage: usage[winner.active],
@@ -85,6 +87,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
       reachable: standby.ok,
       hasBackup: lastBackup?.source === winner.active,
       usageAfterSwitch: usageAfterSwitch(measured[winner.active], standby, settings.quotaBytes[winner.standby]),
+      continues: staging?.source === winner.active,
     },
   });
   if (decision.phase !== previous) {
@@ -117,6 +120,14 @@ function usageAfterSwitch(active: Outcome<Measurement>, standby: Outcome<Measure
 // A slot keeps WAL on the active until its changes are backed up; on a nearly full database
 // that must not grow without bound. Past the limit the slot goes, and the next backup is full.
 async function guardRetention(projects: Projects, active: ProjectName, standby: ProjectName, limit: number, events: EventLog): Promise<void> {
+  const staging = await readStaging(projects[standby].sql);
+  const stagedRetained = staging?.source === active ? await slotRetainedBytes(projects[active], staging.slot) : null;
+  if (stagedRetained !== null && stagedRetained > limit) {
+    await discardStaging(projects[standby], projects[active]);
+    await events.record("warn", "backup.retention_guard", `the change capture slot of the full backup staged on ${standby} held ${stagedRetained} bytes of WAL on ${active}, over the limit of ${limit}: the staged backup was dropped, and the next backup starts a new one`, {
+      project: active, data: { slot: staging!.slot, retainedBytes: stagedRetained, maxRetainedBytes: limit },
+    });
+  }
   const position = await readPosition(projects[standby].sql);
   if (!position || position.source !== active) return;
   const retained = await slotRetainedBytes(projects[active], position.slot);

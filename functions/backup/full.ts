@@ -10,7 +10,7 @@ import { schemaDiff } from "./schema-diff.ts";
 
 /** Where a running full load is. */
 export interface Progress {
-  phase: "snapshot" | "load" | "indexes" | "verify" | "commit";
+  phase: "snapshot" | "load" | "catch-up" | "indexes" | "verify" | "commit";
   table: string | null;
   tablesDone: number;
   tablesTotal: number;
@@ -148,7 +148,7 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
         }
         checksums = active;
       }
-      if (foreign) for (const schema of [...foreign.values(), FDW_META]) await dst.unsafe(`drop schema ${quoteIdent(schema)} cascade`);
+      if (foreign) await dropForeignSchemas(dst, foreign);
 
       const result: FullLoadResult = {
         tables: tables.length, rows: progress.rows, bytes: progress.bytes,
@@ -162,9 +162,15 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
   });
 }
 
-// Drops only what can be rebuilt from the standby's own definitions: foreign keys between
-// replicated tables and the indexes the catalog marked rebuildable.
-function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
+/**
+ * What a load drops first and rebuilds after: only what can be rebuilt from the standby's
+ * own definitions, foreign keys between replicated tables and the indexes the catalog
+ * marked rebuildable.
+ *
+ * @example
+ * const plan = targetRebuildPlan(await readCatalog(tx, ["public"]), tables);
+ */
+export function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
   const names = new Set(tables.map((t) => t.qualified));
   return {
     foreignKeys: targetCatalog.foreignKeys.filter((fk) => names.has(fk.table)),
@@ -172,11 +178,19 @@ function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
   };
 }
 
-async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void): Promise<{ rows: number; bytes: number }> {
+/**
+ * Streams one table's rows from the source transaction into the target transaction with
+ * COPY (binary where the types allow), never holding more than one batch in memory, into
+ * the target's table of the same name or into `into`.
+ *
+ * @example
+ * const moved = await copyTable(src, dst, table, (n) => progress.bytes += n);
+ */
+export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void, into = table.qualified): Promise<{ rows: number; bytes: number }> {
   const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
   const format = table.binarySafe ? "binary" : "text";
   const readable = await src.unsafe(`copy ${table.qualified} (${cols}) to stdout with (format ${format})`).readable();
-  const writable = await dst.unsafe(`copy ${table.qualified} (${cols}) from stdin with (format ${format}, freeze true)`).writable();
+  const writable = await dst.unsafe(`copy ${into} (${cols}) from stdin with (format ${format}, freeze true)`).writable();
   // Postgres sends one CopyData message per row, and postgres.js hands each on as one
   // chunk; a binary copy adds one message for its trailer.
   let messages = 0;
@@ -214,7 +228,13 @@ async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) 
   return { rows: format === "binary" ? Math.max(0, messages - 1) : messages, bytes };
 }
 
-async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise<{ rows: number; bytes: number }> {
+/**
+ * Pulls one table through the fdw link into `table.qualified` on the target.
+ *
+ * @example
+ * const moved = await pullTable(dst, table, "spillway_fdw_0");
+ */
+export async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise<{ rows: number; bytes: number }> {
   const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
   const result = await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${qualify(foreignSchema, table.name)}`);
   const [size] = await dst<{ bytes: string }[]>`select pg_catalog.pg_table_size(${table.qualified}::regclass)::text as bytes`;
@@ -225,7 +245,14 @@ async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise
 // with it if it fails). All scans of one local transaction share one remote snapshot.
 const FDW_META = "spillway_fdw_meta";
 
-async function remoteSnapshot(dst: Sql): Promise<string> {
+/**
+ * The remote transaction's snapshot, read through the fdw link; the first remote query of
+ * a local transaction fixes it for every later scan in that transaction.
+ *
+ * @example
+ * const snapshot = await remoteSnapshot(dst);
+ */
+export async function remoteSnapshot(dst: Sql): Promise<string> {
   await dst.unsafe(`drop schema if exists ${FDW_META} cascade`);
   await dst.unsafe(`create schema ${FDW_META}`);
   await dst.unsafe(`import foreign schema spillway limit to (current_snapshot) from server ${FDW_SERVER} into ${FDW_META}`);
@@ -233,8 +260,14 @@ async function remoteSnapshot(dst: Sql): Promise<string> {
   return row!.snapshot;
 }
 
-// Partitions are imported only when named, so every table is named.
-async function importForeignTables(dst: Sql, schemas: string[], tables: Table[]): Promise<Map<string, string>> {
+/**
+ * Imports the given tables as foreign tables, one local schema per replicated schema
+ * (partitions are imported only when named, so every table is named).
+ *
+ * @example
+ * const foreign = await importForeignTables(dst, ["public"], tables);
+ */
+export async function importForeignTables(dst: Sql, schemas: string[], tables: Table[]): Promise<Map<string, string>> {
   const map = new Map<string, string>();
   for (const [i, schema] of schemas.entries()) {
     const local = `spillway_fdw_${i}`;
@@ -247,6 +280,16 @@ async function importForeignTables(dst: Sql, schemas: string[], tables: Table[])
     map.set(schema, local);
   }
   return map;
+}
+
+/**
+ * Drops the schemas of `importForeignTables` and `remoteSnapshot`.
+ *
+ * @example
+ * await dropForeignSchemas(dst, foreign);
+ */
+export async function dropForeignSchemas(dst: Sql, foreign: Map<string, string>): Promise<void> {
+  for (const schema of [...foreign.values(), FDW_META]) await dst.unsafe(`drop schema if exists ${quoteIdent(schema)} cascade`);
 }
 
 /**

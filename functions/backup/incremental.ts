@@ -145,23 +145,51 @@ export interface ApplyResult {
 
 const BATCH_CHANGES = 20_000;
 
+/** Where a copy stands in the active's change stream, and how it moves on. */
+export interface ChangeStream {
+  slot: string;
+  /** The commit position of the last transaction applied; null when none was yet. */
+  appliedLsn: string | null;
+  /** True when the copy already holds what transaction `xid` did to `table` ("schema.name"). */
+  seen(xid: number, table: string): boolean;
+  /** Stores the new position inside the transaction that applied the changes up to it. */
+  save(tx: Db, appliedLsn: string): Promise<void>;
+}
+
 /**
- * Applies the active's changes since the standby's position, in the active's commit order,
- * in target transactions that also store the new position, so a crash at any moment neither
- * applies a transaction twice nor skips one, and the standby always stands at a commit
- * boundary of the active. Transactions the full copy already saw are skipped.
+ * The change stream of the standby's published copy (`spillway.replica`).
  *
  * @example
- * const result = await applyChanges({ source, target, position, tables, deadline: Date.now() + 60_000 });
+ * const stream = replicaStream(position);
+ */
+export function replicaStream(position: ReplicaPosition): ChangeStream {
+  return {
+    slot: position.slot,
+    appliedLsn: position.appliedLsn,
+    seen: (xid) => position.baseSnapshot !== null && visibleIn(xid, position.baseSnapshot),
+    async save(tx, appliedLsn) {
+      await tx`update spillway.replica set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
+    },
+  };
+}
+
+/**
+ * Applies the active's changes since the stream's position, in the active's commit order,
+ * in target transactions that also store the new position, so a crash at any moment neither
+ * applies a transaction twice nor skips one, and the target always stands at a commit
+ * boundary of the active. What the copy already saw is skipped. `tables` maps each source
+ * table ("schema.name") to the table its changes are written to.
+ *
+ * @example
+ * const result = await applyChanges({ source, target, stream: replicaStream(position), tables, deadline: Date.now() + 60_000 });
  */
 export async function applyChanges(input: {
-  source: Project; target: Project; position: ReplicaPosition; tables: Table[]; deadline: number;
+  source: Project; target: Project; stream: ChangeStream; tables: Map<string, Table>; deadline: number;
   onProgress?: (rows: number, bytes: number) => void;
 }): Promise<ApplyResult> {
-  const { source, target, position } = input;
-  const byName = new Map(input.tables.map((t) => [`${t.schema}.${t.name}`, t]));
-  const result: ApplyResult = { transactions: 0, rows: 0, bytes: 0, appliedLsn: position.appliedLsn, more: false };
-  let applied = position.appliedLsn ? lsn(position.appliedLsn) : -1n;
+  const { source, target, stream } = input;
+  const result: ApplyResult = { transactions: 0, rows: 0, bytes: 0, appliedLsn: stream.appliedLsn, more: false };
+  let applied = stream.appliedLsn ? lsn(stream.appliedLsn) : -1n;
 
   // Decoding reads only WAL that is flushed, and a commit made with synchronous_commit off
   // is acknowledged before it is. One synchronous commit of our own flushes all of them, so
@@ -176,7 +204,7 @@ export async function applyChanges(input: {
       for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
       await tx.unsafe("set local extra_float_digits = 3");
       return await tx<{ data: Uint8Array }[]>`
-        select data from pg_catalog.pg_logical_slot_peek_binary_changes(${position.slot}, null, ${BATCH_CHANGES},
+        select data from pg_catalog.pg_logical_slot_peek_binary_changes(${stream.slot}, null, ${BATCH_CHANGES},
           'proto_version', '1', 'publication_names', ${PUBLICATION})`;
     });
     if (changes.length === 0) break;
@@ -191,7 +219,7 @@ export async function applyChanges(input: {
       await tx.unsafe("set local enable_hashjoin = off");
       await tx.unsafe("set local enable_mergejoin = off");
       await tx.unsafe("set local enable_seqscan = off");
-      const writer = new BatchWriter(tx, byName);
+      const writer = new BatchWriter(tx, input.tables);
       let current: { xid: number; ops: Message[] } | null = null;
       for (const { data } of changes) {
         batchBytes += data.length;
@@ -200,21 +228,28 @@ export async function applyChanges(input: {
         else if (m.type === "begin") current = { xid: m.xid, ops: [] };
         else if (m.type === "commit") {
           endLsn = m.endLsn;
-          const skip = m.commitLsn <= applied || (position.baseSnapshot !== null && current !== null && visibleIn(current.xid, position.baseSnapshot));
-          if (!skip && current) {
-            for (const op of current.ops) batchRows += await writer.add(op, relations);
-            result.transactions += 1;
+          if (m.commitLsn > applied && current) {
+            let wrote = false;
+            for (const op of current.ops) {
+              const change = unseen(op as Change, current.xid, relations, stream);
+              if (!change) continue;
+              batchRows += await writer.add(change, relations);
+              wrote = true;
+            }
+            if (wrote) result.transactions += 1;
           }
           applied = m.commitLsn > applied ? m.commitLsn : applied;
           current = null;
         } else if (current && m.type !== "other") current.ops.push(m);
       }
-      await writer.flush();
-      result.appliedLsn = lsnText(applied);
-      await tx`update spillway.replica set applied_lsn = ${result.appliedLsn}::pg_lsn, updated_at = now() where id`;
+      await writer.finish();
+      if (applied >= 0n) {
+        result.appliedLsn = lsnText(applied);
+        await stream.save(tx, result.appliedLsn);
+      }
     });
     // Only once the target has committed may the active forget these changes.
-    await source.sql`select pg_catalog.pg_replication_slot_advance(${position.slot}, ${lsnText(endLsn)}::pg_lsn)`;
+    await source.sql`select pg_catalog.pg_replication_slot_advance(${stream.slot}, ${lsnText(endLsn)}::pg_lsn)`;
     result.rows += batchRows;
     result.bytes += batchBytes;
     input.onProgress?.(result.rows, result.bytes);
@@ -228,18 +263,46 @@ export async function applyChanges(input: {
   return result;
 }
 
+// The part of a change the copy does not hold yet: nothing, all of it, or (a truncate of
+// several tables) the tables whose copy was taken before the transaction.
+function unseen(change: Change, xid: number, relations: Map<number, Relation>, stream: ChangeStream): Change | null {
+  const name = (relid: number) => {
+    const rel = relations.get(relid);
+    return rel ? `${rel.schema}.${rel.table}` : "";
+  };
+  if (change.type === "truncate") {
+    const relids = change.relids.filter((id) => !stream.seen(xid, name(id)));
+    return relids.length === 0 ? null : { ...change, relids };
+  }
+  return stream.seen(xid, name(change.relid)) ? null : change;
+}
+
 type Relation = Extract<Message, { type: "relation" }>;
 type Change = Extract<Message, { type: "insert" | "update" | "delete" | "truncate" }>;
 
-// Groups consecutive changes of one kind to one table into one statement each; a row seen
-// twice in a group (updated twice, say) ends the group first, so order is kept.
+// Groups each table's consecutive changes of one kind into one statement. Tables are
+// independent while the standby applies in replica mode (no triggers, no foreign key
+// checks) and only the batch's end is ever visible, so only each table's own order is kept:
+// a row seen twice in a group ends the group first, except a row updated again with the
+// same columns and the same key, whose later values replace the earlier ones.
+interface Group {
+  key: string;
+  table: Table;
+  kind: "insert" | "update" | "delete";
+  columns: string[];
+  rows: Value[][];
+  where: Value[][];
+  seen: Set<string>;
+  /** Update groups: the entry of each key updated in place, which a later update may replace. */
+  inPlace: Map<string, number>;
+}
+
 class BatchWriter {
-  private group: { key: string; table: Table; kind: "insert" | "update" | "delete"; columns: string[]; rows: Value[][]; where: Value[][]; seen: Set<string> } | null = null;
+  private groups = new Map<string, Group>();
 
   constructor(private readonly tx: Db, private readonly tables: Map<string, Table>) {}
 
-  async add(m: Message, relations: Map<number, Relation>): Promise<number> {
-    const change = m as Change;
+  async add(change: Change, relations: Map<number, Relation>): Promise<number> {
     if (change.type === "truncate") {
       await this.flush();
       const names = change.relids.map((id) => this.table(relations.get(id)).qualified);
@@ -251,7 +314,12 @@ class BatchWriter {
     const cols = rel!.columns.map((c) => c.name);
     const keyIdx = table.primaryKey.map((k) => cols.indexOf(k));
     if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
-      await this.flush();
+      // Inserts need no key and go in groups; an update or delete finds one row by all its values.
+      if (change.type === "insert") {
+        await this.push(table, "insert", cols, change.row, [], []);
+        return 1;
+      }
+      await this.flushTable(table);
       await this.applyWithoutKey(table, cols, change);
       return 1;
     }
@@ -261,8 +329,9 @@ class BatchWriter {
     } else if (change.type === "update") {
       const present = cols.filter((_, i) => change.row[i]!.kind !== "unchanged");
       const row = change.row.filter((v) => v.kind !== "unchanged");
+      // Postgres sends the old key only when the key changed.
       const where = change.old ? keyIdx.map((i) => change.old![i]!) : keyIdx.map((i) => change.row[i]!);
-      await this.push(table, "update", present, row, where, [keyOf(change.row), change.old ? keyOf(change.old) : ""]);
+      await this.push(table, "update", present, row, where, [keyOf(change.row), change.old ? keyOf(change.old) : ""], !change.old);
     } else {
       await this.push(table, "delete", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
     }
@@ -275,19 +344,61 @@ class BatchWriter {
     return t;
   }
 
-  private async push(table: Table, kind: "insert" | "update" | "delete", columns: string[], row: Value[], where: Value[], keys: string[]) {
-    const key = `${table.qualified}|${kind}|${columns.join(",")}`;
-    if (this.group && (this.group.key !== key || keys.some((k) => k && this.group!.seen.has(k)))) await this.flush();
-    this.group ??= { key, table, kind, columns, rows: [], where: [], seen: new Set() };
-    this.group.rows.push(row);
-    this.group.where.push(where);
-    for (const k of keys) if (k) this.group.seen.add(k);
+  private async push(table: Table, kind: Group["kind"], columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false) {
+    const key = `${kind}|${columns.join(",")}`;
+    let g = this.groups.get(table.qualified);
+    if (g && g.key === key && inPlace && g.inPlace.has(keys[0]!)) {
+      g.rows[g.inPlace.get(keys[0]!)!] = row;
+      return;
+    }
+    if (g && (g.key !== key || keys.some((k) => k && g!.seen.has(k)))) {
+      await this.write(g);
+      g = undefined;
+    }
+    if (!g) {
+      g = { key, table, kind, columns, rows: [], where: [], seen: new Set(), inPlace: new Map() };
+      this.groups.set(table.qualified, g);
+    }
+    if (inPlace) g.inPlace.set(keys[0]!, g.rows.length);
+    g.rows.push(row);
+    g.where.push(where);
+    for (const k of keys) if (k) g.seen.add(k);
   }
 
   async flush(): Promise<void> {
-    const g = this.group;
-    this.group = null;
-    if (!g || g.rows.length === 0) return;
+    for (const g of [...this.groups.values()]) await this.write(g);
+  }
+
+  /** Writes what is left and puts back what `write` relaxed; the batch then commits. */
+  async finish(): Promise<void> {
+    await this.flush();
+    for (const [table, columns] of this.relaxed) {
+      for (const c of columns) await this.tx.unsafe(`alter table ${table} alter column ${quoteIdent(c)} set generated always`);
+    }
+    this.relaxed.clear();
+  }
+
+  // An UPDATE may not set a GENERATED ALWAYS identity column (there is no OVERRIDING for
+  // it), yet a changed key must be written: such columns are made BY DEFAULT for the rest
+  // of the batch's transaction, and made ALWAYS again before it commits.
+  private relaxed = new Map<string, string[]>();
+
+  private async relaxIdentity(table: Table, columns: string[]): Promise<void> {
+    if (this.relaxed.has(table.qualified)) return;
+    const always = table.columns.filter((c) => c.identity === "a").map((c) => c.name);
+    if (!always.some((c) => columns.includes(c))) return;
+    for (const c of always) await this.tx.unsafe(`alter table ${table.qualified} alter column ${quoteIdent(c)} set generated by default`);
+    this.relaxed.set(table.qualified, always);
+  }
+
+  private async flushTable(table: Table): Promise<void> {
+    const g = this.groups.get(table.qualified);
+    if (g) await this.write(g);
+  }
+
+  private async write(g: Group): Promise<void> {
+    this.groups.delete(g.table.qualified);
+    if (g.rows.length === 0) return;
     const type = (name: string) => g.table.columns.find((c) => c.name === name)!.type;
     const column = (values: Value[][], i: number) => values.map((r) => (r[i]!.kind === "text" ? (r[i] as { text: string }).text : null));
     const pk = g.table.primaryKey;
@@ -298,6 +409,7 @@ class BatchWriter {
       const aliases = g.columns.map((_, i) => `c${i}`).join(", ");
       await this.tx.unsafe(`insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`, params as never);
     } else if (g.kind === "update") {
+      await this.relaxIdentity(g.table, g.columns);
       const params = [...g.columns.map((_, i) => column(g.rows, i)), ...pk.map((_, i) => column(g.where, i))];
       const n = g.columns.length;
       const set = g.columns.map((c, i) => `${quoteIdent(c)} = u.c${i}::${type(c)}`).join(", ");
@@ -330,6 +442,7 @@ class BatchWriter {
       return;
     }
     const present = cols.map((c, i) => ({ c, v: change.row[i]! })).filter((x) => x.v.kind !== "unchanged");
+    await this.relaxIdentity(table, present.map((x) => x.c));
     const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::${type(x.c)}`).join(", ");
     await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);
   }

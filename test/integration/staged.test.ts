@@ -1,0 +1,191 @@
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { testApp, type TestApp } from "../support/app.ts";
+import { addRows, loadFixture } from "../support/fixture.ts";
+import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { run } from "../support/process.ts";
+import { runBackup } from "../../functions/backup.ts";
+import { fullCopyFits } from "../../functions/backup/staged.ts";
+import { decide } from "../../functions/policy.ts";
+
+const root = fileURLToPath(new URL("../../", import.meta.url));
+let pair: TestPair;
+let t: TestApp;
+const TOTAL = 100 * 1000;
+
+before(async () => {
+  pair = await startTestPair();
+  await loadFixture(pair);
+  await pair.primary.admin`delete from public.accounts`;
+  await pair.primary.admin`insert into public.accounts (owner, balance) select 'acct ' || g, 1000 from generate_series(1, 100) g`;
+  t = await testApp(pair);
+});
+after(async () => {
+  await t?.close();
+  await pair?.destroy();
+});
+
+// One call with no budget: it stages one table, catches up, or publishes, then answers.
+const step = () => runBackup({ projects: t.projects, events: t.events }, { mode: "full", verify: false, staged: true, budgetMs: 0 });
+
+async function standbyTotal(): Promise<{ total: number; n: number }> {
+  const [row] = await pair.secondary.admin`select coalesce(sum(balance), 0)::int8 as total, count(*)::int as n from public.accounts`;
+  return { total: Number(row!.total), n: row!.n };
+}
+
+async function moreRows() {
+  await pair.primary.admin`insert into public.audit_log (message) select 'bulk ' || g from generate_series(1, 2000) g`;
+  await pair.primary.admin`insert into public.measurements (taken_on, value) select date '2025-06-01' + (g % 400), g from generate_series(1, 1000) g`;
+}
+
+async function expireLease() {
+  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
+}
+
+describe("a full backup too long for one call", () => {
+  test("the estimate stages what would not fit the budget", () => {
+    assert.equal(fullCopyFits(300e6, 40e6, 120), true);
+    assert.equal(fullCopyFits(5e9, 40e6, 120), false);
+    assert.equal(fullCopyFits(3e9, null, 120), false, "20 MB/s is assumed before a large copy was measured");
+  });
+
+  test("a tick continues a staged backup when nothing more pressing is due", () => {
+    const input = { previous: "normal" as const, activeUsage: 0.2, thresholds: { backup: 0.85, switch: 0.9 }, autoBackup: true, autoSwitch: true };
+    assert.equal(decide({ ...input, standby: { reachable: true, hasBackup: false, usageAfterSwitch: 0.2, continues: true } }).action, "backup");
+    assert.equal(decide({ ...input, standby: { reachable: true, hasBackup: false, usageAfterSwitch: 0.2, continues: false } }).action, "none");
+    assert.equal(decide({ ...input, activeUsage: 0.95, previous: "critical", standby: { reachable: true, hasBackup: true, usageAfterSwitch: 0.2, continues: true } }).action, "switch");
+  });
+
+  test("continues over calls while money moves, and publishes one consistent copy", async () => {
+    const ids = (await pair.primary.admin`select id from public.accounts`).map((r) => Number(r.id));
+    const app = postgres(pair.urls.primary, { max: 4, onnotice: () => {} });
+    let stop = false;
+    let transfers = 0;
+    const mover = async () => {
+      while (!stop) {
+        const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
+        if (a === b) continue;
+        await app.begin(async (tx) => {
+          await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
+          const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
+          if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
+          await tx`insert into public.audit_log (message) values (${`moved 7 from ${a} to ${b}`})`;
+        });
+        transfers += 1;
+      }
+    };
+    const movers = [mover(), mover(), mover()];
+    const calls: string[] = [];
+    let progressSeen = false;
+    try {
+      for (let i = 0; i < 40; i++) {
+        const r = await step();
+        calls.push(r.status);
+        const standby = await standbyTotal();
+        if (r.status === "running") {
+          // Nothing is published before the last call: the standby still has no accounts.
+          assert.equal(standby.n, 0, `call ${i}: a staged copy showed through before it was published`);
+          const status = await (await t.request("/spillway/status")).json() as { lastBackup: { status: string; progress: { tablesDone: number; tablesTotal: number } } };
+          assert.equal(status.lastBackup.status, "running");
+          if (status.lastBackup.progress.tablesDone > 0 && status.lastBackup.progress.tablesDone < status.lastBackup.progress.tablesTotal) progressSeen = true;
+          // New rows while tables are still being staged; the movers keep writing throughout.
+          if ((r.progress as { phase: string }).phase === "load") await moreRows();
+          continue;
+        }
+        assert.equal(r.status, "succeeded");
+        assert.deepEqual(standby, { total: TOTAL, n: 100 });
+        break;
+      }
+    } finally {
+      stop = true;
+      await Promise.all(movers);
+      await app.end();
+    }
+    assert.ok(transfers > 20, `only ${transfers} transfers ran`);
+    assert.equal(calls.at(-1), "succeeded", `never published: ${calls.join(", ")}`);
+    assert.ok(calls.length >= 9, `a staged copy of 8 tables took only ${calls.length} calls`);
+    assert.ok(progressSeen, "/status never showed a partly staged copy");
+    const runs = await pair.secondary.admin`select distinct id from spillway.runs where kind = 'full'`;
+    assert.equal(runs.length, 1, "one run spans every call");
+    const [left] = await pair.secondary.admin`
+      select (select count(*) from spillway.staging)::int as staging,
+             (select count(*) from pg_tables where schemaname = 'spillway' and tablename like 'stage\\_%')::int as stages`;
+    assert.deepEqual(left, { staging: 0, stages: 0 });
+
+    // What changed after the published point comes over incrementally, and then all is equal.
+    const next = await runBackup({ projects: t.projects, events: t.events }, { mode: "incremental", verify: false });
+    assert.equal(next.status, "succeeded");
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+    assert.deepEqual(await sequencePositions(pair.secondary.admin), await sequencePositions(pair.primary.admin));
+    const [slots] = await pair.primary.admin`select count(*)::int as n from pg_replication_slots where slot_name like 'spillway%'`;
+    assert.equal(slots!.n, 1);
+  });
+
+  test("killed at random moments, the standby holds a complete copy, and the staged copy finishes", async () => {
+    const published = new Set([JSON.stringify(await fingerprint(pair.secondary.admin))]);
+    let kills = 0;
+    for (let round = 0; round < 5; round++) {
+      await pair.primary.admin`update public.accounts set owner = owner || '.' where id % 5 = ${round}`;
+      await addRows(pair);
+      const expected = JSON.stringify(await fingerprint(pair.primary.admin));
+      const child = run(process.execPath, ["--import", "tsx", "test/support/backup-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, STAGED: "1" }, root);
+      await new Promise((r) => setTimeout(r, 300 + Math.random() * 2000));
+      child.signalGroup("SIGKILL");
+      await child.exited;
+      kills += 1;
+      const now = JSON.stringify(await fingerprint(pair.secondary.admin));
+      assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
+      published.add(expected);
+      await expireLease();
+    }
+    assert.equal(kills, 5);
+    let last = await step();
+    for (let i = 0; i < 40 && last.status === "running"; i++) last = await step();
+    assert.equal(last.status, "succeeded");
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  });
+
+  test("over HTTP, a staged backup answers 202 until it is published", async () => {
+    // Staging begins when the estimate says the copy would not fit; here it is asked for.
+    const first = await step();
+    assert.equal(first.status, "running");
+    let res = await t.request("/spillway/force-backup", { method: "POST", body: "{}" });
+    let calls = 1;
+    while (res.status === 202) {
+      const body = await res.json() as { run: { id: string; status: string } };
+      assert.equal(body.run.id, first.id, "continuing calls report the same run");
+      res = await t.request("/spillway/force-backup", { method: "POST", body: "{}" });
+      calls += 1;
+    }
+    assert.equal(res.status, 200);
+    const body = await res.json() as { run: { id: string; status: string; kind: string } };
+    assert.deepEqual([body.run.status, body.run.kind], ["succeeded", "full"]);
+    // With the default budget, the rest fits in one call.
+    assert.equal(calls, 1);
+    assert.ok(t.sunk.some((e) => e.kind === "backup.continues"), "each unfinished call leaves an event");
+  });
+
+  test("fdw: the standby pulls each table from its own snapshot, and the copy ends equal", async () => {
+    const patch = await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ strategy: "fdw" }) });
+    assert.equal(patch.status, 200);
+    await moreRows();
+    await pair.primary.admin`update public.employees set salary = salary + 1 where id % 3 = 0`;
+    let last = await step();
+    let calls = 1;
+    for (; calls < 40 && last.status === "running"; calls++) {
+      if (calls === 2) await pair.primary.admin`delete from public.audit_log where message like 'bulk 1%'`;
+      last = await step();
+    }
+    assert.equal(last.status, "succeeded");
+    assert.equal(last.strategy, "fdw");
+    assert.ok(calls >= 9, `only ${calls} calls`);
+    const next = await runBackup({ projects: t.projects, events: t.events }, { mode: "incremental", verify: false });
+    assert.equal(next.status, "succeeded");
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+    const [foreign] = await pair.secondary.admin`select count(*)::int as n from pg_namespace where nspname like 'spillway_fdw%'`;
+    assert.equal(foreign!.n, 0, "no foreign schema is left behind");
+  });
+});
