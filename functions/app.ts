@@ -56,7 +56,9 @@ export function createApp(deps: AppDeps): Hono {
     allowHeaders: ["Authorization", "Content-Type"],
     maxAge: 600,
   }));
-  api.use("*", bodyLimit({
+  // Only where bodies are read: checking a GET's body would make the Node adapter build a
+  // full Request for every poll of /active.
+  api.on(["POST", "PATCH", "PUT", "DELETE"], "*", bodyLimit({
     maxSize: MAX_BODY_BYTES,
     onError: () => { throw new SpillwayError("PAYLOAD_TOO_LARGE", 413, `request body is over ${MAX_BODY_BYTES} bytes`); },
   }));

@@ -8,8 +8,6 @@ import { addRows, loadFixture } from "../support/fixture.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { run } from "../support/process.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { fullCopyFits } from "../../functions/backup/staged.ts";
-import { decide } from "../../functions/policy.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -46,19 +44,6 @@ async function expireLease() {
 }
 
 describe("a full backup too long for one call", () => {
-  test("the estimate stages what would not fit the budget", () => {
-    assert.equal(fullCopyFits(300e6, 40e6, 120), true);
-    assert.equal(fullCopyFits(5e9, 40e6, 120), false);
-    assert.equal(fullCopyFits(3e9, null, 120), false, "20 MB/s is assumed before a large copy was measured");
-  });
-
-  test("a tick continues a staged backup when nothing more pressing is due", () => {
-    const input = { previous: "normal" as const, activeUsage: 0.2, thresholds: { backup: 0.85, switch: 0.9 }, autoBackup: true, autoSwitch: true };
-    assert.equal(decide({ ...input, standby: { reachable: true, hasBackup: false, usageAfterSwitch: 0.2, continues: true } }).action, "backup");
-    assert.equal(decide({ ...input, standby: { reachable: true, hasBackup: false, usageAfterSwitch: 0.2, continues: false } }).action, "none");
-    assert.equal(decide({ ...input, activeUsage: 0.95, previous: "critical", standby: { reachable: true, hasBackup: true, usageAfterSwitch: 0.2, continues: true } }).action, "switch");
-  });
-
   test("continues over calls while money moves, and publishes one consistent copy", async () => {
     const ids = (await pair.primary.admin`select id from public.accounts`).map((r) => Number(r.id));
     const app = postgres(pair.urls.primary, { max: 4, onnotice: () => {} });

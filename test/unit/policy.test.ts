@@ -1,6 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { decide, nextPhase, type PolicyInput } from "../../functions/policy.ts";
+import { fullCopyFits } from "../../functions/backup/staged.ts";
 
 const T = { backup: 0.85, switch: 0.9 };
 const fit = { reachable: true, hasBackup: true, usageAfterSwitch: 0.5 };
@@ -60,4 +61,18 @@ test("auto backup off: an alert instead; the active unmeasured: an alert", () =>
   assert.equal(decide({ ...base, activeUsage: 0.86, autoBackup: false }).action, "alert");
   assert.equal(decide({ ...base, activeUsage: null }).action, "alert");
   assert.equal(decide({ ...base, activeUsage: 0.2 }).action, "none");
+});
+
+test("a staged full backup continues at every tick with nothing more pressing", () => {
+  assert.equal(decide({ ...base, activeUsage: 0.2, standby: { ...fit, hasBackup: false, continues: true } }).action, "backup");
+  assert.equal(decide({ ...base, activeUsage: 0.2, standby: { ...fit, hasBackup: false, continues: false } }).action, "none");
+  assert.equal(decide({ ...base, activeUsage: 0.2, standby: { ...fit, reachable: false, continues: true } }).action, "none");
+  assert.equal(decide({ ...base, previous: "critical", activeUsage: 0.95, standby: { ...fit, continues: true } }).action, "switch");
+});
+
+test("a full copy is staged when it would take over three quarters of the budget", () => {
+  assert.equal(fullCopyFits(300e6, 40e6, 120), true);
+  assert.equal(fullCopyFits(5e9, 40e6, 120), false);
+  assert.equal(fullCopyFits(1.5e9, null, 120), true, "20 MB/s is assumed before a large copy was measured");
+  assert.equal(fullCopyFits(3e9, null, 120), false);
 });
