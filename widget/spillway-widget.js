@@ -204,7 +204,9 @@ export class SpillwayWidget extends HTMLElement {
     try {
       if (kind === "backup") {
         const { run } = await this.call("POST", "/force-backup", { mode: "auto" });
-        this.state.result = { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
+        this.state.result = run.status === "running"
+          ? { ok: true, text: `Backup continues: ${run.progress.tablesDone ?? 0} of ${run.progress.tablesTotal ?? "?"} tables staged; the next call or tick goes on.` }
+          : { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
       } else {
         const { switch: s } = await this.call("POST", "/force-switch", { to: status.standby });
         this.state.result = { ok: true, text: `${s.to} is now active (epoch ${s.epoch}); writes were blocked for ${s.writesBlockedMs} ms.` };
@@ -333,6 +335,7 @@ export class SpillwayWidget extends HTMLElement {
       ["When", when(b.finishedAt || b.startedAt)], ["Kind", b.kind], ["Status", b.status],
       ["Rows", b.rows.toLocaleString()], ["Size", bytes(b.bytes)], ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
     ] : [];
+    if (b && b.status === "running") rows.push(["Progress", `${b.progress.phase ?? "starting"}: ${b.progress.tablesDone ?? 0} of ${b.progress.tablesTotal ?? "?"} tables`]);
     if (b && b.error) rows.push(["Error", b.error]);
     rows.push(["Standby lag", status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s`]);
     return el("section", { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
