@@ -173,4 +173,60 @@ describe("a full backup too long for one call", () => {
     const [foreign] = await pair.secondary.admin`select count(*)::int as n from pg_namespace where nspname like 'spillway_fdw%'`;
     assert.equal(foreign!.n, 0, "no foreign schema is left behind");
   });
+
+  test("a tick continues a staged backup and publishes it", async () => {
+    const first = await step();
+    assert.equal(first.status, "running");
+    const tick = JSON.parse(await (await t.request("/spillway/tick", { method: "POST" })).text());
+    assert.equal(tick.action, "backup", JSON.stringify(tick));
+    assert.match(tick.reason, /staged full backup continues/);
+    assert.equal(tick.run.id, first.id);
+    assert.equal(tick.run.status, "succeeded");
+    const [left] = await pair.secondary.admin`select count(*)::int as n from spillway.staging`;
+    assert.equal(left!.n, 0);
+  });
+
+  test("retention guard: a staged backup whose slot holds too much WAL is dropped, told, and begun anew", async () => {
+    await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ maxRetainedBytes: 1048576 }) });
+    try {
+      const first = await step();
+      assert.equal(first.status, "running");
+      const [staging] = await pair.secondary.admin`select slot from spillway.staging`;
+      await pair.primary.admin`insert into public.audit_log (message) select repeat('x', 500) from generate_series(1, 8000)`;
+      const tick = JSON.parse(await (await t.request("/spillway/tick", { method: "POST" })).text());
+      assert.equal(tick.error, undefined, JSON.stringify(tick));
+      const guard = t.sunk.find((e) => e.kind === "backup.retention_guard" && e.data?.slot === staging!.slot);
+      assert.ok(guard, "the guard told");
+      assert.match(guard.message, /staged backup was dropped/);
+      const [slot] = await pair.primary.admin`select count(*)::int as n from pg_replication_slots where slot_name = ${staging!.slot}`;
+      assert.equal(slot!.n, 0, "its slot is gone");
+      const [left] = await pair.secondary.admin`
+        select (select count(*) from spillway.staging)::int as staging,
+               (select count(*) from pg_tables where schemaname = 'spillway' and tablename like 'stage\\_%')::int as stages`;
+      assert.deepEqual(left, { staging: 0, stages: 0 });
+    } finally {
+      await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ maxRetainedBytes: 134217728 }) });
+    }
+    const again = await runBackup({ projects: t.projects, events: t.events }, { mode: "auto", verify: false });
+    assert.equal(again.status, "succeeded");
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  });
+
+  test("a switch leaves a staged backup alone, catches up from the published copy, and drops the stage", async () => {
+    const first = await step();
+    assert.equal(first.status, "running");
+    const [staging] = await pair.secondary.admin`select slot from spillway.staging`;
+    await pair.primary.admin`update public.accounts set owner = owner || '!' where id % 9 = 0`;
+    const res = await t.request("/spillway/force-switch", { method: "POST", body: JSON.stringify({}) });
+    assert.equal(res.status, 200, await res.clone().text());
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+    const [left] = await pair.secondary.admin`
+      select (select count(*) from spillway.staging)::int as staging,
+             (select count(*) from pg_tables where schemaname = 'spillway' and tablename like 'stage\\_%')::int as stages`;
+    assert.deepEqual(left, { staging: 0, stages: 0 }, "the new active keeps no stage");
+    const [slot] = await pair.primary.admin`select count(*)::int as n from pg_replication_slots where slot_name = ${staging!.slot}`;
+    assert.equal(slot!.n, 0, "the stage's slot on the old active is gone");
+    const [run] = await pair.secondary.admin`select status, error from spillway.runs where id = ${first.id}`;
+    assert.equal(run!.status, "failed", "the staged run does not stay running forever");
+  });
 });
