@@ -114,7 +114,6 @@ async function main() {
       await sql.unsafe(SCHEMA);
       await sql.end();
     }
-    await secondary.admin`create database restore_target owner postgres`;
     const app = postgres(primary.url, { max: 1, onnotice: () => {} });
     await app.unsafe(fill(megabytes));
     const [size] = await app`select sum(pg_total_relation_size(c.oid))::int8 as bytes from pg_class c where c.relname in ('users', 'orders', 'events') and c.relkind = 'r'`;
@@ -124,20 +123,29 @@ async function main() {
 
     const bin = systemBinDir();
     const restoreUrl = secondary.url.replace(/\/postgres$/, "/restore_target");
-    const dump = await timed("bash", ["-c", `set -o pipefail; "${bin}/pg_dump" -Fc -t public.users -t public.orders -t public.events -d "$SRC" | "${bin}/pg_restore" --no-owner -d "$DST"`], { SRC: primary.url, DST: restoreUrl });
-    figure("pg_dump_restore_seconds", dump.seconds, "baseline: pg_dump -Fc | pg_restore into a fresh database");
+    // Each time is the best of two runs (baseline, copy and fdw alike): two servers, the
+    // bench and the OS share two cores, and one disturbed run swung the ratios by 0.3.
+    const dumpRestore = async () => {
+      await secondary.admin`drop database if exists restore_target`;
+      await secondary.admin`create database restore_target owner postgres`;
+      return (await timed("bash", ["-c", `set -o pipefail; "${bin}/pg_dump" -Fc -t public.users -t public.orders -t public.events -d "$SRC" | "${bin}/pg_restore" --no-owner -d "$DST"`], { SRC: primary.url, DST: restoreUrl })).seconds;
+    };
+    const dumpSeconds = Math.min(await dumpRestore(), await dumpRestore());
+    figure("pg_dump_restore_seconds", dumpSeconds, "baseline: pg_dump -Fc | pg_restore into a fresh database, best of 2");
 
     await setStrategy([primary, secondary], "copy");
     const copy = await backupChild(servers, "full");
-    figure("full_backup_copy_seconds", copy.ms / 1000, "copy strategy, into the empty standby");
-    figure("full_backup_copy_vs_pg_dump_restore", copy.ms / 1000 / dump.seconds, "target ≤ 1.0");
+    const copyMs = Math.min(copy.ms, (await backupChild(servers, "full")).ms);
+    figure("full_backup_copy_seconds", copyMs / 1000, "copy strategy, best of 2 (into the empty standby, then replacing that copy)");
+    figure("full_backup_copy_vs_pg_dump_restore", copyMs / 1000 / dumpSeconds, "target ≤ 1.0");
     figure("full_backup_copy_peak_rss_mb", copy.maxRssMb, "target ≤ 150", 1);
     figure("full_backup_copy_cpu_seconds_per_100mb", copy.cpuSeconds / (dataMb / 100), "process CPU, informative");
 
     await setStrategy([primary, secondary], "fdw");
     const fdw = await backupChild(servers, "full");
-    figure("full_backup_fdw_seconds", fdw.ms / 1000, "fdw strategy, replacing the previous copy");
-    figure("full_backup_fdw_vs_pg_dump_restore", fdw.ms / 1000 / dump.seconds, "target ≤ 1.25");
+    const fdwMs = Math.min(fdw.ms, (await backupChild(servers, "full")).ms);
+    figure("full_backup_fdw_seconds", fdwMs / 1000, "fdw strategy, replacing the previous copy, best of 2");
+    figure("full_backup_fdw_vs_pg_dump_restore", fdwMs / 1000 / dumpSeconds, "target ≤ 1.25");
     figure("full_backup_fdw_cpu_seconds_per_100mb", fdw.cpuSeconds / (dataMb / 100), "process CPU, informative");
     await setStrategy([primary, secondary], "copy");
 
@@ -149,7 +157,7 @@ async function main() {
     const inc = await backupChild(servers, "auto");
     figure("incremental_rows_moved", inc.kind === "incremental" ? inc.rows : null, `${changedRows} rows changed on the active`, 0);
     figure("incremental_1pct_seconds", inc.ms / 1000, "informative");
-    figure("incremental_1pct_vs_full", inc.ms / copy.ms, "target ≤ 0.05");
+    figure("incremental_1pct_vs_full", inc.ms / copyMs, "target ≤ 0.05");
     figure("incremental_1pct_vs_active_writes", inc.ms / churnMs, "÷ the time the active took to make the same changes; informative");
     const idle = await backupChild(servers, "auto");
     figure("incremental_nothing_changed_seconds", idle.kind === "incremental" ? idle.ms / 1000 : null, "target ≤ 1");
