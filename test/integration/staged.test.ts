@@ -229,4 +229,27 @@ describe("a full backup too long for one call", () => {
     const [run] = await pair.secondary.admin`select status, error from spillway.runs where id = ${first.id}`;
     assert.equal(run!.status, "failed", "the staged run does not stay running forever");
   });
+
+  test("a copy expected to overrun the budget, at the speed of the last large copy, is staged", async () => {
+    const full = () => t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify({ mode: "full" }) }).then(async (r) => ({ status: r.status, run: (await r.json() as { run: { status: string; details: { staged?: boolean } } }).run }));
+    const quick = await full();
+    assert.equal(quick.run.details.staged, false, "a small copy at the assumed speed fits one call");
+    // History as a slow standby would have it: 64 MB copied in an hour (runs are kept by
+    // their target; earlier switches decide which project that is now).
+    for (const server of [pair.primary, pair.secondary]) {
+      await server.admin`
+        insert into spillway.runs (id, kind, status, source, target, strategy, started_at, finished_at, bytes, duration_ms, details)
+        values (gen_random_uuid(), 'full', 'succeeded', 'primary', 'secondary', 'copy', now() - interval '2 hours', now() - interval '1 hour', 67108864, 3600000, '{}')`;
+    }
+    await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ budgetSeconds: 5 }) });
+    try {
+      const slow = await full();
+      assert.equal(slow.run.details.staged, true, JSON.stringify(slow.run));
+      assert.equal(slow.status, 200);
+      assert.equal(slow.run.status, "succeeded");
+      assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+    } finally {
+      await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ budgetSeconds: 120 }) });
+    }
+  });
 });
