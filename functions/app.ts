@@ -85,7 +85,13 @@ export function createApp(deps: AppDeps): Hono {
     return c.json(await activeCache.value);
   });
 
-  api.get("/status", admin, async (c) => c.json(await readStatus(deps.projects, (t) => deps.events.redact(t))));
+  // Callers who ask while a reading is under way share it: an answer is at most one reading
+  // old, and 200 dashboards polling at once cost one reading, not 200.
+  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>>> | null = null;
+  api.get("/status", admin, async (c) => {
+    statusReading ??= readStatus(deps.projects, (t) => deps.events.redact(t)).finally(() => { statusReading = null; });
+    return c.json(await statusReading);
+  });
 
   api.get("/config", admin, async (c) => {
     const { settings } = await readSettings(deps.projects);

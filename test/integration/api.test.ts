@@ -77,6 +77,15 @@ describe("admin endpoints", () => {
     assert.equal((await t.request("/spillway/config", { token: CRON_TOKEN })).status, 401);
   });
 
+  test("GET /status: callers asking at once share one reading; a later caller gets a new one", async () => {
+    const answers = await Promise.all(Array.from({ length: 20 }, async () => await json(await t.request("/spillway/status"))));
+    const measured = new Set(answers.map((a) => a.projects.primary.measuredAt));
+    assert.equal(measured.size, 1, `20 callers at once caused ${measured.size} readings`);
+    await new Promise((r) => setTimeout(r, 5));
+    const later = await json(await t.request("/spillway/status"));
+    assert.notEqual(later.projects.primary.measuredAt, answers[0].projects.primary.measuredAt);
+  });
+
   test("GET /status shows both projects reachable with usage figures", async () => {
     const res = await t.request("/spillway/status");
     assert.equal(res.status, 200);
