@@ -14,6 +14,72 @@ export type Message =
 
 const text = new TextDecoder();
 
+// Reads one message front to back (a class rather than closures made per message: the
+// decoder runs once per change, tens of thousands of times in one batch).
+class Reader {
+  private at = 0;
+  private readonly view: DataView;
+
+  constructor(private readonly data: Uint8Array) {
+    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  }
+
+  u8(): number {
+    return this.view.getUint8(this.at++);
+  }
+
+  char(): string {
+    return String.fromCharCode(this.u8());
+  }
+
+  i16(): number {
+    const v = this.view.getInt16(this.at);
+    this.at += 2;
+    return v;
+  }
+
+  i32(): number {
+    const v = this.view.getInt32(this.at);
+    this.at += 4;
+    return v;
+  }
+
+  u32(): number {
+    const v = this.view.getUint32(this.at);
+    this.at += 4;
+    return v;
+  }
+
+  u64(): bigint {
+    const v = this.view.getBigUint64(this.at);
+    this.at += 8;
+    return v;
+  }
+
+  str(): string {
+    const end = this.data.indexOf(0, this.at);
+    const s = text.decode(this.data.subarray(this.at, end));
+    this.at = end + 1;
+    return s;
+  }
+
+  tuple(): Value[] {
+    const n = this.i16();
+    const values: Value[] = [];
+    for (let i = 0; i < n; i++) {
+      const kind = this.u8();
+      if (kind === 0x6e /* n */) values.push({ kind: "null" });
+      else if (kind === 0x75 /* u */) values.push({ kind: "unchanged" });
+      else {
+        const len = this.i32();
+        values.push({ kind: "text", text: text.decode(this.data.subarray(this.at, this.at + len)) });
+        this.at += len;
+      }
+    }
+    return values;
+  }
+}
+
 /**
  * Decodes one message of PostgreSQL's pgoutput logical decoding plugin, protocol version 1,
  * as `pg_logical_slot_peek_binary_changes` returns them.
@@ -22,88 +88,59 @@ const text = new TextDecoder();
  * const m = decode(row.data); // { type: "insert", relid: 16390, row: [...] }
  */
 export function decode(data: Uint8Array): Message {
-  const view = new DataView(data.buffer, data.byteOffset, data.byteLength);
-  let at = 0;
-  const u8 = () => view.getUint8(at++);
-  const i16 = () => { const v = view.getInt16(at); at += 2; return v; };
-  const i32 = () => { const v = view.getInt32(at); at += 4; return v; };
-  const u32 = () => { const v = view.getUint32(at); at += 4; return v; };
-  const u64 = () => { const v = view.getBigUint64(at); at += 8; return v; };
-  const str = () => {
-    const end = data.indexOf(0, at);
-    const s = text.decode(data.subarray(at, end));
-    at = end + 1;
-    return s;
-  };
-  const tuple = (): Value[] => {
-    const n = i16();
-    const values: Value[] = [];
-    for (let i = 0; i < n; i++) {
-      const kind = String.fromCharCode(u8());
-      if (kind === "n") values.push({ kind: "null" });
-      else if (kind === "u") values.push({ kind: "unchanged" });
-      else {
-        const len = i32();
-        values.push({ kind: "text", text: text.decode(data.subarray(at, at + len)) });
-        at += len;
-      }
-    }
-    return values;
-  };
-
-  const type = String.fromCharCode(u8());
-  switch (type) {
+  const r = new Reader(data);
+  switch (r.char()) {
     case "B": {
-      const finalLsn = u64();
-      u64(); // commit time
-      return { type: "begin", finalLsn, xid: u32() };
+      const finalLsn = r.u64();
+      r.u64(); // commit time
+      return { type: "begin", finalLsn, xid: r.u32() };
     }
     case "C": {
-      u8(); // flags
-      const commitLsn = u64();
-      return { type: "commit", commitLsn, endLsn: u64() };
+      r.u8(); // flags
+      const commitLsn = r.u64();
+      return { type: "commit", commitLsn, endLsn: r.u64() };
     }
     case "R": {
-      const relid = u32();
-      const schema = str();
-      const table = str();
-      u8(); // replica identity
-      const n = i16();
+      const relid = r.u32();
+      const schema = r.str();
+      const table = r.str();
+      r.u8(); // replica identity
+      const n = r.i16();
       const columns = [];
       for (let i = 0; i < n; i++) {
-        const flags = u8();
-        const name = str();
-        const typeOid = u32();
-        i32(); // typmod
+        const flags = r.u8();
+        const name = r.str();
+        const typeOid = r.u32();
+        r.i32(); // typmod
         columns.push({ name, key: (flags & 1) === 1, typeOid });
       }
       return { type: "relation", relid, schema, table, columns };
     }
     case "I": {
-      const relid = u32();
-      u8(); // 'N'
-      return { type: "insert", relid, row: tuple() };
+      const relid = r.u32();
+      r.u8(); // 'N'
+      return { type: "insert", relid, row: r.tuple() };
     }
     case "U": {
-      const relid = u32();
-      let marker = String.fromCharCode(u8());
+      const relid = r.u32();
       let old: Value[] | null = null;
-      if (marker === "K" || marker === "O") {
-        old = tuple();
-        marker = String.fromCharCode(u8());
+      // 'K' (old key) or 'O' (old row) comes first when sent, then 'N' and the new row.
+      if (r.char() !== "N") {
+        old = r.tuple();
+        r.u8();
       }
-      return { type: "update", relid, old, row: tuple() };
+      return { type: "update", relid, old, row: r.tuple() };
     }
     case "D": {
-      const relid = u32();
-      u8(); // 'K' or 'O'
-      return { type: "delete", relid, old: tuple() };
+      const relid = r.u32();
+      r.u8(); // 'K' or 'O'
+      return { type: "delete", relid, old: r.tuple() };
     }
     case "T": {
-      const n = u32();
-      const options = u8();
+      const n = r.u32();
+      const options = r.u8();
       const relids: number[] = [];
-      for (let i = 0; i < n; i++) relids.push(u32());
+      for (let i = 0; i < n; i++) relids.push(r.u32());
       return { type: "truncate", relids, cascade: (options & 1) === 1, restartIdentity: (options & 2) === 2 };
     }
     default:
