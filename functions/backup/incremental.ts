@@ -309,10 +309,7 @@ class BatchWriter {
       await this.tx.unsafe(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
       return 0;
     }
-    const rel = relations.get(change.relid);
-    const table = this.table(rel);
-    const cols = rel!.columns.map((c) => c.name);
-    const keyIdx = table.primaryKey.map((k) => cols.indexOf(k));
+    const { table, cols, keyIdx } = this.shape(relations.get(change.relid));
     if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
       // Inserts need no key and go in groups; an update or delete finds one row by all its values.
       if (change.type === "insert") {
@@ -336,6 +333,20 @@ class BatchWriter {
       await this.push(table, "delete", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
     }
     return 1;
+  }
+
+  // A relation's target table, column names and key positions, worked out once per
+  // relation message (a new one comes when the table's shape changes).
+  private shapes = new WeakMap<Relation, { table: Table; cols: string[]; keyIdx: number[] }>();
+
+  private shape(rel: Relation | undefined): { table: Table; cols: string[]; keyIdx: number[] } {
+    const known = rel && this.shapes.get(rel);
+    if (known) return known;
+    const table = this.table(rel);
+    const cols = rel!.columns.map((c) => c.name);
+    const shape = { table, cols, keyIdx: table.primaryKey.map((k) => cols.indexOf(k)) };
+    this.shapes.set(rel!, shape);
+    return shape;
   }
 
   private table(rel: Relation | undefined): Table {
