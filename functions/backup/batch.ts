@@ -1,0 +1,197 @@
+import { SpillwayError } from "../errors.ts";
+import type { Db } from "../project.ts";
+import { quoteIdent, type Table } from "./catalog.ts";
+import type { Message, Value } from "./pgoutput.ts";
+
+/** A relation message: a table's name and columns as the stream describes them. */
+export type Relation = Extract<Message, { type: "relation" }>;
+/** A decoded row change. */
+export type Change = Extract<Message, { type: "insert" | "update" | "delete" | "truncate" }>;
+
+// Groups each table's consecutive changes of one kind into one statement. Tables are
+// independent while the standby applies in replica mode (no triggers, no foreign key
+// checks) and only the batch's end is ever visible, so only each table's own order is kept:
+// a row seen twice in a group ends the group first, except a row updated again with the
+// same columns and the same key, whose later values replace the earlier ones.
+interface Group {
+  key: string;
+  table: Table;
+  kind: "insert" | "update" | "delete";
+  columns: string[];
+  rows: Value[][];
+  where: Value[][];
+  seen: Set<string>;
+  /** Update groups: the entry of each key updated in place, which a later update may replace. */
+  inPlace: Map<string, number>;
+}
+
+/**
+ * Writes one batch's changes into the target transaction `tx`; `tables` maps each source
+ * table ("schema.name") to the table written. Call `finish` before the batch commits.
+ *
+ * @example
+ * const writer = new BatchWriter(tx, tables);
+ * for (const change of changes) await writer.add(change, relations);
+ * await writer.finish();
+ */
+export class BatchWriter {
+  private groups = new Map<string, Group>();
+
+  constructor(private readonly tx: Db, private readonly tables: Map<string, Table>) {}
+
+  async add(change: Change, relations: Map<number, Relation>): Promise<number> {
+    if (change.type === "truncate") {
+      await this.flush();
+      const names = change.relids.map((id) => this.table(relations.get(id)).qualified);
+      await this.tx.unsafe(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
+      return 0;
+    }
+    const { table, cols, keyIdx } = this.shape(relations.get(change.relid));
+    if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
+      // Inserts need no key and go in groups; an update or delete finds one row by all its values.
+      if (change.type === "insert") {
+        await this.push(table, "insert", cols, change.row, [], []);
+        return 1;
+      }
+      await this.flushTable(table);
+      await this.applyWithoutKey(table, cols, change);
+      return 1;
+    }
+    const keyOf = (row: Value[]) => JSON.stringify(keyIdx.map((i) => row[i]));
+    if (change.type === "insert") {
+      await this.push(table, "insert", cols, change.row, [], [keyOf(change.row)]);
+    } else if (change.type === "update") {
+      const present = cols.filter((_, i) => change.row[i]!.kind !== "unchanged");
+      const row = change.row.filter((v) => v.kind !== "unchanged");
+      // Postgres sends the old key only when the key changed.
+      const where = change.old ? keyIdx.map((i) => change.old![i]!) : keyIdx.map((i) => change.row[i]!);
+      await this.push(table, "update", present, row, where, [keyOf(change.row), change.old ? keyOf(change.old) : ""], !change.old);
+    } else {
+      await this.push(table, "delete", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
+    }
+    return 1;
+  }
+
+  // A relation's target table, column names and key positions, worked out once per
+  // relation message (a new one comes when the table's shape changes).
+  private shapes = new WeakMap<Relation, { table: Table; cols: string[]; keyIdx: number[] }>();
+
+  private shape(rel: Relation | undefined): { table: Table; cols: string[]; keyIdx: number[] } {
+    const known = rel && this.shapes.get(rel);
+    if (known) return known;
+    const table = this.table(rel);
+    const cols = rel!.columns.map((c) => c.name);
+    const shape = { table, cols, keyIdx: table.primaryKey.map((k) => cols.indexOf(k)) };
+    this.shapes.set(rel!, shape);
+    return shape;
+  }
+
+  private table(rel: Relation | undefined): Table {
+    const t = rel && this.tables.get(`${rel.schema}.${rel.table}`);
+    if (!t) throw new SpillwayError("SCHEMA_MISMATCH", 409, `a change came for ${rel ? `${rel.schema}.${rel.table}` : "an unknown table"}, which the standby does not replicate; a full backup is needed`);
+    return t;
+  }
+
+  private async push(table: Table, kind: Group["kind"], columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false) {
+    const key = `${kind}|${columns.join(",")}`;
+    let g = this.groups.get(table.qualified);
+    if (g && g.key === key && inPlace && g.inPlace.has(keys[0]!)) {
+      g.rows[g.inPlace.get(keys[0]!)!] = row;
+      return;
+    }
+    if (g && (g.key !== key || keys.some((k) => k && g!.seen.has(k)))) {
+      await this.write(g);
+      g = undefined;
+    }
+    if (!g) {
+      g = { key, table, kind, columns, rows: [], where: [], seen: new Set(), inPlace: new Map() };
+      this.groups.set(table.qualified, g);
+    }
+    if (inPlace) g.inPlace.set(keys[0]!, g.rows.length);
+    g.rows.push(row);
+    g.where.push(where);
+    for (const k of keys) if (k) g.seen.add(k);
+  }
+
+  async flush(): Promise<void> {
+    for (const g of [...this.groups.values()]) await this.write(g);
+  }
+
+  /** Writes what is left and puts back what `write` relaxed; the batch then commits. */
+  async finish(): Promise<void> {
+    await this.flush();
+    for (const [table, columns] of this.relaxed) {
+      for (const c of columns) await this.tx.unsafe(`alter table ${table} alter column ${quoteIdent(c)} set generated always`);
+    }
+    this.relaxed.clear();
+  }
+
+  // An UPDATE may not set a GENERATED ALWAYS identity column (there is no OVERRIDING for
+  // it), yet a changed key must be written: such columns are made BY DEFAULT for the rest
+  // of the batch's transaction, and made ALWAYS again before it commits.
+  private relaxed = new Map<string, string[]>();
+
+  private async relaxIdentity(table: Table, columns: string[]): Promise<void> {
+    if (this.relaxed.has(table.qualified)) return;
+    const always = table.columns.filter((c) => c.identity === "a").map((c) => c.name);
+    if (!always.some((c) => columns.includes(c))) return;
+    for (const c of always) await this.tx.unsafe(`alter table ${table.qualified} alter column ${quoteIdent(c)} set generated by default`);
+    this.relaxed.set(table.qualified, always);
+  }
+
+  private async flushTable(table: Table): Promise<void> {
+    const g = this.groups.get(table.qualified);
+    if (g) await this.write(g);
+  }
+
+  private async write(g: Group): Promise<void> {
+    this.groups.delete(g.table.qualified);
+    if (g.rows.length === 0) return;
+    const type = (name: string) => g.table.columns.find((c) => c.name === name)!.type;
+    const column = (values: Value[][], i: number) => values.map((r) => (r[i]!.kind === "text" ? (r[i] as { text: string }).text : null));
+    const pk = g.table.primaryKey;
+    if (g.kind === "insert") {
+      const params = g.columns.map((_, i) => column(g.rows, i));
+      const select = g.columns.map((c, i) => `u.c${i}::${type(c)}`).join(", ");
+      const unnest = g.columns.map((_, i) => `$${i + 1}::text[]`).join(", ");
+      const aliases = g.columns.map((_, i) => `c${i}`).join(", ");
+      await this.tx.unsafe(`insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`, params as never);
+    } else if (g.kind === "update") {
+      await this.relaxIdentity(g.table, g.columns);
+      const params = [...g.columns.map((_, i) => column(g.rows, i)), ...pk.map((_, i) => column(g.where, i))];
+      const n = g.columns.length;
+      const set = g.columns.map((c, i) => `${quoteIdent(c)} = u.c${i}::${type(c)}`).join(", ");
+      const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
+      const unnest = [...g.columns.map((_, i) => `$${i + 1}::text[]`), ...pk.map((_, i) => `$${n + i + 1}::text[]`)].join(", ");
+      const aliases = [...g.columns.map((_, i) => `c${i}`), ...pk.map((_, i) => `k${i}`)].join(", ");
+      await this.tx.unsafe(`update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`, params as never);
+    } else {
+      const params = pk.map((_, i) => column(g.where, i));
+      const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
+      const unnest = pk.map((_, i) => `$${i + 1}::text[]`).join(", ");
+      await this.tx.unsafe(`delete from ${g.table.qualified} as t using unnest(${unnest}) as u(${pk.map((_, i) => `k${i}`).join(", ")}) where ${match}`, params as never);
+    }
+  }
+
+  // A table without a primary key is decoded with its whole old row (REPLICA IDENTITY
+  // FULL): one matching row is changed, as Postgres's own apply does.
+  private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
+    const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
+    const text = (v: Value) => (v.kind === "text" ? v.text : null);
+    if (change.type === "insert") {
+      await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::${type(c)}`).join(", ")})`, change.row.map(text) as never);
+      return;
+    }
+    const old = change.type === "update" ? change.old ?? change.row : change.old;
+    const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::${type(c)}`).join(" and ");
+    const locate = `(select t.ctid from ${table.qualified} as t where ${match} limit 1)`;
+    if (change.type === "delete") {
+      await this.tx.unsafe(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text) as never);
+      return;
+    }
+    const present = cols.map((c, i) => ({ c, v: change.row[i]! })).filter((x) => x.v.kind !== "unchanged");
+    await this.relaxIdentity(table, present.map((x) => x.c));
+    const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::${type(x.c)}`).join(", ");
+    await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);
+  }
+}
