@@ -1,16 +1,16 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
-import { onProject, type Db, type Projects, type Project } from "./project.ts";
+import { onProject, probe, type Db, type Projects, type Project } from "./project.ts";
 import { changeCounter } from "./status.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
-import { foreignKeyOrder, readCatalog, type Table } from "./backup/catalog.ts";
+import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup/catalog.ts";
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
-import { schemaDiff } from "./backup/schema-diff.ts";
+import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -68,8 +68,9 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
   const sourceCatalog = await readCatalog(source.sql, settings.schemas);
+  const targetCatalog = await readCatalog(target.sql, settings.schemas);
   // Checked before anything is written; a mismatch fails the run with every difference.
-  const diffs = schemaDiff(sourceCatalog, await readCatalog(target.sql, settings.schemas));
+  const diffs = schemaDiff(sourceCatalog, targetCatalog);
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
   const continuable = request.continuable ?? true;
   const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
@@ -79,7 +80,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   if (request.mode === "incremental" && choice.kind === "full") {
     throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, `an incremental backup is not possible: ${choice.reason}; use mode "full" or "auto"`);
   }
-  const kind = request.mode === "full" || staging ? "full" as const : choice.kind;
+  const kind = request.mode === "full" ? "full" as const : choice.kind;
   const reason = request.mode === "full" && !staging ? "full backup requested" : choice.reason;
   const budgetMs = request.budgetMs ?? settings.budgetSeconds * 1000;
   const stage = staging !== null || (kind === "full" && continuable && diffs.length === 0
@@ -103,10 +104,8 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
 
   const progress = progressWriter(target, id);
   try {
-    if (diffs.length > 0) {
-      throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
-    }
-    const input = { source, target, settings, id, started, progress };
+    if (diffs.length > 0) throw schemaMismatch(diffs);
+    const input = { source, target, targetCatalog, settings, id, started, progress };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -142,6 +141,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
 interface RunInput {
   source: Project;
   target: Project;
+  targetCatalog: Catalog;
   settings: Settings;
   id: string;
   started: number;
@@ -165,7 +165,7 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
   await prepareCapture(r.source, r.tables, slot);
   try {
     await fullLoad({
-    source: r.source, target: r.target, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
     async beforeCommit(tx, res) {
       await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) });
@@ -208,7 +208,7 @@ async function fitsOneCall(source: Project, target: Project, tables: Table[], bu
 async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; budgetMs: number }): Promise<Run> {
   const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
   const result = await continueStaging({
-    source: r.source, target: r.target, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
     async beforePublish(tx, res) {
       await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) });
@@ -228,17 +228,16 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
 
 async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   const position = (await readPosition(r.target.sql))!;
-  const targetCatalog = await readCatalog(r.target.sql, r.settings.schemas);
   const [snap] = await r.source.sql<{ at: Date }[]>`select now() as at`;
   const counter = await changeCounter(r.source, r.settings.schemas);
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(position),
-    tables: new Map(targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
+    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
   await r.target.sql.begin((tx) => finishRun(tx, r, {
-    tables: targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
+    tables: r.targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
     changeCounter: result.more ? null : counter, extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
   }));
   await r.progress.flush();
@@ -256,12 +255,10 @@ async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number;
 
 async function requireReachable(ctx: BackupContext, source: Project, target: Project): Promise<void> {
   for (const p of [target, source]) {
-    try {
-      await onProject(p, (sql) => sql`select 1`);
-    } catch (e) {
-      await ctx.events.record("error", "backup.unreachable", `backup from ${source.name} to ${target.name} cannot start: ${describeError(e)}`, { project: p.name });
-      throw e;
-    }
+    const down = await probe(p);
+    if (down === null) continue;
+    await ctx.events.record("error", "backup.unreachable", `backup from ${source.name} to ${target.name} cannot start: ${describeError(down)}`, { project: p.name });
+    throw down;
   }
 }
 
@@ -269,14 +266,7 @@ async function requireReachable(ctx: BackupContext, source: Project, target: Pro
 // name the side that no longer answers.
 async function classify(e: unknown, source: Project, target: Project): Promise<unknown> {
   if (e instanceof SpillwayError) return e;
-  for (const p of [target, source]) {
-    try {
-      await onProject(p, (sql) => sql`select 1`);
-    } catch (down) {
-      return down;
-    }
-  }
-  return e;
+  return (await probe(target)) ?? (await probe(source)) ?? e;
 }
 
 // Progress goes to the run row on its own connection, at most once a second, so /status

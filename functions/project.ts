@@ -92,6 +92,21 @@ export async function onProject<T>(project: Project, fn: (sql: Sql) => Promise<T
   }
 }
 
+/**
+ * Why a project does not answer (as `onProject` reports it), or null when it does.
+ *
+ * @example
+ * const down = await probe(projects.secondary); // null, or a 503 PROJECT_UNREACHABLE
+ */
+export async function probe(project: Project): Promise<unknown> {
+  try {
+    await onProject(project, (sql) => sql`select 1`);
+    return null;
+  } catch (e) {
+    return e;
+  }
+}
+
 /** The outcome of `onBoth` for one project. */
 export type Outcome<T> = { ok: true; value: T } | { ok: false; error: unknown };
 

@@ -75,12 +75,14 @@ export async function changeCounter(project: Project, schemas: string[]): Promis
 export async function readStatus(projects: Projects, redact: (text: string) => string): Promise<Status> {
   const [{ copies, winner }, { settings }] = await Promise.all([readStates(projects), readSettings(projects)]);
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
-  const measured = await onBoth(projects, async (p) => ({
-    m: await measure(p),
-    samples: await readSamples(p.sql, p.name, HISTORY),
-    lastBackup: p.name === winner.standby ? await latestRun(p.sql) : null,
-    lastSucceeded: p.name === winner.standby ? await latestRun(p.sql, "succeeded") : null,
-  }));
+  const measured = await onBoth(projects, async (p) => {
+    const [m, samples, lastBackup] = await Promise.all([
+      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null,
+    ]);
+    // The latest run is often the latest success too: ask again only when it is not.
+    const lastSucceeded = !lastBackup || lastBackup.status === "succeeded" ? lastBackup : await latestRun(p.sql, "succeeded");
+    return { m, samples, lastBackup, lastSucceeded };
+  });
 
   const projectStatus = {} as Record<ProjectName, ProjectStatus>;
   const samples = {} as Status["samples"];

@@ -1,7 +1,7 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
-import { onProject, type Project, type Projects } from "./project.ts";
+import { onProject, probe, type Project, type Projects } from "./project.ts";
 import { other, type ProjectName } from "./names.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
@@ -81,7 +81,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   const target = projects[to];
   const { settings } = await readSettings(projects);
 
-  if (!(await reachable(target))) {
+  if ((await probe(target)) !== null) {
     await events.record("error", "switch.refused", `switch to ${to} refused: ${to} is unreachable`, { project: to });
     throw unfit(`${to} is unreachable`);
   }
@@ -90,7 +90,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     await events.record("error", "switch.refused", `switch to ${to} refused: no backup from ${from} has completed to it`, { project: to });
     throw unfit(`no backup from ${from} has ever completed to ${to}; run a backup first`);
   }
-  const sourceUp = await reachable(source);
+  const sourceUp = (await probe(source)) === null;
   if (!sourceUp && !request.force) {
     throw new SpillwayError("PROJECT_UNREACHABLE", 503,
       `the active project ${from} is unreachable; force: true switches to ${to} anyway, which may lose the changes made on ${from} since its last backup (${lastBackup.snapshotAt})`,
@@ -185,15 +185,6 @@ async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: 
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {
   return new SpillwayError("TARGET_UNFIT", 409, message, details);
-}
-
-async function reachable(p: Project): Promise<boolean> {
-  try {
-    await onProject(p, (sql) => sql`select 1`);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 // The target's usage once it holds what the active holds now: its size plus what the

@@ -13,7 +13,7 @@ import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
-import { discardStaging, readStaging } from "./backup/staged.ts";
+import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -60,7 +60,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
-  await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => undefined);
+  const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);
@@ -76,7 +76,6 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   const previous: Phase = activeCopy.ok ? activeCopy.value.phase : "normal";
   const standby = measured[winner.standby];
   const lastBackup = standby.ok ? await latestRun(projects[winner.standby].sql, "succeeded").catch(() => null) : null;
-  const staging = standby.ok ? await readStaging(projects[winner.standby].sql).catch(() => null) : null;
   const decision: Decision = decide({
     previous,
     activeUsage: usage[winner.active],
@@ -118,22 +117,29 @@ function usageAfterSwitch(active: Outcome<Measurement>, standby: Outcome<Measure
 }
 
 // A slot keeps WAL on the active until its changes are backed up; on a nearly full database
-// that must not grow without bound. Past the limit the slot goes, and the next backup is full.
-async function guardRetention(projects: Projects, active: ProjectName, standby: ProjectName, limit: number, events: EventLog): Promise<void> {
-  const staging = await readStaging(projects[standby].sql);
-  const stagedRetained = staging?.source === active ? await slotRetainedBytes(projects[active], staging.slot) : null;
-  if (stagedRetained !== null && stagedRetained > limit) {
+// that must not grow without bound. Past the limit the slot goes, and the next backup is full
+// (or, for a staged one, begins anew). Answers the staged backup that is left, if any.
+async function guardRetention(projects: Projects, active: ProjectName, standby: ProjectName, limit: number, events: EventLog): Promise<Staging | null> {
+  const over = async (slot: string) => {
+    const retained = await slotRetainedBytes(projects[active], slot);
+    return retained !== null && retained > limit ? retained : null;
+  };
+  let staging = await readStaging(projects[standby].sql);
+  const stagedRetained = staging?.source === active ? await over(staging.slot) : null;
+  if (staging && stagedRetained !== null) {
     await discardStaging(projects[standby], projects[active]);
     await events.record("warn", "backup.retention_guard", `the change capture slot of the full backup staged on ${standby} held ${stagedRetained} bytes of WAL on ${active}, over the limit of ${limit}: the staged backup was dropped, and the next backup starts a new one`, {
-      project: active, data: { slot: staging!.slot, retainedBytes: stagedRetained, maxRetainedBytes: limit },
+      project: active, data: { slot: staging.slot, retainedBytes: stagedRetained, maxRetainedBytes: limit },
     });
+    staging = null;
   }
   const position = await readPosition(projects[standby].sql);
-  if (!position || position.source !== active) return;
-  const retained = await slotRetainedBytes(projects[active], position.slot);
-  if (retained === null || retained <= limit) return;
-  await dropSlot(projects[active], position.slot);
-  await events.record("warn", "backup.retention_guard", `the change capture slot on ${active} held ${retained} bytes of WAL, over the limit of ${limit}: it was dropped, and the next backup to ${standby} will be a full one`, {
-    project: active, data: { slot: position.slot, retainedBytes: retained, maxRetainedBytes: limit },
-  });
+  const retained = position?.source === active ? await over(position.slot) : null;
+  if (position && retained !== null) {
+    await dropSlot(projects[active], position.slot);
+    await events.record("warn", "backup.retention_guard", `the change capture slot on ${active} held ${retained} bytes of WAL, over the limit of ${limit}: it was dropped, and the next backup to ${standby} will be a full one`, {
+      project: active, data: { slot: position.slot, retainedBytes: retained, maxRetainedBytes: limit },
+    });
+  }
+  return staging;
 }

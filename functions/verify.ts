@@ -3,7 +3,7 @@ import { onProject, type Projects } from "./project.ts";
 import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readCatalog } from "./backup/catalog.ts";
-import { CANONICAL_SETTINGS, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
+import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
 
 /** The answer of `POST /verify`. */
 export interface VerifyResult {
@@ -28,8 +28,7 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
   const { settings } = await readSettings(ctx.projects);
   const sums = async (name: "primary" | "secondary"): Promise<TableChecksum[]> =>
     await onProject(ctx.projects[name], (sql) => sql.begin("isolation level repeatable read read only", async (tx) => {
-      for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
-      await tx.unsafe("set local row_security = off");
+      await canonical(tx, "set local row_security = off");
       const catalog = await readCatalog(tx, settings.schemas);
       const out: TableChecksum[] = [];
       for (const table of catalog.tables) out.push(await checksumTable(tx, table));

@@ -25,6 +25,17 @@ export interface Table {
   binarySafe: boolean;
 }
 
+/**
+ * The columns a copy moves, quoted and comma-separated: every column but the generated
+ * ones, which the standby computes itself.
+ *
+ * @example
+ * copiedColumns(table) // "\"id\", \"name\""
+ */
+export function copiedColumns(table: Table): string {
+  return table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+}
+
 /** A foreign key between replicated tables, kept as its definition so it can be recreated. */
 export interface ForeignKey {
   name: string;

@@ -21,6 +21,17 @@ export const CANONICAL_SETTINGS = [
 ];
 
 /**
+ * Sets `CANONICAL_SETTINGS`, then any `extra` `set local` statements (which may override
+ * them), in one round trip.
+ *
+ * @example
+ * await canonical(tx, "set local row_security = off");
+ */
+export async function canonical(tx: Sql, ...extra: string[]): Promise<void> {
+  await tx.unsafe([...CANONICAL_SETTINGS, ...extra].join(";\n"));
+}
+
+/**
  * Checksums a table: row count, and the sum of a 60-bit hash of each row's text (every
  * column, generated ones included), which does not depend on row order. `from` names the
  * relation to read, so a foreign table can stand in for the source.

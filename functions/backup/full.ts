@@ -4,9 +4,9 @@ import type { TransactionSql } from "postgres";
 import type { Db as Sql } from "../project.ts";
 import { SpillwayError } from "../errors.ts";
 import type { Project } from "../project.ts";
-import { foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
-import { CANONICAL_SETTINGS, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
-import { schemaDiff } from "./schema-diff.ts";
+import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type ForeignKey, type Index, type Sequence, type Table } from "./catalog.ts";
+import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
+import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
 
 /** Where a running full load is. */
 export interface Progress {
@@ -22,6 +22,8 @@ export interface Progress {
 export interface FullLoadInput {
   source: Project;
   target: Project;
+  /** The standby's tables, as the run checked them. */
+  targetCatalog: Catalog;
   schemas: string[];
   strategy: "copy" | "fdw";
   verify: boolean;
@@ -70,17 +72,14 @@ const FDW_SERVER = "spillway_source";
  */
 export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
   const { source, target } = input;
-  const targetCatalog = await readCatalog(target.sql, input.schemas);
   if (input.strategy === "fdw") await ensureFdwLink(target.sql, input.sourceUrl);
 
   return await source.sql.begin("isolation level repeatable read read only", async (src) => {
-    for (const s of CANONICAL_SETTINGS) await src.unsafe(s);
-    await src.unsafe("set local row_security = off");
+    await canonical(src, "set local row_security = off");
+    // The tables as this snapshot sees them, checked again: DDL may have come since the run's check.
     const catalog = await readCatalog(src, input.schemas);
-    const diffs = schemaDiff(catalog, targetCatalog);
-    if (diffs.length > 0) {
-      throw new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
-    }
+    const diffs = schemaDiff(catalog, input.targetCatalog);
+    if (diffs.length > 0) throw schemaMismatch(diffs);
     const tables = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
     const [snap] = await src<{ at: Date; counter: string; snapshot: string }[]>`
       select now() as at, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text as counter, pg_catalog.pg_current_snapshot()::text as snapshot
@@ -89,16 +88,7 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
     input.onProgress({ ...progress });
 
     return await target.sql.begin(async (dst) => {
-      for (const s of CANONICAL_SETTINGS) await dst.unsafe(s);
-      // Replica mode: the standby's own triggers (and FK triggers) stay quiet while it is loaded.
-      await dst.unsafe("set local session_replication_role = replica");
-      await dst.unsafe("set local lock_timeout = '30s'");
-      // Index rebuilds after the load sort in memory rather than on disk.
-      await dst.unsafe("set local maintenance_work_mem = '128MB'");
-      const rebuild = targetRebuildPlan(targetCatalog, tables);
-      for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
-      for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
-      if (tables.length > 0) await dst.unsafe(`truncate ${tables.map((t) => t.qualified).join(", ")}`);
+      const rebuild = await beginLoad(dst, input.targetCatalog, tables);
 
       const perTable: FullLoadResult["perTable"] = [];
       const foreign = input.strategy === "fdw" ? await importForeignTables(dst, input.schemas, tables) : null;
@@ -121,16 +111,10 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
       progress.phase = "indexes";
       progress.table = null;
       input.onProgress({ ...progress });
-      for (const ix of rebuild.indexes) await dst.unsafe(ix.create);
-      for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
-
+      await rebuildAfterLoad(dst, rebuild);
       // Sequences are not transactional: read after the data, they are at least where the
       // snapshot's rows need them.
-      const sequences = foreign ? (await readCatalog(source.sql, input.schemas)).sequences : (await readCatalog(src, input.schemas)).sequences;
-      for (const seq of sequences) {
-        if (seq.lastValue === null) await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.startValue}::int8, false)`;
-        else await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.lastValue}::int8, true)`;
-      }
+      await setSequences(dst, (await readCatalog(foreign ? source.sql : src, input.schemas)).sequences);
 
       let checksums: TableChecksum[] | null = null;
       if (input.verify) {
@@ -162,20 +146,64 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
   });
 }
 
+/** Settings of a transaction that loads the standby. */
+const LOAD_SETTINGS = [
+  // Replica mode: the standby's own triggers (and FK triggers) stay quiet while it is loaded.
+  "set local session_replication_role = replica",
+  "set local lock_timeout = '30s'",
+  // Index rebuilds after the load sort in memory rather than on disk.
+  "set local maintenance_work_mem = '128MB'",
+];
+
+/** What `beginLoad` dropped and `rebuildAfterLoad` puts back. */
+export interface RebuildPlan {
+  foreignKeys: ForeignKey[];
+  indexes: Index[];
+}
+
 /**
- * What a load drops first and rebuilds after: only what can be rebuilt from the standby's
- * own definitions, foreign keys between replicated tables and the indexes the catalog
- * marked rebuildable.
+ * Readies a target transaction to load `tables` the way pg_restore loads: replica mode,
+ * the foreign keys between replicated tables and the rebuildable indexes dropped (only
+ * what can be rebuilt from the standby's own definitions), the tables emptied.
  *
  * @example
- * const plan = targetRebuildPlan(await readCatalog(tx, ["public"]), tables);
+ * const rebuild = await beginLoad(dst, targetCatalog, tables);
  */
-export function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
+export async function beginLoad(dst: Sql, targetCatalog: Catalog, tables: Table[]): Promise<RebuildPlan> {
+  await canonical(dst, ...LOAD_SETTINGS);
   const names = new Set(tables.map((t) => t.qualified));
-  return {
+  const rebuild = {
     foreignKeys: targetCatalog.foreignKeys.filter((fk) => names.has(fk.table)),
     indexes: targetCatalog.indexes.filter((ix) => names.has(ix.table)),
   };
+  for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
+  for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
+  if (tables.length > 0) await dst.unsafe(`truncate ${tables.map((t) => t.qualified).join(", ")}`);
+  return rebuild;
+}
+
+/**
+ * Rebuilds, once the rows are in, what `beginLoad` dropped.
+ *
+ * @example
+ * await rebuildAfterLoad(dst, rebuild);
+ */
+export async function rebuildAfterLoad(dst: Sql, rebuild: RebuildPlan): Promise<void> {
+  for (const ix of rebuild.indexes) await dst.unsafe(ix.create);
+  for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
+}
+
+/**
+ * Sets the target's sequences to the source's positions.
+ *
+ * @example
+ * await setSequences(dst, (await readCatalog(source.sql, ["public"])).sequences);
+ */
+export async function setSequences(dst: Sql, sequences: Sequence[]): Promise<void> {
+  for (const seq of sequences) {
+    if (seq.lastValue === null) await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.startValue}::int8, false)`;
+    else await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.lastValue}::int8, true)`;
+  }
 }
 
 /**
@@ -187,7 +215,7 @@ export function targetRebuildPlan(targetCatalog: Catalog, tables: Table[]) {
  * const moved = await copyTable(src, dst, table, (n) => progress.bytes += n);
  */
 export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void, into = table.qualified): Promise<{ rows: number; bytes: number }> {
-  const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  const cols = copiedColumns(table);
   const format = table.binarySafe ? "binary" : "text";
   const readable = await src.unsafe(`copy ${table.qualified} (${cols}) to stdout with (format ${format})`).readable();
   const writable = await dst.unsafe(`copy ${into} (${cols}) from stdin with (format ${format}, freeze true)`).writable();
@@ -235,7 +263,7 @@ export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: n
  * const moved = await pullTable(dst, table, "spillway_fdw_0");
  */
 export async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise<{ rows: number; bytes: number }> {
-  const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  const cols = copiedColumns(table);
   const result = await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${qualify(foreignSchema, table.name)}`);
   const [size] = await dst<{ bytes: string }[]>`select pg_catalog.pg_table_size(${table.qualified}::regclass)::text as bytes`;
   return { rows: result.count, bytes: Number(size!.bytes) };

@@ -1,7 +1,7 @@
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
 import type { Table } from "./catalog.ts";
-import { CANONICAL_SETTINGS } from "./checksum.ts";
+import { canonical } from "./checksum.ts";
 import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
 import { BatchWriter, type Change, type Relation } from "./batch.ts";
 
@@ -201,8 +201,7 @@ export async function applyChanges(input: {
 
   for (;;) {
     const changes = await source.sql.begin(async (tx) => {
-      for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
-      await tx.unsafe("set local extra_float_digits = 3");
+      await canonical(tx, "set local extra_float_digits = 3");
       return await tx<{ data: Uint8Array }[]>`
         select data from pg_catalog.pg_logical_slot_peek_binary_changes(${stream.slot}, null, ${BATCH_CHANGES},
           'proto_version', '1', 'publication_names', ${PUBLICATION})`;
@@ -213,12 +212,8 @@ export async function applyChanges(input: {
     let batchRows = 0;
     let batchBytes = 0;
     await target.sql.begin(async (tx) => {
-      for (const s of CANONICAL_SETTINGS) await tx.unsafe(s);
-      await tx.unsafe("set local session_replication_role = replica");
       // A batch touches few rows of large tables: find each by its key, never by scanning.
-      await tx.unsafe("set local enable_hashjoin = off");
-      await tx.unsafe("set local enable_mergejoin = off");
-      await tx.unsafe("set local enable_seqscan = off");
+      await canonical(tx, "set local session_replication_role = replica", "set local enable_hashjoin = off", "set local enable_mergejoin = off", "set local enable_seqscan = off");
       const writer = new BatchWriter(tx, input.tables);
       let current: { xid: number; ops: Message[] } | null = null;
       for (const { data } of changes) {

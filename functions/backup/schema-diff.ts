@@ -1,3 +1,4 @@
+import { SpillwayError } from "../errors.ts";
 import type { Catalog, Table } from "./catalog.ts";
 
 /**
@@ -39,4 +40,15 @@ export function schemaDiff(active: Catalog, standby: Catalog): string[] {
   }
   for (const name of standbyTables.keys()) if (!activeTables.has(name)) diffs.push(`${name}: table exists only on the standby`);
   return diffs;
+}
+
+/**
+ * The 409 `SCHEMA_MISMATCH` error for a non-empty `schemaDiff`, every difference in its
+ * details.
+ *
+ * @example
+ * if (diffs.length > 0) throw schemaMismatch(diffs);
+ */
+export function schemaMismatch(diffs: string[]): SpillwayError {
+  return new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
 }

@@ -1,10 +1,10 @@
 import type { TransactionSql } from "postgres";
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
-import { qualify, quoteIdent, readCatalog, type Table } from "./catalog.ts";
-import { CANONICAL_SETTINGS } from "./checksum.ts";
-import { copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, remoteSnapshot, targetRebuildPlan, type Progress } from "./full.ts";
-import { applyChanges, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
+import { copiedColumns, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
+import { canonical } from "./checksum.ts";
+import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
+import { applyChanges, dropSlot, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
 import { visibleIn } from "./pgoutput.ts";
 
 /** One replicated table of a staged copy. */
@@ -109,7 +109,7 @@ export async function discardStaging(target: Project, source?: Project): Promise
     for (const t of staging.tables) await tx.unsafe(`drop table if exists ${t.stage}`);
     await tx`delete from spillway.staging where id`;
   });
-  if (source) await source.sql`select pg_catalog.pg_drop_replication_slot(slot_name) from pg_catalog.pg_replication_slots where slot_name = ${staging.slot}`;
+  if (source) await dropSlot(source, staging.slot);
 }
 
 /**
@@ -138,6 +138,8 @@ export interface StagedInput {
   staging: Staging;
   /** The replicated tables in load order, as `staging.tables`. */
   tables: Table[];
+  /** The standby's tables, as the run checked them. */
+  targetCatalog: Catalog;
   schemas: string[];
   strategy: "copy" | "fdw";
   sourceUrl?: string;
@@ -230,10 +232,10 @@ function stageStream(staging: Staging): ChangeStream {
 // table without rows is plain columns (generated ones recomputed at publish), keyed after
 // the load so that catching up finds rows by key.
 async function stageTable(input: StagedInput, table: Table, entry: StagedTable, index: number, onBytes: (n: number) => void): Promise<{ snapshot: string; rows: number; bytes: number }> {
-  const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  const cols = copiedColumns(table);
   const stage = { ...table, qualified: entry.stage };
   const load = async (dst: TransactionSql, move: () => Promise<{ snapshot: string; rows: number; bytes: number }>) => {
-    for (const s of CANONICAL_SETTINGS) await dst.unsafe(s);
+    await canonical(dst);
     await dst.unsafe(`drop table if exists ${entry.stage}`);
     await dst.unsafe(`create table ${entry.stage} as select ${cols} from ${table.qualified} with no data`);
     await dst.unsafe(`alter table ${entry.stage} enable row level security`);
@@ -253,8 +255,7 @@ async function stageTable(input: StagedInput, table: Table, entry: StagedTable, 
     }));
   }
   return await input.source.sql.begin("isolation level repeatable read read only", async (src) => {
-    for (const s of CANONICAL_SETTINGS) await src.unsafe(s);
-    await src.unsafe("set local row_security = off");
+    await canonical(src, "set local row_security = off");
     const [snap] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
     return await input.target.sql.begin(async (dst) => await load(dst, async () => {
       let bytes = 0;
@@ -270,25 +271,14 @@ async function publish(input: StagedInput, staging: Staging, result: StagedResul
   return await target.sql.begin(async (dst) => {
     const [position] = await dst<{ applied_lsn: string | null }[]>`select applied_lsn::text from spillway.staging where id for update`;
     const published = { ...result, appliedLsn: position?.applied_lsn ?? null };
-    for (const s of CANONICAL_SETTINGS) await dst.unsafe(s);
-    await dst.unsafe("set local session_replication_role = replica");
-    await dst.unsafe("set local lock_timeout = '30s'");
-    await dst.unsafe("set local maintenance_work_mem = '128MB'");
-    const rebuild = targetRebuildPlan(await readCatalog(dst, input.schemas), tables);
-    for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
-    for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
-    if (tables.length > 0) await dst.unsafe(`truncate ${tables.map((t) => t.qualified).join(", ")}`);
+    const rebuild = await beginLoad(dst, input.targetCatalog, tables);
     for (const [i, table] of tables.entries()) {
-      const cols = table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+      const cols = copiedColumns(table);
       await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${staging.tables[i]!.stage}`);
     }
-    for (const ix of rebuild.indexes) await dst.unsafe(ix.create);
-    for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
+    await rebuildAfterLoad(dst, rebuild);
     // Sequences are not transactional: read now, they are at least where the stage's rows need them.
-    for (const seq of (await readCatalog(source.sql, input.schemas)).sequences) {
-      if (seq.lastValue === null) await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.startValue}::int8, false)`;
-      else await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.lastValue}::int8, true)`;
-    }
+    await setSequences(dst, (await readCatalog(source.sql, input.schemas)).sequences);
     for (const t of staging.tables) await dst.unsafe(`drop table ${t.stage}`);
     await dst`delete from spillway.staging where id`;
     await input.beforePublish(dst, published);

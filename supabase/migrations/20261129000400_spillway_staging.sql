@@ -19,14 +19,26 @@ create table if not exists spillway.staging (
 alter table spillway.staging enable row level security;
 revoke all on spillway.staging from public;
 
-do $$
+-- Keeps the API roles (where they exist: Supabase has them, a plain Postgres does not) out
+-- of the schema and of every table, sequence and function in it. Migrations from this one
+-- on call it after creating objects, rather than revoking object by object.
+create or replace function spillway.revoke_api_roles() returns void
+language plpgsql
+set search_path = ''
+as $$
 declare
   api_role text;
 begin
   foreach api_role in array array['anon', 'authenticated', 'service_role'] loop
     if exists (select 1 from pg_catalog.pg_roles where rolname = api_role) then
-      execute format('revoke all on spillway.staging from %I', api_role);
+      execute format('revoke all on all tables in schema spillway from %I', api_role);
+      execute format('revoke all on all sequences in schema spillway from %I', api_role);
+      execute format('revoke all on all functions in schema spillway from %I', api_role);
+      execute format('revoke all on schema spillway from %I', api_role);
     end if;
   end loop;
 end
 $$;
+revoke all on function spillway.revoke_api_roles() from public;
+
+select spillway.revoke_api_roles();

@@ -3,7 +3,8 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
+import { expireLease, testApp, type TestApp } from "../support/app.ts";
+import { moveMoney } from "../support/writers.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { fingerprint } from "../support/compare.ts";
 import { run } from "../support/process.ts";
@@ -38,11 +39,6 @@ async function backup(): Promise<any> {
   return body.run;
 }
 
-// The test stands in for the passing of time: a killed holder's lease is expired at once.
-async function expireLease() {
-  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
-}
-
 describe("a full backup killed at random moments", () => {
   test("the standby always holds a complete earlier copy, and the next backup completes", async () => {
     await backup();
@@ -60,7 +56,7 @@ describe("a full backup killed at random moments", () => {
       const now = JSON.stringify(await fingerprint(pair.secondary.admin));
       assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
       published.add(expected);
-      await expireLease();
+      await expireLease(pair);
     }
     assert.equal(kills, 6);
     const last = await backup();
@@ -76,23 +72,8 @@ describe("a workload moving money during backups", () => {
     await pair.primary.admin`delete from public.accounts`;
     await pair.primary.admin`insert into public.accounts (owner, balance) select 'acct ' || g, 1000 from generate_series(1, 100) g`;
     const ids = (await pair.primary.admin`select id from public.accounts`).map((r) => Number(r.id));
-    const app = postgres(pair.urls.primary, { max: 4, onnotice: () => {} });
-    let stop = false;
+    const movers = moveMoney(pair.urls.primary, ids);
     let transfers = 0;
-    const mover = async () => {
-      while (!stop) {
-        const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
-        if (a === b) continue;
-        await app.begin(async (tx) => {
-          // Rows locked in id order, as a careful app does, so that movers never deadlock.
-          await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
-          const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
-          if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
-        });
-        transfers += 1;
-      }
-    };
-    const movers = [mover(), mover(), mover()];
     try {
       for (let i = 0; i < 4; i++) {
         await backup();
@@ -101,9 +82,7 @@ describe("a workload moving money during backups", () => {
         assert.equal(sum!.n, 100);
       }
     } finally {
-      stop = true;
-      await Promise.all(movers);
-      await app.end();
+      transfers = await movers.stop();
     }
     assert.ok(transfers > 50, `only ${transfers} transfers ran`);
   });

@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
+import { expireLease, testApp, type TestApp } from "../support/app.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { run } from "../support/process.ts";
@@ -98,7 +98,7 @@ describe("incremental backup", () => {
         await new Promise((r) => setTimeout(r, 200 + Math.random() * 900));
         child.signalGroup("SIGKILL");
         await child.exited;
-        for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
+        await expireLease(pair);
       }
     } finally {
       stop = true;

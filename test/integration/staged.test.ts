@@ -1,9 +1,9 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import postgres from "postgres";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
+import { expireLease, testApp, type TestApp } from "../support/app.ts";
+import { moveMoney } from "../support/writers.ts";
 import { addRows, loadFixture } from "../support/fixture.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { run } from "../support/process.ts";
@@ -39,30 +39,11 @@ async function moreRows() {
   await pair.primary.admin`insert into public.measurements (taken_on, value) select date '2025-06-01' + (g % 400), g from generate_series(1, 1000) g`;
 }
 
-async function expireLease() {
-  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
-}
-
 describe("a full backup too long for one call", () => {
   test("continues over calls while money moves, and publishes one consistent copy", async () => {
     const ids = (await pair.primary.admin`select id from public.accounts`).map((r) => Number(r.id));
-    const app = postgres(pair.urls.primary, { max: 4, onnotice: () => {} });
-    let stop = false;
+    const movers = moveMoney(pair.urls.primary, ids, { audit: true });
     let transfers = 0;
-    const mover = async () => {
-      while (!stop) {
-        const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
-        if (a === b) continue;
-        await app.begin(async (tx) => {
-          await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
-          const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
-          if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
-          await tx`insert into public.audit_log (message) values (${`moved 7 from ${a} to ${b}`})`;
-        });
-        transfers += 1;
-      }
-    };
-    const movers = [mover(), mover(), mover()];
     const calls: string[] = [];
     let progressSeen = false;
     try {
@@ -85,9 +66,7 @@ describe("a full backup too long for one call", () => {
         break;
       }
     } finally {
-      stop = true;
-      await Promise.all(movers);
-      await app.end();
+      transfers = await movers.stop();
     }
     assert.ok(transfers > 20, `only ${transfers} transfers ran`);
     assert.equal(calls.at(-1), "succeeded", `never published: ${calls.join(", ")}`);
@@ -124,7 +103,7 @@ describe("a full backup too long for one call", () => {
       const now = JSON.stringify(await fingerprint(pair.secondary.admin));
       assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
       published.add(expected);
-      await expireLease();
+      await expireLease(pair);
     }
     assert.equal(kills, 5);
     let last = await step();

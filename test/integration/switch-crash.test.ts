@@ -2,7 +2,7 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import postgres from "postgres";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
+import { expireLease, testApp, type TestApp } from "../support/app.ts";
 import { startWriters, ITEMS_SCHEMA } from "../support/writers.ts";
 import { run } from "../support/process.ts";
 import { fileURLToPath } from "node:url";
@@ -34,11 +34,6 @@ async function copies() {
   return out;
 }
 
-// The test stands in for the passing of time: the killed process's lease is expired at once.
-async function expireLease() {
-  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
-}
-
 describe("the process killed at each step of a switch, then restarted", () => {
   for (const [step, switched] of [["fenced", false], ["caught-up", false], ["published-target", true], ["published", true]] as const) {
     test(`killed after "${step}": one active by highest epoch, no acknowledged write lost, writes possible`, async () => {
@@ -53,7 +48,7 @@ describe("the process killed at each step of a switch, then restarted", () => {
       const child = run(process.execPath, ["--import", "tsx", "test/support/switch-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, CRASH_AT: step }, root);
       await child.exited;
       assert.equal(child.proc.signalCode, "SIGKILL", child.output());
-      await expireLease();
+      await expireLease(pair);
       // Restarted: the next tick settles what the crash left.
       const tick = await t.request("/spillway/tick", { method: "POST" });
       assert.equal(tick.status, 200);

@@ -41,3 +41,14 @@ export async function testApp(pair: TestPair): Promise<TestApp> {
     close: () => closeProjects(projects, 1),
   };
 }
+
+/**
+ * Stands in for the passing of time after a process was killed: the lease it held expires
+ * at once in both projects.
+ *
+ * @example
+ * await expireLease(pair);
+ */
+export async function expireLease(pair: TestPair): Promise<void> {
+  for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
+}

@@ -69,3 +69,40 @@ export const ITEMS_SCHEMA = `
 create table if not exists public.items (id text primary key, writer integer not null, at timestamptz not null default now());
 grant insert, select on public.items to authenticated;
 `;
+
+/**
+ * Three movers of money between the `public.accounts` rows `ids` on `url`, 7 at a time, so
+ * the total never changes; with `audit`, each move also inserts an `audit_log` row. Rows
+ * are locked in id order, as a careful app does, so that movers never deadlock.
+ *
+ * @example
+ * const movers = moveMoney(pair.urls.primary, ids);
+ * const transfers = await movers.stop();
+ */
+export function moveMoney(url: string, ids: number[], options: { audit?: boolean } = {}): { stop(): Promise<number> } {
+  const app = postgres(url, { max: 4, onnotice: () => {} });
+  let stopped = false;
+  let transfers = 0;
+  const mover = async () => {
+    while (!stopped) {
+      const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
+      if (a === b) continue;
+      await app.begin(async (tx) => {
+        await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
+        const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
+        if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
+        if (options.audit) await tx`insert into public.audit_log (message) values (${`moved 7 from ${a} to ${b}`})`;
+      });
+      transfers += 1;
+    }
+  };
+  const movers = [mover(), mover(), mover()];
+  return {
+    async stop() {
+      stopped = true;
+      await Promise.all(movers);
+      await app.end();
+      return transfers;
+    },
+  };
+}
