@@ -4,7 +4,7 @@ import type { TransactionSql } from "postgres";
 import type { Db as Sql } from "../project.ts";
 import { SpillwayError } from "../errors.ts";
 import type { Project } from "../project.ts";
-import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type ForeignKey, type Index, type Sequence, type Table } from "./catalog.ts";
+import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Index, type Sequence, type Table } from "./catalog.ts";
 import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
 import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
 
@@ -64,7 +64,7 @@ const FDW_SERVER = "spillway_source";
  * Copies the replicated tables from the source to the target as one transactionally
  * consistent point in time, and publishes it atomically: the source is read in a single
  * repeatable-read snapshot, and the target is emptied and loaded in a single transaction
- * (foreign keys and indexes dropped first and rebuilt after, as pg_restore loads), so a
+ * (indexes dropped first and rebuilt after, as pg_restore loads), so a
  * failure or a kill at any moment leaves the target's previous copy as it was.
  *
  * @example
@@ -148,23 +148,24 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
 
 /** Settings of a transaction that loads the standby. */
 const LOAD_SETTINGS = [
-  // Replica mode: the standby's own triggers (and FK triggers) stay quiet while it is loaded.
+  // Replica mode: the standby's own triggers (foreign key checks included) stay quiet while
+  // it is loaded. Its foreign keys stay in place and need no check afterwards: every row
+  // comes from one consistent snapshot of the active, where they held.
   "set local session_replication_role = replica",
   "set local lock_timeout = '30s'",
   // Index rebuilds after the load sort in memory rather than on disk.
   "set local maintenance_work_mem = '128MB'",
 ];
 
-/** What `beginLoad` dropped and `rebuildAfterLoad` puts back. */
+/** The indexes `beginLoad` dropped, which `rebuildAfterLoad` puts back. */
 export interface RebuildPlan {
-  foreignKeys: ForeignKey[];
   indexes: Index[];
 }
 
 /**
  * Readies a target transaction to load `tables` the way pg_restore loads: replica mode,
- * the foreign keys between replicated tables and the rebuildable indexes dropped (only
- * what can be rebuilt from the standby's own definitions), the tables emptied.
+ * the rebuildable indexes dropped (only what can be rebuilt from the standby's own
+ * definitions, and never a key a foreign key stands on), the tables emptied.
  *
  * @example
  * const rebuild = await beginLoad(dst, targetCatalog, tables);
@@ -172,11 +173,7 @@ export interface RebuildPlan {
 export async function beginLoad(dst: Sql, targetCatalog: Catalog, tables: Table[]): Promise<RebuildPlan> {
   await canonical(dst, ...LOAD_SETTINGS);
   const names = new Set(tables.map((t) => t.qualified));
-  const rebuild = {
-    foreignKeys: targetCatalog.foreignKeys.filter((fk) => names.has(fk.table)),
-    indexes: targetCatalog.indexes.filter((ix) => names.has(ix.table)),
-  };
-  for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} drop constraint ${quoteIdent(fk.name)}`);
+  const rebuild = { indexes: targetCatalog.indexes.filter((ix) => names.has(ix.table)) };
   for (const ix of rebuild.indexes) await dst.unsafe(ix.drop);
   if (tables.length > 0) await dst.unsafe(`truncate ${tables.map((t) => t.qualified).join(", ")}`);
   return rebuild;
@@ -190,7 +187,6 @@ export async function beginLoad(dst: Sql, targetCatalog: Catalog, tables: Table[
  */
 export async function rebuildAfterLoad(dst: Sql, rebuild: RebuildPlan): Promise<void> {
   for (const ix of rebuild.indexes) await dst.unsafe(ix.create);
-  for (const fk of rebuild.foreignKeys) await dst.unsafe(`alter table ${fk.table} add constraint ${quoteIdent(fk.name)} ${fk.definition}`);
 }
 
 /**

@@ -52,9 +52,11 @@ describe("full backup", () => {
       // The generated column was recomputed, and the standby's constraints and indexes are back.
       const [e] = await pair.secondary.admin`select name, name_upper from public.employees where id = 2`;
       assert.equal(e!.name_upper, e!.name.toUpperCase());
-      const constraints = await pair.secondary.admin`select conname from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
-      const expected = await pair.primary.admin`select conname from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
-      assert.deepEqual(constraints.map((c) => c.conname), expected.map((c) => c.conname));
+      const constraints = await pair.secondary.admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      const expected = await pair.primary.admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      assert.deepEqual([...constraints], [...expected]);
+      // The foreign keys, left in place through the load, still hold the standby to them.
+      await assert.rejects(pair.secondary.admin`insert into public.projects (title, lead_id) values ('orphan', -1)`, { code: "23503" });
       const indexes = await pair.secondary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`;
       assert.deepEqual([...indexes], [...await pair.primary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`]);
       // Identity and serial sequences continue where the active's are.
