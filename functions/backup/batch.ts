@@ -1,7 +1,23 @@
 import { SpillwayError } from "../errors.ts";
 import type { Db } from "../project.ts";
 import { quoteIdent, type Table } from "./catalog.ts";
-import type { Message, Value } from "./pgoutput.ts";
+import { UNCHANGED, type Message, type Value } from "./pgoutput.ts";
+
+// What a relation message comes to on the standby's side.
+interface Shape {
+  table: Table;
+  cols: string[];
+  keyIdx: number[];
+  /** The text that identifies a row by its key, for telling rows apart within a group. */
+  keyOf: (row: Value[]) => string;
+  insertKey: string;
+  updateKey: string;
+}
+
+// A value as a statement parameter: UNCHANGED never reaches one (it is left out before).
+function text(v: Value): string | null {
+  return v === UNCHANGED ? null : v;
+}
 
 /** A relation message: a table's name and columns as the stream describes them. */
 export type Relation = Extract<Message, { type: "relation" }>;
@@ -46,42 +62,50 @@ export class BatchWriter {
       await this.tx.unsafe(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
       return 0;
     }
-    const { table, cols, keyIdx } = this.shape(relations.get(change.relid));
+    const shape = this.shape(relations.get(change.relid));
+    const { table, cols, keyIdx, keyOf } = shape;
     if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
       // Inserts need no key and go in groups; an update or delete finds one row by all its values.
       if (change.type === "insert") {
-        await this.push(table, "insert", cols, change.row, [], []);
+        await this.push(table, "insert", shape.insertKey, cols, change.row, [], []);
         return 1;
       }
       await this.flushTable(table);
       await this.applyWithoutKey(table, cols, change);
       return 1;
     }
-    const keyOf = (row: Value[]) => JSON.stringify(keyIdx.map((i) => row[i]));
     if (change.type === "insert") {
-      await this.push(table, "insert", cols, change.row, [], [keyOf(change.row)]);
+      await this.push(table, "insert", shape.insertKey, cols, change.row, [], [keyOf(change.row)]);
     } else if (change.type === "update") {
-      const present = cols.filter((_, i) => change.row[i]!.kind !== "unchanged");
-      const row = change.row.filter((v) => v.kind !== "unchanged");
       // Postgres sends the old key only when the key changed.
       const where = change.old ? keyIdx.map((i) => change.old![i]!) : keyIdx.map((i) => change.row[i]!);
-      await this.push(table, "update", present, row, where, [keyOf(change.row), change.old ? keyOf(change.old) : ""], !change.old);
+      const keys = [keyOf(change.row), change.old ? keyOf(change.old) : ""];
+      if (change.row.includes(UNCHANGED)) {
+        const present = cols.filter((_, i) => change.row[i] !== UNCHANGED);
+        const row = change.row.filter((v) => v !== UNCHANGED);
+        await this.push(table, "update", `update|${present.join(",")}`, present, row, where, keys, !change.old);
+      } else {
+        await this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old);
+      }
     } else {
-      await this.push(table, "delete", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
+      await this.push(table, "delete", "delete|", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
     }
     return 1;
   }
 
-  // A relation's target table, column names and key positions, worked out once per
-  // relation message (a new one comes when the table's shape changes).
-  private shapes = new WeakMap<Relation, { table: Table; cols: string[]; keyIdx: number[] }>();
+  // A relation's target table, column names, key positions and group keys, worked out once
+  // per relation message (a new one comes when the table's shape changes).
+  private shapes = new WeakMap<Relation, Shape>();
 
-  private shape(rel: Relation | undefined): { table: Table; cols: string[]; keyIdx: number[] } {
+  private shape(rel: Relation | undefined): Shape {
     const known = rel && this.shapes.get(rel);
     if (known) return known;
     const table = this.table(rel);
     const cols = rel!.columns.map((c) => c.name);
-    const shape = { table, cols, keyIdx: table.primaryKey.map((k) => cols.indexOf(k)) };
+    const keyIdx = table.primaryKey.map((k) => cols.indexOf(k));
+    const [only] = keyIdx;
+    const keyOf = keyIdx.length === 1 ? (row: Value[]) => String(row[only!]) : (row: Value[]) => JSON.stringify(keyIdx.map((i) => row[i]));
+    const shape = { table, cols, keyIdx, keyOf, insertKey: `insert|${cols.join(",")}`, updateKey: `update|${cols.join(",")}` };
     this.shapes.set(rel!, shape);
     return shape;
   }
@@ -92,8 +116,7 @@ export class BatchWriter {
     return t;
   }
 
-  private async push(table: Table, kind: Group["kind"], columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false) {
-    const key = `${kind}|${columns.join(",")}`;
+  private async push(table: Table, kind: Group["kind"], key: string, columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false) {
     let g = this.groups.get(table.qualified);
     if (g && g.key === key && inPlace && g.inPlace.has(keys[0]!)) {
       g.rows[g.inPlace.get(keys[0]!)!] = row;
@@ -148,7 +171,7 @@ export class BatchWriter {
     this.groups.delete(g.table.qualified);
     if (g.rows.length === 0) return;
     const type = (name: string) => g.table.columns.find((c) => c.name === name)!.type;
-    const column = (values: Value[][], i: number) => values.map((r) => (r[i]!.kind === "text" ? (r[i] as { text: string }).text : null));
+    const column = (values: Value[][], i: number) => values.map((r) => text(r[i]!));
     const pk = g.table.primaryKey;
     if (g.kind === "insert") {
       const params = g.columns.map((_, i) => column(g.rows, i));
@@ -177,7 +200,6 @@ export class BatchWriter {
   // FULL): one matching row is changed, as Postgres's own apply does.
   private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
     const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
-    const text = (v: Value) => (v.kind === "text" ? v.text : null);
     if (change.type === "insert") {
       await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::${type(c)}`).join(", ")})`, change.row.map(text) as never);
       return;
@@ -189,7 +211,7 @@ export class BatchWriter {
       await this.tx.unsafe(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text) as never);
       return;
     }
-    const present = cols.map((c, i) => ({ c, v: change.row[i]! })).filter((x) => x.v.kind !== "unchanged");
+    const present = cols.map((c, i) => ({ c, v: change.row[i] as Value })).filter((x) => x.v !== UNCHANGED);
     await this.relaxIdentity(table, present.map((x) => x.c));
     const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::${type(x.c)}`).join(", ");
     await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);

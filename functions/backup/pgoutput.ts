@@ -1,5 +1,9 @@
-/** One column value of a decoded row: text form, null, or unchanged (a TOAST value not sent). */
-export type Value = { kind: "text"; text: string } | { kind: "null" } | { kind: "unchanged" };
+import { Buffer } from "node:buffer";
+/** Stands for a column value that was not sent: an unchanged TOAST value. */
+export const UNCHANGED: unique symbol = Symbol("unchanged");
+
+/** One column value of a decoded row: its text form, null, or `UNCHANGED`. */
+export type Value = string | null | typeof UNCHANGED;
 
 /** A decoded pgoutput (protocol 1) message. */
 export type Message =
@@ -12,20 +16,20 @@ export type Message =
   | { type: "truncate"; relids: number[]; cascade: boolean; restartIdentity: boolean }
   | { type: "other" };
 
-const text = new TextDecoder();
-
 // Reads one message front to back (a class rather than closures made per message: the
-// decoder runs once per change, tens of thousands of times in one batch).
+// decoder runs once per change, tens of thousands of times in one batch). Text is read with
+// Buffer's own UTF-8 decoding, which for the short values of a row costs a fraction of a
+// TextDecoder call per value.
 class Reader {
   private at = 0;
-  private readonly view: DataView;
+  private readonly buf: Buffer;
 
-  constructor(private readonly data: Uint8Array) {
-    this.view = new DataView(data.buffer, data.byteOffset, data.byteLength);
+  constructor(data: Uint8Array) {
+    this.buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
   u8(): number {
-    return this.view.getUint8(this.at++);
+    return this.buf[this.at++]!;
   }
 
   char(): string {
@@ -33,46 +37,50 @@ class Reader {
   }
 
   i16(): number {
-    const v = this.view.getInt16(this.at);
+    const v = this.buf.readInt16BE(this.at);
     this.at += 2;
     return v;
   }
 
   i32(): number {
-    const v = this.view.getInt32(this.at);
+    const v = this.buf.readInt32BE(this.at);
     this.at += 4;
     return v;
   }
 
   u32(): number {
-    const v = this.view.getUint32(this.at);
+    const v = this.buf.readUInt32BE(this.at);
     this.at += 4;
     return v;
   }
 
   u64(): bigint {
-    const v = this.view.getBigUint64(this.at);
+    const v = this.buf.readBigUInt64BE(this.at);
     this.at += 8;
     return v;
   }
 
   str(): string {
-    const end = this.data.indexOf(0, this.at);
-    const s = text.decode(this.data.subarray(this.at, end));
+    const end = this.buf.indexOf(0, this.at);
+    const s = this.utf8(this.at, end);
     this.at = end + 1;
     return s;
   }
 
+  private utf8(start: number, end: number): string {
+    return this.buf.toString("utf8", start, end);
+  }
+
   tuple(): Value[] {
     const n = this.i16();
-    const values: Value[] = [];
+    const values = new Array<Value>(n);
     for (let i = 0; i < n; i++) {
       const kind = this.u8();
-      if (kind === 0x6e /* n */) values.push({ kind: "null" });
-      else if (kind === 0x75 /* u */) values.push({ kind: "unchanged" });
+      if (kind === 0x6e /* n */) values[i] = null;
+      else if (kind === 0x75 /* u */) values[i] = UNCHANGED;
       else {
         const len = this.i32();
-        values.push({ kind: "text", text: text.decode(this.data.subarray(this.at, this.at + len)) });
+        values[i] = this.utf8(this.at, this.at + len);
         this.at += len;
       }
     }
