@@ -163,10 +163,11 @@ export interface ChangeStream {
  * const stream = replicaStream(position);
  */
 export function replicaStream(position: ReplicaPosition): ChangeStream {
+  const visible = position.baseSnapshot === null ? null : visibleIn(position.baseSnapshot);
   return {
     slot: position.slot,
     appliedLsn: position.appliedLsn,
-    seen: (xid) => position.baseSnapshot !== null && visibleIn(xid, position.baseSnapshot),
+    seen: (xid) => visible !== null && visible(xid),
     async save(tx, appliedLsn) {
       await tx`update spillway.replica set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
     },

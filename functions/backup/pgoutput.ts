@@ -178,19 +178,19 @@ export function lsnText(value: bigint): string {
 }
 
 /**
- * Whether a transaction id is visible in a snapshot given as `pg_current_snapshot()` text
- * ("xmin:xmax:xip,…"), comparing 32-bit transaction ids the way Postgres does.
+ * Reads a snapshot given as `pg_current_snapshot()` text ("xmin:xmax:xip,…") once, and
+ * answers whether a transaction id is visible in it, comparing 32-bit transaction ids the
+ * way Postgres does (it is asked once per change).
  *
  * @example
- * visibleIn(100, "120:130:") // true
+ * visibleIn("120:130:")(100) // true
  */
-export function visibleIn(xid: number, snapshot: string): boolean {
+export function visibleIn(snapshot: string): (xid: number) => boolean {
   const [xminText, xmaxText, xipText] = snapshot.split(":");
   const low = (v: string) => Number(BigInt(v) & 0xffffffffn);
   const before = (a: number, b: number) => ((a - b) | 0) < 0;
   const xmin = low(xminText!);
   const xmax = low(xmaxText!);
-  if (before(xid, xmin)) return true;
-  if (!before(xid, xmax)) return false;
-  return !(xipText ?? "").split(",").filter(Boolean).map(low).includes(xid);
+  const inProgress = new Set((xipText ?? "").split(",").filter(Boolean).map(low));
+  return (xid) => before(xid, xmin) || (before(xid, xmax) && !inProgress.has(xid));
 }

@@ -214,14 +214,11 @@ function asStage(table: Table, stage: string): Table {
 
 // The stage's change stream: each table skips the transactions its own snapshot saw.
 function stageStream(staging: Staging): ChangeStream {
-  const snapshots = new Map(staging.tables.map((t) => [t.table, t.snapshot]));
+  const snapshots = new Map(staging.tables.map((t) => [t.table, t.snapshot === null ? null : visibleIn(t.snapshot)]));
   return {
     slot: staging.slot,
     appliedLsn: staging.appliedLsn,
-    seen: (xid, table) => {
-      const snapshot = snapshots.get(table);
-      return snapshot !== undefined && snapshot !== null && visibleIn(xid, snapshot);
-    },
+    seen: (xid, table) => snapshots.get(table)?.(xid) ?? false,
     async save(tx, appliedLsn) {
       await tx`update spillway.staging set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
     },
