@@ -64,8 +64,8 @@ const FDW_SERVER = "spillway_source";
  * Copies the replicated tables from the source to the target as one transactionally
  * consistent point in time, and publishes it atomically: the source is read in a single
  * repeatable-read snapshot, and the target is emptied and loaded in a single transaction
- * (indexes dropped first and rebuilt after, as pg_restore loads), so a
- * failure or a kill at any moment leaves the target's previous copy as it was.
+ * (indexes dropped first and rebuilt after, as pg_restore loads), so a failure or a kill
+ * at any moment leaves the target's previous copy as it was.
  *
  * @example
  * const result = await fullLoad({ source, target, schemas: ["public"], strategy: "copy", verify: true, onProgress, beforeCommit });

@@ -1,4 +1,5 @@
 import { Buffer } from "node:buffer";
+
 /** Stands for a column value that was not sent: an unchanged TOAST value. */
 export const UNCHANGED: unique symbol = Symbol("unchanged");
 
