@@ -54,8 +54,8 @@ analyze;
 }
 
 /**
- * Statements that change about `fraction` of the rows (updates of orders and events, some
- * deletes), for the incremental benchmarks.
+ * Statements that change about `fraction` of the rows, spread evenly over every table's
+ * pages (updates of orders and events, some deletes), for the incremental benchmarks.
  *
  * @example
  * for (const statement of churn(0.01)) await sql.unsafe(statement);
@@ -66,5 +66,26 @@ export function churn(fraction: number): string[] {
     `update public.orders set status = 'shipped', total_cents = total_cents + 1 where id % ${modulo} = 0`,
     `update public.events set payload = payload || '{"seen": true}' where id % ${modulo} = 1`,
     `delete from public.events where id % ${modulo * 10} = 2`,
+  ];
+}
+
+/**
+ * Statements that change about `fraction` of the rows among the newest ones (new orders
+ * and events, recent orders updated, recent events deleted): the common shape of an app's
+ * changes, which touch few pages.
+ *
+ * @example
+ * for (const statement of recentChurn(0.01)) await sql.unsafe(statement);
+ */
+export function recentChurn(fraction: number): string[] {
+  const newest = (table: string, part: number) => `id > (select max(id) - (count(*) * ${fraction * part})::int8 from public.${table})`;
+  const count = (table: string, part: number) => `(select (count(*) * ${fraction * part})::int from public.${table})`;
+  return [
+    `update public.orders set status = 'shipped', total_cents = total_cents + 1 where ${newest("orders", 0.6)}`,
+    `insert into public.orders (user_id, total_cents, status, created_at)
+     select 1 + (g * 7919) % 1000, g % 100000, 'paid', now() from generate_series(1, ${count("orders", 0.4)}) g`,
+    `delete from public.events where ${newest("events", 0.2)}`,
+    `insert into public.events (user_id, kind, payload, at)
+     select 1 + (g * 104729) % 1000, 'view', jsonb_build_object('path', '/products/' || g), now() from generate_series(1, ${count("events", 0.8)}) g`,
   ];
 }
