@@ -36,10 +36,12 @@ export function copiedColumns(table: Table): string {
   return table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
 }
 
-/** A foreign key between replicated tables: which table references which. */
+/** A foreign key between replicated tables: which table references which, and how. */
 export interface ForeignKey {
+  name: string;
   table: string;
   references: string;
+  definition: string;
 }
 
 /** An index (or the constraint that owns it) that a full load drops and rebuilds. */
@@ -127,14 +129,15 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
     };
   });
 
-  const fkRows = await sql<{ table_schema: string; table_name: string; ref_schema: string; ref_name: string }[]>`
-    select tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name
+  const fkRows = await sql<{ name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[]>`
+    select c.conname as name, tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name,
+      pg_catalog.pg_get_constraintdef(c.oid) as definition
     from pg_catalog.pg_constraint c
     join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
     join pg_catalog.pg_class r on r.oid = c.confrelid join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
     where c.contype = 'f' and c.conparentid = 0 and t.relkind = 'r' and not t.relispartition
       and c.conrelid = any(${oids}::oid[]) and c.confrelid = any(${oids}::oid[])
-    order by 1, 2, 3, 4`;
+    order by 2, 3, 1`;
 
   // Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
   // partitioned index, and not the key any foreign key stands on (foreign keys stay).
@@ -166,7 +169,7 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
 
   return {
     tables,
-    foreignKeys: fkRows.map((f) => ({ table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name) })),
+    foreignKeys: fkRows.map((f) => ({ name: f.name, table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name), definition: f.definition })),
     indexes,
     sequences: sequenceRows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value })),
   };

@@ -3,8 +3,10 @@ import type { Catalog, Table } from "./catalog.ts";
 
 /**
  * Every difference between the active's and the standby's replicated tables that would make
- * a copy wrong: missing or extra tables and columns, column types, generated columns and
- * primary keys. An empty list means the copy may go ahead.
+ * a copy wrong: missing or extra tables and columns, column types, generated columns,
+ * primary keys, and the foreign keys between replicated tables (the standby's stay in place
+ * through a load unchecked, so they must be the active's, which the rows satisfy). An
+ * empty list means the copy may go ahead.
  *
  * @example
  * schemaDiff(active, standby) // ["public.orders: column note is missing on the standby"]
@@ -39,6 +41,24 @@ export function schemaDiff(active: Catalog, standby: Catalog): string[] {
     if (a.partition !== s.partition) diffs.push(`${name}: is ${a.partition ? "" : "not "}a partition on the active, ${s.partition ? "" : "not "}on the standby`);
   }
   for (const name of standbyTables.keys()) if (!activeTables.has(name)) diffs.push(`${name}: table exists only on the standby`);
+  diffs.push(...foreignKeyDiff(active, standby));
+  return diffs;
+}
+
+// Foreign keys compared by table and name, on the tables both sides replicate.
+function foreignKeyDiff(active: Catalog, standby: Catalog): string[] {
+  const labels = new Map([...active.tables, ...standby.tables].map((t) => [t.qualified, `${t.schema}.${t.name}`]));
+  const both = new Set(active.tables.map((t) => t.qualified).filter((q) => standby.tables.some((t) => t.qualified === q)));
+  const keyed = (c: Catalog) => new Map(c.foreignKeys.filter((fk) => both.has(fk.table) && both.has(fk.references)).map((fk) => [`${fk.table} ${fk.name}`, fk]));
+  const a = keyed(active);
+  const s = keyed(standby);
+  const diffs: string[] = [];
+  for (const [key, fk] of a) {
+    const other = s.get(key);
+    if (!other) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is missing on the standby`);
+    else if (other.definition !== fk.definition) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is ${fk.definition} on the active, ${other.definition} on the standby`);
+  }
+  for (const [key, fk] of s) if (!a.has(key)) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} exists only on the standby`);
   return diffs;
 }
 

@@ -122,6 +122,9 @@ describe("refusals", () => {
     await pair.secondary.admin`alter table public.projects add column extra text`;
     await pair.secondary.admin`alter table public.audit_log alter column message type varchar(50)`;
     await pair.secondary.admin`create table public.only_here (id int)`;
+    // A foreign key the active does not have: the standby's would stand unchecked over rows
+    // that need not satisfy it.
+    await pair.secondary.admin`alter table public.assignments add constraint assignments_lead_fkey foreign key (employee_id) references public.projects (id) not valid`;
     await addRows(pair);
     const before = await fingerprint(pair.secondary.admin);
     try {
@@ -132,7 +135,8 @@ describe("refusals", () => {
       assert.ok(diffs.includes("public.projects: column extra exists only on the standby"), diffs.join("\n"));
       assert.ok(diffs.includes("public.audit_log: column message is text on the active, character varying(50) on the standby"), diffs.join("\n"));
       assert.ok(diffs.includes("public.only_here: table exists only on the standby"), diffs.join("\n"));
-      assert.equal(diffs.length, 3);
+      assert.ok(diffs.includes("public.assignments: foreign key assignments_lead_fkey exists only on the standby"), diffs.join("\n"));
+      assert.equal(diffs.length, 4);
       const { only_here: _, ...after } = await fingerprint(pair.secondary.admin);
       const { only_here: __, ...was } = before;
       assert.deepEqual(after, was);
@@ -140,6 +144,7 @@ describe("refusals", () => {
       assert.equal(logs.events[0].kind, "backup.failed");
       assert.match(logs.events[0].message, /differ/);
     } finally {
+      await pair.secondary.admin`alter table public.assignments drop constraint assignments_lead_fkey`;
       await pair.secondary.admin`drop table public.only_here`;
       await pair.secondary.admin`alter table public.projects drop column extra`;
       await pair.secondary.admin`alter table public.audit_log alter column message type text`;
