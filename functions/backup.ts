@@ -67,8 +67,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
-  const sourceCatalog = await readCatalog(source.sql, settings.schemas);
-  const targetCatalog = await readCatalog(target.sql, settings.schemas);
+  const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
@@ -227,11 +226,11 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
 }
 
 async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
-  const position = (await readPosition(r.target.sql))!;
-  const [snap] = await r.source.sql<{ at: Date }[]>`select now() as at`;
-  const counter = await changeCounter(r.source, r.settings.schemas);
+  const [position, [snap], counter] = await Promise.all([
+    readPosition(r.target.sql), r.source.sql<{ at: Date }[]>`select now() as at`, changeCounter(r.source, r.settings.schemas),
+  ]);
   const result = await applyChanges({
-    source: r.source, target: r.target, stream: replicaStream(position),
+    source: r.source, target: r.target, stream: replicaStream(position!),
     tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
@@ -254,8 +253,8 @@ async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number;
 }
 
 async function requireReachable(ctx: BackupContext, source: Project, target: Project): Promise<void> {
-  for (const p of [target, source]) {
-    const down = await probe(p);
+  const probes = await Promise.all([target, source].map(async (p) => ({ p, down: await probe(p) })));
+  for (const { p, down } of probes) {
     if (down === null) continue;
     await ctx.events.record("error", "backup.unreachable", `backup from ${source.name} to ${target.name} cannot start: ${describeError(down)}`, { project: p.name });
     throw down;
