@@ -105,8 +105,9 @@ async function captureCost(server: TestServer): Promise<number> {
 
 async function main() {
   console.log(`# Spillway benchmark: ~${megabytes} MB dataset, PostgreSQL from ${systemBinDir()}`);
-  const primary = await startTestServer({ system: true });
-  const secondary = await startTestServer({ system: true });
+  // Durable as a hosted database is (fsync, synchronous commit, full-page writes on).
+  const primary = await startTestServer({ system: true, durable: true });
+  const secondary = await startTestServer({ system: true, durable: true });
   const servers = { primary, secondary };
   try {
     for (const s of [primary, secondary]) {

@@ -47,19 +47,21 @@ async function template(): Promise<string> {
 
 /**
  * Starts a fresh embedded Postgres 17 shaped like a Supabase project (see `startCluster`),
- * with a random password for the `postgres` role.
+ * with a random password for the `postgres` role. Unless `durable`, it does not wait for
+ * the disk (fsync, synchronous commit and full-page writes off), which the suites do not
+ * need.
  *
  * @example
  * const server = await startTestServer();
  */
-export async function startTestServer(options: { migrate?: boolean; system?: boolean; settings?: Record<string, string> } = {}): Promise<TestServer> {
+export async function startTestServer(options: { migrate?: boolean; system?: boolean; durable?: boolean; settings?: Record<string, string> } = {}): Promise<TestServer> {
   const parent = mkdtempSync(join(tmpdir(), "spillway-pg-"));
   chmodSync(parent, 0o755);
   const dir = join(parent, "data");
   if (!options.system) execFileSync("cp", ["-a", await template(), dir]);
   const password = `pw-${randomBytes(12).toString("hex")}`;
   const clusterOptions = {
-    dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: true,
+    dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: !options.durable,
     binDir: options.system ? systemBinDir() : undefined, settings: options.settings,
   };
   let cluster = await startCluster(clusterOptions);
