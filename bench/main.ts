@@ -5,6 +5,7 @@ import { spawn } from "node:child_process";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startTestServer, systemBinDir, type TestServer } from "../test/support/postgres.ts";
+import { loopUntilStopped } from "../test/support/writers.ts";
 import { writeFileSync } from "node:fs";
 import { SCHEMA, churn, fill, recentChurn } from "./dataset.ts";
 import type { LoadResult } from "./load.ts";
@@ -51,28 +52,15 @@ async function setStrategy(servers: TestServer[], strategy: "copy" | "fdw") {
 // Writes that keep going until stopped, each acknowledged one counted; a fenced write
 // (SPWFN) is expected during a switch and the writer moves on.
 function steadyWrites(url: string): { stop(): Promise<number> } {
-  const sql = postgres(url, { max: 2, onnotice: () => {} });
-  let stopped = false;
-  let acknowledged = 0;
-  const loop = async () => {
-    while (!stopped) {
-      try {
-        await sql`insert into public.events (user_id, kind, payload, at) values (1, 'bench', '{}', now())`;
-        acknowledged += 1;
-      } catch {
-        await new Promise((r) => setTimeout(r, 5));
-      }
+  return loopUntilStopped(url, 2, async (sql) => {
+    try {
+      await sql`insert into public.events (user_id, kind, payload, at) values (1, 'bench', '{}', now())`;
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 5));
+      return false;
     }
-  };
-  const loops = [loop(), loop()];
-  return {
-    async stop() {
-      stopped = true;
-      await Promise.all(loops);
-      await sql.end();
-      return acknowledged;
-    },
-  };
+  });
 }
 
 // Insert/update throughput of an app-like load (pgbench, 4 clients, 5 s), measured once

@@ -227,7 +227,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
 
 async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   const [position, [snap], counter] = await Promise.all([
-    readPosition(r.target.sql), r.source.sql<{ at: Date }[]>`select now() as at`, changeCounter(r.source, r.settings.schemas),
+    readPosition(r.target.sql), r.source.sql<{ at: Date }[]>`select now() as at`, changeCounter(r.source.sql, r.settings.schemas),
   ]);
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(position!),

@@ -1,5 +1,5 @@
 import { describeError } from "./errors.ts";
-import { onBoth, type Project, type Projects } from "./project.ts";
+import { onBoth, type Db, type Project, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
@@ -46,18 +46,19 @@ const HISTORY = 120;
  */
 export async function standbyLag(active: Project, run: Run, schemas: string[]): Promise<number | null> {
   if (!run.snapshotAt || run.source !== active.name) return null;
-  if (await changeCounter(active, schemas) === run.details.changeCounter) return 0;
+  if (await changeCounter(active.sql, schemas) === run.details.changeCounter) return 0;
   return Math.max(0, Math.round((Date.now() - Date.parse(run.snapshotAt)) / 1000));
 }
 
 /**
- * The row changes Postgres's statistics have counted on a project's replicated tables.
+ * The row changes Postgres's statistics have counted on a project's replicated tables
+ * (`sql` a project's connection or a transaction on it).
  *
  * @example
- * const before = await changeCounter(projects.primary, ["public"]);
+ * const before = await changeCounter(projects.primary.sql, ["public"]);
  */
-export async function changeCounter(project: Project, schemas: string[]): Promise<string> {
-  const [row] = await project.sql<{ counter: string }[]>`
+export async function changeCounter(sql: Db, schemas: string[]): Promise<string> {
+  const [row] = await sql<{ counter: string }[]>`
     select coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::text as counter
     from pg_catalog.pg_stat_user_tables s
     join pg_catalog.pg_class c on c.oid = s.relid

@@ -176,7 +176,7 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // made them equal and the fence kept it so): record that as its latest copy, so that a
 // failback does not need a backup first.
 async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
-  const counter = await changeCounter(projects[p.to], p.settings.schemas);
+  const counter = await changeCounter(projects[p.to].sql, p.settings.schemas);
   await projects[p.from].sql`
     insert into spillway.runs (id, kind, status, source, target, started_at, finished_at, duration_ms, snapshot_at, strategy, details)
     values (${crypto.randomUUID()}, 'full', 'succeeded', ${p.to}, ${p.from}, now(), now(), 0, now(), null,

@@ -7,6 +7,7 @@ import type { Project } from "../project.ts";
 import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Index, type Sequence, type Table } from "./catalog.ts";
 import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
 import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
+import { changeCounter } from "../status.ts";
 
 /** Where a running full load is. */
 export interface Progress {
@@ -81,9 +82,8 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
     const diffs = schemaDiff(catalog, input.targetCatalog);
     if (diffs.length > 0) throw schemaMismatch(diffs);
     const tables = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
-    const [snap] = await src<{ at: Date; counter: string; snapshot: string }[]>`
-      select now() as at, coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::text as counter, pg_catalog.pg_current_snapshot()::text as snapshot
-      from pg_catalog.pg_stat_user_tables where relid = any(${tables.map((t) => t.oid)}::oid[])`;
+    const [snap] = await src<{ at: Date; snapshot: string }[]>`select now() as at, pg_catalog.pg_current_snapshot()::text as snapshot`;
+    const counter = await changeCounter(src, input.schemas);
     const progress: Progress = { phase: "load", table: null, tablesDone: 0, tablesTotal: tables.length, rows: 0, bytes: 0 };
     input.onProgress({ ...progress });
 
@@ -136,7 +136,7 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
 
       const result: FullLoadResult = {
         tables: tables.length, rows: progress.rows, bytes: progress.bytes,
-        snapshotAt: snap!.at.toISOString(), changeCounter: snap!.counter, snapshot: foreign ? fdwSnapshot : snap!.snapshot, checksums, perTable,
+        snapshotAt: snap!.at.toISOString(), changeCounter: counter, snapshot: foreign ? fdwSnapshot : snap!.snapshot, checksums, perTable,
       };
       progress.phase = "commit";
       input.onProgress({ ...progress });

@@ -37,28 +37,21 @@ class Reader {
     return String.fromCharCode(this.u8());
   }
 
+  // Each reads at the current position and moves past what it read.
   i16(): number {
-    const v = this.buf.readInt16BE(this.at);
-    this.at += 2;
-    return v;
+    return this.buf.readInt16BE((this.at += 2) - 2);
   }
 
   i32(): number {
-    const v = this.buf.readInt32BE(this.at);
-    this.at += 4;
-    return v;
+    return this.buf.readInt32BE((this.at += 4) - 4);
   }
 
   u32(): number {
-    const v = this.buf.readUInt32BE(this.at);
-    this.at += 4;
-    return v;
+    return this.buf.readUInt32BE((this.at += 4) - 4);
   }
 
   u64(): bigint {
-    const v = this.buf.readBigUInt64BE(this.at);
-    this.at += 8;
-    return v;
+    return this.buf.readBigUInt64BE((this.at += 8) - 8);
   }
 
   str(): string {

@@ -48,7 +48,8 @@ export function schemaDiff(active: Catalog, standby: Catalog): string[] {
 // Foreign keys compared by table and name, on the tables both sides replicate.
 function foreignKeyDiff(active: Catalog, standby: Catalog): string[] {
   const labels = new Map([...active.tables, ...standby.tables].map((t) => [t.qualified, `${t.schema}.${t.name}`]));
-  const both = new Set(active.tables.map((t) => t.qualified).filter((q) => standby.tables.some((t) => t.qualified === q)));
+  const onStandby = new Set(standby.tables.map((t) => t.qualified));
+  const both = new Set(active.tables.map((t) => t.qualified).filter((q) => onStandby.has(q)));
   const keyed = (c: Catalog) => new Map(c.foreignKeys.filter((fk) => both.has(fk.table) && both.has(fk.references)).map((fk) => [`${fk.table} ${fk.name}`, fk]));
   const a = keyed(active);
   const s = keyed(standby);

@@ -1,15 +1,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { expireLease, testApp, type TestApp } from "../support/app.ts";
+import { testApp, type TestApp } from "../support/app.ts";
 import { moveMoney } from "../support/writers.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { fingerprint } from "../support/compare.ts";
-import { run } from "../support/process.ts";
+import { killBackupsAtRandom } from "../support/kills.ts";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
 let t: TestApp;
 const TOTAL = 100 * 1000;
@@ -42,22 +40,13 @@ async function backup(): Promise<any> {
 describe("a full backup killed at random moments", () => {
   test("the standby always holds a complete earlier copy, and the next backup completes", async () => {
     await backup();
-    const published = new Set([JSON.stringify(await fingerprint(pair.secondary.admin))]);
-    let kills = 0;
-    for (let round = 0; round < 6; round++) {
-      await pair.primary.admin`update public.bulk set n = n + 1 where id % 10 = ${round}`;
-      await pair.primary.admin`insert into public.accounts (owner, balance) values (${`round ${round}`}, 0)`;
-      const expected = JSON.stringify(await fingerprint(pair.primary.admin));
-      const child = run(process.execPath, ["--import", "tsx", "test/support/backup-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, root);
-      await new Promise((r) => setTimeout(r, 300 + Math.random() * 2500));
-      child.signalGroup("SIGKILL");
-      await child.exited;
-      kills += 1;
-      const now = JSON.stringify(await fingerprint(pair.secondary.admin));
-      assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
-      published.add(expected);
-      await expireLease(pair);
-    }
+    const kills = await killBackupsAtRandom(pair, {
+      rounds: 6, maxDelayMs: 2800,
+      change: async (round) => {
+        await pair.primary.admin`update public.bulk set n = n + 1 where id % 10 = ${round}`;
+        await pair.primary.admin`insert into public.accounts (owner, balance) values (${`round ${round}`}, 0)`;
+      },
+    });
     assert.equal(kills, 6);
     const last = await backup();
     assert.equal(last.status, "succeeded");

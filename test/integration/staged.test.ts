@@ -1,15 +1,13 @@
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { fileURLToPath } from "node:url";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { expireLease, testApp, type TestApp } from "../support/app.ts";
+import { testApp, type TestApp } from "../support/app.ts";
 import { moveMoney } from "../support/writers.ts";
 import { addRows, loadFixture } from "../support/fixture.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
-import { run } from "../support/process.ts";
+import { killBackupsAtRandom } from "../support/kills.ts";
 import { runBackup } from "../../functions/backup.ts";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
 let t: TestApp;
 const TOTAL = 100 * 1000;
@@ -89,22 +87,13 @@ describe("a full backup too long for one call", () => {
   });
 
   test("killed at random moments, the standby holds a complete copy, and the staged copy finishes", async () => {
-    const published = new Set([JSON.stringify(await fingerprint(pair.secondary.admin))]);
-    let kills = 0;
-    for (let round = 0; round < 5; round++) {
-      await pair.primary.admin`update public.accounts set owner = owner || '.' where id % 5 = ${round}`;
-      await addRows(pair);
-      const expected = JSON.stringify(await fingerprint(pair.primary.admin));
-      const child = run(process.execPath, ["--import", "tsx", "test/support/backup-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, STAGED: "1" }, root);
-      await new Promise((r) => setTimeout(r, 300 + Math.random() * 2000));
-      child.signalGroup("SIGKILL");
-      await child.exited;
-      kills += 1;
-      const now = JSON.stringify(await fingerprint(pair.secondary.admin));
-      assert.ok(published.has(now) || now === expected, `round ${round}: the standby holds neither an earlier copy nor the new one`);
-      published.add(expected);
-      await expireLease(pair);
-    }
+    const kills = await killBackupsAtRandom(pair, {
+      rounds: 5, maxDelayMs: 2300, env: { STAGED: "1" },
+      change: async (round) => {
+        await pair.primary.admin`update public.accounts set owner = owner || '.' where id % 5 = ${round}`;
+        await addRows(pair);
+      },
+    });
     assert.equal(kills, 5);
     let last = await step();
     for (let i = 0; i < 40 && last.status === "running"; i++) last = await step();

@@ -80,29 +80,41 @@ grant insert, select on public.items to authenticated;
  * const transfers = await movers.stop();
  */
 export function moveMoney(url: string, ids: number[], options: { audit?: boolean } = {}): { stop(): Promise<number> } {
-  const app = postgres(url, { max: 4, onnotice: () => {} });
+  return loopUntilStopped(url, 3, async (app) => {
+    const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
+    if (a === b) return false;
+    await app.begin(async (tx) => {
+      await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
+      const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
+      if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
+      if (options.audit) await tx`insert into public.audit_log (message) values (${`moved 7 from ${a} to ${b}`})`;
+    });
+    return true;
+  });
+}
+
+/**
+ * Runs `step` in `loops` concurrent loops on one pool for `url` until `stop()`, which waits
+ * for the loops, closes the pool and answers how many steps counted (returned true).
+ *
+ * @example
+ * const inserts = loopUntilStopped(url, 2, async (sql) => (await sql`insert into t default values`, true));
+ * const n = await inserts.stop();
+ */
+export function loopUntilStopped(url: string, loops: number, step: (sql: Sql) => Promise<boolean>): { stop(): Promise<number> } {
+  const sql = postgres(url, { max: loops + 1, onnotice: () => {} });
   let stopped = false;
-  let transfers = 0;
-  const mover = async () => {
-    while (!stopped) {
-      const [a, b] = [ids[Math.floor(Math.random() * ids.length)]!, ids[Math.floor(Math.random() * ids.length)]!];
-      if (a === b) continue;
-      await app.begin(async (tx) => {
-        await tx`select id from public.accounts where id in (${a}, ${b}) order by id for update`;
-        const [row] = await tx`update public.accounts set balance = balance - 7 where id = ${a} and balance >= 7 returning id`;
-        if (row) await tx`update public.accounts set balance = balance + 7 where id = ${b}`;
-        if (options.audit) await tx`insert into public.audit_log (message) values (${`moved 7 from ${a} to ${b}`})`;
-      });
-      transfers += 1;
-    }
+  let counted = 0;
+  const loop = async () => {
+    while (!stopped) if (await step(sql)) counted += 1;
   };
-  const movers = [mover(), mover(), mover()];
+  const running = Array.from({ length: loops }, loop);
   return {
     async stop() {
       stopped = true;
-      await Promise.all(movers);
-      await app.end();
-      return transfers;
+      await Promise.all(running);
+      await sql.end();
+      return counted;
     },
   };
 }
