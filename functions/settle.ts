@@ -1,5 +1,6 @@
 import type { EventLog } from "./events.ts";
-import { onProject, type Projects } from "./project.ts";
+import type { Projects } from "./project.ts";
+import { liftFence, writePublished } from "./fence.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import { readStates } from "./state.ts";
 
@@ -26,25 +27,21 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
     const copy = copies[name];
     if (!copy.ok || copy.value.epoch >= winner.epoch) continue;
     const fenced = name !== winner.active;
-    await onProject(projects[name], (sql) => sql.begin(async (tx) => {
-      await tx`
-        update spillway.state set active = ${winner.active}, epoch = ${winner.epoch}, since = ${winner.since},
-          fenced = ${fenced}, fenced_for = ${fenced ? winner.active : null}, fenced_epoch = ${fenced ? winner.epoch : null},
-          phase = 'normal', updated_at = now()
-        where id and epoch < ${winner.epoch}`;
-      await tx`update public.spillway_active set active = ${winner.active}, epoch = ${winner.epoch}, since = ${winner.since} where id and epoch < ${winner.epoch}`;
-    }));
+    await writePublished(projects[name], { to: winner.active, epoch: winner.epoch, since: winner.since });
     out.propagated.push(name);
     await events.record("warn", "state.propagated", `${name} still had epoch ${copy.value.epoch}; it now has epoch ${winner.epoch} (active ${winner.active})${fenced ? " and is fenced" : ""}`, { project: name });
   }
   const active = copies[winner.active];
+  const other = copies[winner.standby];
   if (active.ok && active.value.fenced && active.value.epoch === winner.epoch) {
-    // Only at the winner's epoch: a switch that published a newer epoch meanwhile wins.
-    const rows = await onProject(projects[winner.active], (sql) => sql`
-      update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
-      where id and fenced and epoch = ${winner.epoch} and active = ${winner.active}
-      returning 1`);
-    if (rows.length === 1) {
+    // Unfenced only while the other project answers with no newer epoch: a switch that
+    // published there before it was interrupted made that project the active one.
+    if (!other.ok) {
+      await events.record("warn", "switch.unsettled", `a switch away from ${winner.active} was interrupted and ${winner.standby} cannot be read: ${winner.active} stays fenced until it can be told whether ${winner.standby} was published`, { project: winner.active });
+      return out;
+    }
+    const unfenced = await liftFence(projects[winner.active], { from: winner.active, epoch: winner.epoch });
+    if (unfenced) {
       out.unfenced = winner.active;
       await events.record("warn", "switch.rolled_back", `a switch away from ${winner.active} was interrupted before it published; ${winner.active} is unfenced and stays active (epoch ${winner.epoch})`, { project: winner.active });
     }

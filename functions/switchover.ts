@@ -4,7 +4,8 @@ import { renewLease, takeLease, type Lease } from "./lease.ts";
 import { onProject, probe, type Project, type Projects } from "./project.ts";
 import { other, type ProjectName } from "./names.ts";
 import { readSettings, type Settings } from "./settings.ts";
-import { readActive } from "./state.ts";
+import { readActive, readProjectState } from "./state.ts";
+import { ensureFence, fence, liftFence, writePublished } from "./fence.ts";
 import { latestRun, type Run } from "./runs.ts";
 import { measure } from "./usage.ts";
 import { runBackup } from "./backup.ts";
@@ -44,7 +45,6 @@ interface Context {
 const LEASE_SECONDS = 120;
 /** How long an operator's request waits for a running tick to give the lease back. */
 const OPERATOR_WAIT_MS = 10_000;
-const IN_FLIGHT_WAIT_MS = 10_000;
 
 /**
  * Switches the active project: fence the active (app writes fail at once with SQLSTATE
@@ -116,40 +116,40 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     return { from, to, epoch, durationMs: Date.now() - started, writesBlockedMs: 0, dataLossSince: lastBackup.snapshotAt };
   }
 
-  await onProject(source, (sql) => sql.begin(async (tx) => {
-    await tx`set local lock_timeout = '5s'`;
-    await tx`select spillway.ensure_fence(${settings.schemas})`;
-  }));
+  await ensureFence(source, settings.schemas);
   // Catch up while apps still write, so that the catch-up behind the fence is a short one.
   await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
-  const fenced = await source.sql`
-    update spillway.state set fenced = true, fenced_for = ${to}, fenced_epoch = ${epoch}, updated_at = now()
-    where id and active = ${from} and epoch = ${state.epoch} returning 1`;
-  if (fenced.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
-  await events.record("info", "switch.fenced", `${from} is fenced: app writes now fail until ${to} is active`, { project: from });
+  await fence(source, { from, epoch: state.epoch });
+  await events.record("info", "switch.fenced", `${from} is fenced: app writes wait until the new active project is published`, { project: from });
   await ctx.hooks?.step("fenced");
 
-  let run: Run;
+  let run: Run | undefined;
   let newSlot: string | null = null;
+  let publishing = false;
   try {
-    await waitForInFlight(source, fencedAt);
     run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
     await ctx.hooks?.step("caught-up");
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.
     newSlot = await startReverseCapture(projects, { from, to, settings });
-    await publish(projects, { from, to, epoch, sourceReachable: true, lease, hooks: ctx.hooks });
+    publishing = true;
+    await publish(projects, { from, to, oldEpoch: state.epoch, epoch, sourceReachable: true, lease, hooks: ctx.hooks });
     await ctx.hooks?.step("published");
   } catch (e) {
-    // Nothing was published: the old active is still the active one; lift its fence.
-    await onProject(source, (sql) => sql`
-      update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
-      where id and active = ${from} and epoch = ${state.epoch}`).catch(() => undefined);
-    if (newSlot) await dropSlot(target, newSlot).catch(() => undefined);
-    await events.record("error", "switch.failed", `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`, { project: to });
-    throw e;
+    const outcome = publishing ? await afterFailedPublish(projects, { from, to, oldEpoch: state.epoch, epoch }) : "unpublished";
+    if (outcome === "unpublished") {
+      await liftFence(source, { from, epoch: state.epoch }).catch(() => undefined);
+      if (newSlot) await dropSlot(target, newSlot).catch(() => undefined);
+      await events.record("error", "switch.failed", `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`, { project: to });
+      throw e;
+    }
+    if (outcome === "unknown") {
+      await events.record("error", "switch.failed", `switch from ${from} to ${to} failed while publishing, and ${to} cannot be read: ${from} stays fenced until ${to} answers (the next tick settles it): ${describeError(e)}`, { project: to });
+      throw e;
+    }
+    await events.record("warn", "switch.published_after_error", `${to} was published as the active project before an error (${describeError(e)}); the switch was completed: ${from} stays fenced`, { project: to });
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
@@ -158,8 +158,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   // A full backup staged on the new active has nothing left to feed.
   await discardStaging(target).catch(() => undefined);
   const durationMs = Date.now() - started;
-  await events.record("info", "switch.completed", `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run.rows} rows`, {
-    project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run.id },
+  await events.record("info", "switch.completed", `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run?.rows ?? 0} rows`, {
+    project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run?.id ?? null },
   });
   return { from, to, epoch, durationMs, writesBlockedMs };
 }
@@ -201,49 +201,19 @@ async function usageAfterSwitch(source: Project, target: Project, settings: Sett
   return (m.usedBytes + Math.max(0, sourceBytes - targetBytes)) / settings.quotaBytes[target.name];
 }
 
-// Transactions that had written before the fence may still commit: wait for them, then end
-// them if they outlast the wait. A write acknowledged after the catch-up would be lost.
-async function waitForInFlight(source: Project, fencedAt: number): Promise<void> {
-  const open = () => source.sql<{ pid: number }[]>`
-    select pid from pg_catalog.pg_stat_activity
-    where datname = current_database() and pid <> pg_catalog.pg_backend_pid()
-      and backend_xid is not null and xact_start < ${new Date(fencedAt)}`;
-  const deadline = Date.now() + IN_FLIGHT_WAIT_MS;
-  let pids = await open();
-  while (pids.length > 0 && Date.now() < deadline) {
-    await new Promise((r) => setTimeout(r, 50));
-    pids = await open();
-  }
-  if (pids.length === 0) return;
-  for (const { pid } of pids) await source.sql`select pg_catalog.pg_terminate_backend(${pid})`.catch(() => undefined);
-  await new Promise((r) => setTimeout(r, 200));
-  if ((await open()).length > 0) {
-    throw new SpillwayError("BUSY", 409, `transactions on ${source.name} were still open ${IN_FLIGHT_WAIT_MS / 1000} s after the fence and could not be ended`);
-  }
-}
-
 // Publishes the new state: the target first, then the old active, whose state row is locked
-// (and checked to be still fenced by us) before the target is touched, so that nothing can
-// unfence it in between.
-async function publish(projects: Projects, p: { from: ProjectName; to: ProjectName; epoch: number; sourceReachable: boolean; lease: Lease; hooks?: Context["hooks"] }): Promise<void> {
-  const writeTarget = async () => {
-    await onProject(projects[p.to], (sql) => sql.begin(async (tx) => {
-      await tx`
-        update spillway.state set active = ${p.to}, epoch = ${p.epoch}, fenced = false, fenced_for = null, fenced_epoch = null,
-          phase = 'normal', since = now(), updated_at = now()
-        where id and epoch < ${p.epoch}`;
-      await tx`update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = now() where id`;
-    }));
-  };
-  if (!p.sourceReachable) return await writeTarget();
-  await onProject(projects[p.from], (sql) => sql.begin(async (tx) => {
-    const [row] = await tx<{ fenced: boolean; fenced_epoch: string | null; holder: string | null }[]>`
-      select s.fenced, s.fenced_epoch::text, l.holder from spillway.state s cross join spillway.lease l
+// (and checked to be still fenced by this switch) before the target is touched, so that
+// nothing can unfence it in between.
+async function publish(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch?: number; epoch: number; sourceReachable: boolean; lease: Lease; hooks?: Context["hooks"] }): Promise<void> {
+  if (!p.sourceReachable) return await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
+  await onProject(projects[p.from], (sql) => sql.begin("read write", async (tx) => {
+    const [row] = await tx<{ fenced: boolean; active: string; epoch: string; fenced_for: string | null; holder: string | null }[]>`
+      select s.fenced, s.active, s.epoch::text, s.fenced_for, l.holder from spillway.state s cross join spillway.lease l
       where s.id and l.id for update of s`;
-    if (!row?.fenced || Number(row.fenced_epoch) !== p.epoch || row.holder !== p.lease.holder) {
+    if (!row?.fenced || row.active !== p.from || Number(row.epoch) !== p.oldEpoch || row.fenced_for !== null || row.holder !== p.lease.holder) {
       throw new SpillwayError("BUSY", 409, `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`);
     }
-    await writeTarget();
+    await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
     await p.hooks?.step("published-target");
     await tx`
       update spillway.state set active = ${p.to}, epoch = ${p.epoch}, fenced = true, fenced_for = ${p.to}, fenced_epoch = ${p.epoch},
@@ -251,4 +221,19 @@ async function publish(projects: Projects, p: { from: ProjectName; to: ProjectNa
       where id`;
     await tx`update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = now() where id`;
   }));
+}
+
+// A failure while publishing: once the target holds the new epoch, the switch has happened
+// (apps may already write there), so the old active must stay fenced and learn the new
+// state; only when the target is known not to have it may the old active be unfenced.
+async function afterFailedPublish(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number }): Promise<"published" | "unpublished" | "unknown"> {
+  let target;
+  try {
+    target = await readProjectState(projects[p.to].sql);
+  } catch {
+    return "unknown";
+  }
+  if (target.epoch < p.epoch) return "unpublished";
+  await writePublished(projects[p.from], { to: p.to, epoch: p.epoch, since: target.since }).catch(() => undefined);
+  return "published";
 }

@@ -11,6 +11,7 @@ import { latestRun } from "./runs.ts";
 import { runBackup } from "./backup.ts";
 import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
+import { ensureFence } from "./fence.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
 import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
@@ -60,6 +61,9 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
+  // Tables an app's migration created since the last tick get the fence trigger (where the
+  // event trigger that does it at once could not be installed).
+  await onBoth(projects, (p) => ensureFence(p, settings.schemas));
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);

@@ -21,6 +21,12 @@ export const CANONICAL_SETTINGS = [
 ];
 
 /**
+ * Marks a transaction as one of Spillway's loads: the fence guard lets it write on a fenced
+ * project (only for members of the role that owns schema `spillway`).
+ */
+export const LOAD_MARK = "set local spillway.writer = 'load'";
+
+/**
  * Sets `CANONICAL_SETTINGS`, then any `extra` `set local` statements (which may override
  * them), in one round trip.
  *

@@ -5,7 +5,7 @@ import type { Db as Sql } from "../project.ts";
 import { SpillwayError } from "../errors.ts";
 import type { Project } from "../project.ts";
 import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Index, type Sequence, type Table } from "./catalog.ts";
-import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
+import { canonical, LOAD_MARK, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
 import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
 import { changeCounter } from "../status.ts";
 
@@ -152,6 +152,8 @@ const LOAD_SETTINGS = [
   // it is loaded. Its foreign keys stay in place and need no check afterwards: every row
   // comes from one consistent snapshot of the active, where they held.
   "set local session_replication_role = replica",
+  // The fence trigger fires in replica mode too; this mark lets Spillway's own loads through.
+  LOAD_MARK,
   "set local lock_timeout = '30s'",
   // Index rebuilds after the load sort in memory rather than on disk.
   "set local maintenance_work_mem = '128MB'",

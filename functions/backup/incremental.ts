@@ -1,7 +1,7 @@
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
 import type { Table } from "./catalog.ts";
-import { canonical } from "./checksum.ts";
+import { canonical, LOAD_MARK } from "./checksum.ts";
 import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
 import { BatchWriter, type Change, type Relation } from "./batch.ts";
 
@@ -214,7 +214,7 @@ export async function applyChanges(input: {
     let batchBytes = 0;
     await target.sql.begin(async (tx) => {
       // A batch touches few rows of large tables: find each by its key, never by scanning.
-      await canonical(tx, "set local session_replication_role = replica", "set local enable_hashjoin = off", "set local enable_mergejoin = off", "set local enable_seqscan = off");
+      await canonical(tx, "set local session_replication_role = replica", LOAD_MARK, "set local enable_hashjoin = off", "set local enable_mergejoin = off", "set local enable_seqscan = off");
       const writer = new BatchWriter(tx, input.tables);
       let current: { xid: number; ops: Message[] } | null = null;
       for (const { data } of changes) {

@@ -1,0 +1,111 @@
+import { SpillwayError } from "./errors.ts";
+import { onProject, type Project } from "./project.ts";
+import type { ProjectName } from "./names.ts";
+
+/** SQLSTATE of `lock_timeout` expiring (Postgres's lock_not_available). */
+const LOCK_NOT_AVAILABLE = "55P03";
+
+/** How long the fence waits for writers that passed the guard before it ends them. */
+export const IN_FLIGHT_WAIT_MS = 10_000;
+/** How long it waits once more after ending them. */
+const AFTER_END_WAIT_MS = 5_000;
+
+/**
+ * Puts the fence trigger on every table of `schemas` (and of Supabase Auth's schema where it
+ * is carried), and on their leaf partitions wherever they live, that lacks it. Spillway
+ * calls it before a switch and on every tick, so that a table an app's migration created
+ * since is guarded too (where the event trigger could not be installed).
+ *
+ * @example
+ * await ensureFence(projects.primary, settings.schemas);
+ */
+export async function ensureFence(project: Project, schemas: string[]): Promise<number> {
+  return await onProject(project, (sql) => sql.begin("read write", async (tx) => {
+    await tx`set local lock_timeout = '5s'`;
+    const [row] = await tx<{ added: number }[]>`
+      select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s)) as added`;
+    return row?.added ?? 0;
+  }));
+}
+
+/**
+ * Fences `from`, the active project at `epoch`: once this returns, app writes there fail
+ * with SQLSTATE SPWFN ("the active project is being chosen") and every transaction that
+ * wrote before has ended, so a catch-up started now reads all of them. The exclusive lock
+ * on `spillway.state` waits for the writers holding the guard's share lock and queues new
+ * ones behind it; writers still open after `IN_FLIGHT_WAIT_MS` are ended (their writes
+ * were never acknowledged). The new active is named only when it is published.
+ *
+ * @example
+ * await fence(projects.primary, { from: "primary", epoch: 1 });
+ */
+export async function fence(source: Project, p: { from: ProjectName; epoch: number }): Promise<void> {
+  for (const wait of [IN_FLIGHT_WAIT_MS, AFTER_END_WAIT_MS]) {
+    try {
+      const rows = await onProject(source, (sql) => sql.begin("read write", async (tx) => {
+        await tx`select pg_catalog.set_config('lock_timeout', ${`${wait}ms`}, true)`;
+        await tx`lock table spillway.state in exclusive mode`;
+        return await tx`
+          update spillway.state set fenced = true, fenced_for = null, fenced_epoch = null, updated_at = now()
+          where id and active = ${p.from} and epoch = ${p.epoch} and not fenced
+          returning 1`;
+      }));
+      if (rows.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
+      return;
+    } catch (e) {
+      if ((e as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw e;
+      if (wait === AFTER_END_WAIT_MS) break;
+      await endWriters(source);
+    }
+  }
+  throw new SpillwayError("BUSY", 409, `transactions on ${source.name} were still open ${(IN_FLIGHT_WAIT_MS + AFTER_END_WAIT_MS) / 1000} s after the switch began fencing, and could not be ended; nothing was fenced`);
+}
+
+// The writers that passed the guard hold a share lock on the state row until they end.
+async function endWriters(source: Project): Promise<void> {
+  const holders = await onProject(source, (sql) => sql<{ pid: number }[]>`
+    select distinct l.pid
+    from pg_catalog.pg_locks l
+    where l.locktype = 'relation' and l.relation = 'spillway.state'::regclass and l.granted
+      and l.mode = 'RowShareLock' and l.pid <> pg_catalog.pg_backend_pid()`).catch(() => []);
+  for (const { pid } of holders) {
+    // A writer of a role this one may not signal stays; the second wait then fails the fence.
+    await source.sql`select pg_catalog.pg_terminate_backend(${pid})`.catch(() => undefined);
+  }
+}
+
+/**
+ * Lifts the fence a switch put on `from` at `epoch`, when nothing was published: `from` is
+ * still the active project. Does nothing when the state moved on.
+ *
+ * @example
+ * await liftFence(projects.primary, { from: "primary", epoch: 1 });
+ */
+export async function liftFence(source: Project, p: { from: ProjectName; epoch: number }): Promise<boolean> {
+  const rows = await onProject(source, (sql) => sql.begin("read write", (tx) => tx`
+    update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
+    where id and fenced and active = ${p.from} and epoch = ${p.epoch}
+    returning 1`));
+  return rows.length === 1;
+}
+
+/**
+ * Writes a published switch into `project`'s copy of the state: `to` is active at `epoch`;
+ * `project` is fenced, naming it, unless it is `to` itself. Only moves the epoch forward.
+ *
+ * @example
+ * await writePublished(projects.primary, { to: "secondary", epoch: 2 });
+ */
+export async function writePublished(project: Project, p: { to: ProjectName; epoch: number; since?: string }): Promise<void> {
+  const fenced = project.name !== p.to;
+  await onProject(project, (sql) => sql.begin("read write", async (tx) => {
+    await tx`
+      update spillway.state set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now()),
+        fenced = ${fenced}, fenced_for = ${fenced ? p.to : null}, fenced_epoch = ${fenced ? p.epoch : null},
+        phase = 'normal', updated_at = now()
+      where id and epoch < ${p.epoch}`;
+    await tx`
+      update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now())
+      where id and epoch < ${p.epoch}`;
+  }));
+}
