@@ -14,6 +14,12 @@ export interface ActiveClientOptions {
   cacheTtlMs?: number;
   /** How long one look-up may take, in ms (default 5 000). */
   timeoutMs?: number;
+  /**
+   * How long a Data API write refused by the fence is held while a switch is under way,
+   * in ms (default 10 000). It is sent to the new active project once that is published;
+   * only a switch that outlasts this surfaces the fence error.
+   */
+  switchWaitMs?: number;
   fetch?: typeof fetch;
   /** Passed to `createClient` for both projects (each keeps its own auth storage key). */
   clientOptions?: SupabaseClientOptions<"public">;
@@ -49,8 +55,9 @@ const listeners = new Set<(event: SwitchEvent) => void>();
 
 /**
  * Resolves to a supabase-js client for the active project. The answer is cached for
- * `cacheTtlMs`; a Data API call that fails with Spillway's fence error (SQLSTATE SPWFN)
- * makes it look again at once and retries that one call on the new active project.
+ * `cacheTtlMs`; a Data API call that fails with Spillway's fence error (SQLSTATE SPWFN) is
+ * held while the switch is under way (up to `switchWaitMs`) and then sent to the project
+ * that was published as the new active one.
  *
  * @example
  * const supabase = await getActiveClient({ projects: { primary: { url, anonKey }, secondary: { url: url2, anonKey: key2 } } });
@@ -60,6 +67,29 @@ export async function getActiveClient(options: ActiveClientOptions): Promise<Sup
   const resolver = resolverFor(options);
   const name = await resolveActive(resolver, false);
   return clientFor(resolver, name);
+}
+
+/**
+ * Returns one supabase-js client, at once, whose every Data API, Auth, Storage and
+ * Functions request goes to the project that is active when it is sent: an app replaces
+ * `createClient(url, key)` with it and changes nothing else. Which project is active is
+ * looked up as for `getActiveClient` (cached for `cacheTtlMs`); writes refused by the fence
+ * during a switch are held and sent to the new active. Realtime channels stay on the
+ * primary's URL. Auth: sign-in and sign-up go to the active project; a session from one
+ * project is only valid on the other when both share a JWT secret (see `onSwitch`).
+ *
+ * @example
+ * const supabase = createSpillwayClient({ projects: { primary: { url, anonKey }, secondary: { url: url2, anonKey: key2 } } });
+ * await supabase.from("todos").insert({ title: "milk" });
+ */
+export function createSpillwayClient(options: ActiveClientOptions): SupabaseClient {
+  const resolver = resolverFor(options);
+  const home = options.projects.primary;
+  const userOptions = options.clientOptions ?? {};
+  return createClient(home.url, home.anonKey, {
+    ...userOptions,
+    global: { ...userOptions.global, fetch: routedFetch(resolver, "primary", true) },
+  });
 }
 
 /**
@@ -75,7 +105,7 @@ export function onSwitch(callback: (event: SwitchEvent) => void): () => void {
 }
 
 function resolverFor(options: ActiveClientOptions): Resolver {
-  const key = JSON.stringify([options.projects, options.statusUrl ?? null]);
+  const key = JSON.stringify([options.projects, options.statusUrl ?? null, options.cacheTtlMs, options.timeoutMs, options.switchWaitMs]);
   let r = resolvers.get(key);
   if (!r) {
     r = { options, clients: {}, active: null, pending: null };
@@ -161,41 +191,64 @@ function clientFor(r: Resolver, name: ProjectName): SupabaseClient {
   const client = createClient(p.url, p.anonKey, {
     ...userOptions,
     auth: { ...userOptions.auth, storageKey: `sb-spillway-${name}-auth` },
-    global: { ...userOptions.global, fetch: fencedFetch(r, name) },
+    global: { ...userOptions.global, fetch: routedFetch(r, name, false) },
   });
   r.clients[name] = client;
   return client;
 }
 
-// The fence refuses a write before it runs, so a Data API call refused by it changed
-// nothing and may be sent once more, to the project that is active now. Other failures are
-// not retried: the call may have taken effect.
-function fencedFetch(r: Resolver, name: ProjectName): typeof fetch {
+/** How often a held write asks again whether the switch has been published. */
+const HOLD_POLL_MS = 150;
+
+// Requests are built for project `origin`; with `follow` each goes to the project active at
+// the time. The fence refuses a write before it runs, so a Data API call refused by it
+// changed nothing and may be sent again: while the switch is under way ("being chosen") it
+// is held, then sent to the project published as active. Other failures are not retried:
+// the call may have taken effect.
+function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof fetch {
   const base = r.options.fetch ?? fetch;
   return async (input, init) => {
     const request = new Request(input, init);
     const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.clone().arrayBuffer();
-    const response = await base(request);
-    if (response.ok || !request.url.includes("/rest/v1/")) return response;
-    const error = (await response.clone().json().catch(() => null)) as { code?: string; message?: string } | null;
-    if (error?.code !== FENCE_CODE) return response;
-    // The fence names the project apps must use now; the look-up confirms it otherwise.
-    const named = /the active project is (primary|secondary) \(epoch (\d+)\)/.exec(error.message ?? "");
-    if (named && named[1] !== name && (!r.active || Number(named[2]) > r.active.epoch)) {
-      const previous = r.active;
-      r.active = { name: named[1] as ProjectName, epoch: Number(named[2]), at: Date.now() };
-      for (const l of listeners) l({ from: previous?.name ?? name, to: r.active.name, epoch: r.active.epoch });
+    const sendTo = (name: ProjectName) => name === origin ? base(request.clone()) : base(...rewrite(r, request, body, origin, name));
+    let current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
+    let response = await sendTo(current);
+    if (response.ok || !new URL(request.url).pathname.includes("/rest/v1/")) return response;
+    const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
+    for (;;) {
+      const error = (await response.clone().json().catch(() => null)) as { code?: string; message?: string } | null;
+      if (error?.code !== FENCE_CODE) return response;
+      const named = adoptNamed(r, current, error.message ?? "");
+      if (Date.now() >= deadline) return response;
+      if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
+      current = named ?? await resolveActive(r, true).catch(() => current);
+      response = await sendTo(current);
     }
-    const now = r.active && r.active.name !== name ? r.active.name : await resolveActive(r, true).catch(() => name);
-    if (now === name) return response;
-    const target = r.options.projects[now];
-    const fromPath = new URL(r.options.projects[name].url).pathname.replace(/\/+$/, "");
-    const url = new URL(request.url);
-    const retried = target.url.replace(/\/+$/, "") + url.pathname.slice(fromPath.length) + url.search;
-    const headers = new Headers(request.headers);
-    const session = await clientFor(r, now).auth.getSession().catch(() => null);
-    headers.set("apikey", target.anonKey);
-    headers.set("Authorization", `Bearer ${session?.data.session?.access_token ?? target.anonKey}`);
-    return await base(retried, { method: request.method, headers, body });
   };
+}
+
+// The fence names the new active project once it is published: trust that (a higher epoch
+// than known) without waiting for the next look-up.
+function adoptNamed(r: Resolver, refusedBy: ProjectName, message: string): ProjectName | null {
+  const named = /the active project is (primary|secondary) \(epoch (\d+)\)/.exec(message);
+  if (!named || named[1] === refusedBy) return null;
+  const epoch = Number(named[2]);
+  if (r.active && epoch <= r.active.epoch) return r.active.name === refusedBy ? null : r.active.name;
+  const previous = r.active;
+  r.active = { name: named[1] as ProjectName, epoch, at: Date.now() };
+  for (const l of listeners) l({ from: previous?.name ?? refusedBy, to: r.active.name, epoch });
+  return r.active.name;
+}
+
+// The same request for another project: its URL, its anon key where the request carried
+// the origin's, and the caller's own session token otherwise.
+function rewrite(r: Resolver, request: Request, body: ArrayBuffer | undefined, origin: ProjectName, name: ProjectName): [string, RequestInit] {
+  const from = r.options.projects[origin];
+  const to = r.options.projects[name];
+  const fromBase = from.url.replace(/\/+$/, "");
+  const url = request.url.startsWith(fromBase) ? to.url.replace(/\/+$/, "") + request.url.slice(fromBase.length) : request.url;
+  const headers = new Headers(request.headers);
+  if (headers.get("apikey") === from.anonKey) headers.set("apikey", to.anonKey);
+  if (headers.get("Authorization") === `Bearer ${from.anonKey}`) headers.set("Authorization", `Bearer ${to.anonKey}`);
+  return [url, { method: request.method, headers, body }];
 }

@@ -96,8 +96,13 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
     select c.oid::int8 as oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
     from pg_catalog.pg_class c
     join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = any(${schemas}) and c.relkind = 'r'
+    where c.relkind = 'r'
       and not (n.nspname = 'public' and c.relname = 'spillway_active')
+      -- A leaf partition belongs to its root table's schema, wherever it lives itself: rows
+      -- written to a replicated table may land in it.
+      and (n.nspname = any(${schemas}) or (c.relispartition and exists (
+        select 1 from pg_catalog.pg_class r join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+        where r.oid = pg_catalog.pg_partition_root(c.oid) and rn.nspname = any(${schemas}))))
     order by n.nspname, c.relname`;
   const oids = tableRows.map((t) => Number(t.oid));
 
