@@ -109,7 +109,10 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
     result.error = events.redact(describeError(e));
   }
   if (!result.switch) {
-    await onProject(projects[winner.active], (sql) => sql`update spillway.state set phase = ${decision.phase} where id and epoch = ${winner.epoch}`).catch(() => undefined);
+    // Only a change is written: every new version of the state row fails the next write of
+    // a REPEATABLE READ transaction that began before it (the fence guard locks the row).
+    await onProject(projects[winner.active], (sql) => sql.begin("read write", (tx) => tx`
+      update spillway.state set phase = ${decision.phase} where id and epoch = ${winner.epoch} and phase is distinct from ${decision.phase}`)).catch(() => undefined);
   }
   return result;
 }
