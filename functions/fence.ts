@@ -4,6 +4,8 @@ import type { ProjectName } from "./names.ts";
 
 /** SQLSTATE of `lock_timeout` expiring (Postgres's lock_not_available). */
 const LOCK_NOT_AVAILABLE = "55P03";
+/** SQLSTATE of a deadlock Postgres broke by failing this transaction (deadlock_detected). */
+const DEADLOCK_DETECTED = "40P01";
 
 /** How long the fence waits for writers that passed the guard before it ends them. */
 export const IN_FLIGHT_WAIT_MS = 10_000;
@@ -53,7 +55,10 @@ export async function fence(source: Project, p: { from: ProjectName; epoch: numb
       if (rows.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
       return;
     } catch (e) {
-      if ((e as { code?: string }).code !== LOCK_NOT_AVAILABLE) throw e;
+      // A writer that passed the guard and waits for one queued behind the fence makes a
+      // deadlock that Postgres may break on the fence's side: end the writers and try again.
+      const code = (e as { code?: string }).code;
+      if (code !== LOCK_NOT_AVAILABLE && code !== DEADLOCK_DETECTED) throw e;
       if (wait === AFTER_END_WAIT_MS) break;
       await endWriters(source);
     }
