@@ -7,7 +7,7 @@ import { readSettings, type Settings } from "./settings.ts";
 import { readActive, readProjectState } from "./state.ts";
 import { ensureFence, fence, liftFence, writePublished } from "./fence.ts";
 import { latestRun, type Run } from "./runs.ts";
-import { measure } from "./usage.ts";
+import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
 import { runBackup } from "./backup.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { settle } from "./settle.ts";
@@ -97,7 +97,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       { project: from, lastBackupAt: lastBackup.snapshotAt });
   }
   if (sourceUp) {
-    const after = await usageAfterSwitch(source, target, settings);
+    const after = await usageAfterSwitchTo(source, target, settings);
     if (after >= settings.switchThreshold && !request.force) {
       await events.record("warn", "switch.refused", `switch to ${to} refused: its usage after the switch would be ${(after * 100).toFixed(1)} %, at or over its switch threshold`, { project: to });
       throw unfit(`${to} would be at ${(after * 100).toFixed(1)} % of its quota after the switch, at or over its switch threshold of ${(settings.switchThreshold * 100).toFixed(0)} % (force: true overrides this)`, { usageAfterSwitch: after });
@@ -187,18 +187,10 @@ function unfit(message: string, details?: Record<string, unknown>): SpillwayErro
   return new SpillwayError("TARGET_UNFIT", 409, message, details);
 }
 
-// The target's usage once it holds what the active holds now: its size plus what the
-// active's replicated tables outgrew the target's copy by.
-async function usageAfterSwitch(source: Project, target: Project, settings: Settings): Promise<number> {
-  const replicated = async (p: Project) => {
-    const [row] = await p.sql<{ bytes: string }[]>`
-      select coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::text as bytes
-      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-      where n.nspname = any(${settings.schemas}) and c.relkind = 'r'`;
-    return Number(row!.bytes);
-  };
-  const [m, sourceBytes, targetBytes] = await Promise.all([measure(target), replicated(source), replicated(target)]);
-  return (m.usedBytes + Math.max(0, sourceBytes - targetBytes)) / settings.quotaBytes[target.name];
+async function usageAfterSwitchTo(source: Project, target: Project, settings: Settings): Promise<number> {
+  const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
+    measure(target), replicatedBytes(source, settings.schemas), replicatedBytes(target, settings.schemas)]);
+  return usageAfterSwitch({ targetUsedBytes: m.usedBytes, targetQuotaBytes: settings.quotaBytes[target.name], sourceReplicatedBytes, targetReplicatedBytes });
 }
 
 // Publishes the new state: the target first, then the old active, whose state row is locked

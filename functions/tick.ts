@@ -1,11 +1,11 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { takeLease, renewLease, type Lease } from "./lease.ts";
-import { onBoth, onProject, type Outcome, type Projects } from "./project.ts";
+import { onBoth, onProject, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
-import { readSettings } from "./settings.ts";
+import { readSettings, type Settings } from "./settings.ts";
 import { readStates } from "./state.ts";
-import { measure, storeSample, type Measurement } from "./usage.ts";
+import { measure, replicatedBytes, storeSample, usageAfterSwitch, type Measurement } from "./usage.ts";
 import { decide, type Decision, type Phase } from "./policy.ts";
 import { latestRun } from "./runs.ts";
 import { runBackup } from "./backup.ts";
@@ -89,7 +89,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
     standby: {
       reachable: standby.ok,
       hasBackup: lastBackup?.source === winner.active,
-      usageAfterSwitch: usageAfterSwitch(measured[winner.active], standby, settings.quotaBytes[winner.standby]),
+      usageAfterSwitch: standby.ok ? await standbyAfterSwitch(projects, winner.active, winner.standby, standby.value, settings) : null,
       continues: staging?.source === winner.active,
     },
   });
@@ -117,10 +117,15 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   return result;
 }
 
-// Once it holds the active's data, the standby weighs about what the active weighs now.
-function usageAfterSwitch(active: Outcome<Measurement>, standby: Outcome<Measurement>, quota: number): number | null {
-  if (!standby.ok) return null;
-  return Math.max(standby.value.usedBytes, active.ok ? active.value.usedBytes : 0) / quota;
+// The standby's usage once it holds what the active holds now, by the switch's own formula.
+async function standbyAfterSwitch(projects: Projects, active: ProjectName, standby: ProjectName, m: Measurement, settings: Settings): Promise<number> {
+  const sizes = await onBoth(projects, (p) => replicatedBytes(p, settings.schemas));
+  const source = sizes[active];
+  const target = sizes[standby];
+  return usageAfterSwitch({
+    targetUsedBytes: m.usedBytes, targetQuotaBytes: settings.quotaBytes[standby],
+    sourceReplicatedBytes: source.ok ? source.value : null, targetReplicatedBytes: target.ok ? target.value : 0,
+  });
 }
 
 // A slot keeps WAL on the active until its changes are backed up; on a nearly full database

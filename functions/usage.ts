@@ -51,6 +51,44 @@ export async function measure(project: Project): Promise<Measurement> {
 }
 
 /**
+ * Bytes the replicated tables of a project take, indexes and TOAST included: what a backup
+ * makes the standby hold of the active's data.
+ *
+ * @example
+ * const bytes = await replicatedBytes(projects.primary, ["public"]);
+ */
+export async function replicatedBytes(project: Project, schemas: string[]): Promise<number> {
+  const [row] = await project.sql<{ bytes: string }[]>`
+    select coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::text as bytes
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    where n.nspname = any(${schemas}) and c.relkind = 'r'`;
+  return Number(row!.bytes);
+}
+
+/** What `usageAfterSwitch` needs to know of the two projects. */
+export interface SwitchFigures {
+  targetUsedBytes: number;
+  targetQuotaBytes: number;
+  /** The replicated tables' bytes on each side; null for the source when it cannot be read. */
+  sourceReplicatedBytes: number | null;
+  targetReplicatedBytes: number;
+}
+
+/**
+ * The target's usage once it holds what the source holds now: its own size plus what the
+ * source's replicated tables outgrew the target's copy by. The one formula the tick's policy
+ * and the switch's `TARGET_UNFIT` check share, so that a tick never chooses a switch that
+ * the switch refuses. With the source unreadable, the target as it is.
+ *
+ * @example
+ * usageAfterSwitch({ targetUsedBytes: 100, targetQuotaBytes: 1000, sourceReplicatedBytes: 300, targetReplicatedBytes: 250 }) // 0.15
+ */
+export function usageAfterSwitch(f: SwitchFigures): number {
+  const growth = f.sourceReplicatedBytes === null ? 0 : Math.max(0, f.sourceReplicatedBytes - f.targetReplicatedBytes);
+  return (f.targetUsedBytes + growth) / f.targetQuotaBytes;
+}
+
+/**
  * Stores a sample in the measured project's own `spillway.usage_samples`.
  *
  * @example
