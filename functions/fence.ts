@@ -1,5 +1,5 @@
 import { SpillwayError } from "./errors.ts";
-import { onProject, type Project } from "./project.ts";
+import { onProject, type Db, type Project, type Projects } from "./project.ts";
 import type { ProjectName } from "./names.ts";
 
 /** SQLSTATE of `lock_timeout` expiring (Postgres's lock_not_available). */
@@ -102,15 +102,40 @@ export async function liftFence(source: Project, p: { from: ProjectName; epoch: 
  * await writePublished(projects.primary, { to: "secondary", epoch: 2 });
  */
 export async function writePublished(project: Project, p: { to: ProjectName; epoch: number; since?: string }): Promise<void> {
-  const fenced = project.name !== p.to;
-  await onProject(project, (sql) => sql.begin("read write", async (tx) => {
-    await tx`
-      update spillway.state set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now()),
-        fenced = ${fenced}, fenced_for = ${fenced ? p.to : null}, fenced_epoch = ${fenced ? p.epoch : null},
-        phase = 'normal', updated_at = now()
-      where id and epoch < ${p.epoch}`;
-    await tx`
-      update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now())
-      where id and epoch < ${p.epoch}`;
+  await onProject(project, (sql) => sql.begin("read write", (tx) => writeState(tx, project.name, p)));
+}
+
+/**
+ * Publishes a switch from `from` (fenced at `oldEpoch` by the lease `holder`) to `to`: the
+ * target's copy of the state first, then the old active's, whose state row is locked (and
+ * checked to be still fenced by this switch) before the target is touched, so that nothing
+ * can unfence it in between. `between` runs after the target's publish (a test hook).
+ *
+ * @example
+ * await publishSwitch(projects, { from: "primary", to: "secondary", oldEpoch: 1, epoch: 2, holder });
+ */
+export async function publishSwitch(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number; holder: string; between?: () => unknown }): Promise<void> {
+  await onProject(projects[p.from], (sql) => sql.begin("read write", async (tx) => {
+    const [row] = await tx<{ fenced: boolean; active: string; epoch: string; fenced_for: string | null; holder: string | null }[]>`
+      select s.fenced, s.active, s.epoch::text, s.fenced_for, l.holder from spillway.state s cross join spillway.lease l
+      where s.id and l.id for update of s`;
+    if (!row?.fenced || row.active !== p.from || Number(row.epoch) !== p.oldEpoch || row.fenced_for !== null || row.holder !== p.holder) {
+      throw new SpillwayError("BUSY", 409, `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`);
+    }
+    await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
+    await p.between?.();
+    await writeState(tx, p.from, { to: p.to, epoch: p.epoch });
   }));
+}
+
+async function writeState(tx: Db, self: ProjectName, p: { to: ProjectName; epoch: number; since?: string }): Promise<void> {
+  const fenced = self !== p.to;
+  await tx`
+    update spillway.state set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now()),
+      fenced = ${fenced}, fenced_for = ${fenced ? p.to : null}, fenced_epoch = ${fenced ? p.epoch : null},
+      phase = 'normal', updated_at = now()
+    where id and epoch < ${p.epoch}`;
+  await tx`
+    update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = coalesce(${p.since ?? null}::timestamptz, now())
+    where id and epoch < ${p.epoch}`;
 }

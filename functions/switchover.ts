@@ -5,7 +5,7 @@ import { onProject, probe, type Project, type Projects } from "./project.ts";
 import { other, type ProjectName } from "./names.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readActive, readProjectState } from "./state.ts";
-import { ensureFence, fence, liftFence, writePublished } from "./fence.ts";
+import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
 import { latestRun, type Run } from "./runs.ts";
 import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
 import { runBackup } from "./backup.ts";
@@ -108,7 +108,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await events.record("info", "switch.started", `switch from ${from} to ${to} started (epoch ${state.epoch} → ${epoch})${request.force ? ", forced" : ""}`, { project: to });
 
   if (!sourceUp) {
-    await publish(projects, { from, to, epoch, sourceReachable: false, lease });
+    await writePublished(target, { to, epoch });
     const lagSeconds = lastBackup.snapshotAt ? Math.round((Date.now() - Date.parse(lastBackup.snapshotAt)) / 1000) : null;
     await events.record("warn", "switch.forced", `${to} is active at epoch ${epoch} without a final catch-up: ${from} was unreachable; changes made on ${from} after ${lastBackup.snapshotAt} (${lagSeconds} s before the switch) may be missing`, {
       project: to, data: { dataLossSince: lastBackup.snapshotAt, lagSeconds },
@@ -135,7 +135,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     // at what the old active holds, so backups the other way can be incremental at once.
     newSlot = await startReverseCapture(projects, { from, to, settings });
     publishing = true;
-    await publish(projects, { from, to, oldEpoch: state.epoch, epoch, sourceReachable: true, lease, hooks: ctx.hooks });
+    await publishSwitch(projects, { from, to, oldEpoch: state.epoch, epoch, holder: lease.holder, between: () => ctx.hooks?.step("published-target") });
     await ctx.hooks?.step("published");
   } catch (e) {
     const outcome = publishing ? await afterFailedPublish(projects, { from, to, oldEpoch: state.epoch, epoch }) : "unpublished";
@@ -191,28 +191,6 @@ async function usageAfterSwitchTo(source: Project, target: Project, settings: Se
   const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
     measure(target), replicatedBytes(source, settings.schemas), replicatedBytes(target, settings.schemas)]);
   return usageAfterSwitch({ targetUsedBytes: m.usedBytes, targetQuotaBytes: settings.quotaBytes[target.name], sourceReplicatedBytes, targetReplicatedBytes });
-}
-
-// Publishes the new state: the target first, then the old active, whose state row is locked
-// (and checked to be still fenced by this switch) before the target is touched, so that
-// nothing can unfence it in between.
-async function publish(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch?: number; epoch: number; sourceReachable: boolean; lease: Lease; hooks?: Context["hooks"] }): Promise<void> {
-  if (!p.sourceReachable) return await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
-  await onProject(projects[p.from], (sql) => sql.begin("read write", async (tx) => {
-    const [row] = await tx<{ fenced: boolean; active: string; epoch: string; fenced_for: string | null; holder: string | null }[]>`
-      select s.fenced, s.active, s.epoch::text, s.fenced_for, l.holder from spillway.state s cross join spillway.lease l
-      where s.id and l.id for update of s`;
-    if (!row?.fenced || row.active !== p.from || Number(row.epoch) !== p.oldEpoch || row.fenced_for !== null || row.holder !== p.lease.holder) {
-      throw new SpillwayError("BUSY", 409, `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`);
-    }
-    await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
-    await p.hooks?.step("published-target");
-    await tx`
-      update spillway.state set active = ${p.to}, epoch = ${p.epoch}, fenced = true, fenced_for = ${p.to}, fenced_epoch = ${p.epoch},
-        phase = 'normal', since = now(), updated_at = now()
-      where id`;
-    await tx`update public.spillway_active set active = ${p.to}, epoch = ${p.epoch}, since = now() where id`;
-  }));
 }
 
 // A failure while publishing: once the target holds the new epoch, the switch has happened
