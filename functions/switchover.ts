@@ -11,7 +11,8 @@ import { runBackup } from "./backup.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { settle } from "./settle.ts";
 import { changeCounter } from "./status.ts";
-import { readCatalog } from "./backup/catalog.ts";
+import { readCatalog, readSequences } from "./backup/catalog.ts";
+import { setSequences } from "./backup/full.ts";
 import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
 
 /** What `POST /force-switch` asks for. */
@@ -136,6 +137,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   try {
     await waitForInFlight(source, fencedAt);
     run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    // Read under the fence, after the last rows were: at least where every row needs them.
+    const sequences = await readSequences(source.sql, settings.schemas);
+    await target.sql.begin((tx) => setSequences(tx, sequences));
     await ctx.hooks?.step("caught-up");
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.

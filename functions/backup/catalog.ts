@@ -163,16 +163,27 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
       : { table, name: r.name, create: r.index_def, drop: `drop index ${qualify(r.table_schema, r.name)}` };
   });
 
-  const sequenceRows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
-    select schemaname as schema, sequencename as name, last_value::text, start_value::text
-    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
-
   return {
     tables,
     foreignKeys: fkRows.map((f) => ({ name: f.name, table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name), definition: f.definition })),
     indexes,
-    sequences: sequenceRows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value })),
+    sequences: await readSequences(sql, schemas),
   };
+}
+
+/**
+ * The sequences of the given schemas (serial, identity and standalone ones) where they
+ * stand now: sequences are not transactional, so this is their latest position whatever
+ * the transaction's snapshot.
+ *
+ * @example
+ * const sequences = await readSequences(sql, ["public"]);
+ */
+export async function readSequences(sql: Sql, schemas: string[]): Promise<Sequence[]> {
+  const rows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
+    select schemaname as schema, sequencename as name, last_value::text, start_value::text
+    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
+  return rows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value }));
 }
 
 /**
