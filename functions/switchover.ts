@@ -136,7 +136,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let newSlot: string | null = null;
   try {
     await waitForInFlight(source, fencedAt);
-    run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    run = await catchUp(ctx, lease);
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
     await target.sql.begin((tx) => setSequences(tx, sequences));
@@ -166,6 +166,17 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run.id },
   });
   return { from, to, epoch, durationMs, writesBlockedMs };
+}
+
+// Behind the fence nothing new comes: incremental runs go on until one ends with nothing
+// left (each stops at the budget), so the target holds every change before it is published.
+async function catchUp(ctx: Context, lease: Lease): Promise<Run> {
+  let rows = 0;
+  for (;;) {
+    const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    rows += run.rows;
+    if (run.details.more !== true) return { ...run, rows };
+  }
 }
 
 async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {
