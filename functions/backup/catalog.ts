@@ -21,6 +21,12 @@ export interface Table {
   rowSecurity: boolean;
   columns: Column[];
   primaryKey: string[];
+  /**
+   * Columns a unique or exclusion constraint other than the primary key looks at (every
+   * column when one is on an expression or partial): updates that change them must reach
+   * the standby in the active's order.
+   */
+  uniqueColumns: string[];
   /** Binary COPY embeds type OIDs of arrays and composites of user types, which differ between databases. */
   binarySafe: boolean;
 }
@@ -118,13 +124,22 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
     where c.contype = 'p' and c.conrelid = any(${oids}::oid[])
     group by c.conrelid`;
 
+  const uniqueRows = await sql<{ rel: string; whole: boolean; columns: string[] }[]>`
+    select i.indrelid::int8 as rel, (i.indexprs is not null or i.indpred is not null) as whole,
+      array(select a.attname from pg_catalog.pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[])) as columns
+    from pg_catalog.pg_index i
+    where i.indrelid = any(${oids}::oid[]) and (i.indisunique or i.indisexclusion) and not i.indisprimary`;
+
   const tables: Table[] = tableRows.map((t) => {
     const oid = Number(t.oid);
     const cols = columnRows.filter((c) => Number(c.rel) === oid);
+    const unique = uniqueRows.filter((u) => Number(u.rel) === oid);
+    const uniqueColumns = unique.some((u) => u.whole) ? cols.map((c) => c.name) : [...new Set(unique.flatMap((u) => u.columns))];
     return {
       oid, schema: t.schema, name: t.name, qualified: qualify(t.schema, t.name), partition: t.partition, rowSecurity: t.row_security,
       columns: cols.map((c) => ({ name: c.name, type: c.type, notNull: c.not_null, generated: c.generated !== "", identity: c.identity as Column["identity"] })),
       primaryKey: pkRows.find((p) => Number(p.rel) === oid)?.columns ?? [],
+      uniqueColumns,
       binarySafe: !cols.some((c) => c.text_only),
     };
   });
