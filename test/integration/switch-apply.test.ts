@@ -20,9 +20,10 @@ async function patchConfig(t: TestApp, patch: unknown): Promise<void> {
   assert.equal(res.status, 200, await res.text());
 }
 
+// The published active project, as apps read it: the state row with the highest epoch.
 async function activeName(pair: TestPair): Promise<Name> {
-  const [row] = await pair.primary.admin`select active from public.spillway_active`;
-  return row!.active as Name;
+  const rows = await Promise.all([pair.primary.admin, pair.secondary.admin].map(async (sql) => (await sql`select active, epoch::int from public.spillway_active`)[0]!));
+  return rows.sort((x, y) => y.epoch - x.epoch)[0]!.active as Name;
 }
 
 // An app's own connection to a project, as the `postgres` role.
