@@ -232,7 +232,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(position!),
     tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
-    deadline: r.started + r.budgetMs,
+    deadline: r.started + r.budgetMs, sequences: r.settings.schemas,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
   await r.target.sql.begin((tx) => finishRun(tx, r, {

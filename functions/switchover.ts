@@ -12,7 +12,8 @@ import { runBackup } from "./backup.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { settle } from "./settle.ts";
 import { changeCounter } from "./status.ts";
-import { readCatalog } from "./backup/catalog.ts";
+import { readCatalog, readSequences } from "./backup/catalog.ts";
+import { setSequences } from "./backup/full.ts";
 import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
 
 /** What `POST /force-switch` asks for. */
@@ -129,7 +130,10 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let newSlot: string | null = null;
   let publishing = false;
   try {
-    run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    run = await catchUp(ctx, lease);
+    // Read under the fence, after the last rows were: at least where every row needs them.
+    const sequences = await readSequences(source.sql, settings.schemas);
+    await target.sql.begin("read write", (tx) => setSequences(tx, sequences));
     await ctx.hooks?.step("caught-up");
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.
@@ -162,6 +166,17 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run?.id ?? null },
   });
   return { from, to, epoch, durationMs, writesBlockedMs };
+}
+
+// Behind the fence nothing new comes: incremental runs go on until one ends with nothing
+// left (each stops at the budget), so the target holds every change before it is published.
+async function catchUp(ctx: Context, lease: Lease): Promise<Run> {
+  let rows = 0;
+  for (;;) {
+    const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    rows += run.rows;
+    if (run.details.more !== true) return { ...run, rows };
+  }
 }
 
 async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {

@@ -12,6 +12,8 @@ interface Shape {
   keyOf: (row: Value[]) => string;
   insertKey: string;
   updateKey: string;
+  /** Positions in `cols` of the columns a unique constraint other than the key looks at. */
+  uniqueIdx: number[];
 }
 
 // A value as a statement parameter: UNCHANGED never reaches one (it is left out before).
@@ -28,7 +30,10 @@ export type Change = Extract<Message, { type: "insert" | "update" | "delete" | "
 // independent while the standby applies in replica mode (no triggers, no foreign key
 // checks) and only the batch's end is ever visible, so only each table's own order is kept:
 // a row seen twice in a group ends the group first, except a row updated again with the
-// same columns and the same key, whose later values replace the earlier ones.
+// same columns, the same key and the same values in its unique columns, whose later values
+// replace the earlier ones. A group's statement writes its rows in the order they came (the
+// batch's settings make its plan a nested loop over the arrays), which unique constraints,
+// checked row by row, need when rows trade values.
 interface Group {
   key: string;
   table: Table;
@@ -83,9 +88,10 @@ export class BatchWriter {
       if (change.row.includes(UNCHANGED)) {
         const present = cols.filter((_, i) => change.row[i] !== UNCHANGED);
         const row = change.row.filter((v) => v !== UNCHANGED);
-        await this.push(table, "update", `update|${present.join(",")}`, present, row, where, keys, !change.old);
+        const unique = present.flatMap((c, i) => (table.uniqueColumns.includes(c) ? [i] : []));
+        await this.push(table, "update", `update|${present.join(",")}`, present, row, where, keys, !change.old, unique);
       } else {
-        await this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old);
+        await this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old, shape.uniqueIdx);
       }
     } else {
       await this.push(table, "delete", "delete|", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
@@ -105,7 +111,8 @@ export class BatchWriter {
     const keyIdx = table.primaryKey.map((k) => cols.indexOf(k));
     const [only] = keyIdx;
     const keyOf = keyIdx.length === 1 ? (row: Value[]) => String(row[only!]) : (row: Value[]) => JSON.stringify(keyIdx.map((i) => row[i]));
-    const shape = { table, cols, keyIdx, keyOf, insertKey: `insert|${cols.join(",")}`, updateKey: `update|${cols.join(",")}` };
+    const uniqueIdx = cols.flatMap((c, i) => (table.uniqueColumns.includes(c) ? [i] : []));
+    const shape = { table, cols, keyIdx, keyOf, insertKey: `insert|${cols.join(",")}`, updateKey: `update|${cols.join(",")}`, uniqueIdx };
     this.shapes.set(rel!, shape);
     return shape;
   }
@@ -116,10 +123,14 @@ export class BatchWriter {
     return t;
   }
 
-  private async push(table: Table, kind: Group["kind"], key: string, columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false) {
+  private async push(table: Table, kind: Group["kind"], key: string, columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false, unique: number[] = []) {
     let g = this.groups.get(table.qualified);
-    if (g && g.key === key && inPlace && g.inPlace.has(keys[0]!)) {
-      g.rows[g.inPlace.get(keys[0]!)!] = row;
+    const at = g && g.key === key && inPlace ? g.inPlace.get(keys[0]!) : undefined;
+    // Replacing moves the row's later update ahead of the other rows' updates in between:
+    // with a unique value changed, it could take one that another row gives up only later
+    // (rows swapping positions), which the active never did.
+    if (at !== undefined && unique.every((i) => g!.rows[at]![i] === row[i])) {
+      g!.rows[at] = row;
       return;
     }
     if (g && (g.key !== key || keys.some((k) => k && g!.seen.has(k)))) {

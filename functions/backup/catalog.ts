@@ -21,6 +21,12 @@ export interface Table {
   rowSecurity: boolean;
   columns: Column[];
   primaryKey: string[];
+  /**
+   * Columns a unique or exclusion constraint other than the primary key looks at (every
+   * column when one is on an expression or partial): updates that change them must reach
+   * the standby in the active's order.
+   */
+  uniqueColumns: string[];
   /** Binary COPY embeds type OIDs of arrays and composites of user types, which differ between databases. */
   binarySafe: boolean;
 }
@@ -123,13 +129,22 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
     where c.contype = 'p' and c.conrelid = any(${oids}::oid[])
     group by c.conrelid`;
 
+  const uniqueRows = await sql<{ rel: string; whole: boolean; columns: string[] }[]>`
+    select i.indrelid::int8 as rel, (i.indexprs is not null or i.indpred is not null) as whole,
+      array(select a.attname from pg_catalog.pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[])) as columns
+    from pg_catalog.pg_index i
+    where i.indrelid = any(${oids}::oid[]) and (i.indisunique or i.indisexclusion) and not i.indisprimary`;
+
   const tables: Table[] = tableRows.map((t) => {
     const oid = Number(t.oid);
     const cols = columnRows.filter((c) => Number(c.rel) === oid);
+    const unique = uniqueRows.filter((u) => Number(u.rel) === oid);
+    const uniqueColumns = unique.some((u) => u.whole) ? cols.map((c) => c.name) : [...new Set(unique.flatMap((u) => u.columns))];
     return {
       oid, schema: t.schema, name: t.name, qualified: qualify(t.schema, t.name), partition: t.partition, rowSecurity: t.row_security,
       columns: cols.map((c) => ({ name: c.name, type: c.type, notNull: c.not_null, generated: c.generated !== "", identity: c.identity as Column["identity"] })),
       primaryKey: pkRows.find((p) => Number(p.rel) === oid)?.columns ?? [],
+      uniqueColumns,
       binarySafe: !cols.some((c) => c.text_only),
     };
   });
@@ -168,16 +183,27 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
       : { table, name: r.name, create: r.index_def, drop: `drop index ${qualify(r.table_schema, r.name)}` };
   });
 
-  const sequenceRows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
-    select schemaname as schema, sequencename as name, last_value::text, start_value::text
-    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
-
   return {
     tables,
     foreignKeys: fkRows.map((f) => ({ name: f.name, table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name), definition: f.definition })),
     indexes,
-    sequences: sequenceRows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value })),
+    sequences: await readSequences(sql, schemas),
   };
+}
+
+/**
+ * The sequences of the given schemas (serial, identity and standalone ones) where they
+ * stand now: sequences are not transactional, so this is their latest position whatever
+ * the transaction's snapshot.
+ *
+ * @example
+ * const sequences = await readSequences(sql, ["public"]);
+ */
+export async function readSequences(sql: Sql, schemas: string[]): Promise<Sequence[]> {
+  const rows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
+    select schemaname as schema, sequencename as name, last_value::text, start_value::text
+    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
+  return rows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value }));
 }
 
 /**

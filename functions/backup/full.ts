@@ -192,16 +192,17 @@ export async function rebuildAfterLoad(dst: Sql, rebuild: RebuildPlan): Promise<
 }
 
 /**
- * Sets the target's sequences to the source's positions.
+ * Sets the target's sequences to the source's positions, in one statement (incremental
+ * runs do it with every batch).
  *
  * @example
- * await setSequences(dst, (await readCatalog(source.sql, ["public"])).sequences);
+ * await setSequences(dst, await readSequences(source.sql, ["public"]));
  */
 export async function setSequences(dst: Sql, sequences: Sequence[]): Promise<void> {
-  for (const seq of sequences) {
-    if (seq.lastValue === null) await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.startValue}::int8, false)`;
-    else await dst`select pg_catalog.setval(${seq.qualified}::regclass, ${seq.lastValue}::int8, true)`;
-  }
+  if (sequences.length === 0) return;
+  await dst`
+    select pg_catalog.setval(s.name::regclass, coalesce(s.last, s.start), s.last is not null)
+    from unnest(${sequences.map((q) => q.qualified)}::text[], ${sequences.map((q) => q.lastValue)}::int8[], ${sequences.map((q) => q.startValue)}::int8[]) as s(name, last, start)`;
 }
 
 /**

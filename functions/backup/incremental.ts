@@ -1,9 +1,10 @@
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
-import type { Table } from "./catalog.ts";
+import { readSequences, type Sequence, type Table } from "./catalog.ts";
 import { canonical, LOAD_MARK } from "./checksum.ts";
 import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
 import { BatchWriter, type Change, type Relation } from "./batch.ts";
+import { setSequences } from "./full.ts";
 
 /** The publication on the active that the slot decodes. */
 export const PUBLICATION = "spillway";
@@ -179,13 +180,16 @@ export function replicaStream(position: ReplicaPosition): ChangeStream {
  * in target transactions that also store the new position, so a crash at any moment neither
  * applies a transaction twice nor skips one, and the target always stands at a commit
  * boundary of the active. What the copy already saw is skipped. `tables` maps each source
- * table ("schema.name") to the table its changes are written to.
+ * table ("schema.name") to the table its changes are written to. With `sequences` (schemas),
+ * each of those target transactions also sets the target's sequences to where the active's
+ * stood once its changes were read, so the target's never fall behind the rows it holds.
  *
  * @example
  * const result = await applyChanges({ source, target, stream: replicaStream(position), tables, deadline: Date.now() + 60_000 });
  */
 export async function applyChanges(input: {
   source: Project; target: Project; stream: ChangeStream; tables: Map<string, Table>; deadline: number;
+  sequences?: string[];
   onProgress?: (rows: number, bytes: number) => void;
 }): Promise<ApplyResult> {
   const { source, target, stream } = input;
@@ -201,13 +205,20 @@ export async function applyChanges(input: {
   });
 
   for (;;) {
-    const changes = await source.sql.begin(async (tx) => {
+    const { changes, sequences } = await source.sql.begin(async (tx) => {
       await canonical(tx, "set local extra_float_digits = 3");
-      return await tx<{ data: Uint8Array }[]>`
+      const changes = await tx<{ data: Uint8Array }[]>`
         select data from pg_catalog.pg_logical_slot_peek_binary_changes(${stream.slot}, null, ${BATCH_CHANGES},
           'proto_version', '1', 'publication_names', ${PUBLICATION})`;
+      // Read after the changes: every value their rows took from a sequence is at or below these.
+      const sequences: Sequence[] = input.sequences ? await readSequences(tx, input.sequences) : [];
+      return { changes, sequences };
     });
-    if (changes.length === 0) break;
+    if (changes.length === 0) {
+      // Sequences move without changes to decode (a standalone one, inserts rolled back).
+      if (sequences.length > 0) await target.sql.begin((tx) => setSequences(tx, sequences));
+      break;
+    }
     const relations = new Map<number, Extract<Message, { type: "relation" }>>();
     let endLsn = 0n;
     let batchRows = 0;
@@ -239,6 +250,7 @@ export async function applyChanges(input: {
         } else if (current && m.type !== "other") current.ops.push(m);
       }
       await writer.finish();
+      await setSequences(tx, sequences);
       if (applied >= 0n) {
         result.appliedLsn = lsnText(applied);
         await stream.save(tx, result.appliedLsn);

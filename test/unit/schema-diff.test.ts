@@ -5,7 +5,7 @@ import type { Catalog, ForeignKey, Table } from "../../functions/backup/catalog.
 
 const table = (name: string): Table => ({
   oid: 1, schema: "public", name, qualified: `"public"."${name}"`, partition: false, rowSecurity: false,
-  columns: [{ name: "id", type: "bigint", notNull: true, generated: false, identity: "" }], primaryKey: ["id"], binarySafe: true,
+  columns: [{ name: "id", type: "bigint", notNull: true, generated: false, identity: "" }], primaryKey: ["id"], uniqueColumns: [], binarySafe: true,
 });
 const fk = (on: string, name: string, definition: string, references = "users"): ForeignKey => ({ name, table: `"public"."${on}"`, references: `"public"."${references}"`, definition });
 const catalog = (foreignKeys: ForeignKey[]): Catalog => ({ tables: [table("users"), table("orders")], foreignKeys, indexes: [], sequences: [] });
