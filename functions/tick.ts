@@ -14,6 +14,7 @@ import { settle } from "./settle.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
 import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
+import { cleanSlots } from "./backup/slots.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -61,6 +62,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
+  await cleanSlots(projects, winner.active, winner.standby, events).catch(() => undefined);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);
