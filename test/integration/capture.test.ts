@@ -218,6 +218,56 @@ describe("two appliers, one position", () => {
   });
 });
 
+describe("the backup phase", () => {
+  test("every tick brings the standby up to date while the app writes: lag within about two ticks, the slot small", async () => {
+    await backup("auto");
+    const { active, standby } = await roles();
+    const position = (await readPosition(pair[standby].admin))!;
+    const admin = pair[active].admin;
+    const [size] = await admin`select pg_database_size(current_database())::int8 as b`;
+    const quota = (n: number) => ({ quotaBytes: { [active]: n, [standby]: 1024 * 1024 * 1024 } });
+    assert.equal((await api("PATCH", "/config", quota(Math.floor(Number(size!.b) / 0.87)))).status, 200);
+    const TICK_MS = 1500;
+    const wal = async () => (await admin`select pg_current_wal_lsn()::text as lsn`)[0]!.lsn as string;
+    const app = postgres(pair.urls[active], { max: 1, onnotice: () => {} });
+    let stop = false;
+    const writer = (async () => {
+      while (!stop) {
+        await app`insert into public.todos (title) values ('busy')`;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })();
+    const lags: number[] = [];
+    const held: number[] = [];
+    const from = await wal();
+    try {
+      for (let i = 0; i < 6; i++) {
+        const started = Date.now();
+        const r = await api("POST", "/tick");
+        assert.equal(r.body.action, "backup", JSON.stringify(r.body));
+        if (i > 0) assert.equal(r.body.run.kind, "incremental");
+        const status = await api("GET", "/status");
+        assert.equal(status.body.phase, "backup");
+        lags.push(status.body.standbyLagSeconds);
+        const [slot] = await admin`select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 as pending from pg_replication_slots where slot_name = ${position.slot}`;
+        held.push(Number(slot!.pending));
+        await new Promise((r) => setTimeout(r, Math.max(0, TICK_MS - (Date.now() - started))));
+      }
+    } finally {
+      stop = true;
+      await writer;
+      await app.end();
+      await api("PATCH", "/config", quota(524288000));
+    }
+    const [written] = await admin<{ bytes: string }[]>`select pg_wal_lsn_diff(pg_current_wal_lsn(), ${from}::pg_lsn)::int8::text as bytes`;
+    const perTick = Number(written!.bytes) / 6;
+    for (const lag of lags) assert.ok(lag <= (2 * TICK_MS) / 1000, `lag ${lag} s over two ticks (${JSON.stringify(lags)})`);
+    for (const h of held) assert.ok(h <= 2 * perTick, `the slot held ${h} bytes, a tick writes ${perTick} (${JSON.stringify(held)})`);
+    assert.equal((await backup("auto")).kind, "incremental");
+    await assertEqualAndWritable();
+  });
+});
+
 describe("orphaned slots", () => {
   const needed = async () => {
     const { active, standby } = await roles();
