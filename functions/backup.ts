@@ -12,6 +12,7 @@ import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStagin
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, PUBLICATION, readPosition, replicaStream, tableSet, writePosition, type ReplicaPosition } from "./backup/incremental.ts";
 import { chooseKind } from "./backup/choose.ts";
 import { unpublished } from "./backup/drift.ts";
+import { applyKey, readIdentities, requireIdentities, type Identity } from "./backup/identity.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
 
 /** What `POST /force-backup` asks for. */
@@ -72,6 +73,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
+  const identities = await readIdentities(source.sql, sourceCatalog.tables);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
@@ -116,7 +118,9 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const progress = progressWriter(target, id);
   try {
     if (diffs.length > 0) throw schemaMismatch(diffs);
-    const input = { source, target, targetCatalog, settings, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit };
+    // Before capture starts: a table it cannot carry is refused, never published.
+    requireIdentities(sourceCatalog.tables, identities);
+    const input = { source, target, targetCatalog, settings, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -160,6 +164,8 @@ interface RunInput {
   /** The lease this run holds and the position it read: its position write needs both unchanged. */
   guard: { holder: string; expected: ReplicaPosition | null };
   keeper: LeaseKeeper;
+  /** The active's replica identities: changes find their rows by them. */
+  identities: Map<string, Identity>;
   afterCommit: BackupContext["afterCommit"];
 }
 
@@ -220,6 +226,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   const result = await continueStaging({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
+    applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
     async beforePublish(tx, res) {
       r.keeper.check();
       await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) }, r.guard);
@@ -243,7 +250,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   ]);
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(r.guard.expected!, r.guard.holder),
-    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
+    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, applyKey(t, r.identities.get(`${t.schema}.${t.name}`))])),
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });

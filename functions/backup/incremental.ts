@@ -5,6 +5,7 @@ import { canonical } from "./checksum.ts";
 import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
 import { BatchWriter, type Change, type Relation } from "./batch.ts";
 import { captureEntry } from "./drift.ts";
+import { makeIdentityFull, restoreIdentities } from "./identity.ts";
 import { SpillwayError } from "../errors.ts";
 import { leaseLost } from "../lease.ts";
 
@@ -65,8 +66,8 @@ export function tableSet(tables: Table[]): string[] {
 /**
  * Prepares change capture on the active before a full copy: the publication lists every
  * replicated table (tables without a primary key get REPLICA IDENTITY FULL, without which
- * Postgres would refuse their updates once published), and the slot is made anew, so it
- * starts before the copy's snapshot.
+ * Postgres would refuse their updates once published; recorded, and put back once a table
+ * no longer needs it), and the slot is made anew, so it starts before the copy's snapshot.
  *
  * @example
  * await prepareCapture(source, catalog.tables, slotName("primary", "secondary"));
@@ -75,13 +76,15 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
   const sql = source.sql;
   for (const t of tables) {
     if (t.primaryKey.length > 0) continue;
-    const [row] = await sql<{ full: boolean }[]>`select relreplident = 'f' as full from pg_catalog.pg_class where oid = ${t.oid}`;
-    if (!row?.full) await sql.unsafe(`alter table ${t.qualified} replica identity full`);
+    // Only the default identity (none, without a key) is changed; one the app chose is kept.
+    const [row] = await sql<{ chosen: boolean }[]>`select relreplident <> 'd' as chosen from pg_catalog.pg_class where oid = ${t.oid}`;
+    if (!row?.chosen) await makeIdentityFull(source, t);
   }
   const list = tables.map((t) => t.qualified).join(", ");
   const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
   if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
   else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);
+  await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
   await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
 }
 

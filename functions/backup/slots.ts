@@ -3,6 +3,7 @@ import type { Project, Projects } from "../project.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
 import { dropSlot, readPosition, slotPrefix } from "./incremental.ts";
 import { readStaging } from "./staged.ts";
+import { releaseCapture } from "./identity.ts";
 
 /** A change capture slot as the server sees it. */
 export type SlotHealth =
@@ -51,7 +52,8 @@ export type Dropped = Record<ProjectName, string[]>;
  * invalidated; each with a warn event naming it. A slot in use at that moment is left for
  * the next tick. Must run under the operation lease, so that no copy is making a slot its
  * record does not name yet. Does nothing unless both projects answer: a record that cannot
- * be read might need any slot.
+ * be read might need any slot. A standby left with no Spillway slot feeds no backup: its
+ * publication is dropped and the replica identities Spillway changed there are put back.
  *
  * @example
  * const dropped = await cleanSlots(projects, "primary", "secondary", events);
@@ -60,16 +62,20 @@ export async function cleanSlots(projects: Projects, active: ProjectName, standb
   const [position, staging] = await Promise.all([readPosition(projects[standby].sql), readStaging(projects[standby].sql)]);
   const needed = new Set([position, staging].filter((r) => r?.source === active).map((r) => r!.slot));
   const dropped: Dropped = { primary: [], secondary: [] };
+  let standbySlots = 0;
   for (const name of PROJECT_NAMES) {
     const project = projects[name];
-    const rows = await project.sql<{ slot_name: string; lost: boolean }[]>`
-      select slot_name, (wal_status = 'lost' or restart_lsn is null) as lost
-      from pg_catalog.pg_replication_slots where slot_type = 'logical' and not active and database = current_database()`;
+    const all = await project.sql<{ slot_name: string; lost: boolean; active: boolean }[]>`
+      select slot_name, (wal_status = 'lost' or restart_lsn is null) as lost, active
+      from pg_catalog.pg_replication_slots where slot_type = 'logical' and database = current_database()`;
+    const rows = all.filter((r) => !r.active);
     const kept = new Set(name === active ? needed : []);
     const unneeded = orphans(rows.map((r) => r.slot_name), kept);
+    if (name === standby) standbySlots = orphans(all.map((r) => r.slot_name), new Set()).length;
     for (const slot of unneeded) {
       if (!(await dropSlot(project, slot).catch(() => false))) continue;
       dropped[name].push(slot);
+      if (name === standby) standbySlots -= 1;
       await events.record("warn", "backup.orphan_slot", `the change capture slot ${slot} on ${name} was needed by no backup and was dropped, freeing the WAL it held`, {
         project: name, data: { slot },
       });
@@ -79,6 +85,14 @@ export async function cleanSlots(projects: Projects, active: ProjectName, standb
       dropped[name].push(r.slot_name);
       await events.record("warn", "backup.slot_lost", `the change capture slot ${r.slot_name} on ${name} was invalidated by the server (it fell behind max_slot_wal_keep_size) and was dropped; the next backup to ${standby} is a full one`, {
         project: name, data: { slot: r.slot_name },
+      });
+    }
+  }
+  if (standbySlots === 0) {
+    const restored = await releaseCapture(projects[standby]);
+    if (restored) {
+      await events.record("info", "backup.capture_released", `${standby} feeds no backup: its change capture publication was dropped${restored.length > 0 ? ` and REPLICA IDENTITY DEFAULT put back on ${restored.join(", ")}` : ""}`, {
+        project: standby, data: { restored },
       });
     }
   }

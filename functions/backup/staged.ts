@@ -148,6 +148,8 @@ export interface StagedInput {
   /** A publish that would start after this time waits for the next call, which starts with it. */
   publishBy: number;
   onProgress(progress: Progress): void;
+  /** The table as its changes are applied (keyed by the replica identity); default as it is. */
+  applyAs?: (table: Table) => Table;
   /** Runs in the publishing transaction, before it commits. */
   beforePublish(tx: TransactionSql, result: StagedResult): Promise<void>;
 }
@@ -196,7 +198,7 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   input.onProgress({ ...progress });
   const applied = await applyChanges({
     source, target, stream: stageStream(staging), deadline: input.deadline,
-    tables: new Map(staging.tables.map((e) => [e.table, asStage(byName.get(e.table)!, e.stage)])),
+    tables: new Map(staging.tables.map((e) => [e.table, asStage((input.applyAs ?? ((t) => t))(byName.get(e.table)!), e.stage)])),
   });
   if (applied.more) return result(false);
   if (worked && Date.now() > input.publishBy) return result(false);

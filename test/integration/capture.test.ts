@@ -218,6 +218,47 @@ describe("two appliers, one position", () => {
   });
 });
 
+describe("replica identities other than the primary key", () => {
+  test("REPLICA IDENTITY USING INDEX: updates, key changes and deletes are applied by the index's columns", async () => {
+    await applyToBoth(pair, `
+      create table public.members (id bigint generated always as identity primary key, email text not null, name text);
+      create unique index members_email_key on public.members (email);
+      alter table public.members replica identity using index members_email_key;`);
+    await onActive((sql) => sql`insert into public.members (email, name) select 'm' || g || '@example.com', 'member ' || g from generate_series(1, 20) g`);
+    assert.equal((await backup("auto")).kind, "full");
+    await onActive(async (sql) => {
+      await sql`update public.members set name = 'renamed' where email = 'm1@example.com'`;
+      await sql`update public.members set email = 'moved@example.com', name = 'moved' where email = 'm2@example.com'`;
+      await sql`delete from public.members where email in ('m3@example.com', 'm4@example.com')`;
+      await sql`insert into public.members (email) values ('new@example.com')`;
+    });
+    const run = await backup("auto");
+    assert.equal(run.kind, "incremental");
+    await assertEqualAndWritable();
+    const { standby } = await roles();
+    const [gone] = await pair[standby].admin`select count(*)::int as n from public.members where email in ('m2@example.com', 'm3@example.com', 'm4@example.com')`;
+    assert.equal(gone!.n, 0, "the old key and the deleted rows are gone on the standby");
+  });
+
+  test("REPLICA IDENTITY NOTHING: the backup is refused naming the table before capture starts, and the app's updates keep working", async () => {
+    await applyToBoth(pair, `
+      create table public.ledger (id bigint generated always as identity primary key, amount integer not null);
+      alter table public.ledger replica identity nothing;`);
+    await onActive((sql) => sql`insert into public.ledger (amount) select g from generate_series(1, 10) g`);
+    const r = await api("POST", "/force-backup", { mode: "full" });
+    assert.equal(r.status, 409, JSON.stringify(r.body));
+    assert.equal(r.body.error.code, "REPLICA_IDENTITY_UNSUPPORTED");
+    assert.match(r.body.error.message, /public\.ledger has REPLICA IDENTITY NOTHING/);
+    const { active } = await roles();
+    const [published] = await pair[active].admin`select count(*)::int as n from pg_publication_tables where pubname = 'spillway' and tablename = 'ledger'`;
+    assert.equal(published!.n, 0, "the table was not published");
+    await onActive((sql) => sql`update public.ledger set amount = amount + 1`);
+    await applyToBoth(pair, `alter table public.ledger replica identity default`);
+    assert.equal((await backup("auto")).kind, "full");
+    await assertEqualAndWritable();
+  });
+});
+
 describe("the backup phase", () => {
   test("every tick brings the standby up to date while the app writes: lag within about two ticks, the slot small", async () => {
     await backup("auto");
@@ -317,4 +358,27 @@ describe("orphaned slots", () => {
       await assertEqualAndWritable();
     });
   }
+});
+
+describe("what Spillway changes on the app's tables", () => {
+  test("a project that feeds no backup any more, and a table that gained a key, get their replica identity back", async () => {
+    const { active, standby } = await roles();
+    assert.equal(active, "secondary", "the switch tests left the secondary active");
+    const identity = async (server: TestServer, table: string) =>
+      (await server.admin`select relreplident as kind from pg_class where oid = ${`public.${table}`}::regclass`)[0]!.kind as string;
+    const [publication] = await pair[standby].admin`select count(*)::int as n from pg_publication where pubname = 'spillway'`;
+    assert.equal(publication!.n, 0, "the old active's publication is dropped");
+    assert.equal(await identity(pair[standby], "audit_log"), "d", "the old active's keyless table is back to DEFAULT");
+    const [recorded] = await pair[standby].admin`select count(*)::int as n from spillway.identity_changes`;
+    assert.equal(recorded!.n, 0);
+    assert.equal(await identity(pair[active], "audit_log"), "f", "the active's keyless table is FULL while it is published");
+    const [told] = await pair[active].admin`select count(*)::int as n from spillway.identity_changes where qualified = '"public"."audit_log"'`;
+    assert.equal(told!.n, 1, "and that is recorded where it was made");
+    assert.ok((await api("GET", "/logs?limit=100")).body.events.some((e: any) => e.kind === "backup.capture_released" && /public\.audit_log/.test(e.message)));
+
+    await applyToBoth(pair, `alter table public.audit_log add column id bigint generated always as identity primary key`);
+    assert.equal((await backup("auto")).kind, "full");
+    assert.equal(await identity(pair[active], "audit_log"), "d", "with a key it needs FULL no more");
+    await assertEqualAndWritable();
+  });
 });
