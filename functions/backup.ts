@@ -73,15 +73,14 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
-  const identities = await readIdentities(source.sql, sourceCatalog.tables);
+  // The lease checked again where this run writes: a holder whose lease lapsed stops here.
+  const [identities, position] = await Promise.all([readIdentities(source.sql, sourceCatalog.tables), readPosition(target.sql), requireLease(target.sql, holder)]);
+  keeper.check();
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
   const continuable = request.continuable ?? true;
-  keeper.check();
-  await requireLease(target.sql, holder);
   const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
-  const position = await readPosition(target.sql);
   const choice = staging
     ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)`, broken: false }
     : await chooseKind(source, position, sourceCatalog.tables);
