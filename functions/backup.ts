@@ -225,7 +225,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   const result = await continueStaging({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
-    applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
+    holder: r.guard.holder, applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
     async beforePublish(tx, res) {
       r.keeper.check();
       await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) }, r.guard);

@@ -145,12 +145,33 @@ export interface PositionGuard {
  * await claimPosition(tx, { holder: lease.holder, expected: position });
  */
 export async function claimPosition(tx: Db, guard: PositionGuard): Promise<void> {
-  const [lease] = await tx<{ holds: boolean }[]>`
-    select holder = ${guard.holder} and expires_at > now() as holds from spillway.lease where id for share`;
-  if (!lease?.holds) throw leaseLost();
+  await holdLease(tx, guard.holder);
   const [row] = await tx<{ slot: string; applied_lsn: string | null }[]>`select slot, applied_lsn::text from spillway.replica where id for update`;
   const same = row && guard.expected ? row.slot === guard.expected.slot && row.applied_lsn === guard.expected.appliedLsn : !row && !guard.expected;
-  if (!same) throw new SpillwayError("POSITION_MOVED", 409, "the standby's position moved since this run read it (another run applied changes or published a copy); nothing of this run was kept");
+  if (!same) throw positionMoved();
+}
+
+/**
+ * Throws 409 `LEASE_LOST` unless `holder` holds an unexpired lease, and keeps the lease row
+ * locked shared until `tx` ends, so no other holder can take it before this write commits.
+ *
+ * @example
+ * await holdLease(tx, lease.holder);
+ */
+export async function holdLease(tx: Db, holder: string): Promise<void> {
+  const [lease] = await tx<{ holds: boolean }[]>`
+    select holder = ${holder} and expires_at > now() as holds from spillway.lease where id for share`;
+  if (!lease?.holds) throw leaseLost();
+}
+
+/**
+ * Throws 409 `POSITION_MOVED`: another run moved a position since this one read it.
+ *
+ * @example
+ * throw positionMoved();
+ */
+export function positionMoved(): SpillwayError {
+  return new SpillwayError("POSITION_MOVED", 409, "the standby's position moved since this run read it (another run applied changes or published a copy); nothing of this run was kept");
 }
 
 /**

@@ -51,8 +51,8 @@ export type Dropped = Record<ProjectName, string[]>;
  * a switch killed after it made the reverse slot), and the needed ones the server
  * invalidated; each with a warn event naming it. A slot in use at that moment is left for
  * the next tick. Must run under the operation lease, so that no copy is making a slot its
- * record does not name yet. Does nothing unless both projects answer: a record that cannot
- * be read might need any slot. A standby left with no Spillway slot feeds no backup: its
+ * record does not name yet. Drops nothing when the standby's records cannot be read: they
+ * might need any slot on the active. A standby left with no Spillway slot feeds no backup: its
  * publication is dropped and the replica identities Spillway changed there are put back.
  *
  * @example

@@ -128,11 +128,9 @@ describe("the app's migrations while change capture runs", () => {
 });
 
 describe("a slot the server invalidated", () => {
-  test("wal_status 'lost' counts as gone: the next backup is full, with a warn event", async () => {
-    await backup("auto");
-    const { active, standby } = await roles();
-    const position = (await readPosition(pair[standby].admin))!;
-    const admin = pair[active].admin;
+  // Writes WAL past a small max_slot_wal_keep_size until the server invalidates `slot`.
+  const invalidate = async (server: TestServer, slot: string) => {
+    const admin = server.admin;
     await admin`alter system set max_slot_wal_keep_size = '1MB'`;
     await admin`select pg_reload_conf()`;
     try {
@@ -143,7 +141,7 @@ describe("a slot the server invalidated", () => {
           await admin`select pg_switch_wal()`;
         }
         await admin`checkpoint`;
-        const [row] = await admin<{ status: string }[]>`select wal_status as status from pg_replication_slots where slot_name = ${position.slot}`;
+        const [row] = await admin<{ status: string }[]>`select wal_status as status from pg_replication_slots where slot_name = ${slot}`;
         status = row?.status ?? "";
       }
       assert.equal(status, "lost", "the server invalidated the slot");
@@ -151,12 +149,29 @@ describe("a slot the server invalidated", () => {
       await admin`alter system reset max_slot_wal_keep_size`;
       await admin`select pg_reload_conf()`;
     }
+  };
+
+  test("wal_status 'lost' counts as gone: the next backup is full, with a warn event; a tick drops it too", async () => {
+    await backup("auto");
+    const { active, standby } = await roles();
+    const position = (await readPosition(pair[standby].admin))!;
+    await invalidate(pair[active], position.slot);
     const run = await backup("auto");
     assert.equal(run.kind, "full");
     assert.match(run.details.reason, /invalidated by the server/);
     const told = await warnings("backup.capture_reset");
     assert.ok(told.some((e) => e.message.includes(position.slot)), "a warn event names the slot");
     assert.deepEqual(await slots(pair[active]), [run.details.slot], "the lost slot is dropped");
+    await assertEqualAndWritable();
+
+    await invalidate(pair[active], run.details.slot);
+    await expireLease(pair);
+    const tick = await api("POST", "/tick");
+    assert.equal(tick.status, 200);
+    assert.deepEqual(await slots(pair[active]), [], "the tick dropped the lost slot");
+    assert.ok((await warnings("backup.slot_lost")).some((e) => e.message.includes(run.details.slot)), "a warn event names it");
+    const next = await backup("auto");
+    assert.equal(next.kind, "full");
     await assertEqualAndWritable();
   });
 });
