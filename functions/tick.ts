@@ -1,6 +1,6 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
-import { takeLease, renewLease, type Lease } from "./lease.ts";
+import { requireLease, takeLease, renewLease, type Lease } from "./lease.ts";
 import { onBoth, onProject, type Outcome, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { readSettings } from "./settings.ts";
@@ -62,7 +62,8 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
-  await cleanSlots(projects, winner.active, winner.standby, events).catch(() => undefined);
+  // Only while the lease is still this tick's: the next holder's copy makes its slot before a record names it.
+  await requireLease(projects[winner.active].sql, lease.holder).then(() => cleanSlots(projects, winner.active, winner.standby, events)).catch(() => undefined);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);

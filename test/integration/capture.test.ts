@@ -7,7 +7,7 @@ import { expireLease, testApp, type TestApp } from "../support/app.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { fingerprint } from "../support/compare.ts";
 import { run } from "../support/process.ts";
-import { takeLease } from "../../functions/lease.ts";
+import { keepLease, takeLease } from "../../functions/lease.ts";
 import { runBackup } from "../../functions/backup.ts";
 import { readCatalog } from "../../functions/backup/catalog.ts";
 import { applyChanges, readPosition, replicaStream } from "../../functions/backup/incremental.ts";
@@ -209,6 +209,21 @@ describe("two appliers, one position", () => {
     const refused = results.find((r) => r.status === "rejected") as PromiseRejectedResult | undefined;
     assert.equal(refused?.reason?.code, "POSITION_MOVED");
     await assertEqualAndWritable();
+  });
+
+  test("a renewal that fails marks the lease lost, and the holder's next check stops it", async () => {
+    const lease = await takeLease(t.projects, "backup", 120);
+    const keeper = keepLease(t.projects, lease, 0.3);
+    try {
+      keeper.check();
+      await expireLease(pair);
+      const other = await takeLease(t.projects, "backup", 120);
+      await new Promise((r) => setTimeout(r, 400));
+      await other.release();
+      assert.throws(() => keeper.check(), (e: any) => e.code === "LEASE_LOST");
+    } finally {
+      keeper.stop();
+    }
   });
 
   test("a holder whose lease expired and was taken stops before it writes anything", async () => {
