@@ -128,7 +128,21 @@ export async function requireLease(sql: Sql, holder: string): Promise<void> {
   if (!row?.holds) throw leaseLost();
 }
 
+/**
+ * Inside a write transaction: throws 409 `LEASE_LOST` unless `holder` holds an unexpired
+ * lease, and keeps the lease row locked shared until `tx` ends, so that no other holder can
+ * take it before this write commits.
+ *
+ * @example
+ * await holdLease(tx, lease.holder);
+ */
+export async function holdLease(tx: Sql, holder: string): Promise<void> {
+  const [row] = await tx<{ holds: boolean }[]>`
+    select holder = ${holder} and expires_at > now() as holds from spillway.lease where id for share`;
+  if (!row?.holds) throw leaseLost();
+}
+
 /** The error of a holder whose lease expired. */
-export function leaseLost(): SpillwayError {
+function leaseLost(): SpillwayError {
   return new SpillwayError("LEASE_LOST", 409, "this operation's lease expired and another operation may hold it now; it stopped before writing");
 }

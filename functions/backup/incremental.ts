@@ -7,7 +7,7 @@ import { BatchWriter, type Change, type Relation } from "./batch.ts";
 import { captureEntry } from "./drift.ts";
 import { makeIdentityFull, restoreIdentities } from "./identity.ts";
 import { SpillwayError } from "../errors.ts";
-import { leaseLost } from "../lease.ts";
+import { holdLease } from "../lease.ts";
 
 /** The publication on the active that the slot decodes. */
 export const PUBLICATION = "spillway";
@@ -149,19 +149,6 @@ export async function claimPosition(tx: Db, guard: PositionGuard): Promise<void>
   const [row] = await tx<{ slot: string; applied_lsn: string | null }[]>`select slot, applied_lsn::text from spillway.replica where id for update`;
   const same = row && guard.expected ? row.slot === guard.expected.slot && row.applied_lsn === guard.expected.appliedLsn : !row && !guard.expected;
   if (!same) throw positionMoved();
-}
-
-/**
- * Throws 409 `LEASE_LOST` unless `holder` holds an unexpired lease, and keeps the lease row
- * locked shared until `tx` ends, so no other holder can take it before this write commits.
- *
- * @example
- * await holdLease(tx, lease.holder);
- */
-export async function holdLease(tx: Db, holder: string): Promise<void> {
-  const [lease] = await tx<{ holds: boolean }[]>`
-    select holder = ${holder} and expires_at > now() as holds from spillway.lease where id for share`;
-  if (!lease?.holds) throw leaseLost();
 }
 
 /**

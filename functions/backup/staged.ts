@@ -4,7 +4,8 @@ import type { ProjectName } from "../names.ts";
 import { copiedColumns, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
 import { canonical } from "./checksum.ts";
 import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
-import { applyChanges, dropSlot, holdLease, positionMoved, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
+import { applyChanges, dropSlot, positionMoved, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
+import { holdLease } from "../lease.ts";
 import { visibleIn } from "./pgoutput.ts";
 
 /** One replicated table of a staged copy. */
