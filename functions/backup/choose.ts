@@ -29,7 +29,7 @@ export async function chooseKind(source: Project, position: ReplicaPosition | nu
   const full = (reason: string, broken = false): KindChoice => ({ kind: "full", reason: `${reason}: full backup`, broken });
   if (!position) return full("no earlier copy to build on");
   if (position.source !== source.name) return full(`the standby's copy came from ${position.source}`);
-  const [health, missing] = await Promise.all([slotHealth(source, position.slot), unpublished(source.sql, PUBLICATION, tables)]);
+  const health = await slotHealth(source, position.slot);
   if (health.state === "missing") return full("the change capture slot is gone (retention guard or dropped)");
   if (health.state === "lost") {
     await dropSlot(source, position.slot);
@@ -37,6 +37,7 @@ export async function chooseKind(source: Project, position: ReplicaPosition | nu
   }
   const drift = captureDrift(position.tables, tableSet(tables));
   if (drift) return full(`the replicated tables changed since the last full copy (${drift})`, true);
+  const missing = await unpublished(source.sql, PUBLICATION, tables);
   if (missing.length > 0) return full(`the change capture publication no longer covers ${missing.join(", ")}`, true);
   return { kind: "incremental", reason: `changes since ${position.appliedLsn ?? "the last full copy"}`, broken: false };
 }
