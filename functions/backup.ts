@@ -1,6 +1,6 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
-import { renewLease, takeLease, type Lease } from "./lease.ts";
+import { keepLease, requireLease, takeLease, type Lease, type LeaseKeeper } from "./lease.ts";
 import { onProject, probe, type Db, type Projects, type Project } from "./project.ts";
 import { changeCounter } from "./status.ts";
 import { readSettings, type Settings } from "./settings.ts";
@@ -9,7 +9,10 @@ import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
 import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup/catalog.ts";
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
-import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
+import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, PUBLICATION, readPosition, replicaStream, tableSet, writePosition, type ReplicaPosition } from "./backup/incremental.ts";
+import { chooseKind } from "./backup/choose.ts";
+import { unpublished } from "./backup/drift.ts";
+import { applyKey, readIdentities, requireIdentities, type Identity } from "./backup/identity.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
 
 /** What `POST /force-backup` asks for. */
@@ -31,6 +34,8 @@ export interface BackupRequest {
 export interface BackupContext {
   projects: Projects;
   events: EventLog;
+  /** Called once a full copy has committed, before the slot it replaced is dropped; the crash tests end the process there. */
+  afterCommit?: () => void | Promise<void>;
 }
 
 const LEASE_SECONDS = 120;
@@ -51,16 +56,16 @@ const OPERATOR_WAIT_MS = 10_000;
  */
 export async function runBackup(ctx: BackupContext, request: BackupRequest, heldLease?: Lease): Promise<Run> {
   const lease = heldLease ?? await takeLease(ctx.projects, "backup", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS });
-  const renew = setInterval(() => void renewLease(ctx.projects, lease, LEASE_SECONDS).catch(() => undefined), (LEASE_SECONDS / 3) * 1000);
+  const keeper = keepLease(ctx.projects, lease, LEASE_SECONDS);
   try {
-    return await backupUnderLease(ctx, request);
+    return await backupUnderLease(ctx, request, lease.holder, keeper);
   } finally {
-    clearInterval(renew);
+    keeper.stop();
     if (!heldLease) await lease.release();
   }
 }
 
-async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Promise<Run> {
+async function backupUnderLease(ctx: BackupContext, request: BackupRequest, holder: string, keeper: LeaseKeeper): Promise<Run> {
   const { projects, events } = ctx;
   const state = await readActive(projects);
   const source = projects[state.active];
@@ -68,14 +73,22 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
+  // The lease checked again where this run writes: a holder whose lease lapsed stops here.
+  const [identities, position] = await Promise.all([readIdentities(source.sql, sourceCatalog.tables), readPosition(target.sql), requireLease(target.sql, holder)]);
+  keeper.check();
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
   const continuable = request.continuable ?? true;
   const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
   const choice = staging
-    ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)` }
-    : await chooseKind(source, target, sourceCatalog.tables);
+    ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)`, broken: false }
+    : await chooseKind(source, position, sourceCatalog.tables);
+  if (choice.broken) {
+    await events.record("warn", "backup.capture_reset", `the next backup to ${target.name} cannot build on its copy: ${choice.reason}`, {
+      project: target.name, data: { reason: choice.reason, slot: position?.slot ?? null },
+    });
+  }
   if (request.mode === "incremental" && choice.kind === "full") {
     throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, `an incremental backup is not possible: ${choice.reason}; use mode "full" or "auto"`);
   }
@@ -104,7 +117,9 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const progress = progressWriter(target, id);
   try {
     if (diffs.length > 0) throw schemaMismatch(diffs);
-    const input = { source, target, targetCatalog, settings, id, started, progress };
+    // Before capture starts: a table it cannot carry is refused, never published.
+    requireIdentities(sourceCatalog.tables, identities);
+    const input = { source, target, targetCatalog, settings, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -145,29 +160,26 @@ interface RunInput {
   id: string;
   started: number;
   progress: ReturnType<typeof progressWriter>;
-}
-
-// Incremental when the standby's copy came from this active through a slot that still
-// exists, over the same tables; full otherwise, saying why.
-async function chooseKind(source: Project, target: Project, tables: Table[]): Promise<{ kind: "full" | "incremental"; reason: string }> {
-  const position = await readPosition(target.sql);
-  if (!position) return { kind: "full", reason: "no earlier copy to build on: full backup" };
-  if (position.source !== source.name) return { kind: "full", reason: `the standby's copy came from ${position.source}: full backup` };
-  if ((await slotRetainedBytes(source, position.slot)) === null) return { kind: "full", reason: "the change capture slot is gone (retention guard or dropped): full backup" };
-  if (JSON.stringify(position.tables) !== JSON.stringify(tableSet(tables))) return { kind: "full", reason: "the replicated tables changed: full backup" };
-  return { kind: "incremental", reason: `changes since ${position.appliedLsn ?? "the last full copy"}` };
+  /** The lease this run holds and the position it read: its position write needs both unchanged. */
+  guard: { holder: string; expected: ReplicaPosition | null };
+  keeper: LeaseKeeper;
+  /** The active's replica identities: changes find their rows by them. */
+  identities: Map<string, Identity>;
+  afterCommit: BackupContext["afterCommit"];
 }
 
 async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise<Run> {
   // The slot must exist before the copy's snapshot: then nothing falls between them.
   const slot = newSlotName(r.source.name, r.target.name);
+  r.keeper.check();
   await prepareCapture(r.source, r.tables, slot);
   try {
     await fullLoad({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
     async beforeCommit(tx, res) {
-      await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) });
+      r.keeper.check();
+      await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) }, r.guard);
       await finishRun(tx, r, { tables: res.tables, rows: res.rows, bytes: res.bytes, snapshotAt: res.snapshotAt, changeCounter: res.changeCounter, extra: { perTable: res.perTable, verified: res.checksums !== null, slot } });
     },
     });
@@ -176,6 +188,8 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
     throw e;
   }
   await r.progress.flush();
+  await r.afterCommit?.();
+  // A slot left here (a kill, a failed drop) is dropped by the next tick (cleanSlots).
   await dropOtherSlots(r.source, r.source.name, r.target.name, slot).catch(() => undefined);
   return (await readRun(r.target.sql, r.id))!;
 }
@@ -185,7 +199,9 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
 async function stagingToContinue(ctx: BackupContext, source: Project, target: Project, tables: Table[]): Promise<Staging | null> {
   const staging = await readStaging(target.sql);
   if (!staging) return null;
-  const problem = await stagingProblem(staging, source, tables);
+  const missing = staging.source === source.name ? await unpublished(source.sql, PUBLICATION, tables) : [];
+  const problem = await stagingProblem(staging, source, tables)
+    ?? (missing.length > 0 ? `the change capture publication no longer covers ${missing.join(", ")} (dropped and created again?)` : null);
   if (!problem) return staging;
   await discardStaging(target, ctx.projects[staging.source]).catch(() => discardStaging(target));
   await ctx.events.record("warn", "backup.staging_discarded", `the full backup staged on ${target.name} since ${staging.startedAt} was dropped: ${problem}; a new one begins`, { project: target.name });
@@ -209,8 +225,10 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   const result = await continueStaging({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
+    holder: r.guard.holder, applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
     async beforePublish(tx, res) {
-      await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) });
+      r.keeper.check();
+      await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) }, r.guard);
       // A copy built over several calls has no single moment to compare against while the
       // active keeps changing: `spillway verify` checks it once writes pause.
       await finishRun(tx, r, { tables: res.tablesTotal, rows: res.rows, bytes: res.bytes, snapshotAt: res.snapshotAt, changeCounter: null, extra: { slot: staging.slot, verified: false, appliedLsn: res.appliedLsn } });
@@ -226,12 +244,12 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
 }
 
 async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
-  const [position, [snap], counter] = await Promise.all([
-    readPosition(r.target.sql), r.source.sql<{ at: Date }[]>`select now() as at`, changeCounter(r.source.sql, r.settings.schemas),
+  const [[snap], counter] = await Promise.all([
+    r.source.sql<{ at: Date }[]>`select now() as at`, changeCounter(r.source.sql, r.settings.schemas),
   ]);
   const result = await applyChanges({
-    source: r.source, target: r.target, stream: replicaStream(position!),
-    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
+    source: r.source, target: r.target, stream: replicaStream(r.guard.expected!, r.guard.holder),
+    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, applyKey(t, r.identities.get(`${t.schema}.${t.name}`))])),
     deadline: r.started + r.budgetMs, sequences: r.settings.schemas,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });

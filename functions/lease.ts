@@ -1,5 +1,5 @@
 import { SpillwayError } from "./errors.ts";
-import { onBoth, type Projects } from "./project.ts";
+import { onBoth, type Db as Sql, type Projects } from "./project.ts";
 import { PROJECT_NAMES } from "./names.ts";
 
 /** A held lease; `release` gives it back early. */
@@ -86,4 +86,63 @@ export async function renewLease(projects: Projects, lease: Lease, ttlSeconds: n
     update spillway.lease set expires_at = now() + make_interval(secs => ${ttlSeconds})
     where id and holder = ${lease.holder} returning 1`).length === 1);
   return PROJECT_NAMES.some((n) => { const o = outcomes[n]; return o.ok && o.value; });
+}
+
+/** A lease renewed in the background while work runs under it. */
+export interface LeaseKeeper {
+  /** Throws 409 `LEASE_LOST` once a renewal failed: the holder stops before its next write. */
+  check(): void;
+  stop(): void;
+}
+
+/**
+ * Renews `lease` every third of its time to live until `stop`. A renewal that does not
+ * succeed anywhere (the lease expired and was taken, or neither project answers) marks it
+ * lost, and `check` throws from then on.
+ *
+ * @example
+ * const keeper = keepLease(projects, lease, 120);
+ * try { keeper.check(); ... } finally { keeper.stop(); }
+ */
+export function keepLease(projects: Projects, lease: Lease, ttlSeconds: number): LeaseKeeper {
+  let lost = false;
+  const timer = setInterval(() => {
+    void renewLease(projects, lease, ttlSeconds).then((ok) => { if (!ok) lost = true; }, () => { lost = true; });
+  }, (ttlSeconds / 3) * 1000);
+  return {
+    check() {
+      if (lost) throw leaseLost();
+    },
+    stop: () => clearInterval(timer),
+  };
+}
+
+/**
+ * Throws 409 `LEASE_LOST` unless `holder` holds an unexpired lease in the project of `sql`.
+ *
+ * @example
+ * await requireLease(target.sql, lease.holder);
+ */
+export async function requireLease(sql: Sql, holder: string): Promise<void> {
+  const [row] = await sql<{ holds: boolean }[]>`select holder = ${holder} and expires_at > now() as holds from spillway.lease where id`;
+  if (!row?.holds) throw leaseLost();
+}
+
+/**
+ * Inside a write transaction: throws 409 `LEASE_LOST` unless `holder` holds an unexpired
+ * lease, and keeps the lease row locked shared until `tx` ends, so that no other holder can
+ * take it before this write commits.
+ *
+ * @example
+ * await holdLease(tx, lease.holder);
+ */
+export async function holdLease(tx: Sql, holder: string): Promise<void> {
+  const [row] = await tx<{ holds: boolean }[]>`
+    select holder = ${holder} and expires_at > now() as holds from spillway.lease where id for share`;
+  if (!row?.holds) throw leaseLost();
+}
+
+/** The error of a holder whose lease expired. */
+function leaseLost(): SpillwayError {
+  return new SpillwayError("LEASE_LOST", 409, "this operation's lease expired and another operation may hold it now; it stopped before writing");
 }

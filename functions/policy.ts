@@ -67,9 +67,10 @@ export function standbyProblem(s: PolicyInput["standby"], switchThreshold: numbe
 }
 
 /**
- * Decides a tick's action from both projects' figures: one backup when the active reaches
- * the backup threshold, a switch when it reaches the switch threshold and the standby can
- * take over, an alert when it cannot (or automation is off), nothing otherwise.
+ * Decides a tick's action from both projects' figures: a backup at every tick once the
+ * active reaches the backup threshold (the standby follows it, incremental when it can),
+ * a switch when it reaches the switch threshold and the standby can take over, an alert
+ * when it cannot (or automation is off) and backups meanwhile, nothing otherwise.
  *
  * @example
  * decide({ previous: "normal", activeUsage: 0.86, thresholds, autoBackup: true, autoSwitch: true, standby })
@@ -98,7 +99,7 @@ function decideFromUsage(input: PolicyInput): Decision {
     if (!input.autoSwitch) {
       return entered
         ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold; auto switch is off` }
-        : { action: "none", phase, reason: `active at ${pct(activeUsage)}; auto switch is off` };
+        : follow(input, phase, `active at ${pct(activeUsage)}; auto switch is off`);
     }
     if (problem && input.standby.reachable && !input.standby.hasBackup && input.autoBackup) {
       // The standby is fine but empty: back it up now, switch at the next tick.
@@ -107,7 +108,7 @@ function decideFromUsage(input: PolicyInput): Decision {
     if (problem) {
       return entered
         ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold, but ${problem}` }
-        : { action: "none", phase, reason: `active at ${pct(activeUsage)}; still cannot switch: ${problem}` };
+        : follow(input, phase, `active at ${pct(activeUsage)}; still cannot switch: ${problem}`);
     }
     return { action: "switch", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold of ${pct(thresholds.switch)}` };
   }
@@ -124,9 +125,17 @@ function decideFromUsage(input: PolicyInput): Decision {
     if (entered || !input.standby.hasBackup) {
       return { action: "backup", phase, reason: `active at ${pct(activeUsage)}, at or over the backup threshold of ${pct(thresholds.backup)}` };
     }
-    if (problem) return { action: "none", phase, reason: `active at ${pct(activeUsage)}; ${problem}` };
-    return { action: "none", phase, reason: `active at ${pct(activeUsage)}; backed up at this phase already` };
+    return follow(input, phase, `active at ${pct(activeUsage)}${problem ? `; ${problem}` : ""}`);
   }
 
   return { action: "none", phase, reason: `active at ${pct(activeUsage)}, below the backup threshold` };
+}
+
+// Past the backup threshold the standby follows the active at every tick (a switch, or a
+// forced one with the active gone, then finds it at most a tick behind), when it holds a
+// backup to build on and can be reached.
+function follow(input: PolicyInput, phase: Phase, why: string): Decision {
+  const s = input.standby;
+  if (!input.autoBackup || !s.reachable || !s.hasBackup) return { action: "none", phase, reason: why };
+  return { action: "backup", phase, reason: `${why}; the standby follows the active` };
 }

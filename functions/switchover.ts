@@ -34,7 +34,7 @@ export interface SwitchResult {
 }
 
 /** The steps of a switch, as named to `hooks.step`. */
-export type SwitchStep = "pre-caught-up" | "fenced" | "caught-up" | "published-target" | "published";
+export type SwitchStep = "pre-caught-up" | "fenced" | "caught-up" | "capture-reversed" | "published-target" | "published";
 
 interface Context {
   projects: Projects;
@@ -138,6 +138,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.
     newSlot = await startReverseCapture(projects, { from, to, settings });
+    await ctx.hooks?.step("capture-reversed");
     publishing = true;
     await publishSwitch(projects, { from, to, oldEpoch: state.epoch, epoch, holder: lease.holder, between: () => ctx.hooks?.step("published-target") });
     await ctx.hooks?.step("published");

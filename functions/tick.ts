@@ -1,7 +1,7 @@
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
-import { takeLease, renewLease, type Lease } from "./lease.ts";
-import { onBoth, onProject, type Projects } from "./project.ts";
+import { requireLease, takeLease, renewLease, type Lease } from "./lease.ts";
+import { onBoth, onProject, type Outcome, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readStates } from "./state.ts";
@@ -15,6 +15,7 @@ import { ensureFence } from "./fence.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
 import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
+import { cleanSlots } from "./backup/slots.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -65,6 +66,8 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
   // event trigger that does it at once could not be installed).
   await onBoth(projects, (p) => ensureFence(p, settings.schemas));
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
+  // Only while the lease is still this tick's: the next holder's copy makes its slot before a record names it.
+  await requireLease(projects[winner.active].sql, lease.holder).then(() => cleanSlots(projects, winner.active, winner.standby, events)).catch(() => undefined);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);

@@ -5,6 +5,10 @@ import { canonical, LOAD_MARK } from "./checksum.ts";
 import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
 import { BatchWriter, type Change, type Relation } from "./batch.ts";
 import { setSequences } from "./full.ts";
+import { captureEntry } from "./drift.ts";
+import { makeIdentityFull, restoreIdentities } from "./identity.ts";
+import { SpillwayError } from "../errors.ts";
+import { holdLease } from "../lease.ts";
 
 /** The publication on the active that the slot decodes. */
 export const PUBLICATION = "spillway";
@@ -55,16 +59,16 @@ export async function dropOtherSlots(source: Project, from: ProjectName, to: Pro
   return rows.map((r) => r.slot_name);
 }
 
-/** `schema.table` names, sorted: what a copy's table set is compared by. */
+/** The tables as recorded with a copy (see `captureEntry`), sorted: what incremental backups check them against. */
 export function tableSet(tables: Table[]): string[] {
-  return tables.map((t) => `${t.schema}.${t.name}`).sort();
+  return tables.map(captureEntry).sort();
 }
 
 /**
  * Prepares change capture on the active before a full copy: the publication lists every
  * replicated table (tables without a primary key get REPLICA IDENTITY FULL, without which
- * Postgres would refuse their updates once published), and the slot is made anew, so it
- * starts before the copy's snapshot.
+ * Postgres would refuse their updates once published; recorded, and put back once a table
+ * no longer needs it), and the slot is made anew, so it starts before the copy's snapshot.
  *
  * @example
  * await prepareCapture(source, catalog.tables, slotName("primary", "secondary"));
@@ -73,13 +77,15 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
   const sql = source.sql;
   for (const t of tables) {
     if (t.primaryKey.length > 0) continue;
-    const [row] = await sql<{ full: boolean }[]>`select relreplident = 'f' as full from pg_catalog.pg_class where oid = ${t.oid}`;
-    if (!row?.full) await sql.unsafe(`alter table ${t.qualified} replica identity full`);
+    // Only the default identity (none, without a key) is changed; one the app chose is kept.
+    const [row] = await sql<{ chosen: boolean }[]>`select relreplident <> 'd' as chosen from pg_catalog.pg_class where oid = ${t.oid}`;
+    if (!row?.chosen) await makeIdentityFull(source, t);
   }
   const list = tables.map((t) => t.qualified).join(", ");
   const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
   if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
   else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);
+  await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
   await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
 }
 
@@ -95,7 +101,8 @@ export async function dropSlot(source: Project, slot: string): Promise<boolean> 
 }
 
 /**
- * Bytes of WAL a slot keeps on the active, or null when it does not exist.
+ * Bytes of WAL a slot keeps on the active, or null when it does not exist or the server
+ * invalidated it (`wal_status = 'lost'`): either way it can no longer be read.
  *
  * @example
  * const retained = await slotRetainedBytes(source, slot);
@@ -103,7 +110,8 @@ export async function dropSlot(source: Project, slot: string): Promise<boolean> 
 export async function slotRetainedBytes(source: Project, slot: string): Promise<number | null> {
   const [row] = await source.sql<{ bytes: string | null }[]>`
     select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::int8::text as bytes
-    from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
+    from pg_catalog.pg_replication_slots
+    where slot_name = ${slot} and wal_status is distinct from 'lost' and restart_lsn is not null`;
   return row ? Number(row.bytes ?? 0) : null;
 }
 
@@ -120,12 +128,49 @@ export async function readPosition(sql: Db): Promise<ReplicaPosition | null> {
 }
 
 /**
- * Records a new base for incremental backups, inside the transaction that publishes the copy.
+ * What a position write must find to succeed: the run's lease still held, and the position
+ * as the run read it (null: none), so that only the run that read a position moves it.
+ */
+export interface PositionGuard {
+  holder: string;
+  expected: Pick<ReplicaPosition, "slot" | "appliedLsn"> | null;
+}
+
+/**
+ * Checks a guard inside the transaction that is about to write the position, and keeps
+ * both rows locked until it commits: the lease row shared (no other holder can take it
+ * meanwhile), the position row for update (a second writer waits, then finds it moved).
+ * Throws 409 `LEASE_LOST` or 409 `POSITION_MOVED`, which roll the transaction back.
  *
  * @example
- * await writePosition(tx, { source: "primary", slot, baseSnapshot, appliedLsn: null, tables });
+ * await claimPosition(tx, { holder: lease.holder, expected: position });
  */
-export async function writePosition(tx: Db, p: ReplicaPosition): Promise<void> {
+export async function claimPosition(tx: Db, guard: PositionGuard): Promise<void> {
+  await holdLease(tx, guard.holder);
+  const [row] = await tx<{ slot: string; applied_lsn: string | null }[]>`select slot, applied_lsn::text from spillway.replica where id for update`;
+  const same = row && guard.expected ? row.slot === guard.expected.slot && row.applied_lsn === guard.expected.appliedLsn : !row && !guard.expected;
+  if (!same) throw positionMoved();
+}
+
+/**
+ * Throws 409 `POSITION_MOVED`: another run moved a position since this one read it.
+ *
+ * @example
+ * throw positionMoved();
+ */
+export function positionMoved(): SpillwayError {
+  return new SpillwayError("POSITION_MOVED", 409, "the standby's position moved since this run read it (another run applied changes or published a copy); nothing of this run was kept");
+}
+
+/**
+ * Records a new base for incremental backups, inside the transaction that publishes the
+ * copy; with a guard, only if `claimPosition` allows it.
+ *
+ * @example
+ * await writePosition(tx, { source: "primary", slot, baseSnapshot, appliedLsn: null, tables }, { holder, expected });
+ */
+export async function writePosition(tx: Db, p: ReplicaPosition, guard?: PositionGuard): Promise<void> {
+  if (guard) await claimPosition(tx, guard);
   await tx`
     insert into spillway.replica (id, source, slot, base_snapshot, applied_lsn, tables, updated_at)
     values (true, ${p.source}, ${p.slot}, ${p.baseSnapshot}, ${p.appliedLsn}::pg_lsn, ${p.tables}, now())
@@ -158,19 +203,24 @@ export interface ChangeStream {
 }
 
 /**
- * The change stream of the standby's published copy (`spillway.replica`).
+ * The change stream of the standby's published copy (`spillway.replica`). Each save moves
+ * the position only from where this stream last left it, under the lease of `holder`.
  *
  * @example
- * const stream = replicaStream(position);
+ * const stream = replicaStream(position, lease.holder);
  */
-export function replicaStream(position: ReplicaPosition): ChangeStream {
+export function replicaStream(position: ReplicaPosition, holder: string): ChangeStream {
   const visible = position.baseSnapshot === null ? null : visibleIn(position.baseSnapshot);
+  let expected = position.appliedLsn;
   return {
     slot: position.slot,
     appliedLsn: position.appliedLsn,
     seen: (xid) => visible !== null && visible(xid),
     async save(tx, appliedLsn) {
+      await claimPosition(tx, { holder, expected: { slot: position.slot, appliedLsn: expected } });
       await tx`update spillway.replica set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
+      // A failed save throws and ends the stream's use, so the next save follows this one.
+      expected = appliedLsn;
     },
   };
 }

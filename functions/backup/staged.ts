@@ -4,7 +4,8 @@ import type { ProjectName } from "../names.ts";
 import { copiedColumns, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
 import { canonical } from "./checksum.ts";
 import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
-import { applyChanges, dropSlot, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
+import { applyChanges, dropSlot, positionMoved, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
+import { holdLease } from "../lease.ts";
 import { visibleIn } from "./pgoutput.ts";
 
 /** One replicated table of a staged copy. */
@@ -148,6 +149,10 @@ export interface StagedInput {
   /** A publish that would start after this time waits for the next call, which starts with it. */
   publishBy: number;
   onProgress(progress: Progress): void;
+  /** The lease of the run: the stage's position moves only while it is held. */
+  holder?: string;
+  /** The table as its changes are applied (keyed by the replica identity); default as it is. */
+  applyAs?: (table: Table) => Table;
   /** Runs in the publishing transaction, before it commits. */
   beforePublish(tx: TransactionSql, result: StagedResult): Promise<void>;
 }
@@ -195,8 +200,8 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   progress.table = null;
   input.onProgress({ ...progress });
   const applied = await applyChanges({
-    source, target, stream: stageStream(staging), deadline: input.deadline,
-    tables: new Map(staging.tables.map((e) => [e.table, asStage(byName.get(e.table)!, e.stage)])),
+    source, target, stream: stageStream(staging, input.holder), deadline: input.deadline,
+    tables: new Map(staging.tables.map((e) => [e.table, asStage((input.applyAs ?? ((t) => t))(byName.get(e.table)!), e.stage)])),
   });
   if (applied.more) return result(false);
   if (worked && Date.now() > input.publishBy) return result(false);
@@ -212,15 +217,23 @@ function asStage(table: Table, stage: string): Table {
   return { ...table, qualified: stage, columns: table.columns.filter((c) => !c.generated).map((c) => ({ ...c, identity: "" as const })) };
 }
 
-// The stage's change stream: each table skips the transactions its own snapshot saw.
-function stageStream(staging: Staging): ChangeStream {
+// The stage's change stream: each table skips the transactions its own snapshot saw. Its
+// position moves only from where this stream read or last left it (and, given a holder,
+// under that lease), so two appliers never both apply the same changes to the stage.
+function stageStream(staging: Staging, holder?: string): ChangeStream {
   const snapshots = new Map(staging.tables.map((t) => [t.table, t.snapshot === null ? null : visibleIn(t.snapshot)]));
+  let expected = staging.appliedLsn;
   return {
     slot: staging.slot,
     appliedLsn: staging.appliedLsn,
     seen: (xid, table) => snapshots.get(table)?.(xid) ?? false,
     async save(tx, appliedLsn) {
-      await tx`update spillway.staging set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
+      if (holder) await holdLease(tx, holder);
+      const moved = await tx`
+        update spillway.staging set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now()
+        where id and slot = ${staging.slot} and applied_lsn is not distinct from ${expected}::pg_lsn returning 1`;
+      if (moved.length !== 1) throw positionMoved();
+      expected = appliedLsn;
     },
   };
 }

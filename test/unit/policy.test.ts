@@ -17,11 +17,15 @@ test("phases rise at once and fall only past the hysteresis band", () => {
   assert.equal(nextPhase("normal", 0.95, T, 0.01), "critical");
 });
 
-test("one backup on reaching the backup threshold, none while it stays there", () => {
+test("a backup on reaching the backup threshold, then one at every tick while it stays there: the standby follows", () => {
   const first = decide({ ...base, activeUsage: 0.86, standby: { ...fit, hasBackup: false } });
   assert.deepEqual([first.action, first.phase], ["backup", "backup"]);
   const again = decide({ ...base, previous: "backup", activeUsage: 0.87 });
-  assert.deepEqual([again.action, again.phase], ["none", "backup"]);
+  assert.deepEqual([again.action, again.phase], ["backup", "backup"]);
+  assert.match(again.reason, /the standby follows the active/);
+  assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.87, standby: { ...fit, reachable: false } }).action, "none");
+  assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.87, autoBackup: false }).action, "none");
+  assert.equal(decide({ ...base, previous: "critical", activeUsage: 0.92, autoSwitch: false }).action, "backup", "auto switch off: the standby still follows");
 });
 
 test("usage hovering at a threshold never flaps", () => {
@@ -32,21 +36,23 @@ test("usage hovering at a threshold never flaps", () => {
     if (d.action !== "none") actions.push(`${d.action}@${u}`);
     previous = d.phase;
   }
-  assert.deepEqual(actions.filter((a) => a.startsWith("backup")), ["backup@0.851"]);
+  // From the first backup on, every tick below the switch threshold is a backup (the standby follows).
+  assert.deepEqual(actions.filter((a) => a.startsWith("backup")), ["backup@0.851", "backup@0.848", "backup@0.852", "backup@0.846", "backup@0.853", "backup@0.899"]);
   assert.equal(actions.find((a) => a.startsWith("switch")), "switch@0.901");
 });
 
 test("at the switch threshold: switch when the standby can take over, alert when it cannot", () => {
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91 }).action, "switch");
-  for (const [standby, why] of [
-    [{ ...fit, reachable: false }, /unreachable/],
-    [{ ...fit, usageAfterSwitch: 0.95 }, /would be at 95.0 %/],
+  for (const [standby, why, then] of [
+    [{ ...fit, reachable: false }, /unreachable/, "none"],
+    // The standby cannot take over, but it can still follow the active.
+    [{ ...fit, usageAfterSwitch: 0.95 }, /would be at 95.0 %/, "backup"],
   ] as const) {
     const d = decide({ ...base, previous: "backup", activeUsage: 0.91, standby });
     assert.equal(d.action, "alert");
     assert.match(d.reason, why);
     const later = decide({ ...base, previous: "critical", activeUsage: 0.92, standby });
-    assert.equal(later.action, "none", "the alert is not repeated every tick");
+    assert.equal(later.action, then, "the alert is not repeated every tick");
   }
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.91, autoSwitch: false }).action, "alert");
   const empty = decide({ ...base, previous: "normal", activeUsage: 0.95, standby: { ...fit, hasBackup: false } });
