@@ -31,25 +31,28 @@ export async function ensureFence(project: Project, schemas: string[]): Promise<
 }
 
 /**
- * Fences `from`, the active project at `epoch`: once this returns, app writes there fail
- * with SQLSTATE SPWFN ("the active project is being chosen") and every transaction that
+ * Fences a project whose copy of the state says `active` at `epoch`: once this returns,
+ * app writes there fail with SQLSTATE SPWFN, naming `naming` as the active project (or
+ * "being chosen" while a switch is under way, `naming: null`), and every transaction that
  * wrote before has ended, so a catch-up started now reads all of them. The exclusive lock
  * on `spillway.state` waits for the writers holding the guard's share lock and queues new
  * ones behind it; writers still open after `IN_FLIGHT_WAIT_MS` are ended (their writes
- * were never acknowledged). The new active is named only when it is published.
+ * were never acknowledged). Under that lock every table of `schemas` gets the fence
+ * trigger, so none created since escapes it.
  *
  * @example
- * await fence(projects.primary, { from: "primary", epoch: 1 });
+ * await fence(projects.primary, { active: "primary", epoch: 1, naming: null, schemas: ["public"] });
  */
-export async function fence(source: Project, p: { from: ProjectName; epoch: number }): Promise<void> {
+export async function fence(project: Project, p: { active: ProjectName; epoch: number; naming: ProjectName | null; schemas: string[] }): Promise<void> {
   for (const wait of [IN_FLIGHT_WAIT_MS, AFTER_END_WAIT_MS]) {
     try {
-      const rows = await onProject(source, (sql) => sql.begin("read write", async (tx) => {
+      const rows = await onProject(project, (sql) => sql.begin("read write", async (tx) => {
         await tx`select pg_catalog.set_config('lock_timeout', ${`${wait}ms`}, true)`;
         await tx`lock table spillway.state in exclusive mode`;
+        await tx`select spillway.ensure_fence(array(select distinct s from unnest(${p.schemas}::text[] || spillway.fenced_schemas()) s))`;
         return await tx`
-          update spillway.state set fenced = true, fenced_for = null, fenced_epoch = null, updated_at = now()
-          where id and active = ${p.from} and epoch = ${p.epoch} and not fenced
+          update spillway.state set fenced = true, fenced_for = ${p.naming}, fenced_epoch = ${p.naming === null ? null : p.epoch}, updated_at = now()
+          where id and active = ${p.active} and epoch = ${p.epoch} and not fenced
           returning 1`;
       }));
       if (rows.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
@@ -60,10 +63,10 @@ export async function fence(source: Project, p: { from: ProjectName; epoch: numb
       const code = (e as { code?: string }).code;
       if (code !== LOCK_NOT_AVAILABLE && code !== DEADLOCK_DETECTED) throw e;
       if (wait === AFTER_END_WAIT_MS) break;
-      await endWriters(source);
+      await endWriters(project);
     }
   }
-  throw new SpillwayError("BUSY", 409, `transactions on ${source.name} were still open ${(IN_FLIGHT_WAIT_MS + AFTER_END_WAIT_MS) / 1000} s after the switch began fencing, and could not be ended; nothing was fenced`);
+  throw new SpillwayError("BUSY", 409, `transactions on ${project.name} were still open ${(IN_FLIGHT_WAIT_MS + AFTER_END_WAIT_MS) / 1000} s after fencing began, and could not be ended; nothing was fenced`);
 }
 
 // The writers that passed the guard hold a share lock on the state row until they end.

@@ -1,6 +1,7 @@
 import type { EventLog } from "./events.ts";
 import type { Projects } from "./project.ts";
-import { liftFence, writePublished } from "./fence.ts";
+import { fence, liftFence, writePublished } from "./fence.ts";
+import { readSettings } from "./settings.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import { readStates } from "./state.ts";
 
@@ -8,6 +9,8 @@ import { readStates } from "./state.ts";
 export interface Settled {
   propagated: string[];
   unfenced: string | null;
+  /** The standby, when this fenced it (before its first switch, or after a forced one). */
+  fencedStandby?: string;
 }
 
 /**
@@ -30,6 +33,15 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
     await writePublished(projects[name], { to: winner.active, epoch: winner.epoch, since: winner.since });
     out.propagated.push(name);
     await events.record("warn", "state.propagated", `${name} still had epoch ${copy.value.epoch}; it now has epoch ${winner.epoch} (active ${winner.active})${fenced ? " and is fenced" : ""}`, { project: name });
+  }
+  // The standby takes no app writes before it is the published active: they would be
+  // overwritten by the next backup, or collide with the rows it brings.
+  const standbyCopy = copies[winner.standby];
+  if (standbyCopy.ok && !standbyCopy.value.fenced && standbyCopy.value.epoch === winner.epoch && standbyCopy.value.active === winner.active) {
+    const { settings } = await readSettings(projects);
+    await fence(projects[winner.standby], { active: winner.active, epoch: winner.epoch, naming: winner.active, schemas: settings.schemas });
+    out.fencedStandby = winner.standby;
+    await events.record("info", "state.standby_fenced", `${winner.standby} is the standby: it refuses app writes, naming ${winner.active} (epoch ${winner.epoch}) as the active project`, { project: winner.standby });
   }
   const active = copies[winner.active];
   const other = copies[winner.standby];

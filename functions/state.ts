@@ -1,5 +1,5 @@
 import { SpillwayError } from "./errors.ts";
-import { onBoth, type Outcome, type Projects } from "./project.ts";
+import { onBoth, onProject, type Db, type Outcome, type Project, type Projects } from "./project.ts";
 import { isProjectName, other, PROJECT_NAMES, type ProjectName } from "./names.ts";
 
 /** Which project is active, from the copy with the highest epoch. */
@@ -25,9 +25,12 @@ export interface ProjectState {
  * @example
  * const s = await readProjectState(projects.primary.sql);
  */
-export async function readProjectState(sql: Projects["primary"]["sql"]): Promise<ProjectState> {
+export async function readProjectState(sql: Db): Promise<ProjectState> {
+  // The phase counts only at the epoch it was recorded at: a switch starts at 'normal'.
   const [row] = await sql<{ active: string; epoch: string; fenced: boolean; since: Date; phase: ProjectState["phase"] }[]>`
-    select active, epoch, fenced, since, phase from spillway.state where id`;
+    select s.active, s.epoch, s.fenced, s.since, coalesce(p.phase, 'normal') as phase
+    from spillway.state s left join spillway.phase p on p.id and p.epoch = s.epoch
+    where s.id`;
   if (!row || !isProjectName(row.active)) throw new SpillwayError("NOT_INSTALLED", 503, "Spillway's state row is missing");
   return { active: row.active, epoch: Number(row.epoch), fenced: row.fenced, since: row.since.toISOString(), phase: row.phase };
 }
@@ -72,4 +75,19 @@ export async function readStates(projects: Projects): Promise<{ copies: Record<P
  */
 export async function readActive(projects: Projects): Promise<ActiveState> {
   return (await readStates(projects)).winner;
+}
+
+/**
+ * Records the policy's phase for the active project at `epoch`, in its own row (never in
+ * the state row, which app writes lock). Writes only a change.
+ *
+ * @example
+ * await recordPhase(projects.primary, 1, "backup");
+ */
+export async function recordPhase(project: Project, epoch: number, phase: ProjectState["phase"]): Promise<void> {
+  await onProject(project, (sql) => sql.begin("read write", (tx) => tx`
+    insert into spillway.phase (id, epoch, phase)
+    select true, s.epoch, ${phase} from spillway.state s where s.id and s.epoch = ${epoch}
+    on conflict (id) do update set epoch = excluded.epoch, phase = excluded.phase, updated_at = now()
+    where (spillway.phase.epoch, spillway.phase.phase) is distinct from (excluded.epoch, excluded.phase)`));
 }

@@ -44,6 +44,14 @@ interface Context {
 }
 
 const LEASE_SECONDS = 120;
+/** Catch-up runs at most before the fence; the rest is caught up behind it. */
+const PRE_FENCE_RUNS = 4;
+/**
+ * Steps the new active's sequences move past the old active's at the switch: the fenced old
+ * active can still hand out numbers by `nextval` (it writes no table), and those must not
+ * be handed out again.
+ */
+const SEQUENCE_GAP_STEPS = 1000;
 /** How long an operator's request waits for a running tick to give the lease back. */
 const OPERATOR_WAIT_MS = 10_000;
 
@@ -118,11 +126,12 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
 
   await ensureFence(source, settings.schemas);
-  // Catch up while apps still write, so that the catch-up behind the fence is a short one.
-  await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+  // Catch up while apps still write, so that the catch-up behind the fence is a short one
+  // (bounded: apps writing faster than the standby applies must not hold the switch off).
+  await catchUp(ctx, lease, PRE_FENCE_RUNS);
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
-  await fence(source, { from, epoch: state.epoch });
+  await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: settings.schemas });
   await events.record("info", "switch.fenced", `${from} is fenced: app writes wait until the new active project is published`, { project: from });
   await ctx.hooks?.step("fenced");
 
@@ -133,7 +142,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     run = await catchUp(ctx, lease);
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
-    await target.sql.begin("read write", (tx) => setSequences(tx, sequences));
+    await target.sql.begin("read write", (tx) => setSequences(tx, sequences, { gapSteps: SEQUENCE_GAP_STEPS }));
     await ctx.hooks?.step("caught-up");
     // No app writes reach either project now: a slot made on the new active starts exactly
     // at what the old active holds, so backups the other way can be incremental at once.
@@ -171,12 +180,13 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
 
 // Behind the fence nothing new comes: incremental runs go on until one ends with nothing
 // left (each stops at the budget), so the target holds every change before it is published.
-async function catchUp(ctx: Context, lease: Lease): Promise<Run> {
+// Before the fence, `maxRuns` bounds it.
+async function catchUp(ctx: Context, lease: Lease, maxRuns = Infinity): Promise<Run> {
   let rows = 0;
-  for (;;) {
+  for (let n = 1; ; n++) {
     const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
     rows += run.rows;
-    if (run.details.more !== true) return { ...run, rows };
+    if (run.details.more !== true || n >= maxRuns) return { ...run, rows };
   }
 }
 
@@ -215,7 +225,12 @@ async function usageAfterSwitchTo(source: Project, target: Project, settings: Se
 async function afterFailedPublish(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number }): Promise<"published" | "unpublished" | "unknown"> {
   let target;
   try {
-    target = await readProjectState(projects[p.to].sql);
+    // Locking the row waits for a publish whose commit is still under way there.
+    target = await onProject(projects[p.to], (sql) => sql.begin("read write", async (tx) => {
+      await tx`set local lock_timeout = '5s'`;
+      await tx`select 1 from spillway.state where id for update`;
+      return await readProjectState(tx);
+    }));
   } catch {
     return "unknown";
   }

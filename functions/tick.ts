@@ -4,7 +4,7 @@ import { requireLease, takeLease, renewLease, type Lease } from "./lease.ts";
 import { onBoth, onProject, type Outcome, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { readSettings, type Settings } from "./settings.ts";
-import { readStates } from "./state.ts";
+import { readStates, recordPhase } from "./state.ts";
 import { measure, replicatedBytes, storeSample, usageAfterSwitch, type Measurement } from "./usage.ts";
 import { decide, type Decision, type Phase } from "./policy.ts";
 import { latestRun } from "./runs.ts";
@@ -112,10 +112,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
     result.error = events.redact(describeError(e));
   }
   if (!result.switch) {
-    // Only a change is written: every new version of the state row fails the next write of
-    // a REPEATABLE READ transaction that began before it (the fence guard locks the row).
-    await onProject(projects[winner.active], (sql) => sql.begin("read write", (tx) => tx`
-      update spillway.state set phase = ${decision.phase} where id and epoch = ${winner.epoch} and phase is distinct from ${decision.phase}`)).catch(() => undefined);
+    await recordPhase(projects[winner.active], winner.epoch, decision.phase).catch(() => undefined);
   }
   return result;
 }

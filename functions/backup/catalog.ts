@@ -62,8 +62,12 @@ export interface Index {
 /** A sequence in a replicated schema (serial and identity sequences included). */
 export interface Sequence {
   qualified: string;
-  lastValue: string | null;
-  startValue: string;
+  /** With `isCalled`, as `setval` takes them: false means `lastValue` is the next value. */
+  lastValue: string;
+  isCalled: boolean;
+  /** The step and the bound in its direction (`maxvalue`, or `minvalue` when descending). */
+  increment: string;
+  bound: string;
 }
 
 /** What a backup needs to know about one side. */
@@ -200,10 +204,20 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
  * const sequences = await readSequences(sql, ["public"]);
  */
 export async function readSequences(sql: Sql, schemas: string[]): Promise<Sequence[]> {
-  const rows = await sql<{ schema: string; name: string; last_value: string | null; start_value: string }[]>`
-    select schemaname as schema, sequencename as name, last_value::text, start_value::text
-    from pg_catalog.pg_sequences where schemaname = any(${schemas}) order by 1, 2`;
-  return rows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, startValue: s.start_value }));
+  // Read from each sequence itself (pg_sequences hides a position not yet called); one the
+  // role may not read is left alone rather than reset.
+  const rows = await sql<{ schema: string; name: string; last_value: string; is_called: boolean; increment: string; bound: string }[]>`
+    with seqs as materialized (
+      select c.oid, n.nspname as schema, c.relname as name, q.seqincrement::text as increment,
+        (case when q.seqincrement > 0 then q.seqmax else q.seqmin end)::text as bound
+      from pg_catalog.pg_class c
+      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      join pg_catalog.pg_sequence q on q.seqrelid = c.oid
+      where c.relkind = 'S' and n.nspname = any(${schemas}) and pg_catalog.has_table_privilege(c.oid, 'SELECT'))
+    select s.schema, s.name, st.last_value::text, st.is_called, s.increment, s.bound
+    from seqs s cross join lateral spillway.sequence_state(s.oid) st
+    order by 1, 2`;
+  return rows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, isCalled: s.is_called, increment: s.increment, bound: s.bound }));
 }
 
 /**

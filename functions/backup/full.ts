@@ -198,11 +198,20 @@ export async function rebuildAfterLoad(dst: Sql, rebuild: RebuildPlan): Promise<
  * @example
  * await setSequences(dst, await readSequences(source.sql, ["public"]));
  */
-export async function setSequences(dst: Sql, sequences: Sequence[]): Promise<void> {
+export async function setSequences(dst: Sql, sequences: Sequence[], options: { gapSteps?: number } = {}): Promise<void> {
   if (sequences.length === 0) return;
+  // With a gap, each sequence moves `gapSteps` steps further (never past its bound), so that
+  // numbers the old active may still hand out (nextval writes no table, so the fence does
+  // not stop it) are never handed out again here.
+  const gap = options.gapSteps ?? 0;
   await dst`
-    select pg_catalog.setval(s.name::regclass, coalesce(s.last, s.start), s.last is not null)
-    from unnest(${sequences.map((q) => q.qualified)}::text[], ${sequences.map((q) => q.lastValue)}::int8[], ${sequences.map((q) => q.startValue)}::int8[]) as s(name, last, start)`;
+    select pg_catalog.setval(s.name::regclass,
+      case when ${gap}::int8 = 0 then s.last
+           when s.step > 0 then least(s.last::numeric + s.step * ${gap}::numeric, s.bound)::int8
+           else greatest(s.last::numeric + s.step * ${gap}::numeric, s.bound)::int8 end,
+      s.called::bool or ${gap}::int8 > 0)
+    from unnest(${sequences.map((q) => q.qualified)}::text[], ${sequences.map((q) => q.lastValue)}::int8[], ${sequences.map((q) => (q.isCalled ? "t" : "f"))}::text[],
+      ${sequences.map((q) => q.increment)}::int8[], ${sequences.map((q) => q.bound)}::int8[]) as s(name, last, called, step, bound)`;
 }
 
 /**

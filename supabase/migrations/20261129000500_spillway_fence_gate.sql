@@ -71,6 +71,12 @@ begin
                   select 1 from pg_catalog.pg_class r join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
                    where r.oid = pg_catalog.pg_partition_root(c.oid) and rn.nspname = any(schemas))))
   loop
+    -- Read again: creating or altering a trigger fires the event trigger, whose own pass may
+    -- have guarded this table since the loop's query ran.
+    select g.tgenabled into t.enabled from pg_catalog.pg_trigger g where g.tgrelid = t.oid and g.tgname = 'spillway_fence';
+    if not found then
+      t.enabled := null;
+    end if;
     if t.enabled is null then
       execute pg_catalog.format(
         'create trigger spillway_fence before insert or update or delete or truncate on %I.%I for each statement execute function spillway.fence_guard()',

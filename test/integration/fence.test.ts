@@ -100,8 +100,8 @@ describe("while a switch is under way", () => {
       const direct = await insertDirect("primary", "insert into public.notes (body) values ('direct')");
       assert.equal(direct?.code, "SPWFN");
       assert.equal(direct?.message, "spillway: project primary is fenced; the active project is being chosen (epoch unknown)");
-      // Nothing names the target before it is published.
-      assert.deepEqual(await state("secondary"), { active: "primary", epoch: 1, fenced: false, public_active: "primary", public_epoch: 1 });
+      // Nothing names the target before it is published: it is still the fenced standby of epoch 1.
+      assert.deepEqual(await state("secondary"), { active: "primary", epoch: 1, fenced: true, public_active: "primary", public_epoch: 1 });
 
       let settled = false;
       const write = held.from("notes").insert({ body: "held" }).then((r) => ((settled = true), r));

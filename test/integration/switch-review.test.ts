@@ -46,7 +46,9 @@ describe("a sequence restarted by a migration and not drawn from since", () => {
 
     const inserted = await withApp(pair.urls.secondary, (sql) => sql`insert into public.tags (name) values ('new') returning id::int8 as id`)
       .then((rows) => ({ id: Number(rows[0]!.id), error: null }), (e: Error) => ({ id: null, error: e.message }));
-    assert.deepEqual(inserted, { id: 51, error: null });
+    // After the imported ids (the switch leaves a gap after them, for numbers the fenced old active may still hand out).
+    assert.equal(inserted.error, null);
+    assert.ok(inserted.id !== null && inserted.id > 50, `id ${inserted.id}`);
   });
 });
 

@@ -34,6 +34,8 @@ async function states() {
 
 describe("refusals", () => {
   test("no backup has ever completed to the target: 409 TARGET_UNFIT, nothing changed", async () => {
+    // A first tick fences the standby (it takes no app writes before it is the active).
+    assert.equal((await t.request("/spillway/tick", { method: "POST" })).status, 200);
     const before = await states();
     const r = await post("/force-switch");
     assert.equal(r.status, 409);
