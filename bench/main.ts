@@ -10,6 +10,7 @@ import { writeFileSync } from "node:fs";
 import { SCHEMA, churn, fill, recentChurn } from "./dataset.ts";
 import type { LoadResult } from "./load.ts";
 import { freePort, startServer } from "../cli/server.ts";
+import { appWrites, quantile } from "./app-writes.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const megabytes = Number(process.env.BENCH_MB ?? 300);
@@ -159,13 +160,23 @@ async function main() {
     // A switch under a steady write load, 1 % changed since the last backup.
     for (const statement of churn(0.01)) await primary.admin.unsafe(statement);
     const writer = steadyWrites(primary.url);
+    const app = await appWrites({ primary: primary.url, secondary: secondary.url }, 2);
     await new Promise((r) => setTimeout(r, 1000));
+    const switchStarted = performance.now();
     const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/switch-child.ts"], { PRIMARY_URL: primary.url, SECONDARY_URL: secondary.url });
+    const switchEnded = performance.now();
+    await new Promise((r) => setTimeout(r, 500));
     const writes = await writer.stop();
+    const appTimings = await app.stop();
     const sw = JSON.parse(stdout.trim().split("\n").at(-1)!) as { writesBlockedMs: number; durationMs: number };
     figure("switch_writes_blocked_ms", sw.writesBlockedMs, "target ≤ 2000", 0);
     figure("switch_duration_ms", sw.durationMs, "informative", 0);
     figure("switch_writes_acknowledged_during_run", writes, "informative", 0);
+    // The app's writes sent while the switch ran, through createSpillwayClient(): held, not failed.
+    const during = appTimings.filter((w) => w.startedAt >= switchStarted && w.startedAt <= switchEnded);
+    figure("switch_app_write_p50_ms", quantile(during.map((w) => w.ms), 0.5), `informative: ${during.length} writes sent during the switch`, 0);
+    figure("switch_app_write_p99_ms", quantile(during.map((w) => w.ms), 0.99), "informative: a held write waits for the publish", 0);
+    figure("switch_app_writes_failed", appTimings.filter((w) => !w.ok).length, "target 0", 0);
 
     // The HTTP API under 200 concurrent clients.
     const server = await startServer({
