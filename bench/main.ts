@@ -160,14 +160,14 @@ async function main() {
     // A switch under a steady write load, 1 % changed since the last backup.
     for (const statement of churn(0.01)) await primary.admin.unsafe(statement);
     const writer = steadyWrites(primary.url);
-    const app = await appWrites({ primary: primary.url, secondary: secondary.url }, 2);
+    const appWriter = await appWrites({ primary: primary.url, secondary: secondary.url }, 2);
     await new Promise((r) => setTimeout(r, 1000));
     const switchStarted = performance.now();
     const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/switch-child.ts"], { PRIMARY_URL: primary.url, SECONDARY_URL: secondary.url });
     const switchEnded = performance.now();
     await new Promise((r) => setTimeout(r, 500));
     const writes = await writer.stop();
-    const appTimings = await app.stop();
+    const appTimings = await appWriter.stop();
     const sw = JSON.parse(stdout.trim().split("\n").at(-1)!) as { writesBlockedMs: number; durationMs: number };
     figure("switch_writes_blocked_ms", sw.writesBlockedMs, "target ≤ 2000", 0);
     figure("switch_duration_ms", sw.durationMs, "informative", 0);
