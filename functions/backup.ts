@@ -11,6 +11,7 @@ import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
+import { AUTH_CHANGES, authCopyBuildsOn, copyAuth, discardAuthStage, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -67,15 +68,17 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
-  const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
+  const [sourceCatalog, targetCatalog, auth] = await Promise.all([
+    readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas), planAuth(source, target, settings.auth),
+  ]);
   // Checked before anything is written; a mismatch fails the run with every difference.
-  const diffs = schemaDiff(sourceCatalog, targetCatalog);
+  const diffs = [...schemaDiff(sourceCatalog, targetCatalog), ...auth.diffs];
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
   const continuable = request.continuable ?? true;
   const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
   const choice = staging
     ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)` }
-    : await chooseKind(source, target, sourceCatalog.tables);
+    : await chooseKind(source, target, sourceCatalog.tables, auth);
   if (request.mode === "incremental" && choice.kind === "full") {
     throw new SpillwayError("INCREMENTAL_UNAVAILABLE", 409, `an incremental backup is not possible: ${choice.reason}; use mode "full" or "auto"`);
   }
@@ -104,7 +107,8 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const progress = progressWriter(target, id);
   try {
     if (diffs.length > 0) throw schemaMismatch(diffs);
-    const input = { source, target, targetCatalog, settings, id, started, progress };
+    if (auth.tables) await prepareAuthCapture([source, target], auth.tables);
+    const input = { source, target, targetCatalog, settings, auth, id, started, progress };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -120,6 +124,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
     await events.record("info", "backup.succeeded",
       `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
       { project: target.name, data: { runId: id, kind, tables: run.tables, rows: run.rows, bytes: run.bytes, durationMs: run.durationMs, snapshotAt: run.snapshotAt } });
+    if (auth.tables) await pruneAuthChanges(source).catch(() => undefined);
     return run;
   } catch (e) {
     await progress.flush();
@@ -142,19 +147,21 @@ interface RunInput {
   target: Project;
   targetCatalog: Catalog;
   settings: Settings;
+  auth: AuthPlan;
   id: string;
   started: number;
   progress: ReturnType<typeof progressWriter>;
 }
 
 // Incremental when the standby's copy came from this active through a slot that still
-// exists, over the same tables; full otherwise, saying why.
-async function chooseKind(source: Project, target: Project, tables: Table[]): Promise<{ kind: "full" | "incremental"; reason: string }> {
+// exists, over the same tables (Auth's included); full otherwise, saying why.
+async function chooseKind(source: Project, target: Project, tables: Table[], auth: AuthPlan): Promise<{ kind: "full" | "incremental"; reason: string }> {
   const position = await readPosition(target.sql);
   if (!position) return { kind: "full", reason: "no earlier copy to build on: full backup" };
   if (position.source !== source.name) return { kind: "full", reason: `the standby's copy came from ${position.source}: full backup` };
   if ((await slotRetainedBytes(source, position.slot)) === null) return { kind: "full", reason: "the change capture slot is gone (retention guard or dropped): full backup" };
   if (JSON.stringify(position.tables) !== JSON.stringify(tableSet(tables))) return { kind: "full", reason: "the replicated tables changed: full backup" };
+  if (auth.tables && !(await authCopyBuildsOn(target.sql, source.name, auth.tables))) return { kind: "full", reason: `the standby holds no copy of ${source.name}'s Auth tables to build on: full backup` };
   return { kind: "incremental", reason: `changes since ${position.appliedLsn ?? "the last full copy"}` };
 }
 
@@ -166,6 +173,7 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
     await fullLoad({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
+    alongside: r.auth.tables ? (src, dst, foreign) => copyAuth(src, dst, r.auth.tables!, foreign) : undefined,
     async beforeCommit(tx, res) {
       await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) });
       await finishRun(tx, r, { tables: res.tables, rows: res.rows, bytes: res.bytes, snapshotAt: res.snapshotAt, changeCounter: res.changeCounter, extra: { perTable: res.perTable, verified: res.checksums !== null, slot } });
@@ -205,8 +213,10 @@ async function fitsOneCall(source: Project, target: Project, tables: Table[], bu
 }
 
 async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; budgetMs: number }): Promise<Run> {
+  if (!r.staging) await r.target.sql.begin((tx) => discardAuthStage(tx));
   const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
   const result = await continueStaging({
+    auth: r.auth,
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
     async beforePublish(tx, res) {
@@ -231,7 +241,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   ]);
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(position!),
-    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t])),
+    tables: new Map([...r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, t] as const), [AUTH_CHANGES, r.auth.changes]]),
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
@@ -244,6 +254,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
 }
 
 async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number; bytes: number; snapshotAt: string | null; changeCounter: string | null; extra: Record<string, unknown> }): Promise<void> {
+  await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables);
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
       bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},

@@ -5,6 +5,7 @@ import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
 import { forecast, measure, phase, readSamples, type Forecast, type TableSize } from "./usage.ts";
 import { latestRun, type Run } from "./runs.ts";
+import { userCount } from "./backup/auth.ts";
 
 /** One project in `GET /status`. */
 export interface ProjectStatus {
@@ -17,6 +18,8 @@ export interface ProjectStatus {
   fenced: boolean | null;
   measuredAt: string | null;
   largestTables: TableSize[];
+  /** Users in the project's Supabase Auth; null when Auth is absent or not carried. */
+  users: number | null;
   error: string | null;
 }
 
@@ -77,12 +80,12 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const [{ copies, winner }, { settings }] = await Promise.all([readStates(projects), readSettings(projects)]);
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
   const measured = await onBoth(projects, async (p) => {
-    const [m, samples, lastBackup] = await Promise.all([
-      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null,
+    const [m, samples, lastBackup, users] = await Promise.all([
+      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null, userCount(p.sql, settings.auth),
     ]);
     // The latest run is often the latest success too: ask again only when it is not.
     const lastSucceeded = !lastBackup || lastBackup.status === "succeeded" ? lastBackup : await latestRun(p.sql, "succeeded");
-    return { m, samples, lastBackup, lastSucceeded };
+    return { m, samples, lastBackup, lastSucceeded, users };
   });
 
   const projectStatus = {} as Record<ProjectName, ProjectStatus>;
@@ -96,12 +99,12 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
       const { m } = o.value;
       projectStatus[name] = {
         ...base, reachable: true, usedBytes: m.usedBytes, usage: m.usedBytes / quotaBytes, readOnly: m.readOnly,
-        measuredAt: m.measuredAt, largestTables: m.largestTables, error: null,
+        measuredAt: m.measuredAt, largestTables: m.largestTables, users: o.value.users, error: null,
       };
       samples[name] = o.value.samples;
     } else {
       projectStatus[name] = {
-        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [],
+        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [], users: null,
         error: redact(describeError(o.error)),
       };
       samples[name] = [];

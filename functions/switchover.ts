@@ -13,6 +13,7 @@ import { settle } from "./settle.ts";
 import { changeCounter } from "./status.ts";
 import { readCatalog } from "./backup/catalog.ts";
 import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
+import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -118,7 +119,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
 
   await onProject(source, (sql) => sql.begin(async (tx) => {
     await tx`set local lock_timeout = '5s'`;
-    await tx`select spillway.ensure_fence(${settings.schemas})`;
+    await tx`select spillway.ensure_fence(${fencedSchemas(settings)})`;
   }));
   // Catch up while apps still write, so that the catch-up behind the fence is a short one.
   await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
@@ -153,6 +154,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
+  await planAuth(target, source, settings.auth).then((auth) => recordAuthCopy(source.sql, to, auth.tables)).catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);
   // A full backup staged on the new active has nothing left to feed.

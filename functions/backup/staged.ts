@@ -6,6 +6,7 @@ import { canonical } from "./checksum.ts";
 import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
 import { applyChanges, dropSlot, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
 import { visibleIn } from "./pgoutput.ts";
+import { AUTH_CHANGES, publishAuthStage, stageAuth, type AuthPlan } from "./auth.ts";
 
 /** One replicated table of a staged copy. */
 export interface StagedTable {
@@ -148,6 +149,8 @@ export interface StagedInput {
   /** A publish that would start after this time waits for the next call, which starts with it. */
   publishBy: number;
   onProgress(progress: Progress): void;
+  /** What is carried of Auth: its tables are staged from one snapshot, its changes collected and replayed at publish. */
+  auth: AuthPlan;
   /** Runs in the publishing transaction, before it commits. */
   beforePublish(tx: TransactionSql, result: StagedResult): Promise<void>;
 }
@@ -176,6 +179,7 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
     published, tablesStaged: progress.tablesDone, tablesTotal: tables.length, rows: progress.rows, bytes: progress.bytes, snapshotAt, appliedLsn: null,
   });
   if (input.strategy === "fdw") await ensureFdwLink(target.sql, input.sourceUrl);
+  const authSnapshot = input.auth.tables ? await stageAuth({ source, target, tables: input.auth.tables, strategy: input.strategy }) : null;
 
   let worked = false;
   for (const [i, entry] of staging.tables.entries()) {
@@ -195,8 +199,8 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   progress.table = null;
   input.onProgress({ ...progress });
   const applied = await applyChanges({
-    source, target, stream: stageStream(staging), deadline: input.deadline,
-    tables: new Map(staging.tables.map((e) => [e.table, asStage(byName.get(e.table)!, e.stage)])),
+    source, target, stream: stageStream(staging, authSnapshot), deadline: input.deadline,
+    tables: new Map([...staging.tables.map((e) => [e.table, asStage(byName.get(e.table)!, e.stage)] as const), [AUTH_CHANGES, input.auth.stageChanges]]),
   });
   if (applied.more) return result(false);
   if (worked && Date.now() > input.publishBy) return result(false);
@@ -212,9 +216,11 @@ function asStage(table: Table, stage: string): Table {
   return { ...table, qualified: stage, columns: table.columns.filter((c) => !c.generated).map((c) => ({ ...c, identity: "" as const })) };
 }
 
-// The stage's change stream: each table skips the transactions its own snapshot saw.
-function stageStream(staging: Staging): ChangeStream {
+// The stage's change stream: each table skips the transactions its own snapshot saw
+// (Auth's changes, those its staged copy saw).
+function stageStream(staging: Staging, authSnapshot: string | null): ChangeStream {
   const snapshots = new Map(staging.tables.map((t) => [t.table, t.snapshot === null ? null : visibleIn(t.snapshot)]));
+  if (authSnapshot !== null) snapshots.set(AUTH_CHANGES, visibleIn(authSnapshot));
   return {
     slot: staging.slot,
     appliedLsn: staging.appliedLsn,
@@ -274,6 +280,7 @@ async function publish(input: StagedInput, staging: Staging, result: StagedResul
       await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${staging.tables[i]!.stage}`);
     }
     await rebuildAfterLoad(dst, rebuild);
+    await publishAuthStage(dst, input.auth.tables);
     // Sequences are not transactional: read now, they are at least where the stage's rows need them.
     await setSequences(dst, (await readCatalog(source.sql, input.schemas)).sequences);
     for (const t of staging.tables) await dst.unsafe(`drop table ${t.stage}`);

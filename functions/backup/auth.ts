@@ -1,0 +1,278 @@
+import type { TransactionSql } from "postgres";
+import type { Db, Project } from "../project.ts";
+import type { ProjectName } from "../names.ts";
+import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
+import { canonical } from "./checksum.ts";
+import { copyTable, dropForeignSchemas, FDW_SERVER, pullTable, remoteSnapshot } from "./full.ts";
+import { schemaDiff } from "./schema-diff.ts";
+
+/**
+ * The tables of Supabase Auth (GoTrue) a backup carries: what signing in on the new active
+ * needs. Users and their identities (password hashes, providers); MFA factors; one-time
+ * tokens, so that a confirmation or recovery link sent just before a switch still works;
+ * the SSO and SAML settings. Sessions, refresh tokens and their MFA claims are bound to
+ * each project's JWT secret and are not carried; in-flight login steps (flow_state,
+ * mfa_challenges, saml_relay_states), the audit log and GoTrue's own migration table
+ * neither.
+ */
+export const CARRIED_AUTH_TABLES = ["users", "identities", "mfa_factors", "one_time_tokens", "sso_providers", "sso_domains", "saml_providers"];
+
+/** The change table, as the change stream names it. */
+export const AUTH_CHANGES = "spillway.auth_changes";
+const STAGE_CHANGES = "spillway.auth_stage_changes";
+
+/** What a run does with Auth's tables. */
+export interface AuthPlan {
+  /** The active's carried tables in load order; null when nothing of Auth is carried. */
+  tables: Table[] | null;
+  /** Differences between the two projects' carried tables. */
+  diffs: string[];
+  /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
+  changes: Table;
+  stageChanges: Table;
+}
+
+/**
+ * Reads what a run carries of Auth: nothing when `enabled` is false or the active has no
+ * `auth.users`; otherwise the carried tables the active has, compared with the standby's
+ * like the app's tables (a table missing on either side, a column, a key).
+ *
+ * @example
+ * const auth = await planAuth(source, target, settings.auth);
+ * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
+ */
+export async function planAuth(source: Project, target: Project, enabled: boolean): Promise<AuthPlan> {
+  const [own, active, standby] = await Promise.all([
+    readCatalog(target.sql, ["spillway"]),
+    enabled ? readCatalog(source.sql, ["auth"]) : null,
+    enabled ? readCatalog(target.sql, ["auth"]) : null,
+  ]);
+  const ownTable = (name: string) => own.tables.find((t) => `${t.schema}.${t.name}` === name)!;
+  const plan = { tables: null, diffs: [], changes: ownTable(AUTH_CHANGES), stageChanges: ownTable(STAGE_CHANGES) };
+  if (!active || !standby || !active.tables.some((t) => t.name === "users")) return plan;
+  const a = carried(active);
+  const diffs = schemaDiff(a, carried(standby));
+  for (const t of a.tables) if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
+  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), diffs };
+}
+
+// The carried tables of one side, with the foreign keys between them.
+function carried(catalog: Catalog): Catalog {
+  const tables = catalog.tables.filter((t) => CARRIED_AUTH_TABLES.includes(t.name));
+  const names = new Set(tables.map((t) => t.qualified));
+  return { tables, foreignKeys: catalog.foreignKeys.filter((f) => names.has(f.table) && names.has(f.references)), indexes: [], sequences: [] };
+}
+
+/**
+ * The schemas the fence covers: the replicated ones, and `auth` when Auth is carried, so
+ * that the fenced project refuses sign-ups and sign-ins too.
+ *
+ * @example
+ * fencedSchemas({ schemas: ["public"], auth: true }) // ["public", "auth"]
+ */
+export function fencedSchemas(settings: { schemas: string[]; auth: boolean }): string[] {
+  return settings.auth ? [...settings.schemas, "auth"] : settings.schemas;
+}
+
+/**
+ * Puts the capture trigger on the carried tables of both projects where it is missing:
+ * on the active before its change stream starts, on the standby for when it becomes the
+ * active. The trigger fires for GoTrue's writes only, never for Spillway's replica-mode
+ * loads.
+ *
+ * @example
+ * await prepareAuthCapture([source, target], plan.tables);
+ */
+export async function prepareAuthCapture(projects: Project[], tables: Table[]): Promise<void> {
+  const names = tables.map((t) => t.name);
+  for (const p of projects) {
+    await p.sql.begin(async (tx) => {
+      // Creating a trigger waits for transactions writing the table; never for long.
+      await tx`set local lock_timeout = '10s'`;
+      await tx`select spillway.ensure_auth_capture(${names})`;
+    });
+  }
+}
+
+/**
+ * Replaces the standby's carried Auth tables with the active's rows, inside a load's
+ * target transaction `dst` (replica mode: no app trigger fires, no foreign key action
+ * runs) and from the load's snapshot: the source transaction `src` for COPY, or the fdw
+ * link's remote transaction when `foreign`.
+ *
+ * @example
+ * const moved = await copyAuth(src, dst, plan.tables, false);
+ */
+export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], foreign: boolean): Promise<{ rows: number; bytes: number }> {
+  // Delete, not truncate: apps' tables reference auth.users, and Auth's tables are not ours.
+  for (const t of [...tables].reverse()) await dst.unsafe(`delete from ${t.qualified}`);
+  const moved = { rows: 0, bytes: 0 };
+  if (foreign) {
+    const local = "spillway_fdw_auth";
+    await dst.unsafe(`drop schema if exists ${local} cascade`);
+    await dst.unsafe(`create schema ${local}`);
+    await dst.unsafe(`import foreign schema auth limit to (${tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`);
+    for (const t of tables) {
+      const m = await pullTable(dst, t, local);
+      moved.rows += m.rows;
+      moved.bytes += m.bytes;
+    }
+    await dst.unsafe(`drop schema ${local} cascade`);
+    return moved;
+  }
+  for (const t of tables) {
+    // Text COPY: Auth's enums and arrays carry type OIDs in binary form. No FREEZE: the
+    // table was not truncated in this transaction.
+    const m = await copyTable(src, dst, { ...t, binarySafe: false }, () => undefined, t.qualified, false);
+    moved.rows += m.rows;
+    moved.bytes += m.bytes;
+  }
+  return moved;
+}
+
+/**
+ * Whether the standby's Auth tables are a copy of `source`'s carried tables that
+ * incremental backups can build on.
+ *
+ * @example
+ * if (!(await authCopyBuildsOn(target.sql, "primary", plan.tables))) kind = "full";
+ */
+export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Table[]): Promise<boolean> {
+  const [row] = await sql<{ source: string; tables: string[] }[]>`select source, tables from spillway.auth_copy where id`;
+  return row?.source === source && JSON.stringify([...row.tables].sort()) === JSON.stringify(tables.map((t) => t.name).sort());
+}
+
+/**
+ * Records, in the transaction that publishes a copy, which project the standby's Auth
+ * tables come from; null when the copy carries none of Auth (the next copy that does is a
+ * full one).
+ *
+ * @example
+ * await recordAuthCopy(tx, "primary", plan.tables);
+ */
+export async function recordAuthCopy(tx: Db, source: ProjectName | null, tables: Table[] | null): Promise<void> {
+  if (source === null || tables === null) {
+    await tx`delete from spillway.auth_copy where id`;
+    return;
+  }
+  await tx`
+    insert into spillway.auth_copy (id, source, tables) values (true, ${source}, ${tables.map((t) => t.name)})
+    on conflict (id) do update set source = excluded.source, tables = excluded.tables, updated_at = now()`;
+}
+
+/**
+ * Deletes the active's captured changes: once committed they are in its change stream,
+ * which is all the standby reads (the deletes reach it as changes that find nothing).
+ *
+ * @example
+ * await pruneAuthChanges(source);
+ */
+export async function pruneAuthChanges(source: Project): Promise<void> {
+  await source.sql`delete from spillway.auth_changes`;
+}
+
+/**
+ * How many users a project's Auth holds; null when Auth is not carried or absent.
+ *
+ * @example
+ * const users = await userCount(project.sql, settings.auth);
+ */
+export async function userCount(sql: Db, enabled: boolean): Promise<number | null> {
+  if (!enabled) return null;
+  const [present] = await sql<{ ok: boolean }[]>`select pg_catalog.to_regclass('auth.users') is not null as ok`;
+  if (!present?.ok) return null;
+  const [row] = await sql<{ n: string }[]>`select count(*)::int8::text as n from auth.users`;
+  return Number(row!.n);
+}
+
+/** What staging Auth's tables for a staged full copy works with. */
+export interface AuthStageInput {
+  source: Project;
+  target: Project;
+  tables: Table[];
+  strategy: "copy" | "fdw";
+}
+
+const stageName = (t: Table) => qualify("spillway", `auth_stage_${t.name}`);
+
+/**
+ * The snapshot of a staged full copy's Auth tables: copied into stage tables on the
+ * standby from one snapshot of the active the first time, and read back after.
+ * Changes the snapshot did not see are collected from the change stream and replayed
+ * when the copy publishes (`publishAuthStage`).
+ *
+ * @example
+ * const snapshot = await stageAuth({ source, target, tables: plan.tables, strategy: "copy" });
+ */
+export async function stageAuth(input: AuthStageInput): Promise<string> {
+  const [staged] = await input.target.sql<{ snapshot: string }[]>`select snapshot from spillway.auth_stage where id`;
+  if (staged) return staged.snapshot;
+  const load = async (dst: TransactionSql, move: (t: Table, stage: Table) => Promise<unknown>, snapshot: () => Promise<string>) => {
+    await canonical(dst);
+    const snap = await snapshot();
+    for (const t of input.tables) {
+      const stage = { ...t, qualified: stageName(t) };
+      await dst.unsafe(`drop table if exists ${stage.qualified}`);
+      await dst.unsafe(`create table ${stage.qualified} as select ${copiedColumns(t)} from ${t.qualified} with no data`);
+      await dst.unsafe(`alter table ${stage.qualified} enable row level security`);
+      await move(t, stage);
+    }
+    await dst`truncate spillway.auth_stage_changes`;
+    await dst`insert into spillway.auth_stage (id, snapshot, tables) values (true, ${snap}, ${input.tables.map((t) => t.name)})`;
+    return snap;
+  };
+  if (input.strategy === "fdw") {
+    return await input.target.sql.begin(async (dst) => {
+      const local = "spillway_fdw_auth";
+      const snap = await load(dst, (t, stage) => pullTable(dst, stage, local), async () => {
+        const remote = await remoteSnapshot(dst);
+        await dst.unsafe(`drop schema if exists ${local} cascade`);
+        await dst.unsafe(`create schema ${local}`);
+        await dst.unsafe(`import foreign schema auth limit to (${input.tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`);
+        return remote;
+      });
+      await dropForeignSchemas(dst, new Map([["auth", local]]));
+      return snap;
+    });
+  }
+  return await input.source.sql.begin("isolation level repeatable read read only", async (src) => {
+    await canonical(src);
+    const [row] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
+    return await input.target.sql.begin((dst) => load(dst, (t, stage) => copyTable(src, dst, { ...t, binarySafe: false }, () => undefined, stage.qualified, false), async () => row!.snapshot));
+  });
+}
+
+/**
+ * In the transaction that publishes a staged full copy (replica mode): the standby's
+ * carried Auth tables get the staged rows, then the collected changes in the active's
+ * order, so they stand at the same commit as the app's tables. Without `tables` (Auth not
+ * carried) the collected changes are dropped and Auth's tables left alone.
+ *
+ * @example
+ * await publishAuthStage(dst, plan.tables);
+ */
+export async function publishAuthStage(dst: TransactionSql, tables: Table[] | null): Promise<void> {
+  if (tables) {
+    for (const t of [...tables].reverse()) await dst.unsafe(`delete from ${t.qualified}`);
+    for (const t of tables) {
+      const cols = copiedColumns(t);
+      await dst.unsafe(`insert into ${t.qualified} (${cols}) overriding system value select ${cols} from ${stageName(t)}`);
+    }
+    await dst`select spillway.replay_auth_stage()`;
+  }
+  await discardAuthStage(dst);
+}
+
+/**
+ * Drops a staged copy of Auth's tables and what it collected (a new staging begins, or
+ * the staged copy published).
+ *
+ * @example
+ * await discardAuthStage(target.sql);
+ */
+export async function discardAuthStage(sql: Db): Promise<void> {
+  const [row] = await sql<{ tables: string[] }[]>`select tables from spillway.auth_stage where id`;
+  for (const name of row?.tables ?? []) await sql.unsafe(`drop table if exists ${qualify("spillway", `auth_stage_${name}`)}`);
+  await sql`delete from spillway.auth_stage where id`;
+  await sql`truncate spillway.auth_stage_changes`;
+}
