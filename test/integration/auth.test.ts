@@ -8,6 +8,8 @@ import { testApp, type TestApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
 import { runBackup } from "../../functions/backup.ts";
+import { expireLease } from "../support/app.ts";
+import { run } from "../support/process.ts";
 
 async function setUp(): Promise<{ pair: TestPair; t: TestApp }> {
   const pair = await startTestPair();
@@ -124,12 +126,14 @@ describe("a switched app keeps its users", () => {
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
   });
 
-  test("the old active refuses a sign-up with the fence error; the app keeps signing users up on the new active", async () => {
+  test("the old active refuses a sign-up and a sign-in with the fence error; the app keeps signing users up on the new active", async () => {
     await assert.rejects(signUp(pair.primary, "late@example.com", "pw-late"), (e: { code?: string; message?: string }) => {
       assert.equal(e.code, "SPWFN");
       assert.match(e.message ?? "", /active project is secondary/);
       return true;
     });
+    // A sign-in touches no app table: the fence on Auth's own tables refuses it.
+    await assert.rejects(signIn(pair.primary, "alice@example.com", "pw-alice"), { code: "SPWFN" });
     ids.frank = await signUp(pair.secondary, "frank@example.com", "pw-frank", { username: "frank" });
     await addNote(pair, ids.frank, "frank's note");
     const [profile] = await pair.secondary.admin`select username from public.profiles where id = ${ids.frank}`;
@@ -203,6 +207,53 @@ describe("a full backup staged over several calls", () => {
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
     const [left] = await pair.secondary.admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
     assert.equal(left!.n, 0);
+  });
+});
+
+describe("backups killed at random moments while users sign up, change and leave", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    ({ pair, t } = await setUp());
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("after every kill each user on the standby has its profile and each profile its user; then the copies are equal", async () => {
+    for (let i = 0; i < 5; i++) await signUp(pair.primary, `first${i}@example.com`, "pw", { username: `first${i}` });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    let stopped = false;
+    let n = 0;
+    const live: string[] = [];
+    const churn = (async () => {
+      while (!stopped) {
+        live.push(await signUp(pair.primary, `user${n}@example.com`, `pw-${n}`, { username: `user${n}` }));
+        if (n % 4 === 1) await updateUser(pair.primary, live.at(-1)!, { username: `renamed${n}` });
+        if (n % 3 === 2) await deleteUser(pair.primary, live.shift()!);
+        n += 1;
+      }
+    })();
+    try {
+      for (let round = 0; round < 6; round++) {
+        // Incremental backups, and every third round a full one.
+        const child = run(process.execPath, ["--import", "tsx", `test/support/${round % 3 === 2 ? "backup" : "incremental"}-child.ts`],
+          { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, new URL("../../", import.meta.url).pathname);
+        await new Promise((r) => setTimeout(r, 400 + Math.random() * 1200));
+        child.signalGroup("SIGKILL");
+        await child.exited;
+        assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 }, `round ${round}`);
+        await expireLease(pair);
+      }
+    } finally {
+      stopped = true;
+      await churn;
+    }
+    assert.ok(n > 10, `only ${n} sign-ups ran`);
+    const last = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(last.status, 200, JSON.stringify(last.body));
+    await assertSame(pair, "after the last backup");
   });
 });
 
