@@ -11,7 +11,7 @@ import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
-import { AUTH_CHANGES, authCopyBuildsOn, copyAuth, discardAuthStage, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
+import { AUTH_CHANGES, authCopyBuildsOn, clearSessions, copyAuth, discardAuthStage, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -255,6 +255,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
 
 async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number; bytes: number; snapshotAt: string | null; changeCounter: string | null; extra: Record<string, unknown> }): Promise<void> {
   await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables);
+  if (r.auth.tables) await clearSessions(tx, r.auth.sessions);
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
       bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},

@@ -1,4 +1,5 @@
 import type { TransactionSql } from "postgres";
+import { SpillwayError } from "../errors.ts";
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
 import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
@@ -17,6 +18,13 @@ import { schemaDiff } from "./schema-diff.ts";
  */
 export const CARRIED_AUTH_TABLES = ["users", "identities", "mfa_factors", "one_time_tokens", "sso_providers", "sso_domains", "saml_providers"];
 
+/**
+ * Auth's session tables: never carried, and emptied on the standby. Sessions it issued
+ * while it was the active would otherwise come back to life on a failback, after their
+ * users signed out or were banned on the other project.
+ */
+export const SESSION_TABLES = ["refresh_tokens", "mfa_amr_claims", "sessions"];
+
 /** The change table, as the change stream names it. */
 export const AUTH_CHANGES = "spillway.auth_changes";
 const STAGE_CHANGES = "spillway.auth_stage_changes";
@@ -25,6 +33,8 @@ const STAGE_CHANGES = "spillway.auth_stage_changes";
 export interface AuthPlan {
   /** The active's carried tables in load order; null when nothing of Auth is carried. */
   tables: Table[] | null;
+  /** The standby's session tables (`SESSION_TABLES` it has), which each run empties when Auth is carried. */
+  sessions: Table[];
   /** Differences between the two projects' carried tables. */
   diffs: string[];
   /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
@@ -47,13 +57,18 @@ export async function planAuth(source: Project, target: Project, enabled: boolea
     enabled ? readCatalog(source.sql, ["auth"]) : null,
     enabled ? readCatalog(target.sql, ["auth"]) : null,
   ]);
-  const ownTable = (name: string) => own.tables.find((t) => `${t.schema}.${t.name}` === name)!;
-  const plan = { tables: null, diffs: [], changes: ownTable(AUTH_CHANGES), stageChanges: ownTable(STAGE_CHANGES) };
+  const ownTable = (name: string) => {
+    const t = own.tables.find((o) => `${o.schema}.${o.name}` === name);
+    if (!t) throw new SpillwayError("NOT_INSTALLED", 503, `${target.name} lacks ${name}: apply Spillway's migrations to it (spillway install, then supabase db push)`);
+    return t;
+  };
+  const plan = { tables: null, sessions: [], diffs: [], changes: ownTable(AUTH_CHANGES), stageChanges: ownTable(STAGE_CHANGES) };
   if (!active || !standby || !active.tables.some((t) => t.name === "users")) return plan;
   const a = carried(active);
   const diffs = schemaDiff(a, carried(standby));
   for (const t of a.tables) if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
-  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), diffs };
+  const sessions = SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
+  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
 }
 
 // The carried tables of one side, with the foreign keys between them.
@@ -140,6 +155,19 @@ export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], fo
 export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Table[]): Promise<boolean> {
   const [row] = await sql<{ source: string; tables: string[] }[]>`select source, tables from spillway.auth_copy where id`;
   return row?.source === source && JSON.stringify([...row.tables].sort()) === JSON.stringify(tables.map((t) => t.name).sort());
+}
+
+/**
+ * Empties the standby's session tables, in the transaction that publishes a copy (in
+ * replica mode: a fenced standby's fence stays quiet, as for every load).
+ *
+ * @example
+ * await clearSessions(tx, plan.sessions);
+ */
+export async function clearSessions(tx: Db, sessions: Table[]): Promise<void> {
+  if (sessions.length === 0) return;
+  await tx`set local session_replication_role = replica`;
+  for (const t of sessions) await tx.unsafe(`delete from ${t.qualified}`);
 }
 
 /**

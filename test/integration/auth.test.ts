@@ -146,6 +146,9 @@ describe("a switched app keeps its users", () => {
     await assertSame(pair, "after the incremental backup to the old active");
     const [frank] = await pair.primary.admin`select count(*)::int as n from auth.users where id = ${ids.frank!}`;
     assert.equal(frank!.n, 1);
+    // The sessions the old active issued while it was active are gone: a failback does not revive them.
+    const [left] = await pair.primary.admin`select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens`;
+    assert.deepEqual(left, { sessions: 0, tokens: 0 });
   });
 
   test("a full backup the other way through the fdw link carries them back", async () => {
