@@ -71,6 +71,18 @@ export async function planAuth(source: Project, target: Project, enabled: boolea
   return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
 }
 
+/**
+ * The carried Auth tables a project has (none without `auth.users`), for checks that
+ * compare the two projects' rows.
+ *
+ * @example
+ * const tables = await carriedAuthTables(tx);
+ */
+export async function carriedAuthTables(sql: Db): Promise<Table[]> {
+  const tables = carried(await readCatalog(sql, ["auth"])).tables;
+  return tables.some((t) => t.name === "users") ? tables : [];
+}
+
 // The carried tables of one side, with the foreign keys between them.
 function carried(catalog: Catalog): Catalog {
   const tables = catalog.tables.filter((t) => CARRIED_AUTH_TABLES.includes(t.name));

@@ -157,6 +157,17 @@ describe("a switched app keeps its users", () => {
       const r = await call(t, "POST", "/force-backup", { mode: "full" });
       assert.equal(r.status, 200, JSON.stringify(r.body));
       await assertSame(pair, "after the fdw full backup");
+      const same = await call(t, "POST", "/verify");
+      assert.equal(same.body.verify.ok, true, JSON.stringify(same.body));
+      assert.ok(same.body.verify.tables.some((x: { table: string }) => x.table === "auth.users"));
+      // A user changed on the standby behind Spillway's back: verify names Auth's table.
+      await pair.primary.admin.begin(async (tx) => {
+        await tx`set local session_replication_role = replica`;
+        await tx`update auth.users set raw_user_meta_data = '{"username": "mallory"}' where id = ${ids.alice!}`;
+      });
+      const differs = await call(t, "POST", "/verify");
+      assert.equal(differs.body.verify.ok, false);
+      assert.deepEqual(differs.body.verify.mismatches.map((m: string) => m.split(":")[0]), ["auth.users"]);
       await assert.rejects(signIn(pair.primary, "frank@example.com", "pw-frank"), { code: "SPWFN" }, "the old active stays fenced for sign-ins");
     } finally {
       await call(t, "PATCH", "/config", { strategy: "copy" });
