@@ -54,15 +54,17 @@ export async function standbyLag(active: Project, run: Run, schemas: string[]): 
 }
 
 /**
- * The row changes Postgres's statistics have counted on a project's replicated tables
- * (`sql` a project's connection or a transaction on it).
+ * The row changes Postgres's statistics have counted on a project's replicated tables and
+ * in Auth's carried tables (`sql` a project's connection or a transaction on it).
  *
  * @example
  * const before = await changeCounter(projects.primary.sql, ["public"]);
  */
 export async function changeCounter(sql: Db, schemas: string[]): Promise<string> {
+  // Auth's changes count by their inserts into Spillway's change table (its deletes are Spillway's own).
   const [row] = await sql<{ counter: string }[]>`
-    select coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::text as counter
+    select (coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)
+      + coalesce((select a.n_tup_ins from pg_catalog.pg_stat_user_tables a where a.schemaname = 'spillway' and a.relname = 'auth_changes'), 0))::text as counter
     from pg_catalog.pg_stat_user_tables s
     join pg_catalog.pg_class c on c.oid = s.relid
     where s.schemaname = any(${schemas}) and c.relkind = 'r' and not (s.schemaname = 'public' and s.relname = 'spillway_active')`;

@@ -89,6 +89,19 @@ describe("a switched app keeps its users", () => {
     assert.equal(status.body.projects.secondary.users, 3);
   });
 
+  test("a sign-in the standby does not have yet shows as standby lag", async () => {
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "incremental" })).status, 200);
+    assert.equal((await call(t, "GET", "/status")).body.standbyLagSeconds, 0);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal(await signIn(pair.primary, "bob@example.com", "pw-bob"), ids.bob);
+    let lag = 0;
+    for (let i = 0; i < 30 && lag === 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      lag = (await call(t, "GET", "/status")).body.standbyLagSeconds;
+    }
+    assert.ok(lag >= 1, `lag ${lag}`);
+  });
+
   test("an incremental backup carries a new user, changed metadata and password, and a deletion", async () => {
     ids.dave = await signUp(pair.primary, "dave@example.com", "pw-dave", { username: "dave" });
     await updateUser(pair.primary, ids.bob!, { username: "bobby", theme: "dark" }, "pw-bob-2");
