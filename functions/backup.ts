@@ -68,9 +68,9 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
-  const [sourceCatalog, targetCatalog, auth] = await Promise.all([
-    readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas), planAuth(source, target, settings.auth),
-  ]);
+  const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
+  // After the catalogs, on the connections they leave idle.
+  const auth = await planAuth(source, target, settings.auth);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = [...schemaDiff(sourceCatalog, targetCatalog), ...auth.diffs];
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);

@@ -1,5 +1,4 @@
 import type { TransactionSql } from "postgres";
-import { SpillwayError } from "../errors.ts";
 import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
 import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
@@ -27,7 +26,21 @@ export const SESSION_TABLES = ["refresh_tokens", "mfa_amr_claims", "sessions"];
 
 /** The change table, as the change stream names it. */
 export const AUTH_CHANGES = "spillway.auth_changes";
-const STAGE_CHANGES = "spillway.auth_stage_changes";
+
+// Spillway's change tables, as its migration defines them (id an identity on the active's
+// table, a plain copy of it in the stage's).
+function changeTable(name: string, identity: "" | "a"): Table {
+  const column = (n: string, type: string, notNull = true) => ({ name: n, type, notNull, generated: false, identity: "" as const });
+  return {
+    oid: 0, schema: "spillway", name, qualified: qualify("spillway", name), partition: false, rowSecurity: true, primaryKey: ["id"], binarySafe: true,
+    columns: [{ ...column("id", "bigint"), identity }, column("tbl", "text"), column("op", "text"), column("old", "jsonb", false), column("new", "jsonb", false), column("at", "timestamp with time zone")],
+  };
+}
+
+async function hasUsers(sql: Db): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`select pg_catalog.to_regclass('auth.users') is not null as ok`;
+  return row?.ok ?? false;
+}
 
 /** What a run does with Auth's tables. */
 export interface AuthPlan {
@@ -52,18 +65,9 @@ export interface AuthPlan {
  * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
  */
 export async function planAuth(source: Project, target: Project, enabled: boolean): Promise<AuthPlan> {
-  const [own, active, standby] = await Promise.all([
-    readCatalog(target.sql, ["spillway"]),
-    enabled ? readCatalog(source.sql, ["auth"]) : null,
-    enabled ? readCatalog(target.sql, ["auth"]) : null,
-  ]);
-  const ownTable = (name: string) => {
-    const t = own.tables.find((o) => `${o.schema}.${o.name}` === name);
-    if (!t) throw new SpillwayError("NOT_INSTALLED", 503, `${target.name} lacks ${name}: apply Spillway's migrations to it (spillway install, then supabase db push)`);
-    return t;
-  };
-  const plan = { tables: null, sessions: [], diffs: [], changes: ownTable(AUTH_CHANGES), stageChanges: ownTable(STAGE_CHANGES) };
-  if (!active || !standby || !active.tables.some((t) => t.name === "users")) return plan;
+  const plan: AuthPlan = { tables: null, sessions: [], diffs: [], changes: changeTable("auth_changes", "a"), stageChanges: changeTable("auth_stage_changes", "") };
+  if (!enabled || !(await hasUsers(source.sql))) return plan;
+  const [active, standby] = await Promise.all([readCatalog(source.sql, ["auth"]), readCatalog(target.sql, ["auth"])]);
   const a = carried(active);
   const diffs = schemaDiff(a, carried(standby));
   for (const t of a.tables) if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
@@ -79,8 +83,7 @@ export async function planAuth(source: Project, target: Project, enabled: boolea
  * const tables = await carriedAuthTables(tx);
  */
 export async function carriedAuthTables(sql: Db): Promise<Table[]> {
-  const tables = carried(await readCatalog(sql, ["auth"])).tables;
-  return tables.some((t) => t.name === "users") ? tables : [];
+  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"])).tables : [];
 }
 
 // The carried tables of one side, with the foreign keys between them.
@@ -218,9 +221,7 @@ export async function pruneAuthChanges(source: Project): Promise<void> {
  * const users = await userCount(project.sql, settings.auth);
  */
 export async function userCount(sql: Db, enabled: boolean): Promise<number | null> {
-  if (!enabled) return null;
-  const [present] = await sql<{ ok: boolean }[]>`select pg_catalog.to_regclass('auth.users') is not null as ok`;
-  if (!present?.ok) return null;
+  if (!enabled || !(await hasUsers(sql))) return null;
   const [row] = await sql<{ n: string }[]>`select count(*)::int8::text as n from auth.users`;
   return Number(row!.n);
 }
