@@ -11,7 +11,8 @@ import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
-import { AUTH_CHANGES, authCopyBuildsOn, clearSessions, copyAuth, discardAuthStage, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
+import { discardAuthStage } from "./backup/auth-stage.ts";
+import { AUTH_CHANGES, authCopyBuildsOn, clearSessions, copyAuth, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {

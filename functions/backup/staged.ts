@@ -6,7 +6,8 @@ import { canonical } from "./checksum.ts";
 import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
 import { applyChanges, dropSlot, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
 import { visibleIn } from "./pgoutput.ts";
-import { AUTH_CHANGES, publishAuthStage, stageAuth, type AuthPlan } from "./auth.ts";
+import { AUTH_CHANGES, type AuthPlan } from "./auth.ts";
+import { publishAuthStage, stageAuth } from "./auth-stage.ts";
 
 /** One replicated table of a staged copy. */
 export interface StagedTable {
