@@ -14,6 +14,8 @@ import { chooseKind } from "./backup/choose.ts";
 import { unpublished } from "./backup/drift.ts";
 import { applyKey, readIdentities, requireIdentities, type Identity } from "./backup/identity.ts";
 import { schemaDiff, schemaMismatch } from "./backup/schema-diff.ts";
+import { discardAuthStage } from "./backup/auth-stage.ts";
+import { AUTH_CHANGES, authCopyBuildsOn, clearSessions, copyAuth, planAuth, prepareAuthCapture, pruneAuthChanges, recordAuthCopy, type AuthPlan } from "./backup/auth.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -76,14 +78,19 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   // The lease checked again where this run writes: a holder whose lease lapsed stops here.
   const [identities, position] = await Promise.all([readIdentities(source.sql, sourceCatalog.tables), readPosition(target.sql), requireLease(target.sql, holder)]);
   keeper.check();
+  // After the catalogs, on the connections they leave idle.
+  const auth = await planAuth(source, target, settings.auth);
   // Checked before anything is written; a mismatch fails the run with every difference.
-  const diffs = schemaDiff(sourceCatalog, targetCatalog);
+  const diffs = [...schemaDiff(sourceCatalog, targetCatalog), ...auth.diffs];
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
   const continuable = request.continuable ?? true;
   const staging = continuable && diffs.length === 0 ? await stagingToContinue(ctx, source, target, tables) : null;
   const choice = staging
     ? { kind: "full" as const, reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)`, broken: false }
-    : await chooseKind(source, position, sourceCatalog.tables);
+    : await chooseKind(source, position, sourceCatalog.tables).then(async (c) =>
+      c.kind === "incremental" && auth.tables && !(await authCopyBuildsOn(target.sql, source.name, auth.tables))
+        ? { kind: "full" as const, reason: `the standby holds no copy of ${source.name}'s Auth tables to build on: full backup`, broken: false }
+        : c);
   if (choice.broken) {
     await events.record("warn", "backup.capture_reset", `the next backup to ${target.name} cannot build on its copy: ${choice.reason}`, {
       project: target.name, data: { reason: choice.reason, slot: position?.slot ?? null },
@@ -119,7 +126,8 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
     if (diffs.length > 0) throw schemaMismatch(diffs);
     // Before capture starts: a table it cannot carry is refused, never published.
     requireIdentities(sourceCatalog.tables, identities);
-    const input = { source, target, targetCatalog, settings, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
+    if (auth.tables) await prepareAuthCapture([source, target], auth.tables);
+    const input = { source, target, targetCatalog, settings, auth, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -135,6 +143,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
     await events.record("info", "backup.succeeded",
       `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
       { project: target.name, data: { runId: id, kind, tables: run.tables, rows: run.rows, bytes: run.bytes, durationMs: run.durationMs, snapshotAt: run.snapshotAt } });
+    if (auth.tables) await pruneAuthChanges(source).catch(() => undefined);
     return run;
   } catch (e) {
     await progress.flush();
@@ -157,6 +166,7 @@ interface RunInput {
   target: Project;
   targetCatalog: Catalog;
   settings: Settings;
+  auth: AuthPlan;
   id: string;
   started: number;
   progress: ReturnType<typeof progressWriter>;
@@ -177,6 +187,7 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
     await fullLoad({
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
+    alongside: r.auth.tables ? (src, dst, foreign) => copyAuth(src, dst, r.auth.tables!, foreign) : undefined,
     async beforeCommit(tx, res) {
       r.keeper.check();
       await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) }, r.guard);
@@ -221,8 +232,10 @@ async function fitsOneCall(source: Project, target: Project, tables: Table[], bu
 }
 
 async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; budgetMs: number }): Promise<Run> {
+  if (!r.staging) await r.target.sql.begin((tx) => discardAuthStage(tx));
   const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
   const result = await continueStaging({
+    auth: r.auth,
     source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
     holder: r.guard.holder, applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
@@ -249,7 +262,10 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
   ]);
   const result = await applyChanges({
     source: r.source, target: r.target, stream: replicaStream(r.guard.expected!, r.guard.holder),
-    tables: new Map(r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, applyKey(t, r.identities.get(`${t.schema}.${t.name}`))])),
+    tables: new Map([
+      ...r.targetCatalog.tables.map((t) => [`${t.schema}.${t.name}`, applyKey(t, r.identities.get(`${t.schema}.${t.name}`))] as const),
+      [AUTH_CHANGES, r.auth.changes],
+    ]),
     deadline: r.started + r.budgetMs, sequences: r.settings.schemas,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
@@ -262,6 +278,8 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
 }
 
 async function finishRun(tx: Db, r: RunInput, f: { tables: number; rows: number; bytes: number; snapshotAt: string | null; changeCounter: string | null; extra: Record<string, unknown> }): Promise<void> {
+  await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables);
+  if (r.auth.tables) await clearSessions(tx, r.auth.sessions);
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
       bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},

@@ -24,6 +24,7 @@ const settingsShape = {
     .refine((list) => new Set(list).size === list.length, "must not repeat a schema"),
   budgetSeconds: z.number({ invalid_type_error: "must be a number of seconds" })
     .int("must be a whole number of seconds").min(5, "must be at least 5").max(3600, "must be at most 3600"),
+  auth: z.boolean({ invalid_type_error: "must be true or false" }),
   maxRetainedBytes: z.number({ invalid_type_error: "must be a number of bytes" })
     .int("must be a whole number of bytes").min(1048576, "must be at least 1048576 (1 MB)").max(Number.MAX_SAFE_INTEGER, "is too large"),
 };
@@ -47,6 +48,8 @@ export const DEFAULT_SETTINGS: Settings = {
   strategy: "copy",
   schemas: ["public"],
   budgetSeconds: 120,
+  // Carry Supabase Auth's users; where a project has no `auth` schema there is nothing to carry.
+  auth: true,
   maxRetainedBytes: 134217728,
 };
 

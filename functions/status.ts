@@ -5,6 +5,7 @@ import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
 import { forecast, measure, phase, readSamples, type Forecast, type TableSize } from "./usage.ts";
 import { latestRun, type Run } from "./runs.ts";
+import { userCount } from "./backup/auth.ts";
 
 /** One project in `GET /status`. */
 export interface ProjectStatus {
@@ -17,6 +18,8 @@ export interface ProjectStatus {
   fenced: boolean | null;
   measuredAt: string | null;
   largestTables: TableSize[];
+  /** Users in the project's Supabase Auth; null when Auth is absent or not carried. */
+  users: number | null;
   error: string | null;
 }
 
@@ -51,15 +54,17 @@ export async function standbyLag(active: Project, run: Run, schemas: string[]): 
 }
 
 /**
- * The row changes Postgres's statistics have counted on a project's replicated tables
- * (`sql` a project's connection or a transaction on it).
+ * The row changes Postgres's statistics have counted on a project's replicated tables and
+ * in Auth's carried tables (`sql` a project's connection or a transaction on it).
  *
  * @example
  * const before = await changeCounter(projects.primary.sql, ["public"]);
  */
 export async function changeCounter(sql: Db, schemas: string[]): Promise<string> {
+  // Auth's changes count by their inserts into Spillway's change table (its deletes are Spillway's own).
   const [row] = await sql<{ counter: string }[]>`
-    select coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)::text as counter
+    select (coalesce(sum(s.n_tup_ins + s.n_tup_upd + s.n_tup_del), 0)
+      + coalesce((select a.n_tup_ins from pg_catalog.pg_stat_user_tables a where a.schemaname = 'spillway' and a.relname = 'auth_changes'), 0))::text as counter
     from pg_catalog.pg_stat_user_tables s
     join pg_catalog.pg_class c on c.oid = s.relid
     where s.schemaname = any(${schemas}) and c.relkind = 'r' and not (s.schemaname = 'public' and s.relname = 'spillway_active')`;
@@ -77,12 +82,12 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const [{ copies, winner }, { settings }] = await Promise.all([readStates(projects), readSettings(projects)]);
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
   const measured = await onBoth(projects, async (p) => {
-    const [m, samples, lastBackup] = await Promise.all([
-      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null,
+    const [m, samples, lastBackup, users] = await Promise.all([
+      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null, userCount(p.sql, settings.auth),
     ]);
     // The latest run is often the latest success too: ask again only when it is not.
     const lastSucceeded = !lastBackup || lastBackup.status === "succeeded" ? lastBackup : await latestRun(p.sql, "succeeded");
-    return { m, samples, lastBackup, lastSucceeded };
+    return { m, samples, lastBackup, lastSucceeded, users };
   });
 
   const projectStatus = {} as Record<ProjectName, ProjectStatus>;
@@ -96,12 +101,12 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
       const { m } = o.value;
       projectStatus[name] = {
         ...base, reachable: true, usedBytes: m.usedBytes, usage: m.usedBytes / quotaBytes, readOnly: m.readOnly,
-        measuredAt: m.measuredAt, largestTables: m.largestTables, error: null,
+        measuredAt: m.measuredAt, largestTables: m.largestTables, users: o.value.users, error: null,
       };
       samples[name] = o.value.samples;
     } else {
       projectStatus[name] = {
-        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [],
+        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [], users: null,
         error: redact(describeError(o.error)),
       };
       samples[name] = [];

@@ -15,6 +15,7 @@ import { changeCounter } from "./status.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/full.ts";
 import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
+import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -125,13 +126,13 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     return { from, to, epoch, durationMs: Date.now() - started, writesBlockedMs: 0, dataLossSince: lastBackup.snapshotAt };
   }
 
-  await ensureFence(source, settings.schemas);
+  await ensureFence(source, fencedSchemas(settings));
   // Catch up while apps still write, so that the catch-up behind the fence is a short one
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
   await catchUp(ctx, lease, PRE_FENCE_RUNS);
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
-  await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: settings.schemas });
+  await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: fencedSchemas(settings) });
   await events.record("info", "switch.fenced", `${from} is fenced: app writes wait until the new active project is published`, { project: from });
   await ctx.hooks?.step("fenced");
 
@@ -167,6 +168,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
+  await planAuth(target, source, settings.auth).then((auth) => recordAuthCopy(source.sql, to, auth.tables)).catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);
   // A full backup staged on the new active has nothing left to feed.

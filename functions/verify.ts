@@ -4,6 +4,7 @@ import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readCatalog } from "./backup/catalog.ts";
 import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
+import { carriedAuthTables } from "./backup/auth.ts";
 
 /** The answer of `POST /verify`. */
 export interface VerifyResult {
@@ -16,8 +17,8 @@ export interface VerifyResult {
 }
 
 /**
- * Compares every replicated table's row count and checksum on the active (one snapshot)
- * and the standby. Differences are expected when the active changed since the last backup;
+ * Compares every replicated table's row count and checksum (and the carried Auth tables')
+ * on the active (one snapshot) and the standby. Differences are expected when the active changed since the last backup;
  * they are recorded as an error event naming the tables.
  *
  * @example
@@ -31,7 +32,7 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
       await canonical(tx, "set local row_security = off");
       const catalog = await readCatalog(tx, settings.schemas);
       const out: TableChecksum[] = [];
-      for (const table of catalog.tables) out.push(await checksumTable(tx, table));
+      for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx) : [])]) out.push(await checksumTable(tx, table));
       return out;
     }));
   const [active, standby] = await Promise.all([sums(state.active), sums(state.standby)]);

@@ -321,6 +321,7 @@ export class SpillwayWidget extends HTMLElement {
         el("strong", { class: "usage", text: pct(p.usage) }),
       ),
       el("div", { class: "muted", text: `marks: backup ${pct(status.thresholds.backup)}, switch ${pct(status.thresholds.switch)}` }),
+      typeof p.users !== "number" ? null : el("div", { class: "users", text: `${p.users} ${p.users === 1 ? "user" : "users"} in Auth` }),
       el("div", { class: "flags" },
         p.readOnly ? el("span", { class: "flag bad", text: "read-only" }) : null,
         p.fenced ? el("span", { class: "flag", text: "fenced" }) : null,

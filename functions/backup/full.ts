@@ -36,6 +36,11 @@ export interface FullLoadInput {
    * writes (the run's success) is published together with the data, or not at all.
    */
   beforeCommit(tx: TransactionSql, result: FullLoadResult): Promise<void>;
+  /**
+   * Loads more than the replicated tables (Auth's) in the same snapshot and target
+   * transaction: through `src`, or the fdw link when `foreign`.
+   */
+  alongside?(src: TransactionSql, dst: TransactionSql, foreign: boolean): Promise<{ rows: number; bytes: number }>;
 }
 
 /** A published copy. */
@@ -59,7 +64,7 @@ export interface FullLoadResult {
 const COPY_BATCH_BYTES = 512 * 1024;
 
 /** The fdw strategy's link, in the target database. */
-const FDW_SERVER = "spillway_source";
+export const FDW_SERVER = "spillway_source";
 
 /**
  * Copies the replicated tables from the source to the target as one transactionally
@@ -107,6 +112,9 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
         progress.tablesDone += 1;
         perTable.push({ table: `${table.schema}.${table.name}`, ...moved });
       }
+      const more = await input.alongside?.(src, dst, foreign !== null);
+      progress.rows += more?.rows ?? 0;
+      progress.bytes += more?.bytes ?? 0;
 
       progress.phase = "indexes";
       progress.table = null;
@@ -217,16 +225,17 @@ export async function setSequences(dst: Sql, sequences: Sequence[], options: { g
 /**
  * Streams one table's rows from the source transaction into the target transaction with
  * COPY (binary where the types allow), never holding more than one batch in memory, into
- * the target's table of the same name or into `into`.
+ * the target's table of the same name or into `into`. `freeze` only where the target
+ * table was emptied by a truncate in this transaction.
  *
  * @example
  * const moved = await copyTable(src, dst, table, (n) => progress.bytes += n);
  */
-export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void, into = table.qualified): Promise<{ rows: number; bytes: number }> {
+export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void, into = table.qualified, freeze = true): Promise<{ rows: number; bytes: number }> {
   const cols = copiedColumns(table);
   const format = table.binarySafe ? "binary" : "text";
   const readable = await src.unsafe(`copy ${table.qualified} (${cols}) to stdout with (format ${format})`).readable();
-  const writable = await dst.unsafe(`copy ${into} (${cols}) from stdin with (format ${format}, freeze true)`).writable();
+  const writable = await dst.unsafe(`copy ${into} (${cols}) from stdin with (format ${format}${freeze ? ", freeze true" : ""})`).writable();
   // Postgres sends one CopyData message per row, and postgres.js hands each on as one
   // chunk; a binary copy adds one message for its trailer.
   let messages = 0;

@@ -66,9 +66,10 @@ export function tableSet(tables: Table[]): string[] {
 
 /**
  * Prepares change capture on the active before a full copy: the publication lists every
- * replicated table (tables without a primary key get REPLICA IDENTITY FULL, without which
- * Postgres would refuse their updates once published; recorded, and put back once a table
- * no longer needs it), and the slot is made anew, so it starts before the copy's snapshot.
+ * replicated table and Spillway's table of Auth's changes (tables without a primary key get
+ * REPLICA IDENTITY FULL, without which Postgres would refuse their updates once published;
+ * recorded, and put back once a table no longer needs it), and the slot is made anew, so it
+ * starts before the copy's snapshot.
  *
  * @example
  * await prepareCapture(source, catalog.tables, slotName("primary", "secondary"));
@@ -81,7 +82,8 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
     const [row] = await sql<{ chosen: boolean }[]>`select relreplident <> 'd' as chosen from pg_catalog.pg_class where oid = ${t.oid}`;
     if (!row?.chosen) await makeIdentityFull(source, t);
   }
-  const list = tables.map((t) => t.qualified).join(", ");
+  // Auth's captured changes travel in the same stream (see backup/auth.ts).
+  const list = [...tables.map((t) => t.qualified), "spillway.auth_changes"].join(", ");
   const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
   if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
   else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);

@@ -7,6 +7,8 @@ import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignT
 import { applyChanges, dropSlot, positionMoved, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
 import { holdLease } from "../lease.ts";
 import { visibleIn } from "./pgoutput.ts";
+import { AUTH_CHANGES, type AuthPlan } from "./auth.ts";
+import { publishAuthStage, stageAuth } from "./auth-stage.ts";
 
 /** One replicated table of a staged copy. */
 export interface StagedTable {
@@ -153,6 +155,8 @@ export interface StagedInput {
   holder?: string;
   /** The table as its changes are applied (keyed by the replica identity); default as it is. */
   applyAs?: (table: Table) => Table;
+  /** What is carried of Auth: its tables are staged from one snapshot, its changes collected and replayed at publish. */
+  auth: AuthPlan;
   /** Runs in the publishing transaction, before it commits. */
   beforePublish(tx: TransactionSql, result: StagedResult): Promise<void>;
 }
@@ -181,6 +185,7 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
     published, tablesStaged: progress.tablesDone, tablesTotal: tables.length, rows: progress.rows, bytes: progress.bytes, snapshotAt, appliedLsn: null,
   });
   if (input.strategy === "fdw") await ensureFdwLink(target.sql, input.sourceUrl);
+  const authSnapshot = input.auth.tables ? await stageAuth({ source, target, tables: input.auth.tables, strategy: input.strategy }) : null;
 
   let worked = false;
   for (const [i, entry] of staging.tables.entries()) {
@@ -200,8 +205,11 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   progress.table = null;
   input.onProgress({ ...progress });
   const applied = await applyChanges({
-    source, target, stream: stageStream(staging, input.holder), deadline: input.deadline,
-    tables: new Map(staging.tables.map((e) => [e.table, asStage((input.applyAs ?? ((t) => t))(byName.get(e.table)!), e.stage)])),
+    source, target, stream: stageStream(staging, authSnapshot, input.holder), deadline: input.deadline,
+    tables: new Map([
+      ...staging.tables.map((e) => [e.table, asStage((input.applyAs ?? ((t) => t))(byName.get(e.table)!), e.stage)] as const),
+      [AUTH_CHANGES, input.auth.stageChanges],
+    ]),
   });
   if (applied.more) return result(false);
   if (worked && Date.now() > input.publishBy) return result(false);
@@ -217,11 +225,13 @@ function asStage(table: Table, stage: string): Table {
   return { ...table, qualified: stage, columns: table.columns.filter((c) => !c.generated).map((c) => ({ ...c, identity: "" as const })) };
 }
 
-// The stage's change stream: each table skips the transactions its own snapshot saw. Its
-// position moves only from where this stream read or last left it (and, given a holder,
-// under that lease), so two appliers never both apply the same changes to the stage.
-function stageStream(staging: Staging, holder?: string): ChangeStream {
+// The stage's change stream: each table skips the transactions its own snapshot saw (Auth's
+// changes, those its staged copy saw). Its position moves only from where this stream read
+// or last left it (and, given a holder, under that lease), so two appliers never both apply
+// the same changes to the stage.
+function stageStream(staging: Staging, authSnapshot: string | null, holder?: string): ChangeStream {
   const snapshots = new Map(staging.tables.map((t) => [t.table, t.snapshot === null ? null : visibleIn(t.snapshot)]));
+  if (authSnapshot !== null) snapshots.set(AUTH_CHANGES, visibleIn(authSnapshot));
   let expected = staging.appliedLsn;
   return {
     slot: staging.slot,
@@ -287,6 +297,7 @@ async function publish(input: StagedInput, staging: Staging, result: StagedResul
       await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${staging.tables[i]!.stage}`);
     }
     await rebuildAfterLoad(dst, rebuild);
+    await publishAuthStage(dst, input.auth.tables);
     // Sequences are not transactional: read now, they are at least where the stage's rows need them.
     await setSequences(dst, (await readCatalog(source.sql, input.schemas)).sequences);
     for (const t of staging.tables) await dst.unsafe(`drop table ${t.stage}`);

@@ -9,6 +9,7 @@ import { startDataApi } from "../support/postgrest.ts";
 import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
 import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+import { installAuth, signUp } from "../support/gotrue.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -19,6 +20,9 @@ before(async () => {
   pair = await startTestPair();
   await applyToBoth(pair, `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`);
   await pair.primary.admin`insert into public.items select 'item-' || g, g from generate_series(1, 500) g`;
+  // Supabase Auth's tables, by the stand-in (see test/support/gotrue.ts), with two users on the primary.
+  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
+  for (const who of ["ana", "ben"]) await signUp(pair.primary, `${who}@example.com`, `pw-${who}`);
   server = await startServer({
     dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
     port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,
@@ -58,12 +62,18 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.ok(!page.url().includes(ADMIN_TOKEN));
   });
 
+  test("each project's Auth user count is shown", async () => {
+    assert.equal(await page.locator("section.project[data-project=primary] .users").textContent(), "2 users in Auth");
+    assert.equal(await page.locator("section.project[data-project=secondary] .users").textContent(), "0 users in Auth");
+  });
+
   test("Force backup runs and the last-backup panel updates", async () => {
     assert.match(await page.locator("#last-backup").textContent() ?? "", /No backup yet/);
     await page.click("#force-backup");
     await page.locator("#last-backup dd[data-field=status]", { hasText: "succeeded" }).waitFor({ timeout: 30_000 });
-    assert.equal(await page.locator("#last-backup dd[data-field=rows]").textContent(), "500");
-    assert.match(await page.locator("#op-result").textContent() ?? "", /^Backup succeeded: 500 rows/);
+    // 500 items, and Auth's two users with their identities.
+    assert.equal(await page.locator("#last-backup dd[data-field=rows]").textContent(), "504");
+    assert.match(await page.locator("#op-result").textContent() ?? "", /^Backup succeeded: 504 rows/);
   });
 
   test("screenshots at 1280 px and 390 px, with nothing wider than the screen", async () => {

@@ -1,0 +1,226 @@
+import type { TransactionSql } from "postgres";
+import type { Db, Project } from "../project.ts";
+import type { ProjectName } from "../names.ts";
+import { foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
+import { copyTable, FDW_SERVER, pullTable } from "./full.ts";
+import { schemaDiff } from "./schema-diff.ts";
+
+/**
+ * The tables of Supabase Auth (GoTrue) a backup carries: what signing in on the new active
+ * needs. Users and their identities (password hashes, providers); MFA factors; one-time
+ * tokens, so that a code sent just before a switch can still be typed in; the SSO and
+ * SAML settings. Sessions, refresh tokens and their MFA claims are bound to
+ * each project's JWT secret and are not carried; in-flight login steps (flow_state,
+ * mfa_challenges, saml_relay_states), the audit log and GoTrue's own migration table
+ * neither.
+ */
+export const CARRIED_AUTH_TABLES = ["users", "identities", "mfa_factors", "one_time_tokens", "sso_providers", "sso_domains", "saml_providers"];
+
+/**
+ * Auth's session tables: never carried, and emptied on the standby. Sessions it issued
+ * while it was the active would otherwise come back to life on a failback, after their
+ * users signed out or were banned on the other project.
+ */
+export const SESSION_TABLES = ["refresh_tokens", "mfa_amr_claims", "sessions"];
+
+/** The change table, as the change stream names it. */
+export const AUTH_CHANGES = "spillway.auth_changes";
+
+// Spillway's change tables, as its migration defines them (id an identity on the active's
+// table, a plain copy of it in the stage's).
+function changeTable(name: string, identity: "" | "a"): Table {
+  const column = (n: string, type: string, notNull = true) => ({ name: n, type, notNull, generated: false, identity: "" as const });
+  return {
+    oid: 0, schema: "spillway", name, qualified: qualify("spillway", name), partition: false, rowSecurity: true, primaryKey: ["id"], uniqueColumns: [], binarySafe: true,
+    columns: [{ ...column("id", "bigint"), identity }, column("tbl", "text"), column("op", "text"), column("old", "jsonb", false), column("new", "jsonb", false), column("at", "timestamp with time zone")],
+  };
+}
+
+async function hasUsers(sql: Db): Promise<boolean> {
+  const [row] = await sql<{ ok: boolean }[]>`select pg_catalog.to_regclass('auth.users') is not null as ok`;
+  return row?.ok ?? false;
+}
+
+/** What a run does with Auth's tables. */
+export interface AuthPlan {
+  /** The active's carried tables in load order; null when nothing of Auth is carried. */
+  tables: Table[] | null;
+  /** The standby's session tables (`SESSION_TABLES` it has), which each run empties when Auth is carried. */
+  sessions: Table[];
+  /** Differences between the two projects' carried tables. */
+  diffs: string[];
+  /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
+  changes: Table;
+  stageChanges: Table;
+}
+
+/**
+ * Reads what a run carries of Auth: nothing when `enabled` is false or the active has no
+ * `auth.users`; otherwise the carried tables the active has, compared with the standby's
+ * like the app's tables (a table missing on either side, a column, a key).
+ *
+ * @example
+ * const auth = await planAuth(source, target, settings.auth);
+ * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
+ */
+export async function planAuth(source: Project, target: Project, enabled: boolean): Promise<AuthPlan> {
+  const plan: AuthPlan = { tables: null, sessions: [], diffs: [], changes: changeTable("auth_changes", "a"), stageChanges: changeTable("auth_stage_changes", "") };
+  if (!enabled || !(await hasUsers(source.sql))) return plan;
+  const [active, standby] = await Promise.all([readCatalog(source.sql, ["auth"]), readCatalog(target.sql, ["auth"])]);
+  const a = carried(active);
+  const diffs = schemaDiff(a, carried(standby));
+  for (const t of a.tables) if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
+  const sessions = SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
+  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
+}
+
+/**
+ * The carried Auth tables a project has (none without `auth.users`), for checks that
+ * compare the two projects' rows.
+ *
+ * @example
+ * const tables = await carriedAuthTables(tx);
+ */
+export async function carriedAuthTables(sql: Db): Promise<Table[]> {
+  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"])).tables : [];
+}
+
+// The carried tables of one side, with the foreign keys between them.
+function carried(catalog: Catalog): Catalog {
+  const tables = catalog.tables.filter((t) => CARRIED_AUTH_TABLES.includes(t.name));
+  const names = new Set(tables.map((t) => t.qualified));
+  return { tables, foreignKeys: catalog.foreignKeys.filter((f) => names.has(f.table) && names.has(f.references)), indexes: [], sequences: [] };
+}
+
+/**
+ * The schemas the fence covers: the replicated ones, and `auth` when Auth is carried, so
+ * that the fenced project refuses sign-ups and sign-ins too.
+ *
+ * @example
+ * fencedSchemas({ schemas: ["public"], auth: true }) // ["public", "auth"]
+ */
+export function fencedSchemas(settings: { schemas: string[]; auth: boolean }): string[] {
+  return settings.auth ? [...settings.schemas, "auth"] : settings.schemas;
+}
+
+/**
+ * Puts the capture trigger on the carried tables of both projects where it is missing:
+ * on the active before its change stream starts, on the standby for when it becomes the
+ * active. The trigger fires for GoTrue's writes only, never for Spillway's replica-mode
+ * loads.
+ *
+ * @example
+ * await prepareAuthCapture([source, target], plan.tables);
+ */
+export async function prepareAuthCapture(projects: Project[], tables: Table[]): Promise<void> {
+  const names = tables.map((t) => t.name);
+  for (const p of projects) {
+    await p.sql.begin(async (tx) => {
+      // Creating a trigger waits for transactions writing the table; never for long.
+      await tx`set local lock_timeout = '10s'`;
+      await tx`select spillway.ensure_auth_capture(${names})`;
+    });
+  }
+}
+
+/**
+ * Replaces the standby's carried Auth tables with the active's rows, inside a load's
+ * target transaction `dst` (replica mode: no app trigger fires, no foreign key action
+ * runs) and from the load's snapshot: the source transaction `src` for COPY, or the fdw
+ * link's remote transaction when `foreign`.
+ *
+ * @example
+ * const moved = await copyAuth(src, dst, plan.tables, false);
+ */
+export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], foreign: boolean): Promise<{ rows: number; bytes: number }> {
+  // Delete, not truncate: apps' tables reference auth.users, and Auth's tables are not ours.
+  for (const t of [...tables].reverse()) await dst.unsafe(`delete from ${t.qualified}`);
+  const moved = { rows: 0, bytes: 0 };
+  if (foreign) {
+    const local = "spillway_fdw_auth";
+    await dst.unsafe(`drop schema if exists ${local} cascade`);
+    await dst.unsafe(`create schema ${local}`);
+    await dst.unsafe(`import foreign schema auth limit to (${tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`);
+    for (const t of tables) {
+      const m = await pullTable(dst, t, local);
+      moved.rows += m.rows;
+      moved.bytes += m.bytes;
+    }
+    await dst.unsafe(`drop schema ${local} cascade`);
+    return moved;
+  }
+  for (const t of tables) {
+    // Text COPY: Auth's enums and arrays carry type OIDs in binary form. No FREEZE: the
+    // table was not truncated in this transaction.
+    const m = await copyTable(src, dst, { ...t, binarySafe: false }, () => undefined, t.qualified, false);
+    moved.rows += m.rows;
+    moved.bytes += m.bytes;
+  }
+  return moved;
+}
+
+/**
+ * Whether the standby's Auth tables are a copy of `source`'s carried tables that
+ * incremental backups can build on.
+ *
+ * @example
+ * if (!(await authCopyBuildsOn(target.sql, "primary", plan.tables))) kind = "full";
+ */
+export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Table[]): Promise<boolean> {
+  const [row] = await sql<{ source: string; tables: string[] }[]>`select source, tables from spillway.auth_copy where id`;
+  return row?.source === source && JSON.stringify([...row.tables].sort()) === JSON.stringify(tables.map((t) => t.name).sort());
+}
+
+/**
+ * Empties the standby's session tables, in the transaction that publishes a copy (in
+ * replica mode: a fenced standby's fence stays quiet, as for every load).
+ *
+ * @example
+ * await clearSessions(tx, plan.sessions);
+ */
+export async function clearSessions(tx: Db, sessions: Table[]): Promise<void> {
+  if (sessions.length === 0) return;
+  await tx`set local session_replication_role = replica`;
+  for (const t of sessions) await tx.unsafe(`delete from ${t.qualified}`);
+}
+
+/**
+ * Records, in the transaction that publishes a copy, which project the standby's Auth
+ * tables come from; null when the copy carries none of Auth (the next copy that does is a
+ * full one).
+ *
+ * @example
+ * await recordAuthCopy(tx, "primary", plan.tables);
+ */
+export async function recordAuthCopy(tx: Db, source: ProjectName | null, tables: Table[] | null): Promise<void> {
+  if (source === null || tables === null) {
+    await tx`delete from spillway.auth_copy where id`;
+    return;
+  }
+  await tx`
+    insert into spillway.auth_copy (id, source, tables) values (true, ${source}, ${tables.map((t) => t.name)})
+    on conflict (id) do update set source = excluded.source, tables = excluded.tables, updated_at = now()`;
+}
+
+/**
+ * Deletes the active's captured changes: once committed they are in its change stream,
+ * which is all the standby reads (the deletes reach it as changes that find nothing).
+ *
+ * @example
+ * await pruneAuthChanges(source);
+ */
+export async function pruneAuthChanges(source: Project): Promise<void> {
+  await source.sql`delete from spillway.auth_changes`;
+}
+
+/**
+ * How many users a project's Auth holds; null when Auth is not carried or absent.
+ *
+ * @example
+ * const users = await userCount(project.sql, settings.auth);
+ */
+export async function userCount(sql: Db, enabled: boolean): Promise<number | null> {
+  if (!enabled || !(await hasUsers(sql))) return null;
+  const [row] = await sql<{ n: string }[]>`select count(*)::int8::text as n from auth.users`;
+  return Number(row!.n);
+}

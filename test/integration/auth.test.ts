@@ -1,0 +1,325 @@
+// Auth continuity, with a STAND-IN for Supabase Auth (test/support/gotrue.ts): GoTrue cannot
+// run here, so its tables and writes are emulated as its own role.
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import postgres from "postgres";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+import { testApp, type TestApp } from "../support/app.ts";
+import { fingerprint } from "../support/compare.ts";
+import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
+import { runBackup } from "../../functions/backup.ts";
+import { expireLease } from "../support/app.ts";
+import { run } from "../support/process.ts";
+
+async function setUp(): Promise<{ pair: TestPair; t: TestApp }> {
+  const pair = await startTestPair();
+  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
+  await applyToBoth(pair, APP_SCHEMA);
+  return { pair, t: await testApp(pair) };
+}
+
+async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+// The app's writes, on the project it finds active (highest epoch), as `postgres`.
+async function addNote(pair: TestPair, owner: string, body: string): Promise<void> {
+  const urls = [pair.urls.primary, pair.urls.secondary];
+  const states = await Promise.all(urls.map(async (url) => {
+    const sql = postgres(url, { max: 1, onnotice: () => {} });
+    try {
+      const [row] = await sql`select active, epoch from public.spillway_active`;
+      return row!;
+    } finally {
+      await sql.end();
+    }
+  }));
+  const active = states.sort((a, b) => Number(b.epoch) - Number(a.epoch))[0]!.active as "primary" | "secondary";
+  const sql = postgres(pair.urls[active], { max: 1, onnotice: () => {} });
+  try {
+    await sql.begin("isolation level repeatable read", (tx) => tx`insert into public.notes (owner, body) values (${owner}, ${body})`);
+  } finally {
+    await sql.end();
+  }
+}
+
+async function assertSame(pair: TestPair, message: string): Promise<void> {
+  assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin), `${message}: Auth's users differ`);
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), `${message}: the app's tables differ`);
+}
+
+// Rows of the app that point at a user its project does not have, and users with more than one profile.
+async function orphans(sql: postgres.Sql): Promise<{ profiles: number; notes: number; usersWithoutProfile: number }> {
+  const [row] = await sql`
+    select (select count(*)::int from public.profiles p where not exists (select 1 from auth.users u where u.id = p.id)) as profiles,
+      (select count(*)::int from public.notes n where not exists (select 1 from auth.users u where u.id = n.owner)) as notes,
+      (select count(*)::int from auth.users u where not exists (select 1 from public.profiles p where p.id = u.id)) as "usersWithoutProfile"`;
+  return row as never;
+}
+
+describe("a switched app keeps its users", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  const ids: Record<string, string> = {};
+  before(async () => {
+    ({ pair, t } = await setUp());
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("a full backup carries users, identities and factors; app triggers stay quiet; sessions stay behind", async () => {
+    for (const name of ["alice", "bob", "carol"]) ids[name] = await signUp(pair.primary, `${name}@example.com`, `pw-${name}`, { username: name });
+    await enrolFactor(pair.primary, ids.alice!);
+    assert.equal(await signIn(pair.primary, "alice@example.com", "pw-alice"), ids.alice);
+    await addNote(pair, ids.carol!, "carol's first note");
+
+    const r = await call(t, "POST", "/force-backup", { mode: "full" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await assertSame(pair, "after the full backup");
+    // Each user has exactly its one profile on the standby: handle_new_user did not fire there.
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    const [standby] = await pair.secondary.admin`select (select count(*)::int from public.profiles) as profiles, (select count(*)::int from auth.sessions) as sessions`;
+    assert.deepEqual(standby, { profiles: 3, sessions: 0 });
+
+    const status = await call(t, "GET", "/status");
+    assert.equal(status.body.projects.primary.users, 3);
+    assert.equal(status.body.projects.secondary.users, 3);
+  });
+
+  test("a sign-in the standby does not have yet shows as standby lag", async () => {
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "incremental" })).status, 200);
+    assert.equal((await call(t, "GET", "/status")).body.standbyLagSeconds, 0);
+    await new Promise((r) => setTimeout(r, 1100));
+    assert.equal(await signIn(pair.primary, "bob@example.com", "pw-bob"), ids.bob);
+    let lag = 0;
+    for (let i = 0; i < 30 && lag === 0; i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      lag = (await call(t, "GET", "/status")).body.standbyLagSeconds;
+    }
+    assert.ok(lag >= 1, `lag ${lag}`);
+  });
+
+  test("an incremental backup carries a new user, changed metadata and password, and a deletion", async () => {
+    ids.dave = await signUp(pair.primary, "dave@example.com", "pw-dave", { username: "dave" });
+    await updateUser(pair.primary, ids.bob!, { username: "bobby", theme: "dark" }, "pw-bob-2");
+    await deleteUser(pair.primary, ids.carol!);
+    assert.equal(await signIn(pair.primary, "dave@example.com", "pw-dave"), ids.dave);
+
+    const r = await call(t, "POST", "/force-backup", { mode: "incremental" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.run.kind, "incremental");
+    await assertSame(pair, "after the incremental backup");
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    // What the active captured is gone from it once streamed.
+    const [log] = await pair.primary.admin`select count(*)::int as n from spillway.auth_changes`;
+    assert.equal(log!.n, 0);
+  });
+
+  test("the switch carries the last changes: every user signs in on the new active with the same password and id", async () => {
+    ids.erin = await signUp(pair.primary, "erin@example.com", "pw-erin", { username: "erin" });
+    assert.equal(await signIn(pair.primary, "bob@example.com", "pw-bob-2"), ids.bob);
+    await updateUser(pair.primary, ids.dave!, { username: "dave", plan: "pro" });
+    await addNote(pair, ids.erin!, "erin's note");
+
+    const r = await call(t, "POST", "/force-switch", { to: "secondary" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await assertSame(pair, "after the switch");
+
+    assert.equal(await signIn(pair.secondary, "alice@example.com", "pw-alice"), ids.alice);
+    assert.equal(await signIn(pair.secondary, "bob@example.com", "pw-bob-2"), ids.bob);
+    assert.equal(await signIn(pair.secondary, "bob@example.com", "pw-bob"), null, "bob's old password");
+    assert.equal(await signIn(pair.secondary, "dave@example.com", "pw-dave"), ids.dave);
+    assert.equal(await signIn(pair.secondary, "erin@example.com", "pw-erin"), ids.erin);
+    assert.equal(await signIn(pair.secondary, "carol@example.com", "pw-carol"), null, "carol was deleted");
+    const [identities] = await pair.secondary.admin`select count(*)::int as n from auth.identities where user_id = any(${Object.values(ids)}::uuid[])`;
+    assert.equal(identities!.n, 4);
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+  });
+
+  test("the old active refuses a sign-up and a sign-in with the fence error; the app keeps signing users up on the new active", async () => {
+    await assert.rejects(signUp(pair.primary, "late@example.com", "pw-late"), (e: { code?: string; message?: string }) => {
+      assert.equal(e.code, "SPWFN");
+      assert.match(e.message ?? "", /active project is secondary/);
+      return true;
+    });
+    // A sign-in touches no app table: the fence on Auth's own tables refuses it.
+    await assert.rejects(signIn(pair.primary, "alice@example.com", "pw-alice"), { code: "SPWFN" });
+    ids.frank = await signUp(pair.secondary, "frank@example.com", "pw-frank", { username: "frank" });
+    await addNote(pair, ids.frank, "frank's note");
+    const [profile] = await pair.secondary.admin`select username from public.profiles where id = ${ids.frank}`;
+    assert.equal(profile?.username, "frank");
+  });
+
+  test("backups the other way build on the switch: an incremental one carries the new active's sign-ups", async () => {
+    const r = await call(t, "POST", "/force-backup", { mode: "incremental" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    await assertSame(pair, "after the incremental backup to the old active");
+    const [frank] = await pair.primary.admin`select count(*)::int as n from auth.users where id = ${ids.frank!}`;
+    assert.equal(frank!.n, 1);
+    // The sessions the old active issued while it was active are gone: a failback does not revive them.
+    const [left] = await pair.primary.admin`select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens`;
+    assert.deepEqual(left, { sessions: 0, tokens: 0 });
+  });
+
+  test("a full backup the other way through the fdw link carries them back", async () => {
+    assert.equal((await call(t, "PATCH", "/config", { strategy: "fdw" })).status, 200);
+    try {
+      const r = await call(t, "POST", "/force-backup", { mode: "full" });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      await assertSame(pair, "after the fdw full backup");
+      const same = await call(t, "POST", "/verify");
+      assert.equal(same.body.verify.ok, true, JSON.stringify(same.body));
+      assert.ok(same.body.verify.tables.some((x: { table: string }) => x.table === "auth.users"));
+      // A user changed on the standby behind Spillway's back: verify names Auth's table.
+      await pair.primary.admin.begin(async (tx) => {
+        await tx`set local session_replication_role = replica`;
+        await tx`update auth.users set raw_user_meta_data = '{"username": "mallory"}' where id = ${ids.alice!}`;
+      });
+      const differs = await call(t, "POST", "/verify");
+      assert.equal(differs.body.verify.ok, false);
+      assert.deepEqual(differs.body.verify.mismatches.map((m: string) => m.split(":")[0]), ["auth.users"]);
+      await assert.rejects(signIn(pair.primary, "frank@example.com", "pw-frank"), { code: "SPWFN" }, "the old active stays fenced for sign-ins");
+    } finally {
+      await call(t, "PATCH", "/config", { strategy: "copy" });
+    }
+  });
+
+  test("Auth's tables differ between the projects: SCHEMA_MISMATCH naming the column", async () => {
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column nickname text`;
+    });
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 409);
+    assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
+    assert.ok(r.body.error.details.differences.includes("auth.users: column nickname exists only on the standby"), JSON.stringify(r.body.error.details));
+  });
+});
+
+describe("a full backup staged over several calls", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    ({ pair, t } = await setUp());
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("carries the users of its snapshot and those that came while it was staged", async () => {
+    const ana = await signUp(pair.primary, "ana@example.com", "pw-ana", { username: "ana" });
+    const gone = await signUp(pair.primary, "gone@example.com", "pw-gone", { username: "gone" });
+    let calls = 0;
+    for (;;) {
+      const run = await runBackup({ projects: t.projects, events: t.events }, { mode: "full", verify: false, staged: true, budgetMs: 0 });
+      calls += 1;
+      if (run.status === "succeeded") break;
+      assert.ok(calls < 20, "the staged backup never published");
+      if (calls === 1) {
+        await signUp(pair.primary, "ben@example.com", "pw-ben", { username: "ben" });
+        await updateUser(pair.primary, ana, { username: "ana" }, "pw-ana-2");
+        await deleteUser(pair.primary, gone);
+        // Nothing is published before the last call.
+        const [standby] = await pair.secondary.admin`select count(*)::int as n from auth.users`;
+        assert.equal(standby!.n, 0);
+      }
+    }
+    assert.ok(calls > 1);
+    await assertSame(pair, "after the staged backup");
+    assert.equal(await signIn(pair.secondary, "ana@example.com", "pw-ana-2"), ana);
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    const [left] = await pair.secondary.admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
+    assert.equal(left!.n, 0);
+  });
+});
+
+describe("backups killed at random moments while users sign up, change and leave", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    ({ pair, t } = await setUp());
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("after every kill each user on the standby has its profile and each profile its user; then the copies are equal", async () => {
+    for (let i = 0; i < 5; i++) await signUp(pair.primary, `first${i}@example.com`, "pw", { username: `first${i}` });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    let stopped = false;
+    let n = 0;
+    const live: string[] = [];
+    const churn = (async () => {
+      while (!stopped) {
+        live.push(await signUp(pair.primary, `user${n}@example.com`, `pw-${n}`, { username: `user${n}` }));
+        if (n % 4 === 1) await updateUser(pair.primary, live.at(-1)!, { username: `renamed${n}` });
+        if (n % 3 === 2) await deleteUser(pair.primary, live.shift()!);
+        n += 1;
+      }
+    })();
+    try {
+      for (let round = 0; round < 6; round++) {
+        // Incremental backups, and every third round a full one.
+        const child = run(process.execPath, ["--import", "tsx", `test/support/${round % 3 === 2 ? "backup" : "incremental"}-child.ts`],
+          { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, new URL("../../", import.meta.url).pathname);
+        await new Promise((r) => setTimeout(r, 400 + Math.random() * 1200));
+        child.signalGroup("SIGKILL");
+        await child.exited;
+        assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 }, `round ${round}`);
+        await expireLease(pair);
+      }
+    } finally {
+      stopped = true;
+      await churn;
+    }
+    assert.ok(n > 10, `only ${n} sign-ups ran`);
+    const last = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(last.status, 200, JSON.stringify(last.body));
+    await assertSame(pair, "after the last backup");
+  });
+});
+
+describe("auth: false", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    ({ pair, t } = await setUp());
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("nothing of Auth is touched: no trigger, no copy, no fence, no count", async () => {
+    const patched = await call(t, "PATCH", "/config", { auth: false });
+    assert.equal(patched.status, 200, JSON.stringify(patched.body));
+    assert.equal(patched.body.settings.auth, false);
+    assert.equal((await call(t, "PATCH", "/config", { auth: "no" })).body.error.details.auth, "must be true or false");
+
+    await signUp(pair.primary, "solo@example.com", "pw-solo");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    await signUp(pair.primary, "duo@example.com", "pw-duo");
+    const inc = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(inc.body.run.kind, "incremental");
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+
+    for (const s of [pair.primary, pair.secondary]) {
+      const [row] = await s.admin`
+        select (select count(*)::int from pg_trigger g join pg_class c on c.oid = g.tgrelid join pg_namespace n on n.oid = c.relnamespace
+                 where n.nspname = 'auth' and g.tgname like 'spillway%') as triggers,
+               (select count(*)::int from spillway.auth_changes) as captured`;
+      assert.deepEqual(row, { triggers: 0, captured: 0 });
+    }
+    const [standby] = await pair.secondary.admin`select count(*)::int as n from auth.users`;
+    assert.equal(standby!.n, 0);
+    const status = await call(t, "GET", "/status");
+    assert.equal(status.body.projects.primary.users, null);
+    // The app's own tables still came across.
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  });
+});
