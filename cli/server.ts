@@ -9,6 +9,7 @@ import { tick } from "../functions/tick.ts";
 import { describeError } from "../functions/errors.ts";
 import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
 import { installCrashGuards } from "./guards.ts";
+import { AlertSender, type AlertConfig } from "../functions/alerts.ts";
 
 /** What the local server needs. */
 export interface ServerOptions {
@@ -19,6 +20,8 @@ export interface ServerOptions {
   port: number;
   dataDir: string;
   tickSeconds: number;
+  /** Where alerts are posted; none when absent. */
+  alerts?: AlertConfig | null;
   /** Called with each tick's failure (the scheduler itself never stops). */
   onTickError?: (message: string) => void;
 }
@@ -81,16 +84,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await closeProjects(projects, 1);
     throw e;
   }
-  const secrets = [options.adminToken, options.cronToken, ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  const secrets = [options.adminToken, options.cronToken, options.alerts?.webhookUrl, options.alerts?.secret,
+    ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
   mkdirSync(options.dataDir, { recursive: true });
   const logFile = join(options.dataDir, "spillway.log");
   events.addSink((e) => appendFileSync(logFile, JSON.stringify(e) + "\n"));
+  const alerts = options.alerts ? new AlertSender(events, options.alerts) : null;
 
   const app = createApp({
     projects, events, adminToken: options.adminToken, cronToken: options.cronToken,
-    corsOrigins: options.corsOrigins, staticFiles: loadWidgetFiles(WIDGET_DIR),
+    corsOrigins: options.corsOrigins, alerts: options.alerts ?? null, staticFiles: loadWidgetFiles(WIDGET_DIR),
   });
   let server: ServerType;
   await new Promise<void>((resolve, reject) => {
@@ -126,6 +131,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       await closed;
       await running;
+      await alerts?.close();
       await closeProjects(projects);
     },
   };

@@ -56,7 +56,7 @@ export async function start(config: Config, print: (line: string) => void): Prom
 
     const server = await startServer({
       dbUrls, adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins,
-      port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds,
+      port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds, alerts: config.alerts,
       onTickError: (m) => print(`tick failed: ${m}`),
     });
     print("");
