@@ -9,6 +9,8 @@ import { tick } from "../functions/tick.ts";
 import { describeError } from "../functions/errors.ts";
 import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
 import { installCrashGuards } from "./guards.ts";
+import { writeUsageFiles } from "./usage-files.ts";
+import { readStatus } from "../functions/status.ts";
 import { AlertSender, type AlertConfig } from "../functions/alerts.ts";
 
 /** What the local server needs. */
@@ -70,7 +72,8 @@ export async function freePort(): Promise<number> {
 /**
  * Connects to both projects, checks they carry Spillway's migrations and are who they say,
  * serves the API and the widget, and ticks every `tickSeconds` (the local stand-in for the
- * pg_cron job). Events also go to `<dataDir>/spillway.log`, one JSON line each.
+ * pg_cron job). Events also go to `<dataDir>/spillway.log`, one JSON line each, and after each
+ * tick `<dataDir>/usage-<project>.json` hold each project's latest measurement.
  *
  * @example
  * const server = await startServer({ dbUrls, adminToken, cronToken: null, corsOrigins: ["*"], port: 8787, dataDir: ".spillway", tickSeconds: 5 });
@@ -111,6 +114,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const runTick = () => {
     if (stopped || running) return;
     running = tick({ projects, events })
+      .then(async () => writeUsageFiles(options.dataDir, await readStatus(projects, (t) => events.redact(t))))
       .catch((e) => options.onTickError?.(events.redact(describeError(e))))
       .finally(() => { running = null; });
   };
