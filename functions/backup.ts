@@ -6,7 +6,7 @@ import { changeCounter } from "./status.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
-import { fullLoad, type Progress } from "./backup/full.ts";
+import { fullLoad, setSequences, type Progress } from "./backup/full.ts";
 import { foreignKeyOrder, readCatalog, type Catalog, type Table } from "./backup/catalog.ts";
 import { beginStaging, continueStaging, discardStaging, fullCopyFits, readStaging, stagingProblem, type Staging } from "./backup/staged.ts";
 import { applyChanges, dropOtherSlots, dropSlot, newSlotName, prepareCapture, readPosition, replicaStream, slotRetainedBytes, tableSet, writePosition } from "./backup/incremental.ts";
@@ -235,6 +235,9 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
+  // The change stream carries rows, not sequence positions: without this, the first insert
+  // by default on a new active would reuse an id the rows already hold.
+  await setSequences(r.target.sql, (await readCatalog(r.source.sql, r.settings.schemas)).sequences);
   await r.target.sql.begin((tx) => finishRun(tx, r, {
     tables: r.targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
     changeCounter: result.more ? null : counter, extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
