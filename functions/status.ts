@@ -119,7 +119,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const activeSamples = samples[winner.active].filter((x) => x.at >= winner.since);
   const activeForecast = forecast(activeSamples, settings.quotaBytes[winner.active], thresholds, new Date());
   if (activeForecast.reason && activeSamples.length < samples[winner.active].length) {
-    activeForecast.reason = `${winner.active} became active at ${winner.since}; ${activeForecast.reason}`;
+    activeForecast.reason = `since ${winner.active} became active, ${activeForecast.reason}`;
   }
   return {
     active: winner.active,
