@@ -36,10 +36,17 @@ if (config?.dbUrls && config.adminToken) {
   const secrets = [config.adminToken, config.cronToken, config.alerts?.webhookUrl, config.alerts?.secret, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
-  if (config.alerts) new AlertSender(events, config.alerts);
+  const alerts = config.alerts ? new AlertSender(events, config.alerts) : null;
   for (const p of [projects.primary, projects.secondary]) {
     claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`));
   }
   const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, alerts: config.alerts });
-  Deno.serve({ port: config.port }, app.fetch);
+  // Supabase may end an isolate once its answer is sent: alerts queued by a request are
+  // handed to EdgeRuntime.waitUntil so they are still delivered (absent outside Supabase).
+  const edge = (globalThis as { EdgeRuntime?: { waitUntil(p: Promise<unknown>): void } }).EdgeRuntime;
+  Deno.serve({ port: config.port }, async (request) => {
+    const response = await app.fetch(request);
+    if (alerts && edge) edge.waitUntil(alerts.idle());
+    return response;
+  });
 }
