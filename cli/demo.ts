@@ -32,7 +32,7 @@ export interface DemoReport {
  * thresholds. Pure, so the demo's pace can be checked without running it.
  *
  * @example
- * demoPlan(8_000_000) // { quotaBytes: { primary: 10666666, secondary: 42666664 }, bytesPerSecond: 21333 }
+ * demoPlan(8_000_000) // { quotaBytes: { primary: 10666666, secondary: 42666664 }, bytesPerSecond: 21334 }
  */
 export function demoPlan(primaryUsedBytes: number): { quotaBytes: Record<ProjectName, number>; bytesPerSecond: number } {
   const primary = Math.floor(primaryUsedBytes / START_USAGE);

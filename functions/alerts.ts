@@ -100,7 +100,15 @@ export class AlertSender {
     events.addSink((event) => {
       if (!isAlert(event) || this.stop.signal.aborted) return;
       this.queue.push(event);
-      this.sending ??= this.drain().finally(() => { this.sending = null; });
+      this.kick();
+    });
+  }
+
+  // An event queued between the sender's last look at the queue and its end starts it anew.
+  private kick(): void {
+    this.sending ??= this.drain().finally(() => {
+      this.sending = null;
+      if (this.queue.length > 0 && !this.stop.signal.aborted) this.kick();
     });
   }
 
