@@ -15,8 +15,10 @@ import { start } from "./start.ts";
 
 const USAGE = `usage: spillway <command> [options]
 
-  start                  run Spillway locally (two embedded Postgres servers unless
-                         SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are set)
+  start [--demo]         run Spillway locally (two embedded Postgres servers unless
+                         SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are set);
+                         --demo: a small quota and a writer, to watch a backup and a
+                         switch happen within about two minutes
   install [dir]          copy Spillway's migrations into an app's supabase/migrations
   init --url URL         store the function URL (…/functions/v1/spillway) and
                          SPILLWAY_CRON_TOKEN where pg_cron's job reads them, in both
@@ -42,8 +44,10 @@ async function main(argv: string[]): Promise<number> {
   const out = (line: string) => process.stdout.write(line + "\n");
   switch (command) {
     case "start": {
-      parse(rest, {});
-      await start(loadConfig(process.env), out);
+      const { values } = parse(rest, { demo: { type: "boolean" } });
+      // The demo ticks every 2 s unless told otherwise, so that it spills within minutes.
+      const env = values.demo ? { SPILLWAY_TICK_SECONDS: "2", ...process.env } : process.env;
+      await start(loadConfig(env), out, { demo: values.demo === true });
       return 0;
     }
     case "install": {

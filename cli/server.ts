@@ -9,6 +9,9 @@ import { tick } from "../functions/tick.ts";
 import { describeError } from "../functions/errors.ts";
 import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
 import { installCrashGuards } from "./guards.ts";
+import { writeUsageFiles } from "./usage-files.ts";
+import { readStatus } from "../functions/status.ts";
+import { AlertSender, type AlertConfig } from "../functions/alerts.ts";
 
 /** What the local server needs. */
 export interface ServerOptions {
@@ -19,6 +22,8 @@ export interface ServerOptions {
   port: number;
   dataDir: string;
   tickSeconds: number;
+  /** Where alerts are posted; none when absent. */
+  alerts?: AlertConfig | null;
   /** Called with each tick's failure (the scheduler itself never stops). */
   onTickError?: (message: string) => void;
 }
@@ -67,7 +72,8 @@ export async function freePort(): Promise<number> {
 /**
  * Connects to both projects, checks they carry Spillway's migrations and are who they say,
  * serves the API and the widget, and ticks every `tickSeconds` (the local stand-in for the
- * pg_cron job). Events also go to `<dataDir>/spillway.log`, one JSON line each.
+ * pg_cron job). Events also go to `<dataDir>/spillway.log`, one JSON line each, and after each
+ * tick `<dataDir>/usage-<project>.json` hold each project's latest measurement.
  *
  * @example
  * const server = await startServer({ dbUrls, adminToken, cronToken: null, corsOrigins: ["*"], port: 8787, dataDir: ".spillway", tickSeconds: 5 });
@@ -81,16 +87,18 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await closeProjects(projects, 1);
     throw e;
   }
-  const secrets = [options.adminToken, options.cronToken, ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  const secrets = [options.adminToken, options.cronToken, options.alerts?.webhookUrl, options.alerts?.secret,
+    ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
   mkdirSync(options.dataDir, { recursive: true });
   const logFile = join(options.dataDir, "spillway.log");
   events.addSink((e) => appendFileSync(logFile, JSON.stringify(e) + "\n"));
+  const alerts = options.alerts ? new AlertSender(events, options.alerts) : null;
 
   const app = createApp({
     projects, events, adminToken: options.adminToken, cronToken: options.cronToken,
-    corsOrigins: options.corsOrigins, staticFiles: loadWidgetFiles(WIDGET_DIR),
+    corsOrigins: options.corsOrigins, alerts: options.alerts ?? null, staticFiles: loadWidgetFiles(WIDGET_DIR),
   });
   let server: ServerType;
   await new Promise<void>((resolve, reject) => {
@@ -106,6 +114,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
   const runTick = () => {
     if (stopped || running) return;
     running = tick({ projects, events })
+      .then(async () => writeUsageFiles(options.dataDir, await readStatus(projects, (t) => events.redact(t))))
       .catch((e) => options.onTickError?.(events.redact(describeError(e))))
       .finally(() => { running = null; });
   };
@@ -126,6 +135,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
       (server as { closeAllConnections?: () => void }).closeAllConnections?.();
       await closed;
       await running;
+      await alerts?.close();
       await closeProjects(projects);
     },
   };

@@ -1,4 +1,4 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -8,6 +8,7 @@ import { describeError, SpillwayError } from "../functions/errors.ts";
 import { startCluster, type Cluster } from "./cluster.ts";
 import { applyMigrations, appliedNames, listMigrations, MIGRATIONS_DIR } from "./migrations.ts";
 import { ensurePortFree, freePort, startServer } from "./server.ts";
+import { startDemo } from "./demo.ts";
 
 interface Secrets {
   adminToken: string;
@@ -20,12 +21,21 @@ interface Secrets {
  * Postgres servers (data in `dataDir`, kept across restarts), applies the migrations and a
  * demo app to both; with URLs it only checks that both carry the migrations. Then it serves
  * the API and the widget, ticks on a timer, and stops everything it started on SIGINT or
- * SIGTERM.
+ * SIGTERM. With `demo`, it starts afresh in `<dataDir>/demo` with a small quota and a writer
+ * that fills the primary (see `startDemo`).
  *
  * @example
  * await start(loadConfig(process.env), console.log);
  */
-export async function start(config: Config, print: (line: string) => void): Promise<void> {
+export async function start(config: Config, print: (line: string) => void, options: { demo?: boolean } = {}): Promise<void> {
+  if (options.demo) {
+    // The demo fills a database on purpose: never one of the user's, and never yesterday's.
+    if (config.dbUrls) throw new Error("--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
+    mkdirSync(config.dataDir, { recursive: true });
+    chmodSync(config.dataDir, 0o711);
+    config = { ...config, dataDir: join(config.dataDir, "demo") };
+    rmSync(resolve(config.dataDir), { recursive: true, force: true });
+  }
   await ensurePortFree(config.port);
   const clusters: Cluster[] = [];
   const stopClusters = () => Promise.all(clusters.map((c) => c.stop().catch(() => undefined)));
@@ -56,7 +66,7 @@ export async function start(config: Config, print: (line: string) => void): Prom
 
     const server = await startServer({
       dbUrls, adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins,
-      port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds,
+      port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds, alerts: config.alerts,
       onTickError: (m) => print(`tick failed: ${m}`),
     });
     print("");
@@ -67,6 +77,7 @@ export async function start(config: Config, print: (line: string) => void): Prom
     for (const [name, url] of Object.entries(dbUrls)) print(`  ${name.padEnd(10)}${redactUrl(url)}`);
     print(`  Events:  ${join(config.dataDir, "spillway.log")}`);
     print(`Press Ctrl-C to stop.`);
+    const demo = options.demo ? await startDemo({ serverUrl: server.url, dbUrls, projects: server.projects, print }) : null;
 
     await new Promise<void>((done) => {
       let stopping = false;
@@ -74,6 +85,7 @@ export async function start(config: Config, print: (line: string) => void): Prom
         if (stopping) return;
         stopping = true;
         print("Stopping ...");
+        await demo?.stop();
         await server.close().catch(() => undefined);
         await stopClusters();
         done();

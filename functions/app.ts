@@ -14,6 +14,7 @@ import { verify } from "./verify.ts";
 import { switchOver } from "./switchover.ts";
 import { z } from "zod";
 import { PROJECT_NAMES } from "./names.ts";
+import type { AlertConfig } from "./alerts.ts";
 
 /** A file the server may hand out (the widget); anything not listed is a 404. */
 export interface StaticFile {
@@ -28,6 +29,8 @@ export interface AppDeps {
   adminToken: string;
   cronToken: string | null;
   corsOrigins: string[];
+  /** Where alerts go: `/config` shows only the host of this secret URL. */
+  alerts?: AlertConfig | null;
   /** Served at `/` and below by the local server; keyed by path without the leading slash. */
   staticFiles?: Map<string, StaticFile>;
 }
@@ -96,7 +99,8 @@ export function createApp(deps: AppDeps): Hono {
   api.get("/config", admin, async (c) => {
     const { settings } = await readSettings(deps.projects);
     const projects = Object.fromEntries(PROJECT_NAMES.map((n) => [n, { host: deps.projects[n].host, database: deps.projects[n].database }]));
-    return c.json({ settings, projects });
+    const alerts = deps.alerts ? { webhookHost: new URL(deps.alerts.webhookUrl).host, signed: deps.alerts.secret !== null } : null;
+    return c.json({ settings, projects, alerts });
   });
 
   api.patch("/config", admin, async (c) => {

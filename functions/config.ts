@@ -1,3 +1,5 @@
+import type { AlertConfig } from "./alerts.ts";
+
 /** Process configuration, read once from the environment by the entries (never below them). */
 export interface Config {
   /** Both set, or both unset (embedded mode, `spillway start` only). */
@@ -10,6 +12,8 @@ export interface Config {
   port: number;
   /** Seconds between ticks of the local scheduler (`spillway start`), the stand-in for pg_cron. */
   tickSeconds: number;
+  /** Where alerts are posted (`SPILLWAY_ALERT_WEBHOOK_URL`, `SPILLWAY_ALERT_SECRET`); null: none. */
+  alerts: AlertConfig | null;
 }
 
 /** Thrown by `loadConfig` with one line per problem, each naming its variable. */
@@ -77,6 +81,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     problems.push(`SPILLWAY_TICK_SECONDS must be a number of seconds from 0.2 to 3600, not "${tickText}"`);
   }
 
+  const webhookUrl = value("SPILLWAY_ALERT_WEBHOOK_URL");
+  const alertSecret = value("SPILLWAY_ALERT_SECRET");
+  // The URL is a secret: problems name the variable, never its value.
+  if (webhookUrl !== null && !isHttpUrl(webhookUrl)) problems.push("SPILLWAY_ALERT_WEBHOOK_URL must be an http:// or https:// URL");
+  if (alertSecret !== null && webhookUrl === null) problems.push("SPILLWAY_ALERT_SECRET is set but SPILLWAY_ALERT_WEBHOOK_URL is not");
+  if (alertSecret !== null && alertSecret.length < MIN_TOKEN_LENGTH) problems.push(`SPILLWAY_ALERT_SECRET must be at least ${MIN_TOKEN_LENGTH} characters`);
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     dbUrls: primary && secondary ? { primary, secondary } : null,
@@ -86,6 +97,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     dataDir: value("SPILLWAY_DATA_DIR") ?? ".spillway",
     port,
     tickSeconds,
+    alerts: webhookUrl ? { webhookUrl, secret: alertSecret } : null,
   };
 }
 
@@ -93,6 +105,15 @@ function isPostgresUrl(text: string): boolean {
   try {
     const url = new URL(text);
     return (url.protocol === "postgres:" || url.protocol === "postgresql:") && url.hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+function isHttpUrl(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return (url.protocol === "http:" || url.protocol === "https:") && url.hostname !== "";
   } catch {
     return false;
   }

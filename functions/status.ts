@@ -37,7 +37,8 @@ export interface Status {
   samples: Record<ProjectName, { at: string; usedBytes: number }[]>;
 }
 
-const HISTORY = 120;
+/** Samples per project: at the local server's 5 s ticks, 20 minutes, more than a forecast needs. */
+const HISTORY = 240;
 
 /**
  * Seconds of the active's changes the standby does not have: zero while the active's row
@@ -118,7 +119,13 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const lastBackup = standbyMeasured.ok ? standbyMeasured.value.lastBackup : null;
   const lastSucceeded = standbyMeasured.ok ? standbyMeasured.value.lastSucceeded : null;
   const lag = lastSucceeded ? await standbyLag(projects[winner.active], lastSucceeded, settings.schemas).catch(() => null) : null;
-  const activeSamples = samples[winner.active];
+  // Growth is the active's own: samples from before it became active include the loads that
+  // filled it as a standby, which are Spillway's doing, not the app's.
+  const activeSamples = samples[winner.active].filter((x) => x.at >= winner.since);
+  const activeForecast = forecast(activeSamples, settings.quotaBytes[winner.active], thresholds, new Date());
+  if (activeForecast.reason && activeSamples.length < samples[winner.active].length) {
+    activeForecast.reason = `since ${winner.active} became active, ${activeForecast.reason}`;
+  }
   return {
     active: winner.active,
     standby: winner.standby,
@@ -128,7 +135,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     projects: projectStatus,
     lastBackup,
     standbyLagSeconds: lag,
-    forecast: forecast(activeSamples, settings.quotaBytes[winner.active], thresholds, new Date()),
+    forecast: activeForecast,
     samples,
   };
 }

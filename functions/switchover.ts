@@ -115,7 +115,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
 
   const epoch = state.epoch + 1;
-  await events.record("info", "switch.started", `switch from ${from} to ${to} started (epoch ${state.epoch} → ${epoch})${request.force ? ", forced" : ""}`, { project: to });
+  await events.record("info", "switch.started", `switch from ${from} to ${to} started (epoch ${state.epoch} → ${epoch})${request.force ? ", forced" : ""}`, { project: to, data: { from, to, epoch, force: request.force } });
 
   if (!sourceUp) {
     await writePublished(target, { to, epoch });

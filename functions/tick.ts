@@ -12,6 +12,7 @@ import { runBackup } from "./backup.ts";
 import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
 import { ensureFence } from "./fence.ts";
+import { trackReachability } from "./reachability.ts";
 import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
 import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
@@ -73,6 +74,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);
     return m;
   });
+  await trackReachability(projects, measured, events).catch(() => undefined);
   const usage = { primary: null, secondary: null } as Record<ProjectName, number | null>;
   for (const name of PROJECT_NAMES) {
     const o = measured[name];

@@ -112,22 +112,29 @@ export async function readSamples(sql: Sql, project: string, limit: number): Pro
 
 /** Growth and the forecast of when each threshold is crossed. */
 export interface Forecast {
-  /** Least-squares growth over the samples, in bytes per hour; null with fewer than two samples. */
+  /** Least-squares growth over the samples, in bytes per hour; null when there is no forecast. */
   bytesPerHour: number | null;
-  /** ISO time each threshold is crossed: now when already crossed, null when usage is not growing. */
+  /** ISO time each threshold is crossed: now when already crossed, null when not forecast. */
   backupAt: string | null;
   switchAt: string | null;
+  /** Why there is no forecast (too short a stretch of samples, say), or null. */
+  reason: string | null;
 }
 
+/** The shortest stretch of samples a growth is drawn from: seconds of them say little. */
+export const MIN_FORECAST_SPAN_MS = 10 * 60_000;
+
 /**
- * Fits a line through the samples and projects when usage reaches each threshold.
+ * Fits a line through the samples and projects when usage reaches each threshold. Samples
+ * spanning less than `MIN_FORECAST_SPAN_MS` give no growth, and `reason` says why.
  *
  * @example
  * forecast(samples, 524288000, { backup: 0.85, switch: 0.9 }, new Date())
  */
 export function forecast(samples: Sample[], quotaBytes: number, thresholds: { backup: number; switch: number }, now: Date): Forecast {
-  const slope = growthPerMs(samples);
   const latest = samples.at(-1);
+  const span = latest ? Date.parse(latest.at) - Date.parse(samples[0]!.at) : 0;
+  const slope = span >= MIN_FORECAST_SPAN_MS ? growthPerMs(samples) : null;
   const at = (threshold: number): string | null => {
     if (!latest) return null;
     const target = threshold * quotaBytes;
@@ -136,10 +143,15 @@ export function forecast(samples: Sample[], quotaBytes: number, thresholds: { ba
     const ms = Date.parse(latest.at) + (target - latest.usedBytes) / slope;
     return new Date(Math.max(ms, now.getTime())).toISOString();
   };
+  const minutes = MIN_FORECAST_SPAN_MS / 60_000;
+  const reason = !latest ? "no samples yet"
+    : span < MIN_FORECAST_SPAN_MS ? `the samples span ${Math.floor(span / 60_000)} min; a forecast needs ${minutes}`
+    : slope === null ? "the samples do not show a growth" : null;
   return {
     bytesPerHour: slope === null ? null : slope * 3_600_000,
     backupAt: at(thresholds.backup),
     switchAt: at(thresholds.switch),
+    reason,
   };
 }
 

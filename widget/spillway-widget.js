@@ -49,8 +49,15 @@ svg { width: 100%; height: auto; display: block; }
 .events .lvl { font-weight: 700; text-transform: uppercase; font-size: .7rem; padding-top: 2px; }
 .events li.warn .lvl { color: var(--warn); } .events li.error .lvl { color: var(--bad); }
 .events .msg { overflow-wrap: anywhere; }
+.events li.outcome { font-weight: 600; border-left-width: 6px; }
+.events li.outcome.ok { background: #dafbe1; border-left-color: var(--ok); }
+.events li.outcome.bad { background: #ffebe9; border-left-color: var(--bad); }
+.events .tag { display: inline-block; margin-right: 6px; padding: 0 6px; border-radius: 4px; font-size: .7rem; letter-spacing: .04em; color: #fff; }
+.events li.outcome.ok .tag { background: var(--ok); } .events li.outcome.bad .tag { background: var(--bad); }
 @container (max-width: 520px) { .events li { grid-template-columns: max-content minmax(0, 1fr); } .events .msg { grid-column: 1 / -1; } }
-form.settings { display: grid; gap: 10px; grid-template-columns: repeat(auto-fit, minmax(180px, 1fr)); align-items: start; }
+form.settings { display: grid; gap: 10px; grid-template-columns: repeat(auto-fit, minmax(200px, 1fr)); align-items: start; }
+.field.wide { grid-column: span 2; }
+@container (max-width: 520px) { .field.wide { grid-column: auto; } }
 .field { display: grid; gap: 4px; }
 .field input[type=number], .field select { padding: 6px 8px; border: 1px solid var(--line); border-radius: 6px; background: #fff; width: 100%; }
 .field.check { grid-template-columns: max-content 1fr; align-items: center; }
@@ -65,6 +72,19 @@ dialog::backdrop { background: rgba(0, 0, 0, .35); }
 `;
 
 const UNITS = ["B", "KB", "MB", "GB", "TB"];
+
+// Events an operator looks for first: how each backup and switch ended.
+const OUTCOMES = {
+  "backup.succeeded": { tag: "BACKUP", ok: true },
+  "backup.failed": { tag: "BACKUP FAILED", ok: false },
+  "backup.verify_failed": { tag: "BACKUP FAILED", ok: false },
+  "backup.unreachable": { tag: "BACKUP FAILED", ok: false },
+  "switch.completed": { tag: "SWITCH", ok: true },
+  "switch.forced": { tag: "FORCED SWITCH", ok: false },
+  "switch.failed": { tag: "SWITCH FAILED", ok: false },
+  "switch.rolled_back": { tag: "SWITCH FAILED", ok: false },
+  "switch.refused": { tag: "SWITCH REFUSED", ok: false },
+};
 
 function bytes(n) {
   if (n === null || n === undefined) return "?";
@@ -332,6 +352,16 @@ export class SpillwayWidget extends HTMLElement {
 
   backupPanel(status) {
     const b = status.lastBackup;
+    // The record a switch leaves (both sides equal at that moment) is not a backup that ran.
+    if (b && b.details && b.details.origin === "switch") {
+      return el("section", { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
+        el("h2", { id: "lb-h", text: `Last backup to ${status.standby}` }),
+        el("p", { class: "in-step", text: `In step since the switch: ${status.standby} held the same data as ${status.active} when ${status.active} became active (${when(b.finishedAt)}); no backup has run since.` }),
+        el("dl", {},
+          el("dt", { text: "Standby lag" }),
+          el("dd", { "data-field": "standby-lag", text: status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s` })),
+      );
+    }
     const rows = b ? [
       ["When", when(b.finishedAt || b.startedAt)], ["Kind", b.kind], ["Status", b.status],
       ["Rows", b.rows.toLocaleString()], ["Size", bytes(b.bytes)], ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
@@ -353,9 +383,11 @@ export class SpillwayWidget extends HTMLElement {
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `usage history of ${status.active}` });
     chart.append(svg("rect", { x: P, y: 8, width: W - P - 8, height: H - P - 8, fill: "#fff", stroke: "#d0d7de" }));
     const y = (u) => 8 + (H - P - 8) * (1 - Math.min(1, Math.max(0, u)));
-    for (const [t, color] of [[status.thresholds.backup, "#9a6700"], [status.thresholds.switch, "#cf222e"]]) {
+    // The two thresholds are a few pixels apart: the switch label sits above its line and the
+    // backup label below its own, so they never overlap.
+    for (const [t, color, dy] of [[status.thresholds.backup, "#9a6700", 11], [status.thresholds.switch, "#cf222e", -2]]) {
       chart.append(svg("line", { x1: P, x2: W - 8, y1: y(t), y2: y(t), stroke: color, "stroke-dasharray": "6 4" }));
-      const label = svg("text", { x: 2, y: y(t) + 4, "font-size": 11, fill: color });
+      const label = svg("text", { x: 2, y: y(t) + dy, "font-size": 11, fill: color });
       label.textContent = `${Math.round(t * 100)}%`;
       chart.append(label);
     }
@@ -370,9 +402,9 @@ export class SpillwayWidget extends HTMLElement {
       el("h2", { id: "h-h", text: `Usage history of ${status.active}` }),
       chart,
       el("dl", {},
-        el("dt", { text: "Growth" }), el("dd", { text: f.bytesPerHour === null ? "not enough samples" : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}` }),
-        el("dt", { text: "Backup threshold" }), el("dd", { text: f.backupAt ? when(f.backupAt) : "not forecast" }),
-        el("dt", { text: "Switch threshold" }), el("dd", { text: f.switchAt ? when(f.switchAt) : "not forecast" }),
+        el("dt", { text: "Growth" }), el("dd", { "data-field": "growth", text: f.bytesPerHour === null ? `no forecast: ${f.reason || "not enough samples"}` : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}` }),
+        el("dt", { text: "Backup threshold" }), el("dd", { "data-field": "backup-at", text: f.backupAt ? when(f.backupAt) : "not forecast" }),
+        el("dt", { text: "Switch threshold" }), el("dd", { "data-field": "switch-at", text: f.switchAt ? when(f.switchAt) : "not forecast" }),
       ),
     );
   }
@@ -385,17 +417,20 @@ export class SpillwayWidget extends HTMLElement {
         el("h2", { id: "e-h", text: "Latest events" }), el("span", { class: "grow" }),
         el("label", { for: "level-filter", class: "sr-only", text: "Filter events by level" }), select),
       this.state.events.length === 0 ? el("p", { class: "muted", text: "No events." }) : el("ul", { class: "events" },
-        this.state.events.map((e) => el("li", { class: e.level },
-          el("span", { class: "lvl", text: e.level }),
-          el("time", { class: "time muted", datetime: e.at, text: new Date(e.at).toLocaleTimeString() }),
-          el("span", { class: "msg", text: e.message }),
-        ))),
+        this.state.events.map((e) => {
+          const o = OUTCOMES[e.kind];
+          return el("li", { class: o ? `${e.level} outcome ${o.ok ? "ok" : "bad"}` : e.level, "data-kind": e.kind },
+            el("span", { class: "lvl", text: e.level }),
+            el("time", { class: "time muted", datetime: e.at, text: new Date(e.at).toLocaleTimeString() }),
+            el("span", { class: "msg" }, o ? el("span", { class: "tag", text: o.tag }) : null, e.message),
+          );
+        })),
     );
   }
 
   settingsPanel(settings) {
     const errors = this.state.fieldErrors || {};
-    const field = (id, label, input, errorKeys) => el("div", { class: "field" },
+    const field = (id, label, input, errorKeys, wide = false) => el("div", { class: wide ? "field wide" : "field" },
       el("label", { for: id, text: label }), input,
       el("span", { class: "err", id: `${id}-err`, role: "alert", text: errorKeys.map((k) => errors[k]).filter(Boolean).join("; ") }));
     const num = (id, name, value, step) => el("input", { id, name, type: "number", step, value, "aria-describedby": `${id}-err` });
@@ -408,7 +443,7 @@ export class SpillwayWidget extends HTMLElement {
       field("set-qs", "Secondary quota (MB)", num("set-qs", "quotaSecondary", +(settings.quotaBytes.secondary / 1048576).toFixed(2), "any"), ["quotaBytes.secondary", "quotaBytes"]),
       field("set-strategy", "Backup strategy", el("select", { id: "set-strategy", name: "strategy" },
         el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
-        el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" })), ["strategy"]),
+        el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" })), ["strategy"], true),
       check("set-auto-backup", "autoBackup", "Automatic backup", settings.autoBackup),
       check("set-auto-switch", "autoSwitch", "Automatic switch", settings.autoSwitch),
       el("div", { class: "actions" },

@@ -76,17 +76,6 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.match(await page.locator("#op-result").textContent() ?? "", /^Backup succeeded: 504 rows/);
   });
 
-  test("screenshots at 1280 px and 390 px, with nothing wider than the screen", async () => {
-    await page.screenshot({ path: join(OUTPUT_DIR, "widget-1280.png"), fullPage: true });
-    const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
-    await connect(phone, ADMIN_TOKEN);
-    await phone.locator("section.project[data-project=secondary] .used").waitFor();
-    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-    assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
-    await phone.screenshot({ path: join(OUTPUT_DIR, "widget-390.png"), fullPage: true });
-    await phone.close();
-  });
-
   test("a bad settings value shows the field error and saves nothing", async () => {
     const [before] = await pair.primary.admin`select data, version from spillway.settings`;
     await page.fill("#set-backup", "150");
@@ -106,6 +95,64 @@ describe("the dashboard widget in real Chromium against the real local server", 
     await page.locator("section.project[data-project=secondary] .role", { hasText: "ACTIVE" }).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "STANDBY");
     assert.match(await page.locator("#op-result").textContent() ?? "", /secondary is now active \(epoch 2\)/);
+  });
+
+  test("after the switch, the last backup panel says the projects are in step instead of showing a 0-row full backup", async () => {
+    await page.click("#refresh");
+    const lastBackup = page.locator("#last-backup");
+    await lastBackup.locator(".in-step").waitFor();
+    assert.match(await lastBackup.locator("h2").textContent() ?? "", /^Last backup to primary$/);
+    assert.match(await lastBackup.locator(".in-step").textContent() ?? "", /^In step since the switch: primary held the same data as secondary/);
+    assert.equal(await lastBackup.locator("dd[data-field=rows]").count(), 0, "no 0-row full backup shown");
+  });
+
+  test("switch and backup outcomes stand out in the events list", async () => {
+    const done = page.locator(".events li[data-kind='switch.completed']");
+    await done.waitFor();
+    assert.match(await done.getAttribute("class") ?? "", /\boutcome ok\b/);
+    assert.equal(await done.locator(".tag").textContent(), "SWITCH");
+    const backupDone = page.locator(".events li[data-kind='backup.succeeded']").first();
+    assert.equal(await backupDone.locator(".tag").textContent(), "BACKUP");
+    const plain = page.locator(".events li[data-kind='switch.started']");
+    const background = (l: typeof plain) => l.evaluate((n) => getComputedStyle(n).backgroundColor);
+    assert.notEqual(await background(done), await background(plain), "an outcome looks unlike a plain line");
+  });
+
+  test("the forecast is not drawn from seconds of samples, and says why", async () => {
+    assert.match(await page.locator("dd[data-field=growth]").textContent() ?? "", /^no forecast: since secondary became active, (no samples yet|the samples span \d+ min; a forecast needs 10)$/);
+  });
+
+  test("the 85 % and 90 % labels of the usage chart do not overlap", async () => {
+    const box = (label: string) => page.locator("svg text", { hasText: label }).evaluate((n) => {
+      const r = n.getBoundingClientRect();
+      return { top: r.top, bottom: r.bottom };
+    });
+    const [b85, s90] = [await box("85%"), await box("90%")];
+    assert.ok(s90.bottom <= b85.top, `the 90 % label (${s90.top}-${s90.bottom}) and the 85 % label (${b85.top}-${b85.bottom}) overlap`);
+  });
+
+  test("the strategy selector's text is not cut at 1280 px", async () => {
+    const cut = await page.locator("#set-strategy").evaluate((select) => {
+      const s = select as HTMLSelectElement;
+      const style = getComputedStyle(s);
+      const ctx = document.createElement("canvas").getContext("2d")!;
+      ctx.font = `${style.fontWeight} ${style.fontSize} ${style.fontFamily}`;
+      // Text, the select's own padding and border, and its drop-down arrow.
+      const room = s.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 24;
+      return [...s.options].map((o) => ({ text: o.text, need: ctx.measureText(o.text).width, room })).filter((o) => o.need > o.room);
+    });
+    assert.deepEqual(cut, [], "every strategy fits its selector at 1280 px");
+  });
+
+  test("screenshots at 1280 px and 390 px after the switch, with nothing wider than the screen", async () => {
+    await page.screenshot({ path: join(OUTPUT_DIR, "widget-1280.png"), fullPage: true });
+    const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    await connect(phone, ADMIN_TOKEN);
+    await phone.locator("section.project[data-project=secondary] .used").waitFor();
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    assert.ok(overflow <= 0, `the page is ${overflow} px wider than the phone`);
+    await phone.screenshot({ path: join(OUTPUT_DIR, "widget-390.png"), fullPage: true });
+    await phone.close();
   });
 
   test("a wrong token shows the token prompt", async () => {

@@ -3,6 +3,7 @@ import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import type { TestPair } from "./postgres.ts";
 import { installCrashGuards } from "../../cli/guards.ts";
+import { AlertSender, type AlertConfig, type DeliveryOptions } from "../../functions/alerts.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 export const CRON_TOKEN = "test-cron-token-0123456789";
@@ -14,6 +15,8 @@ export interface TestApp {
   events: EventLog;
   /** Every event that reached the local sink. */
   sunk: SpillwayEvent[];
+  /** The alert sender, when the app was given a webhook. */
+  alerts: AlertSender | null;
   request(path: string, init?: RequestInit & { token?: string | null }): Promise<Response>;
   close(): Promise<void>;
 }
@@ -23,22 +26,27 @@ export interface TestApp {
  * const t = await testApp(pair);
  * const res = await t.request("/spillway/status");
  */
-export async function testApp(pair: TestPair): Promise<TestApp> {
+export async function testApp(pair: TestPair, options: { alerts?: AlertConfig; delivery?: DeliveryOptions } = {}): Promise<TestApp> {
   installCrashGuards();
   const projects = connectProjects(pair.urls, { connectTimeout: 2 });
   await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   const sunk: SpillwayEvent[] = [];
-  const events = new EventLog(projects, { secrets: [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password], sinks: [(e) => sunk.push(e)] });
-  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"] });
+  const secrets = [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password, options.alerts?.webhookUrl ?? ""];
+  const events = new EventLog(projects, { secrets, sinks: [(e) => sunk.push(e)] });
+  const alerts = options.alerts ? new AlertSender(events, options.alerts, options.delivery) : null;
+  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"], alerts: options.alerts ?? null });
   return {
-    app, projects, events, sunk,
+    app, projects, events, sunk, alerts,
     request(path, init = {}) {
       const { token = ADMIN_TOKEN, ...rest } = init;
       const headers = new Headers(rest.headers);
       if (token !== null) headers.set("Authorization", `Bearer ${token}`);
       return Promise.resolve(app.request(path, { ...rest, headers }));
     },
-    close: () => closeProjects(projects, 1),
+    async close() {
+      await alerts?.close();
+      await closeProjects(projects, 1);
+    },
   };
 }
 

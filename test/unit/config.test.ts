@@ -39,3 +39,19 @@ test("the same database twice is refused", () => {
 test("the cron token may not be the admin token", () => {
   assert.throws(() => loadConfig({ SPILLWAY_ADMIN_TOKEN: "x".repeat(20), SPILLWAY_CRON_TOKEN: "x".repeat(20) }), /must differ/);
 });
+
+test("alerts: the webhook URL and its secret are read together; problems never quote the URL", () => {
+  const url = "https://hooks.slack.com/services/T0/B0/s3cr3t";
+  assert.deepEqual(loadConfig({ SPILLWAY_ALERT_WEBHOOK_URL: url }).alerts, { webhookUrl: url, secret: null });
+  assert.equal(loadConfig({}).alerts, null);
+  try {
+    loadConfig({ SPILLWAY_ALERT_WEBHOOK_URL: "ftp://s3cr3t@x", SPILLWAY_ALERT_SECRET: "short" });
+    assert.fail("expected a ConfigError");
+  } catch (e) {
+    assert.ok(e instanceof ConfigError);
+    assert.match(e.message, /SPILLWAY_ALERT_WEBHOOK_URL must be an http/);
+    assert.match(e.message, /SPILLWAY_ALERT_SECRET must be at least/);
+    assert.doesNotMatch(e.message, /s3cr3t/);
+  }
+  assert.throws(() => loadConfig({ SPILLWAY_ALERT_SECRET: "x".repeat(20) }), /SPILLWAY_ALERT_WEBHOOK_URL is not/);
+});

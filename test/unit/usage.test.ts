@@ -22,7 +22,23 @@ test("a threshold already crossed is now; no growth gives no forecast", () => {
   assert.equal(f.bytesPerHour, 0);
   assert.equal(f.backupAt, now.toISOString());
   assert.equal(f.switchAt, null);
-  assert.deepEqual(forecast([], 500e6, T, now), { bytesPerHour: null, backupAt: null, switchAt: null });
+  assert.deepEqual(forecast([], 500e6, T, now), { bytesPerHour: null, backupAt: null, switchAt: null, reason: "no samples yet" });
+});
+
+test("samples spanning less than 10 minutes give no growth, and say why; from 10 minutes on they do", () => {
+  const now = new Date("2026-01-01T05:00:00Z");
+  const every = (seconds: number, count: number) => Array.from({ length: count }, (_, i) => ({
+    at: new Date(now.getTime() - (count - 1 - i) * seconds * 1000).toISOString(), usedBytes: 100e6 + i * 50_000,
+  }));
+  // Seconds after start-up: a steep line through few samples would be "tomorrow".
+  const early = forecast(every(5, 12), 500e6, T, now);
+  assert.equal(early.bytesPerHour, null);
+  assert.equal(early.backupAt, null);
+  assert.equal(early.reason, "the samples span 0 min; a forecast needs 10");
+  assert.equal(forecast(every(5, 120), 500e6, T, now).reason, "the samples span 9 min; a forecast needs 10");
+  const enough = forecast(every(5, 121), 500e6, T, now);
+  assert.equal(enough.reason, null);
+  assert.ok(Math.abs(enough.bytesPerHour! - 50_000 * 720) < 1);
 });
 
 test("phases follow the thresholds, inclusive at each", () => {

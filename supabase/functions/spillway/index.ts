@@ -3,6 +3,7 @@ import { createApp } from "../../../functions/app.ts";
 import { ConfigError, loadConfig } from "../../../functions/config.ts";
 import { isWriteAfterClose } from "../../../functions/errors.ts";
 import { EventLog } from "../../../functions/events.ts";
+import { AlertSender } from "../../../functions/alerts.ts";
 import { claimProject, connectProjects } from "../../../functions/project.ts";
 
 function serveConfigError(problems: string[]): void {
@@ -32,12 +33,20 @@ globalThis.addEventListener("error", (event) => {
 if (config?.dbUrls && config.adminToken) {
   // One connection per project: an Edge Function isolate serves one request at a time.
   const projects = connectProjects(config.dbUrls, { max: 1, connectTimeout: 5 });
-  const secrets = [config.adminToken, config.cronToken, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  const secrets = [config.adminToken, config.cronToken, config.alerts?.webhookUrl, config.alerts?.secret, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
+  const alerts = config.alerts ? new AlertSender(events, config.alerts) : null;
   for (const p of [projects.primary, projects.secondary]) {
     claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`));
   }
-  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins });
-  Deno.serve({ port: config.port }, app.fetch);
+  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, alerts: config.alerts });
+  // Supabase may end an isolate once its answer is sent: alerts queued by a request are
+  // handed to EdgeRuntime.waitUntil so they are still delivered (absent outside Supabase).
+  const edge = (globalThis as { EdgeRuntime?: { waitUntil(p: Promise<unknown>): void } }).EdgeRuntime;
+  Deno.serve({ port: config.port }, async (request) => {
+    const response = await app.fetch(request);
+    if (alerts && edge) edge.waitUntil(alerts.idle());
+    return response;
+  });
 }
