@@ -13,6 +13,8 @@ import { installCrashGuards } from "./guards.ts";
 /** What the local server needs. */
 export interface ServerOptions {
   dbUrls: { primary: string; secondary: string };
+  /** See `Config.fdwUrls`. */
+  fdwUrls?: { primary?: string; secondary?: string };
   adminToken: string;
   cronToken: string | null;
   corsOrigins: string[];
@@ -74,14 +76,14 @@ export async function freePort(): Promise<number> {
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   installCrashGuards();
-  const projects = connectProjects(options.dbUrls);
+  const projects = connectProjects(options.dbUrls, {}, options.fdwUrls);
   try {
     await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   } catch (e) {
     await closeProjects(projects, 1);
     throw e;
   }
-  const secrets = [options.adminToken, options.cronToken, ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  const secrets = [options.adminToken, options.cronToken, ...[...Object.values(options.dbUrls), ...Object.values(options.fdwUrls ?? {})].map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
   mkdirSync(options.dataDir, { recursive: true });

@@ -67,6 +67,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
+  const strategy = settings.strategy;
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);
@@ -85,26 +86,28 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const stage = staging !== null || (kind === "full" && continuable && diffs.length === 0
     && (request.staged ?? !(await fitsOneCall(source, target, tables, budgetMs / 1000))));
 
-  await target.sql`
+  await target.sql.begin("read write", (tx) => tx`
     update spillway.runs set status = 'failed', finished_at = now(), error = 'interrupted before it could finish'
-    where status = 'running' and id is distinct from ${staging?.runId ?? null}::uuid`;
+    where status = 'running' and id is distinct from ${staging?.runId ?? null}::uuid`);
   const started = Date.now();
   const resumed = staging && (await readRun(target.sql, staging.runId))?.status === "running" ? staging.runId : null;
   const id = resumed ?? crypto.randomUUID();
   if (!resumed) {
-    await target.sql`
-      insert into spillway.runs (id, kind, status, source, target, strategy, details)
-      values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${settings.strategy}, ${target.sql.json({ reason, verify: request.verify, staged: stage })})`;
-    if (staging) await target.sql`update spillway.staging set run_id = ${id} where id`;
-    await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${settings.strategy}${stage && !staging ? ", staged: it may continue over several calls" : ""})`, {
-      project: target.name, data: { runId: id, kind, strategy: settings.strategy, reason, staged: stage },
+    await target.sql.begin("read write", async (tx) => {
+      await tx`
+        insert into spillway.runs (id, kind, status, source, target, strategy, details)
+        values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${strategy}, ${tx.json({ reason, verify: request.verify, staged: stage })})`;
+      if (staging) await tx`update spillway.staging set run_id = ${id} where id`;
+    });
+    await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${strategy}${stage && !staging ? ", staged: it may continue over several calls" : ""})`, {
+      project: target.name, data: { runId: id, kind, strategy, reason, staged: stage },
     });
   }
 
   const progress = progressWriter(target, id);
   try {
     if (diffs.length > 0) throw schemaMismatch(diffs);
-    const input = { source, target, targetCatalog, settings, id, started, progress };
+    const input = { source, target, targetCatalog, settings, strategy, id, started, progress };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -125,10 +128,10 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
     await progress.flush();
     const error = await classify(e, source, target);
     const message = events.redact(describeError(error));
-    await onProject(target, (sql) => sql`
+    await onProject(target, (sql) => sql.begin("read write", (tx) => tx`
       update spillway.runs set status = 'failed', finished_at = now(), duration_ms = ${Date.now() - started}, error = ${message},
-        details = details || ${sql.json(error instanceof SpillwayError && error.details ? { failure: error.details } as never : {})}
-      where id = ${id}`).catch(() => undefined);
+        details = details || ${tx.json(error instanceof SpillwayError && error.details ? { failure: error.details } as never : {})}
+      where id = ${id}`)).catch(() => undefined);
     await events.record("error", error instanceof SpillwayError && error.code === "VERIFY_FAILED" ? "backup.verify_failed" : "backup.failed",
       `${kind} backup to ${target.name} failed: ${message}`,
       { project: target.name, data: { runId: id, code: error instanceof SpillwayError ? error.code : "BACKUP_FAILED", details: error instanceof SpillwayError ? error.details ?? null : null } });
@@ -142,6 +145,7 @@ interface RunInput {
   target: Project;
   targetCatalog: Catalog;
   settings: Settings;
+  strategy: "copy" | "fdw";
   id: string;
   started: number;
   progress: ReturnType<typeof progressWriter>;
@@ -164,7 +168,7 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
   await prepareCapture(r.source, r.tables, slot);
   try {
     await fullLoad({
-    source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
     async beforeCommit(tx, res) {
       await writePosition(tx, { source: r.source.name, slot, baseSnapshot: res.snapshot, appliedLsn: null, tables: tableSet(r.tables) });
@@ -207,7 +211,7 @@ async function fitsOneCall(source: Project, target: Project, tables: Table[], bu
 async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; budgetMs: number }): Promise<Run> {
   const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
   const result = await continueStaging({
-    source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
     async beforePublish(tx, res) {
       await writePosition(tx, { source: r.source.name, slot: staging.slot, baseSnapshot: null, appliedLsn: res.appliedLsn, tables: tableSet(r.tables) });
@@ -220,7 +224,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   if (result.published) {
     await dropOtherSlots(r.source, r.source.name, r.target.name, staging.slot).catch(() => undefined);
   } else {
-    await r.target.sql`update spillway.runs set details = details || ${r.target.sql.json({ continues: true })} where id = ${r.id}`;
+    await r.target.sql.begin("read write", (tx) => tx`update spillway.runs set details = details || ${tx.json({ continues: true })} where id = ${r.id}`);
   }
   return (await readRun(r.target.sql, r.id))!;
 }
@@ -235,7 +239,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
     deadline: r.started + r.budgetMs,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
-  await r.target.sql.begin((tx) => finishRun(tx, r, {
+  await r.target.sql.begin("read write", (tx) => finishRun(tx, r, {
     tables: r.targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
     changeCounter: result.more ? null : counter, extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
   }));
@@ -275,7 +279,7 @@ function progressWriter(target: Project, id: string) {
   let lastWrite = 0;
   let chain: Promise<unknown> = Promise.resolve();
   const write = (p: Progress) => {
-    chain = chain.then(() => target.sql`update spillway.runs set progress = ${target.sql.json({ ...p })}, tables = ${p.tablesDone}, rows = ${p.rows}, bytes = ${p.bytes} where id = ${id} and status = 'running'`).catch(() => undefined);
+    chain = chain.then(() => target.sql.begin("read write", (tx) => tx`update spillway.runs set progress = ${tx.json({ ...p })}, tables = ${p.tablesDone}, rows = ${p.rows}, bytes = ${p.bytes} where id = ${id} and status = 'running'`)).catch(() => undefined);
   };
   return {
     update(p: Progress) {

@@ -40,10 +40,10 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
   const active = copies[winner.active];
   if (active.ok && active.value.fenced && active.value.epoch === winner.epoch) {
     // Only at the winner's epoch: a switch that published a newer epoch meanwhile wins.
-    const rows = await onProject(projects[winner.active], (sql) => sql`
+    const rows = await onProject(projects[winner.active], (sql) => sql.begin("read write", (tx) => tx`
       update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
       where id and fenced and epoch = ${winner.epoch} and active = ${winner.active}
-      returning 1`);
+      returning 1`));
     if (rows.length === 1) {
       out.unfenced = winner.active;
       await events.record("warn", "switch.rolled_back", `a switch away from ${winner.active} was interrupted before it published; ${winner.active} is unfenced and stays active (epoch ${winner.epoch})`, { project: winner.active });

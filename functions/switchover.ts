@@ -124,9 +124,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
-  const fenced = await source.sql`
+  const fenced = await source.sql.begin("read write", (tx) => tx`
     update spillway.state set fenced = true, fenced_for = ${to}, fenced_epoch = ${epoch}, updated_at = now()
-    where id and active = ${from} and epoch = ${state.epoch} returning 1`;
+    where id and active = ${from} and epoch = ${state.epoch} returning 1`);
   if (fenced.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
   await events.record("info", "switch.fenced", `${from} is fenced: app writes now fail until ${to} is active`, { project: from });
   await ctx.hooks?.step("fenced");
@@ -144,9 +144,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     await ctx.hooks?.step("published");
   } catch (e) {
     // Nothing was published: the old active is still the active one; lift its fence.
-    await onProject(source, (sql) => sql`
+    await onProject(source, (sql) => sql.begin("read write", (tx) => tx`
       update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
-      where id and active = ${from} and epoch = ${state.epoch}`).catch(() => undefined);
+      where id and active = ${from} and epoch = ${state.epoch}`)).catch(() => undefined);
     if (newSlot) await dropSlot(target, newSlot).catch(() => undefined);
     await events.record("error", "switch.failed", `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`, { project: to });
     throw e;
@@ -168,7 +168,7 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
   await prepareCapture(projects[p.to], tables, slot);
-  await writePosition(projects[p.from].sql, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) });
+  await projects[p.from].sql.begin("read write", (tx) => writePosition(tx, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) }));
   return slot;
 }
 
@@ -177,10 +177,10 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // failback does not need a backup first.
 async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
   const counter = await changeCounter(projects[p.to].sql, p.settings.schemas);
-  await projects[p.from].sql`
+  await projects[p.from].sql.begin("read write", (tx) => tx`
     insert into spillway.runs (id, kind, status, source, target, started_at, finished_at, duration_ms, snapshot_at, strategy, details)
     values (${crypto.randomUUID()}, 'full', 'succeeded', ${p.to}, ${p.from}, now(), now(), 0, now(), null,
-      ${projects[p.from].sql.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`;
+      ${tx.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`);
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {

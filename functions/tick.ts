@@ -105,7 +105,7 @@ async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lea
     result.error = events.redact(describeError(e));
   }
   if (!result.switch) {
-    await onProject(projects[winner.active], (sql) => sql`update spillway.state set phase = ${decision.phase} where id and epoch = ${winner.epoch}`).catch(() => undefined);
+    await onProject(projects[winner.active], (sql) => sql.begin("read write", (tx) => tx`update spillway.state set phase = ${decision.phase} where id and epoch = ${winner.epoch}`)).catch(() => undefined);
   }
   return result;
 }

@@ -70,15 +70,16 @@ export function tableSet(tables: Table[]): string[] {
  */
 export async function prepareCapture(source: Project, tables: Table[], slot: string): Promise<void> {
   const sql = source.sql;
+  const write = (statement: string) => sql.begin("read write", (tx) => tx.unsafe(statement));
   for (const t of tables) {
     if (t.primaryKey.length > 0) continue;
     const [row] = await sql<{ full: boolean }[]>`select relreplident = 'f' as full from pg_catalog.pg_class where oid = ${t.oid}`;
-    if (!row?.full) await sql.unsafe(`alter table ${t.qualified} replica identity full`);
+    if (!row?.full) await write(`alter table ${t.qualified} replica identity full`);
   }
   const list = tables.map((t) => t.qualified).join(", ");
   const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
-  if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
-  else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);
+  if (!exists?.ok) await write(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
+  else if (list) await write(`alter publication ${PUBLICATION} set table ${list}`);
   await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
 }
 

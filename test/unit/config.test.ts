@@ -39,3 +39,10 @@ test("the same database twice is refused", () => {
 test("the cron token may not be the admin token", () => {
   assert.throws(() => loadConfig({ SPILLWAY_ADMIN_TOKEN: "x".repeat(20), SPILLWAY_CRON_TOKEN: "x".repeat(20) }), /must differ/);
 });
+
+test("the fdw link's URLs are optional, per project, and checked", () => {
+  const session = "postgres://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres";
+  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B }).fdwUrls, {});
+  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_PRIMARY_FDW_URL: session }).fdwUrls, { primary: session });
+  assert.throws(() => loadConfig({ SPILLWAY_SECONDARY_FDW_URL: "https://x" }), /SPILLWAY_SECONDARY_FDW_URL must be a postgres/);
+});

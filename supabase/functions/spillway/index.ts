@@ -31,8 +31,8 @@ globalThis.addEventListener("error", (event) => {
 
 if (config?.dbUrls && config.adminToken) {
   // One connection per project: an Edge Function isolate serves one request at a time.
-  const projects = connectProjects(config.dbUrls, { max: 1, connectTimeout: 5 });
-  const secrets = [config.adminToken, config.cronToken, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  const projects = connectProjects(config.dbUrls, { max: 1, connectTimeout: 5 }, config.fdwUrls);
+  const secrets = [config.adminToken, config.cronToken, ...[...Object.values(config.dbUrls), ...Object.values(config.fdwUrls)].map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
   for (const p of [projects.primary, projects.secondary]) {
