@@ -3,7 +3,7 @@ import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
 import { onProject, probe, type Db, type Projects, type Project } from "./project.ts";
 import { changeCounter } from "./status.ts";
-import { readSettings, type Settings } from "./settings.ts";
+import { readSettings, resolveStrategy, type Runtime, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
@@ -31,6 +31,8 @@ export interface BackupRequest {
 export interface BackupContext {
   projects: Projects;
   events: EventLog;
+  /** Told by the entry (default node): picks the strategy when the setting is `auto`. */
+  runtime?: Runtime;
 }
 
 const LEASE_SECONDS = 120;
@@ -67,7 +69,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest): Pro
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
-  const strategy = settings.strategy;
+  const strategy = resolveStrategy(settings.strategy, ctx.runtime ?? "node");
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = schemaDiff(sourceCatalog, targetCatalog);

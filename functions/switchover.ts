@@ -3,7 +3,7 @@ import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
 import { onProject, probe, type Project, type Projects } from "./project.ts";
 import { other, type ProjectName } from "./names.ts";
-import { readSettings, type Settings } from "./settings.ts";
+import { readSettings, type Runtime, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { latestRun, type Run } from "./runs.ts";
 import { measure } from "./usage.ts";
@@ -37,6 +37,7 @@ export type SwitchStep = "pre-caught-up" | "fenced" | "caught-up" | "published-t
 interface Context {
   projects: Projects;
   events: EventLog;
+  runtime?: Runtime;
   /** Called after each step; the crash tests end the process there. */
   hooks?: { step(name: SwitchStep): void | Promise<void> };
 }

@@ -3,6 +3,7 @@ import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import type { TestPair } from "./postgres.ts";
 import { installCrashGuards } from "../../cli/guards.ts";
+import type { Runtime } from "../../functions/settings.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 export const CRON_TOKEN = "test-cron-token-0123456789";
@@ -20,19 +21,19 @@ export interface TestApp {
 
 /**
  * Wires the app to the pair's own URLs, or to `urls` (a pooler's, say) with the fdw link
- * at `fdwUrls`.
+ * at `fdwUrls`; `runtime` as an entry tells it.
  *
  * @example
  * const t = await testApp(pair);
  * const res = await t.request("/spillway/status");
  */
-export async function testApp(pair: TestPair, options: { urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]> } = {}): Promise<TestApp> {
+export async function testApp(pair: TestPair, options: { urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]>; runtime?: Runtime } = {}): Promise<TestApp> {
   installCrashGuards();
   const projects = connectProjects(options.urls ?? pair.urls, { connectTimeout: 2 }, options.fdwUrls);
   await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   const sunk: SpillwayEvent[] = [];
   const events = new EventLog(projects, { secrets: [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password], sinks: [(e) => sunk.push(e)] });
-  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"] });
+  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"], runtime: options.runtime });
   return {
     app, projects, events, sunk,
     request(path, init = {}) {

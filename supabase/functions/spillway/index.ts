@@ -38,6 +38,6 @@ if (config?.dbUrls && config.adminToken) {
   for (const p of [projects.primary, projects.secondary]) {
     claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`));
   }
-  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins });
+  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, runtime: "edge" });
   Deno.serve({ port: config.port }, app.fetch);
 }
