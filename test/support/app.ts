@@ -21,15 +21,15 @@ export interface TestApp {
 
 /**
  * Wires the app to the pair's own URLs, or to `urls` (a pooler's, say) with the fdw link
- * at `fdwUrls`; `runtime` as an entry tells it.
+ * at `fdwUrls`; `max` connections per project (default 4), `runtime` as an entry tells it.
  *
  * @example
  * const t = await testApp(pair);
  * const res = await t.request("/spillway/status");
  */
-export async function testApp(pair: TestPair, options: { urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]>; runtime?: Runtime } = {}): Promise<TestApp> {
+export async function testApp(pair: TestPair, options: { urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]>; max?: number; runtime?: Runtime } = {}): Promise<TestApp> {
   installCrashGuards();
-  const projects = connectProjects(options.urls ?? pair.urls, { connectTimeout: 2 }, options.fdwUrls);
+  const projects = connectProjects(options.urls ?? pair.urls, { connectTimeout: 2, max: options.max }, options.fdwUrls);
   await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   const sunk: SpillwayEvent[] = [];
   const events = new EventLog(projects, { secrets: [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password], sinks: [(e) => sunk.push(e)] });
