@@ -86,6 +86,11 @@ for (const mode of ["transaction", "session"] as const) {
         await tx`insert into public.accounts (owner, balance) select 'late ' || g, 7 from generate_series(1, 20) g`;
         await tx`update public.employees set mood = 'sad' where id % 3 = 0`;
         await tx`delete from public.assignments where hours < 2`;
+        // A table without a primary key: rows are found by all their values (jsonb and
+        // microsecond timestamps among them).
+        await tx`insert into public.audit_log (message, payload) values ('late', '{"k": [1, 2]}')`;
+        await tx`update public.audit_log set message = 'edited' where message = 'event 3'`;
+        await tx`delete from public.audit_log where message = 'event 7'`;
       });
       const r = await post("/force-backup", { mode: "incremental" });
       assert.equal(r.status, 200, JSON.stringify(r.body));
