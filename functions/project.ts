@@ -52,6 +52,7 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
     onnotice: () => {},
     connection: { application_name: "spillway" },
   });
+  // A transaction opened without options is a write's: read-write, whatever the database's default.
   const begin = sql.begin.bind(sql) as (options: string, fn: unknown) => unknown;
   sql.begin = ((first: unknown, fn?: unknown) => (fn === undefined ? begin("read write", first) : begin(first as string, fn))) as typeof sql.begin;
   return { name, sql, url: options.fdwUrl ?? url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
