@@ -98,7 +98,7 @@ async function captureCost(server: TestServer): Promise<number> {
 async function edgeFigures(servers: { primary: TestServer; secondary: TestServer }, dataMb: number, dumpSeconds: number) {
   const edge = await startEdge({ primary: servers.primary.url, secondary: servers.secondary.url });
   try {
-    for (const [strategy, cpuTarget, ratioTarget] of [["fdw", 0.05, 1.25], ["copy", 0.3, 1.0]] as const) {
+    for (const [strategy, cpuTarget, ratioTarget] of [["fdw", "0.05", "1.25"], ["copy", "0.3", "1.0"]] as const) {
       await setStrategy([servers.primary, servers.secondary], strategy);
       const runs = [await edge.backup({ mode: "full" }), await edge.backup({ mode: "full" })];
       const cpuPer100Mb = Math.min(...runs.map((r) => r.cpuSeconds)) / (dataMb / 100);
