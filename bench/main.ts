@@ -11,6 +11,7 @@ import { SCHEMA, churn, fill, recentChurn } from "./dataset.ts";
 import type { LoadResult } from "./load.ts";
 import { freePort, startServer } from "../cli/server.ts";
 import { appWrites, quantile } from "./app-writes.ts";
+import { startEdge } from "./edge.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const megabytes = Number(process.env.BENCH_MB ?? 300);
@@ -92,6 +93,25 @@ async function captureCost(server: TestServer): Promise<number> {
   return (before + after) / 2 / without;
 }
 
+// Full backups through the Edge entry under real Deno, each strategy last so that the copy
+// strategy's is the latest full copy: the Deno process's CPU per 100 MB (the Edge runtime
+// allows 2 s a request) and the time a caller of POST /force-backup waits, best of 2 each.
+async function edgeFigures(servers: { primary: TestServer; secondary: TestServer }, dataMb: number, dumpSeconds: number) {
+  const edge = await startEdge({ primary: servers.primary.url, secondary: servers.secondary.url });
+  try {
+    for (const [strategy, cpuTarget, ratioTarget] of [["fdw", "0.05", "1.25"], ["copy", "0.3", "1.0"]] as const) {
+      await setStrategy([servers.primary, servers.secondary], strategy);
+      const runs = [await edge.backup({ mode: "full" }), await edge.backup({ mode: "full" })];
+      const cpuPer100Mb = Math.min(...runs.map((r) => r.cpuSeconds)) / (dataMb / 100);
+      figure(`edge_full_backup_${strategy}_cpu_seconds_per_100mb`, cpuPer100Mb, `Deno process CPU; target ≤ ${cpuTarget}`, 3);
+      figure(`edge_full_backup_${strategy}_fits_2s_cpu_mb`, 2 / (cpuPer100Mb / 100), "largest database whose full backup fits the Edge runtime's 2 s of CPU; informative", 0);
+      figure(`api_full_backup_${strategy}_vs_pg_dump_restore`, Math.min(...runs.map((r) => r.seconds)) / dumpSeconds, `POST /force-backup as a caller waits for it; target ≤ ${ratioTarget}`);
+    }
+  } finally {
+    await edge.stop();
+  }
+}
+
 async function main() {
   console.log(`# Spillway benchmark: ~${megabytes} MB dataset, PostgreSQL from ${systemBinDir()}`);
   // Durable as a hosted database is (fsync, synchronous commit, full-page writes on).
@@ -136,6 +156,7 @@ async function main() {
     figure("full_backup_copy_vs_pg_dump_restore", copyMs / 1000 / dumpSeconds, "target ≤ 1.0");
     figure("full_backup_copy_peak_rss_mb", copy.maxRssMb, "target ≤ 150", 1);
     figure("full_backup_copy_cpu_seconds_per_100mb", copy.cpuSeconds / (dataMb / 100), "process CPU, informative");
+    await edgeFigures(servers, dataMb, dumpSeconds);
 
     // Incremental: 1 % of the rows changed since the last copy (the default strategy's, whose
     // time it is compared with), then nothing changed.

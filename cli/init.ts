@@ -12,13 +12,14 @@ import { describeError } from "../functions/errors.ts";
 export async function init(urls: { primary: string; secondary: string }, functionUrl: string, cronToken: string): Promise<string[]> {
   const lines: string[] = [];
   for (const [name, url] of Object.entries(urls)) {
-    const sql = postgres(url, { max: 1, connect_timeout: 10, onnotice: () => {}, connection: { default_transaction_read_only: "off" as unknown as boolean } });
+    const sql = postgres(url, { max: 1, connect_timeout: 10, onnotice: () => {} });
     try {
       const [installed] = await sql<{ ok: boolean }[]>`select to_regprocedure('spillway.schedule_tick()') is not null as ok`;
       if (!installed?.ok) throw new Error(`the ${name} database lacks Spillway's migrations; run supabase db push on it first`);
       const [vault] = await sql<{ ok: boolean }[]>`select to_regprocedure('vault.create_secret(text, text, text, uuid)') is not null as ok`;
       const secrets = { spillway_function_url: functionUrl, spillway_cron_token: cronToken };
-      await sql.begin(async (tx) => {
+      // Read-write of its own: the database may be read-only by default (past its quota).
+      await sql.begin("read write", async (tx) => {
         for (const [key, value] of Object.entries(secrets)) {
           if (vault?.ok) {
             const [existing] = await tx<{ id: string }[]>`select id from vault.secrets where name = ${key}`;
@@ -30,7 +31,7 @@ export async function init(urls: { primary: string; secondary: string }, functio
           }
         }
       });
-      const [scheduled] = await sql<{ ok: boolean }[]>`select spillway.schedule_tick() as ok`;
+      const [scheduled] = await sql.begin("read write", (tx) => tx<{ ok: boolean }[]>`select spillway.schedule_tick() as ok`);
       lines.push(`${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`);
     } catch (e) {
       throw new Error(`${name}: ${describeError(e)}`);

@@ -16,6 +16,8 @@ import { AlertSender, type AlertConfig } from "../functions/alerts.ts";
 /** What the local server needs. */
 export interface ServerOptions {
   dbUrls: { primary: string; secondary: string };
+  /** See `Config.fdwUrls`. */
+  fdwUrls?: { primary?: string; secondary?: string };
   adminToken: string;
   cronToken: string | null;
   corsOrigins: string[];
@@ -80,7 +82,7 @@ export async function freePort(): Promise<number> {
  */
 export async function startServer(options: ServerOptions): Promise<RunningServer> {
   installCrashGuards();
-  const projects = connectProjects(options.dbUrls);
+  const projects = connectProjects(options.dbUrls, {}, options.fdwUrls);
   try {
     await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   } catch (e) {
@@ -88,7 +90,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     throw e;
   }
   const secrets = [options.adminToken, options.cronToken, options.alerts?.webhookUrl, options.alerts?.secret,
-    ...Object.values(options.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+    ...[...Object.values(options.dbUrls), ...Object.values(options.fdwUrls ?? {})].map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
   mkdirSync(options.dataDir, { recursive: true });

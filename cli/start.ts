@@ -65,7 +65,7 @@ export async function start(config: Config, print: (line: string) => void, optio
     if (!adminToken) throw new Error("SPILLWAY_ADMIN_TOKEN must be set when SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are");
 
     const server = await startServer({
-      dbUrls, adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins,
+      dbUrls, fdwUrls: config.fdwUrls, adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins,
       port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds, alerts: config.alerts,
       onTickError: (m) => print(`tick failed: ${m}`),
     });

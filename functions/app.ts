@@ -5,7 +5,7 @@ import { SpillwayError, invalid } from "./errors.ts";
 import { bearer, sameSecret } from "./auth.ts";
 import { LEVELS, type EventLog, type Level } from "./events.ts";
 import type { Projects } from "./project.ts";
-import { readSettings, patchSettings } from "./settings.ts";
+import { readSettings, patchSettings, type Runtime } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
 import { tick } from "./tick.ts";
@@ -33,6 +33,8 @@ export interface AppDeps {
   alerts?: AlertConfig | null;
   /** Served at `/` and below by the local server; keyed by path without the leading slash. */
   staticFiles?: Map<string, StaticFile>;
+  /** Where the entry runs (default node): the `auto` strategy follows it. */
+  runtime?: Runtime;
 }
 
 /** How long `GET /active` reuses one reading of the state. */
@@ -52,6 +54,7 @@ type Env = { Variables: { caller: "admin" | "cron" } };
  */
 export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>();
+  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? "node" as const };
 
   api.use("*", cors({
     origin: deps.corsOrigins.includes("*") ? "*" : deps.corsOrigins,
@@ -117,7 +120,7 @@ export function createApp(deps: AppDeps): Hono {
 
   api.post("/force-backup", admin, async (c) => {
     const body = parseBody(backupBody, await readJson(c, "INVALID_BODY"));
-    const run = await runBackup({ projects: deps.projects, events: deps.events }, { mode: body.mode ?? "auto", verify: body.verify ?? false });
+    const run = await runBackup(ctx, { mode: body.mode ?? "auto", verify: body.verify ?? false });
     // 202: a staged full backup that continues on the next call or tick.
     return c.json({ run }, run.status === "running" ? 202 : 200);
   });
@@ -125,7 +128,7 @@ export function createApp(deps: AppDeps): Hono {
   api.post("/force-switch", admin, async (c) => {
     const body = parseBody(switchBody, await readJson(c, "INVALID_BODY"));
     try {
-      const result = await switchOver({ projects: deps.projects, events: deps.events }, { to: body.to, force: body.force ?? false });
+      const result = await switchOver(ctx, { to: body.to, force: body.force ?? false });
       return c.json({ switch: result });
     } finally {
       activeCache = null;
@@ -134,7 +137,7 @@ export function createApp(deps: AppDeps): Hono {
 
   api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));
 
-  api.post("/tick", requireCaller(true), async (c) => c.json(await tick({ projects: deps.projects, events: deps.events })));
+  api.post("/tick", requireCaller(true), async (c) => c.json(await tick(ctx)));
 
   const app = new Hono();
   app.route("/spillway", api);

@@ -3,7 +3,7 @@ import type { EventLog } from "./events.ts";
 import { keepLease, requireLease, takeLease, type Lease, type LeaseKeeper } from "./lease.ts";
 import { onProject, probe, type Db, type Projects, type Project } from "./project.ts";
 import { changeCounter } from "./status.ts";
-import { readSettings, type Settings } from "./settings.ts";
+import { readSettings, resolveStrategy, type Runtime, type Settings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readRun, type Run } from "./runs.ts";
 import { fullLoad, type Progress } from "./backup/full.ts";
@@ -38,6 +38,8 @@ export interface BackupContext {
   events: EventLog;
   /** Called once a full copy has committed, before the slot it replaced is dropped; the crash tests end the process there. */
   afterCommit?: () => void | Promise<void>;
+  /** Told by the entry (default node): picks the strategy when the setting is `auto`. */
+  runtime?: Runtime;
 }
 
 const LEASE_SECONDS = 120;
@@ -74,6 +76,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
   const { settings } = await readSettings(projects);
+  const strategy = resolveStrategy(settings.strategy, ctx.runtime ?? "node");
   const [sourceCatalog, targetCatalog] = await Promise.all([readCatalog(source.sql, settings.schemas), readCatalog(target.sql, settings.schemas)]);
   // The lease checked again where this run writes: a holder whose lease lapsed stops here.
   const [identities, position] = await Promise.all([readIdentities(source.sql, sourceCatalog.tables), readPosition(target.sql), requireLease(target.sql, holder)]);
@@ -105,19 +108,21 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const stage = staging !== null || (kind === "full" && continuable && diffs.length === 0
     && (request.staged ?? !(await fitsOneCall(source, target, tables, budgetMs / 1000))));
 
-  await target.sql`
+  await target.sql.begin("read write", (tx) => tx`
     update spillway.runs set status = 'failed', finished_at = now(), error = 'interrupted before it could finish'
-    where status = 'running' and id is distinct from ${staging?.runId ?? null}::uuid`;
+    where status = 'running' and id is distinct from ${staging?.runId ?? null}::uuid`);
   const started = Date.now();
   const resumed = staging && (await readRun(target.sql, staging.runId))?.status === "running" ? staging.runId : null;
   const id = resumed ?? crypto.randomUUID();
   if (!resumed) {
-    await target.sql`
-      insert into spillway.runs (id, kind, status, source, target, strategy, details)
-      values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${settings.strategy}, ${target.sql.json({ reason, verify: request.verify, staged: stage })})`;
-    if (staging) await target.sql`update spillway.staging set run_id = ${id} where id`;
-    await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${settings.strategy}${stage && !staging ? ", staged: it may continue over several calls" : ""})`, {
-      project: target.name, data: { runId: id, kind, strategy: settings.strategy, reason, staged: stage },
+    await target.sql.begin("read write", async (tx) => {
+      await tx`
+        insert into spillway.runs (id, kind, status, source, target, strategy, details)
+        values (${id}, ${kind}, 'running', ${source.name}, ${target.name}, ${strategy}, ${tx.json({ reason, verify: request.verify, staged: stage })})`;
+      if (staging) await tx`update spillway.staging set run_id = ${id} where id`;
+    });
+    await events.record("info", "backup.started", `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${strategy}${stage && !staging ? ", staged: it may continue over several calls" : ""})`, {
+      project: target.name, data: { runId: id, kind, strategy, reason, staged: stage },
     });
   }
 
@@ -127,7 +132,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
     // Before capture starts: a table it cannot carry is refused, never published.
     requireIdentities(sourceCatalog.tables, identities);
     if (auth.tables) await prepareAuthCapture([source, target], auth.tables);
-    const input = { source, target, targetCatalog, settings, auth, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
+    const input = { source, target, targetCatalog, settings, strategy, auth, id, started, progress, guard: { holder, expected: position }, keeper, afterCommit: ctx.afterCommit, identities };
     const run = stage
       ? await staged({ ...input, tables, staging, budgetMs })
       : kind === "incremental"
@@ -149,10 +154,10 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
     await progress.flush();
     const error = await classify(e, source, target);
     const message = events.redact(describeError(error));
-    await onProject(target, (sql) => sql`
+    await onProject(target, (sql) => sql.begin("read write", (tx) => tx`
       update spillway.runs set status = 'failed', finished_at = now(), duration_ms = ${Date.now() - started}, error = ${message},
-        details = details || ${sql.json(error instanceof SpillwayError && error.details ? { failure: error.details } as never : {})}
-      where id = ${id}`).catch(() => undefined);
+        details = details || ${tx.json(error instanceof SpillwayError && error.details ? { failure: error.details } as never : {})}
+      where id = ${id}`)).catch(() => undefined);
     await events.record("error", error instanceof SpillwayError && error.code === "VERIFY_FAILED" ? "backup.verify_failed" : "backup.failed",
       `${kind} backup to ${target.name} failed: ${message}`,
       { project: target.name, data: { runId: id, code: error instanceof SpillwayError ? error.code : "BACKUP_FAILED", details: error instanceof SpillwayError ? error.details ?? null : null } });
@@ -167,6 +172,7 @@ interface RunInput {
   targetCatalog: Catalog;
   settings: Settings;
   auth: AuthPlan;
+  strategy: "copy" | "fdw";
   id: string;
   started: number;
   progress: ReturnType<typeof progressWriter>;
@@ -185,7 +191,7 @@ async function full(r: RunInput & { verify: boolean; tables: Table[] }): Promise
   await prepareCapture(r.source, r.tables, slot);
   try {
     await fullLoad({
-    source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.settings.strategy, verify: r.verify, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, schemas: r.settings.schemas, strategy: r.strategy, verify: r.verify, sourceUrl: r.source.url,
     onProgress: r.progress.update,
     alongside: r.auth.tables ? (src, dst, foreign) => copyAuth(src, dst, r.auth.tables!, foreign) : undefined,
     async beforeCommit(tx, res) {
@@ -236,7 +242,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   const staging = r.staging ?? await beginStaging(r.source, r.target, r.tables, r.id, newSlotName(r.source.name, r.target.name));
   const result = await continueStaging({
     auth: r.auth,
-    source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.settings.strategy, sourceUrl: r.source.url,
+    source: r.source, target: r.target, targetCatalog: r.targetCatalog, staging, tables: r.tables, schemas: r.settings.schemas, strategy: r.strategy, sourceUrl: r.source.url,
     deadline: r.started + r.budgetMs, publishBy: r.started + r.budgetMs / 2, onProgress: r.progress.update,
     holder: r.guard.holder, applyAs: (t) => applyKey(t, r.identities.get(`${t.schema}.${t.name}`)),
     async beforePublish(tx, res) {
@@ -251,7 +257,7 @@ async function staged(r: RunInput & { tables: Table[]; staging: Staging | null; 
   if (result.published) {
     await dropOtherSlots(r.source, r.source.name, r.target.name, staging.slot).catch(() => undefined);
   } else {
-    await r.target.sql`update spillway.runs set details = details || ${r.target.sql.json({ continues: true })} where id = ${r.id}`;
+    await r.target.sql.begin("read write", (tx) => tx`update spillway.runs set details = details || ${tx.json({ continues: true })} where id = ${r.id}`);
   }
   return (await readRun(r.target.sql, r.id))!;
 }
@@ -269,7 +275,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
     deadline: r.started + r.budgetMs, sequences: r.settings.schemas,
     onProgress: (rows, bytes) => r.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
-  await r.target.sql.begin((tx) => finishRun(tx, r, {
+  await r.target.sql.begin("read write", (tx) => finishRun(tx, r, {
     tables: r.targetCatalog.tables.length, rows: result.rows, bytes: result.bytes, snapshotAt: result.more ? null : snap!.at.toISOString(),
     changeCounter: result.more ? null : counter, extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
   }));
@@ -311,7 +317,7 @@ function progressWriter(target: Project, id: string) {
   let lastWrite = 0;
   let chain: Promise<unknown> = Promise.resolve();
   const write = (p: Progress) => {
-    chain = chain.then(() => target.sql`update spillway.runs set progress = ${target.sql.json({ ...p })}, tables = ${p.tablesDone}, rows = ${p.rows}, bytes = ${p.bytes} where id = ${id} and status = 'running'`).catch(() => undefined);
+    chain = chain.then(() => target.sql.begin("read write", (tx) => tx`update spillway.runs set progress = ${tx.json({ ...p })}, tables = ${p.tablesDone}, rows = ${p.rows}, bytes = ${p.bytes} where id = ${id} and status = 'running'`)).catch(() => undefined);
   };
   return {
     update(p: Progress) {

@@ -4,6 +4,11 @@ import type { AlertConfig } from "./alerts.ts";
 export interface Config {
   /** Both set, or both unset (embedded mode, `spillway start` only). */
   dbUrls: { primary: string; secondary: string } | null;
+  /**
+   * Optional, per project: the URL the other project's fdw link reaches it by, when the
+   * database URL is a transaction-mode pooler's (postgres_fdw keeps session settings).
+   */
+  fdwUrls: { primary?: string; secondary?: string };
   adminToken: string | null;
   cronToken: string | null;
   /** `["*"]` allows any origin: the widget authenticates with a bearer token, never cookies. */
@@ -48,6 +53,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if ((primary === null) !== (secondary === null)) {
     problems.push(`SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set together (only ${primary ? "the primary" : "the secondary"} is set)`);
   }
+  const fdwUrls: Config["fdwUrls"] = {};
+  for (const [project, name] of [["primary", "SPILLWAY_PRIMARY_FDW_URL"], ["secondary", "SPILLWAY_SECONDARY_FDW_URL"]] as const) {
+    const url = value(name);
+    if (url === null) continue;
+    if (!isPostgresUrl(url)) problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`);
+    else fdwUrls[project] = url;
+  }
   if (primary && secondary && sameDatabase(primary, secondary)) {
     problems.push("SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL point at the same database");
   }
@@ -91,6 +103,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     dbUrls: primary && secondary ? { primary, secondary } : null,
+    fdwUrls,
     adminToken,
     cronToken,
     corsOrigins,

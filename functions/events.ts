@@ -72,9 +72,9 @@ export class EventLog {
       project: extra.project ?? null,
       data,
     };
-    await onBoth(this.projects, (p) => p.sql`
+    await onBoth(this.projects, (p) => p.sql.begin("read write", (tx) => tx`
       insert into spillway.events (id, at, level, kind, message, project, data)
-      values (${event.id}, ${event.at}, ${level}, ${kind}, ${event.message}, ${event.project}, ${p.sql.json(data as never)})`);
+      values (${event.id}, ${event.at}, ${level}, ${kind}, ${event.message}, ${event.project}, ${tx.json(data as never)})`));
     for (const sink of this.sinks) {
       try {
         sink(event);

@@ -39,16 +39,16 @@ async function tryLease(projects: Projects, purpose: string, ttlSeconds: number)
   await releaseUnreleased(projects);
   const holder = `${purpose}:${crypto.randomUUID()}`;
   const outcomes = await onBoth(projects, async (p) => {
-    const rows = await p.sql`
+    const rows = await p.sql.begin("read write", (tx) => tx`
       update spillway.lease set holder = ${holder}, expires_at = now() + make_interval(secs => ${ttlSeconds})
       where id and (holder is null or expires_at is null or expires_at < now())
-      returning holder`;
+      returning holder`);
     return rows.length === 1;
   });
   const taken = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && o.value; });
   const refused = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && !o.value; });
   const release = async () => {
-    const outcomes = await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`);
+    const outcomes = await onBoth(projects, (p) => p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`));
     if (!outcomes.primary.ok || !outcomes.secondary.ok) unreleased.add(holder);
   };
   if (refused.length > 0) {
@@ -71,7 +71,7 @@ const unreleased = new Set<string>();
 async function releaseUnreleased(projects: Projects): Promise<void> {
   if (unreleased.size === 0) return;
   const holders = [...unreleased];
-  const outcomes = await onBoth(projects, (p) => p.sql`update spillway.lease set holder = null, expires_at = null where id and holder = any(${holders})`);
+  const outcomes = await onBoth(projects, (p) => p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = any(${holders})`));
   if (outcomes.primary.ok && outcomes.secondary.ok) for (const h of holders) unreleased.delete(h);
 }
 
@@ -82,9 +82,9 @@ async function releaseUnreleased(projects: Projects): Promise<void> {
  * if (!(await renewLease(projects, lease, 180))) throw new Error("lease lost");
  */
 export async function renewLease(projects: Projects, lease: Lease, ttlSeconds: number): Promise<boolean> {
-  const outcomes = await onBoth(projects, async (p) => (await p.sql`
+  const outcomes = await onBoth(projects, async (p) => (await p.sql.begin("read write", (tx) => tx`
     update spillway.lease set expires_at = now() + make_interval(secs => ${ttlSeconds})
-    where id and holder = ${lease.holder} returning 1`).length === 1);
+    where id and holder = ${lease.holder} returning 1`)).length === 1);
   return PROJECT_NAMES.some((n) => { const o = outcomes[n]; return o.ok && o.value; });
 }
 

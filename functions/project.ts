@@ -9,7 +9,10 @@ export interface Project {
   sql: Sql;
   host: string;
   database: string;
-  /** The connection URL, password included: only for the fdw link, never shown. */
+  /**
+   * The URL the standby's fdw link reaches this project by, password included: never
+   * shown. A session-mode or direct URL, since postgres_fdw keeps session settings.
+   */
   url: string;
 }
 
@@ -22,12 +25,17 @@ export interface ConnectOptions {
   max?: number;
   /** Seconds to wait for a connection before the project counts as unreachable. */
   connectTimeout?: number;
+  /** The URL the fdw link uses instead of the connection URL (see `Project.url`). */
+  fdwUrl?: string;
 }
 
 /**
  * Opens a lazy connection pool to a project's database. Nothing connects until the first
- * query. Sessions override `default_transaction_read_only`, because Supabase sets it on a
- * database past its free quota and Spillway must still write its records and back up.
+ * query. Works through Supabase's poolers (session and transaction mode): no startup
+ * parameter beyond what a pooler accepts, no prepared statements, and no session state
+ * relied on between transactions. Supabase makes a database past its free quota read-only
+ * by default (`default_transaction_read_only`), so every write opens its transaction
+ * read-write itself; a `begin` without options on this pool opens `begin read write`.
  *
  * @example
  * const primary = connectProject("primary", "postgres://postgres:pw@db.example.co:5432/postgres");
@@ -42,22 +50,25 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
     // Prepared statements do not survive Supabase's transaction pooler.
     prepare: false,
     onnotice: () => {},
-    // A string: postgres.js drops falsy startup parameters, so `false` would never be sent.
-    connection: { application_name: "spillway", default_transaction_read_only: "off" as unknown as boolean },
+    connection: { application_name: "spillway" },
   });
-  return { name, sql, url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
+  // A transaction opened without options is a write's: read-write, whatever the database's default.
+  const begin = sql.begin.bind(sql) as (options: string, fn: unknown) => unknown;
+  sql.begin = ((first: unknown, fn?: unknown) => (fn === undefined ? begin("read write", first) : begin(first as string, fn))) as typeof sql.begin;
+  return { name, sql, url: options.fdwUrl ?? url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
 }
 
 /**
- * Opens both projects.
+ * Opens both projects; `fdwUrls` names, per project, the URL the fdw link uses when the
+ * connection URL is a transaction-mode pooler's.
  *
  * @example
  * const projects = connectProjects({ primary: urlA, secondary: urlB });
  */
-export function connectProjects(urls: Record<ProjectName, string>, options?: ConnectOptions): Projects {
+export function connectProjects(urls: Record<ProjectName, string>, options: Omit<ConnectOptions, "fdwUrl"> = {}, fdwUrls: Partial<Record<ProjectName, string>> = {}): Projects {
   return {
-    primary: connectProject("primary", urls.primary, options),
-    secondary: connectProject("secondary", urls.secondary, options),
+    primary: connectProject("primary", urls.primary, { ...options, fdwUrl: fdwUrls.primary }),
+    secondary: connectProject("secondary", urls.secondary, { ...options, fdwUrl: fdwUrls.secondary }),
   };
 }
 
@@ -143,10 +154,10 @@ export async function claimProject(project: Project): Promise<void> {
     if (!schema?.ok) {
       throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations`, { project: project.name });
     }
-    const [row] = await sql<{ name: string }[]>`
+    const [row] = await sql.begin("read write", (tx) => tx<{ name: string }[]>`
       insert into spillway.project (id, name) values (true, ${project.name})
       on conflict (id) do update set name = spillway.project.name
-      returning name`;
+      returning name`);
     if (row?.name !== project.name) {
       throw new SpillwayError(
         "PROJECT_MISMATCH", 409,

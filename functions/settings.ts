@@ -18,7 +18,7 @@ const settingsShape = {
   quotaBytes: z.object({ primary: quota, secondary: quota }, { invalid_type_error: "must be an object" }).strict(),
   autoBackup: z.boolean({ invalid_type_error: "must be true or false" }),
   autoSwitch: z.boolean({ invalid_type_error: "must be true or false" }),
-  strategy: z.enum(["copy", "fdw"], { errorMap: () => ({ message: 'must be "copy" or "fdw"' }) }),
+  strategy: z.enum(["auto", "copy", "fdw"], { errorMap: () => ({ message: 'must be "auto", "copy" or "fdw"' }) }),
   schemas: z.array(schemaName, { invalid_type_error: "must be a list of schema names" })
     .min(1, "must name at least one schema").max(32, "may name at most 32 schemas")
     .refine((list) => new Set(list).size === list.length, "must not repeat a schema"),
@@ -45,13 +45,28 @@ export const DEFAULT_SETTINGS: Settings = {
   quotaBytes: { primary: 524288000, secondary: 524288000 },
   autoBackup: true,
   autoSwitch: true,
-  strategy: "copy",
+  strategy: "auto",
   schemas: ["public"],
   budgetSeconds: 120,
   // Carry Supabase Auth's users; where a project has no `auth` schema there is nothing to carry.
   auth: true,
   maxRetainedBytes: 134217728,
 };
+
+/** Where the process runs, as its entry says: the Edge Function runtime, or Node (local server, CLI, tests). */
+export type Runtime = "edge" | "node";
+
+/**
+ * The strategy a backup uses. `auto` is fdw under the Edge runtime, where the standby
+ * pulling the rows keeps the function's CPU time small, and copy elsewhere.
+ *
+ * @example
+ * resolveStrategy("auto", "edge") // "fdw"
+ */
+export function resolveStrategy(strategy: Settings["strategy"], runtime: Runtime): "copy" | "fdw" {
+  if (strategy !== "auto") return strategy;
+  return runtime === "edge" ? "fdw" : "copy";
+}
 
 /**
  * Applies a partial change to settings, validating every field. Throws 400
@@ -145,7 +160,7 @@ export async function patchSettings(projects: Projects, patch: unknown): Promise
   const next = applyPatch(current.settings, patch);
   const version = current.version + 1;
   const outcomes = await onBoth(projects, (p) =>
-    p.sql`update spillway.settings set data = ${p.sql.json(next as never)}, version = ${version}, updated_at = now() where id`
+    p.sql.begin("read write", (tx) => tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`)
   );
   if (!outcomes.primary.ok && !outcomes.secondary.ok) throw outcomes.primary.error;
   return next;

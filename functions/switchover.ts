@@ -3,7 +3,7 @@ import type { EventLog } from "./events.ts";
 import { renewLease, takeLease, type Lease } from "./lease.ts";
 import { onProject, probe, type Project, type Projects } from "./project.ts";
 import { other, type ProjectName } from "./names.ts";
-import { readSettings, type Settings } from "./settings.ts";
+import { readSettings, type Runtime, type Settings } from "./settings.ts";
 import { readActive, readProjectState } from "./state.ts";
 import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
 import { latestRun, type Run } from "./runs.ts";
@@ -40,6 +40,7 @@ export type SwitchStep = "pre-caught-up" | "fenced" | "caught-up" | "capture-rev
 interface Context {
   projects: Projects;
   events: EventLog;
+  runtime?: Runtime;
   /** Called after each step; the crash tests end the process there. */
   hooks?: { step(name: SwitchStep): void | Promise<void> };
 }
@@ -196,7 +197,7 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
   await prepareCapture(projects[p.to], tables, slot);
-  await writePosition(projects[p.from].sql, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) });
+  await projects[p.from].sql.begin("read write", (tx) => writePosition(tx, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) }));
   return slot;
 }
 
@@ -205,10 +206,10 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // failback does not need a backup first.
 async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
   const counter = await changeCounter(projects[p.to].sql, p.settings.schemas);
-  await projects[p.from].sql`
+  await projects[p.from].sql.begin("read write", (tx) => tx`
     insert into spillway.runs (id, kind, status, source, target, started_at, finished_at, duration_ms, snapshot_at, strategy, details)
     values (${crypto.randomUUID()}, 'full', 'succeeded', ${p.to}, ${p.from}, now(), now(), 0, now(), null,
-      ${projects[p.from].sql.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`;
+      ${tx.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`);
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {

@@ -8,7 +8,7 @@ import { readStates, recordPhase } from "./state.ts";
 import { measure, replicatedBytes, storeSample, usageAfterSwitch, type Measurement } from "./usage.ts";
 import { decide, type Decision, type Phase } from "./policy.ts";
 import { latestRun } from "./runs.ts";
-import { runBackup } from "./backup.ts";
+import { runBackup, type BackupContext } from "./backup.ts";
 import { switchOver, type SwitchResult } from "./switchover.ts";
 import { settle } from "./settle.ts";
 import { ensureFence } from "./fence.ts";
@@ -40,7 +40,7 @@ const TICK_LEASE_SECONDS = 120;
  * @example
  * const result = await tick({ projects, events });
  */
-export async function tick(ctx: { projects: Projects; events: EventLog }): Promise<TickResult> {
+export async function tick(ctx: BackupContext): Promise<TickResult> {
   let lease: Lease;
   try {
     lease = await takeLease(ctx.projects, "tick", TICK_LEASE_SECONDS);
@@ -59,7 +59,7 @@ export async function tick(ctx: { projects: Projects; events: EventLog }): Promi
   }
 }
 
-async function tickUnderLease(ctx: { projects: Projects; events: EventLog }, lease: Lease): Promise<TickResult> {
+async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickResult> {
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);

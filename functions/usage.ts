@@ -24,8 +24,9 @@ export interface Sample {
 
 /**
  * Measures a project: database size, heaviest tables, and whether the database itself is
- * set read-only (what Supabase does to a free project past its quota). Spillway's own
- * sessions override that setting, so it is read from the catalog rather than the session.
+ * set read-only (what Supabase does to a free project past its quota). Read from the
+ * catalog rather than the session: behind a pooler, a session's setting may be another
+ * client's leftover.
  *
  * @example
  * const m = await measure(projects.primary);
@@ -95,7 +96,7 @@ export function usageAfterSwitch(f: SwitchFigures): number {
  * await storeSample(project.sql, "primary", m.usedBytes, quota);
  */
 export async function storeSample(sql: Sql, project: string, usedBytes: number, quotaBytes: number): Promise<void> {
-  await sql`insert into spillway.usage_samples (project, used_bytes, quota_bytes) values (${project}, ${usedBytes}, ${quotaBytes})`;
+  await sql.begin("read write", (tx) => tx`insert into spillway.usage_samples (project, used_bytes, quota_bytes) values (${project}, ${usedBytes}, ${quotaBytes})`);
 }
 
 /**

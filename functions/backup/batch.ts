@@ -208,15 +208,17 @@ export class BatchWriter {
   }
 
   // A table without a primary key is decoded with its whole old row (REPLICA IDENTITY
-  // FULL): one matching row is changed, as Postgres's own apply does.
+  // FULL): one matching row is changed, as Postgres's own apply does. Values go in as text,
+  // cast on the server: a parameter typed timestamptz or jsonb would be re-encoded by the
+  // driver (to milliseconds, to a JSON string) and match nothing.
   private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
     const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
     if (change.type === "insert") {
-      await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::${type(c)}`).join(", ")})`, change.row.map(text) as never);
+      await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::text::${type(c)}`).join(", ")})`, change.row.map(text) as never);
       return;
     }
     const old = change.type === "update" ? change.old ?? change.row : change.old;
-    const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::${type(c)}`).join(" and ");
+    const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::text::${type(c)}`).join(" and ");
     const locate = `(select t.ctid from ${table.qualified} as t where ${match} limit 1)`;
     if (change.type === "delete") {
       await this.tx.unsafe(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text) as never);
@@ -224,7 +226,7 @@ export class BatchWriter {
     }
     const present = cols.map((c, i) => ({ c, v: change.row[i] as Value })).filter((x) => x.v !== UNCHANGED);
     await this.relaxIdentity(table, present.map((x) => x.c));
-    const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::${type(x.c)}`).join(", ");
+    const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::text::${type(x.c)}`).join(", ");
     await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);
   }
 }

@@ -97,11 +97,28 @@ export function qualify(schema: string, name: string): string {
 /**
  * Reads the replicated tables of the given schemas, with their columns, keys, foreign
  * keys, rebuildable indexes and sequences. Spillway's own objects are never included.
+ * Names in type, index and constraint text come fully qualified, whatever `search_path`
+ * the connection carries (a pooled connection may carry another session's, such as the
+ * `pg_catalog` postgres_fdw sets), so both projects render alike. Given a transaction,
+ * the reading leaves that transaction's `search_path` as it found it.
  *
  * @example
  * const catalog = await readCatalog(sql, ["public"]);
  */
 export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog> {
+  if ("begin" in sql) {
+    return await sql.begin("read only", async (tx) => {
+      await tx`select pg_catalog.set_config('search_path', '', true)`;
+      return await readQualified(tx, schemas);
+    });
+  }
+  const [previous] = await sql<{ path: string }[]>`select pg_catalog.current_setting('search_path') as path, pg_catalog.set_config('search_path', '', true)`;
+  const catalog = await readQualified(sql, schemas);
+  await sql`select pg_catalog.set_config('search_path', ${previous!.path}, true)`;
+  return catalog;
+}
+
+async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
   const tableRows = await sql<{ oid: string; schema: string; name: string; partition: boolean; row_security: boolean }[]>`
     select c.oid::int8 as oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
     from pg_catalog.pg_class c

@@ -121,8 +121,9 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
       input.onProgress({ ...progress });
       await rebuildAfterLoad(dst, rebuild);
       // Sequences are not transactional: read after the data, they are at least where the
-      // snapshot's rows need them.
-      await setSequences(dst, (await readCatalog(foreign ? source.sql : src, input.schemas)).sequences);
+      // snapshot's rows need them. Read in the transaction the load already holds: a query on
+      // the pool would wait for a connection this run holds (forever, on a pool of one).
+      await setSequences(dst, (await readCatalog(src, input.schemas)).sequences);
 
       let checksums: TableChecksum[] | null = null;
       if (input.verify) {

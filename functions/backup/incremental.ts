@@ -76,6 +76,7 @@ export function tableSet(tables: Table[]): string[] {
  */
 export async function prepareCapture(source: Project, tables: Table[], slot: string): Promise<void> {
   const sql = source.sql;
+  const write = (statement: string) => sql.begin("read write", (tx) => tx.unsafe(statement));
   for (const t of tables) {
     if (t.primaryKey.length > 0) continue;
     // Only the default identity (none, without a key) is changed; one the app chose is kept.
@@ -85,8 +86,8 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
   // Auth's captured changes travel in the same stream (see backup/auth.ts).
   const list = [...tables.map((t) => t.qualified), "spillway.auth_changes"].join(", ");
   const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
-  if (!exists?.ok) await sql.unsafe(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
-  else if (list) await sql.unsafe(`alter publication ${PUBLICATION} set table ${list}`);
+  if (!exists?.ok) await write(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
+  else if (list) await write(`alter publication ${PUBLICATION} set table ${list}`);
   await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
   await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
 }

@@ -127,10 +127,10 @@ export async function beginStaging(source: Project, target: Project, tables: Tab
   const entries: StagedTable[] = tables.map((t, i) => ({
     table: `${t.schema}.${t.name}`, stage: qualify("spillway", `stage_${i}`), shape: tableShape(t), snapshot: null, rows: 0, bytes: 0,
   }));
-  await target.sql`
-    insert into spillway.staging (id, run_id, source, slot, tables) values (true, ${runId}, ${source.name}, ${slot}, ${target.sql.json(entries as never)})
+  await target.sql.begin("read write", (tx) => tx`
+    insert into spillway.staging (id, run_id, source, slot, tables) values (true, ${runId}, ${source.name}, ${slot}, ${tx.json(entries as never)})
     on conflict (id) do update set run_id = excluded.run_id, source = excluded.source, slot = excluded.slot, tables = excluded.tables,
-      applied_lsn = null, started_at = now(), updated_at = now()`;
+      applied_lsn = null, started_at = now(), updated_at = now()`);
   return (await readStaging(target.sql))!;
 }
 

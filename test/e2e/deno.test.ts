@@ -1,6 +1,7 @@
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
+import postgres from "postgres";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
 import { run, type Child } from "../support/process.ts";
 import { freePort } from "../../cli/server.ts";
@@ -35,11 +36,11 @@ after(async () => {
 
 test("the Edge entry runs under real Deno and serves /spillway/status", async () => {
   const res = await fetch(`${base}/spillway/status`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
-  assert.equal(res.status, 200);
   const s = await res.json() as any;
+  assert.equal(res.status, 200, JSON.stringify(s));
   assert.equal(s.active, "primary");
-  assert.equal(s.projects.primary.reachable, true);
-  assert.equal(s.projects.secondary.reachable, true);
+  assert.equal(s.projects.primary.reachable, true, JSON.stringify(s.projects.primary));
+  assert.equal(s.projects.secondary.reachable, true, JSON.stringify(s.projects.secondary));
   assert.ok(s.projects.primary.usedBytes > 0);
 });
 
@@ -50,17 +51,32 @@ test("under Deno, admin endpoints still want the token and /active is public", a
   assert.ok(!deno.output().includes(pair.primary.password));
 });
 
-test("under Deno, a full backup and then an incremental one leave both sides equal", async () => {
-  const backup = async (mode: string) => {
-    const res = await fetch(`${base}/spillway/force-backup`, {
-      method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" }, body: JSON.stringify({ mode, verify: true }),
-    });
-    const body = await res.json() as any;
-    assert.equal(res.status, 200, JSON.stringify(body));
-    assert.equal(body.run.status, "succeeded");
-    return body.run;
-  };
-  assert.equal((await backup("full")).kind, "full");
+async function call(path: string, body: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${base}/spillway${path}`, {
+    method: path === "/config" ? "PATCH" : "POST",
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    // A run waiting on a connection it holds itself never answers: fail instead of hanging.
+    signal: AbortSignal.timeout(60_000),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+async function backup(mode: string): Promise<any> {
+  const r = await call("/force-backup", { mode, verify: true });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  assert.equal(r.body.run.status, "succeeded");
+  return r.body.run;
+}
+
+test("under Deno, full backups with either strategy (auto is fdw here) and then an incremental one leave both sides equal", async () => {
+  const auto = await backup("full");
+  assert.deepEqual([auto.kind, auto.strategy], ["full", "fdw"]);
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  assert.equal((await call("/config", { strategy: "copy" })).status, 200);
+  const copy = await backup("full");
+  assert.deepEqual([copy.kind, copy.strategy], ["full", "copy"]);
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   // Changes decoded from the active's stream (text in several scripts included) by the Deno runtime.
   await addRows(pair);
   await pair.primary.admin`update public.employees set name = name || ' — ünïcödé 名前' where id % 2 = 0`;
@@ -68,4 +84,30 @@ test("under Deno, a full backup and then an incremental one leave both sides equ
   assert.equal(run.kind, "incremental");
   assert.ok(run.rows > 0);
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+});
+
+test("under Deno, a switch and a switch back; the app keeps writing on the active", async () => {
+  assert.equal((await call("/config", { strategy: "auto" })).status, 200);
+  // Sequence positions travel with full backups: the app's next ids on the secondary follow the primary's.
+  await backup("full");
+  const away = await call("/force-switch", { to: "secondary" });
+  assert.equal(away.status, 200, JSON.stringify(away.body));
+  assert.deepEqual([away.body.switch.to, away.body.switch.epoch], ["secondary", 2]);
+  const app = postgres(pair.urls.secondary, { max: 1, onnotice: () => {} });
+  try {
+    await app`insert into public.projects (lead_id, title) values (1, 'written on the secondary')`;
+  } finally {
+    await app.end();
+  }
+  const back = await call("/force-switch", { to: "primary" });
+  assert.equal(back.status, 200, JSON.stringify(back.body));
+  assert.deepEqual([back.body.switch.to, back.body.switch.epoch], ["primary", 3]);
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  const app2 = postgres(pair.urls.primary, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await app2<{ id: string }[]>`insert into public.accounts (owner, balance) values ('after the switch back', 1) returning id`;
+    assert.ok(Number(row!.id) > 0);
+  } finally {
+    await app2.end();
+  }
 });

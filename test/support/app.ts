@@ -4,6 +4,7 @@ import { claimProject, closeProjects, connectProjects, type Projects } from "../
 import type { TestPair } from "./postgres.ts";
 import { installCrashGuards } from "../../cli/guards.ts";
 import { AlertSender, type AlertConfig, type DeliveryOptions } from "../../functions/alerts.ts";
+import type { Runtime } from "../../functions/settings.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 export const CRON_TOKEN = "test-cron-token-0123456789";
@@ -22,19 +23,25 @@ export interface TestApp {
 }
 
 /**
+ * Wires the app to the pair's own URLs, or to `urls` (a pooler's, say) with the fdw link
+ * at `fdwUrls`; `max` connections per project (default 4), `runtime` as an entry tells it.
+ *
  * @example
  * const t = await testApp(pair);
  * const res = await t.request("/spillway/status");
  */
-export async function testApp(pair: TestPair, options: { alerts?: AlertConfig; delivery?: DeliveryOptions } = {}): Promise<TestApp> {
+export async function testApp(
+  pair: TestPair,
+  options: { alerts?: AlertConfig; delivery?: DeliveryOptions; urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]>; max?: number; runtime?: Runtime } = {},
+): Promise<TestApp> {
   installCrashGuards();
-  const projects = connectProjects(pair.urls, { connectTimeout: 2 });
+  const projects = connectProjects(options.urls ?? pair.urls, { connectTimeout: 2, max: options.max }, options.fdwUrls);
   await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
   const sunk: SpillwayEvent[] = [];
   const secrets = [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password, options.alerts?.webhookUrl ?? ""];
   const events = new EventLog(projects, { secrets, sinks: [(e) => sunk.push(e)] });
   const alerts = options.alerts ? new AlertSender(events, options.alerts, options.delivery) : null;
-  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"], alerts: options.alerts ?? null });
+  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"], alerts: options.alerts ?? null, runtime: options.runtime });
   return {
     app, projects, events, sunk, alerts,
     request(path, init = {}) {

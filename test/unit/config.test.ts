@@ -55,3 +55,10 @@ test("alerts: the webhook URL and its secret are read together; problems never q
   }
   assert.throws(() => loadConfig({ SPILLWAY_ALERT_SECRET: "x".repeat(20) }), /SPILLWAY_ALERT_WEBHOOK_URL is not/);
 });
+
+test("the fdw link's URLs are optional, per project, and checked", () => {
+  const session = "postgres://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres";
+  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B }).fdwUrls, {});
+  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_PRIMARY_FDW_URL: session }).fdwUrls, { primary: session });
+  assert.throws(() => loadConfig({ SPILLWAY_SECONDARY_FDW_URL: "https://x" }), /SPILLWAY_SECONDARY_FDW_URL must be a postgres/);
+});

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { applyPatch, DEFAULT_SETTINGS } from "../../functions/settings.ts";
+import { applyPatch, DEFAULT_SETTINGS, resolveStrategy } from "../../functions/settings.ts";
 import { SpillwayError } from "../../functions/errors.ts";
 
 function fieldsOf(patch: unknown): Record<string, string> {
@@ -42,4 +42,16 @@ test("a body that is not an object is refused", () => {
   assert.deepEqual(Object.keys(fieldsOf([1, 2])), ["body"]);
   assert.deepEqual(Object.keys(fieldsOf("x")), ["body"]);
   assert.deepEqual(Object.keys(fieldsOf(null)), ["body"]);
+});
+
+test('strategy "auto" (the default) is fdw under the Edge runtime and copy elsewhere; explicit values are kept', () => {
+  assert.equal(DEFAULT_SETTINGS.strategy, "auto");
+  assert.equal(resolveStrategy("auto", "edge"), "fdw");
+  assert.equal(resolveStrategy("auto", "node"), "copy");
+  for (const runtime of ["edge", "node"] as const) {
+    assert.equal(resolveStrategy("copy", runtime), "copy");
+    assert.equal(resolveStrategy("fdw", runtime), "fdw");
+  }
+  assert.equal(applyPatch(DEFAULT_SETTINGS, { strategy: "copy" }).strategy, "copy");
+  assert.equal(applyPatch({ ...DEFAULT_SETTINGS, strategy: "fdw" }, { strategy: "auto" }).strategy, "auto");
 });

@@ -31,20 +31,24 @@ globalThis.addEventListener("error", (event) => {
 });
 
 if (config?.dbUrls && config.adminToken) {
-  // One connection per project: an Edge Function isolate serves one request at a time.
-  const projects = connectProjects(config.dbUrls, { max: 1, connectTimeout: 5 });
-  const secrets = [config.adminToken, config.cronToken, config.alerts?.webhookUrl, config.alerts?.secret, ...Object.values(config.dbUrls).map((u) => decodeURIComponent(new URL(u).password))]
+  // Two connections per project: a backup or switch holds one in its transaction, and its
+  // lease renewal and progress go through the other, never waiting for the run itself.
+  const projects = connectProjects(config.dbUrls, { max: 2, connectTimeout: 5 }, config.fdwUrls);
+  const secrets = [config.adminToken, config.cronToken, config.alerts?.webhookUrl, config.alerts?.secret,
+    ...[...Object.values(config.dbUrls), ...Object.values(config.fdwUrls)].map((u) => decodeURIComponent(new URL(u).password))]
     .filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
   const alerts = config.alerts ? new AlertSender(events, config.alerts) : null;
-  for (const p of [projects.primary, projects.secondary]) {
-    claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`));
-  }
-  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, alerts: config.alerts });
+  // Requests wait for the first contact with both projects: what they read needs its record.
+  const claimed = Promise.all([projects.primary, projects.secondary].map((p) =>
+    claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`))
+  ));
+  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, alerts: config.alerts, runtime: "edge" });
   // Supabase may end an isolate once its answer is sent: alerts queued by a request are
   // handed to EdgeRuntime.waitUntil so they are still delivered (absent outside Supabase).
   const edge = (globalThis as { EdgeRuntime?: { waitUntil(p: Promise<unknown>): void } }).EdgeRuntime;
   Deno.serve({ port: config.port }, async (request) => {
+    await claimed;
     const response = await app.fetch(request);
     if (alerts && edge) edge.waitUntil(alerts.idle());
     return response;
