@@ -21,7 +21,10 @@ export interface TimedWrite {
 export async function appWrites(dbUrls: { primary: string; secondary: string }, loops: number): Promise<{ stop(): Promise<TimedWrite[]> }> {
   const apis = { primary: await startDataApi(dbUrls.primary), secondary: await startDataApi(dbUrls.secondary) };
   const client = createSpillwayClient({
-    projects: { primary: { url: apis.primary.url, anonKey: "anon-primary" }, secondary: { url: apis.secondary.url, anonKey: "anon-secondary" } },
+    projects: {
+      primary: { url: apis.primary.url, anonKey: "anon-primary" },
+      secondary: { url: apis.secondary.url, anonKey: "anon-secondary" },
+    },
     cacheTtlMs: 1000,
   });
   const writes: TimedWrite[] = [];

@@ -1,8 +1,9 @@
 // One backup in a process of its own, so its peak memory and CPU time are its own.
 // Prints one JSON line: {"ms", "maxRssMb", "cpuSeconds", "rows", "bytes"}.
-import { claimProject, connectProjects, closeProjects } from "../functions/project.ts";
-import { EventLog } from "../functions/events.ts";
+
 import { runBackup } from "../functions/backup.ts";
+import { EventLog } from "../functions/events.ts";
+import { claimProject, closeProjects, connectProjects } from "../functions/project.ts";
 
 const projects = connectProjects({ primary: process.env.PRIMARY_URL!, secondary: process.env.SECONDARY_URL! });
 await Promise.all([claimProject(projects.primary), claimProject(projects.secondary)]);
@@ -13,6 +14,13 @@ const run = await runBackup({ projects, events }, { mode: (process.env.MODE as "
 const ms = performance.now() - started;
 const cpu = process.cpuUsage(cpuBefore);
 await closeProjects(projects);
-process.stdout.write(JSON.stringify({
-  ms, maxRssMb: process.resourceUsage().maxRSS / 1024, cpuSeconds: (cpu.user + cpu.system) / 1e6, rows: run.rows, bytes: run.bytes, kind: run.kind,
-}) + "\n");
+process.stdout.write(
+  `${JSON.stringify({
+    ms,
+    maxRssMb: process.resourceUsage().maxRSS / 1024,
+    cpuSeconds: (cpu.user + cpu.system) / 1e6,
+    rows: run.rows,
+    bytes: run.bytes,
+    kind: run.kind,
+  })}\n`,
+);

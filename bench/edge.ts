@@ -4,7 +4,7 @@ import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { freePort } from "../cli/server.ts";
-import { run, type Child } from "../test/support/process.ts";
+import { type Child, run } from "../test/support/process.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const TOKEN = "bench-edge-admin-token-0123456789";
@@ -12,7 +12,9 @@ const TOKEN = "bench-edge-admin-token-0123456789";
 /** A running Edge entry. */
 export interface Edge {
   /** Runs `POST /force-backup` and reports the time the caller waited and the CPU Deno spent. */
-  backup(body: Record<string, unknown>): Promise<{ seconds: number; cpuSeconds: number; run: { kind: string; strategy: string; bytes: number } }>;
+  backup(
+    body: Record<string, unknown>,
+  ): Promise<{ seconds: number; cpuSeconds: number; run: { kind: string; strategy: string; bytes: number } }>;
   stop(): Promise<void>;
 }
 
@@ -28,8 +30,22 @@ export async function startEdge(urls: { primary: string; secondary: string }): P
   const port = await freePort();
   const deno: Child = run(
     `${root}node_modules/.bin/deno`,
-    ["run", "--allow-net", "--allow-env", "--allow-read", "--config", "supabase/functions/spillway/deno.json", "supabase/functions/spillway/index.ts"],
-    { SPILLWAY_PRIMARY_DB_URL: urls.primary, SPILLWAY_SECONDARY_DB_URL: urls.secondary, SPILLWAY_ADMIN_TOKEN: TOKEN, PORT: String(port), NO_COLOR: "1" },
+    [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--config",
+      "supabase/functions/spillway/deno.json",
+      "supabase/functions/spillway/index.ts",
+    ],
+    {
+      SPILLWAY_PRIMARY_DB_URL: urls.primary,
+      SPILLWAY_SECONDARY_DB_URL: urls.secondary,
+      SPILLWAY_ADMIN_TOKEN: TOKEN,
+      PORT: String(port),
+      NO_COLOR: "1",
+    },
     root,
   );
   await deno.waitFor(/Listening on/, 180_000);
@@ -40,11 +56,14 @@ export async function startEdge(urls: { primary: string; secondary: string }): P
       const cpuBefore = cpu();
       const started = performance.now();
       const res = await fetch(`http://127.0.0.1:${port}/spillway/force-backup`, {
-        method: "POST", headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" }, body: JSON.stringify(body),
+        method: "POST",
+        headers: { Authorization: `Bearer ${TOKEN}`, "Content-Type": "application/json" },
+        body: JSON.stringify(body),
       });
-      const answer = await res.json() as { run?: { kind: string; strategy: string; bytes: number; status: string } };
+      const answer = (await res.json()) as { run?: { kind: string; strategy: string; bytes: number; status: string } };
       const seconds = (performance.now() - started) / 1000;
-      if (res.status !== 200 || answer.run?.status !== "succeeded") throw new Error(`force-backup answered ${res.status}: ${JSON.stringify(answer)}`);
+      if (res.status !== 200 || answer.run?.status !== "succeeded")
+        throw new Error(`force-backup answered ${res.status}: ${JSON.stringify(answer)}`);
       return { seconds, cpuSeconds: cpu() - cpuBefore, run: answer.run };
     },
     async stop() {

@@ -23,20 +23,24 @@ export async function load(url: string, headers: Record<string, string>, clients
   const until = Date.now() + seconds * 1000;
   const latencies: number[] = [];
   let errors = 0;
-  const call = () => new Promise<void>((resolve) => {
-    const req = http.request({ host: target.hostname, port: target.port, path: target.pathname + target.search, headers, agent }, (res) => {
-      res.on("data", () => {});
-      res.on("end", () => {
-        if ((res.statusCode ?? 500) >= 400) errors += 1;
+  const call = () =>
+    new Promise<void>((resolve) => {
+      const req = http.request(
+        { host: target.hostname, port: target.port, path: target.pathname + target.search, headers, agent },
+        (res) => {
+          res.on("data", () => {});
+          res.on("end", () => {
+            if ((res.statusCode ?? 500) >= 400) errors += 1;
+            resolve();
+          });
+        },
+      );
+      req.on("error", () => {
+        errors += 1;
         resolve();
       });
+      req.end();
     });
-    req.on("error", () => {
-      errors += 1;
-      resolve();
-    });
-    req.end();
-  });
   const loop = async () => {
     while (Date.now() < until) {
       const started = performance.now();

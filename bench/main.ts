@@ -2,16 +2,16 @@
 // in the same run, on the machine's PostgreSQL (whose pg_dump matches its server).
 // Prints `name: value (target)` lines; exits non-zero when a figure could not be measured.
 import { spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
+import { freePort, startServer } from "../cli/server.ts";
 import { startTestServer, systemBinDir, type TestServer } from "../test/support/postgres.ts";
 import { loopUntilStopped } from "../test/support/writers.ts";
-import { writeFileSync } from "node:fs";
-import { SCHEMA, churn, fill, recentChurn } from "./dataset.ts";
-import type { LoadResult } from "./load.ts";
-import { freePort, startServer } from "../cli/server.ts";
 import { appWrites, quantile } from "./app-writes.ts";
+import { churn, fill, recentChurn, SCHEMA } from "./dataset.ts";
 import { startEdge } from "./edge.ts";
+import type { LoadResult } from "./load.ts";
 
 const root = fileURLToPath(new URL("../", import.meta.url));
 const megabytes = Number(process.env.BENCH_MB ?? 300);
@@ -32,19 +32,34 @@ async function timed(command: string, args: string[], env: Record<string, string
     const child = spawn(command, args, { cwd: root, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
-    child.stdout.on("data", (c: Buffer) => { stdout += c; });
-    child.stderr.on("data", (c: Buffer) => { stderr += c; });
-    child.on("exit", (code) => code === 0
-      ? resolve({ seconds: (performance.now() - started) / 1000, stdout })
-      : reject(new Error(`${command} exited ${code}: ${stderr.slice(-2000)}`)));
+    child.stdout.on("data", (c: Buffer) => {
+      stdout += c;
+    });
+    child.stderr.on("data", (c: Buffer) => {
+      stderr += c;
+    });
+    child.on("exit", (code) =>
+      code === 0
+        ? resolve({ seconds: (performance.now() - started) / 1000, stdout })
+        : reject(new Error(`${command} exited ${code}: ${stderr.slice(-2000)}`)),
+    );
   });
 }
 
 async function backupChild(servers: { primary: TestServer; secondary: TestServer }, mode: "full" | "auto") {
   const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/backup-child.ts"], {
-    PRIMARY_URL: servers.primary.url, SECONDARY_URL: servers.secondary.url, MODE: mode,
+    PRIMARY_URL: servers.primary.url,
+    SECONDARY_URL: servers.secondary.url,
+    MODE: mode,
   });
-  return JSON.parse(stdout.trim().split("\n").at(-1)!) as { ms: number; maxRssMb: number; cpuSeconds: number; rows: number; bytes: number; kind: string };
+  return JSON.parse(stdout.trim().split("\n").at(-1)!) as {
+    ms: number;
+    maxRssMb: number;
+    cpuSeconds: number;
+    rows: number;
+    bytes: number;
+    kind: string;
+  };
 }
 
 async function setStrategy(servers: TestServer[], strategy: "copy" | "fdw") {
@@ -69,7 +84,10 @@ function steadyWrites(url: string): { stop(): Promise<number> } {
 // before any capture exists and once with the slot and publication in place.
 async function writeThroughput(server: TestServer): Promise<number> {
   const script = `${server.dir}/../bench-writes.sql`;
-  writeFileSync(script, "\\set id random(1, 100000)\nupdate public.orders set total_cents = total_cents + 1 where id = :id;\ninsert into public.users (email, name) values ('pgbench' || :id || '-' || random(), 'x');\n");
+  writeFileSync(
+    script,
+    "\\set id random(1, 100000)\nupdate public.orders set total_cents = total_cents + 1 where id = :id;\ninsert into public.users (email, name) values ('pgbench' || :id || '-' || random(), 'x');\n",
+  );
   const { stdout } = await timed(`${systemBinDir()}/pgbench`, ["-n", "-f", script, "-c", "4", "-T", "5", server.url]);
   return Number(/tps = ([\d.]+)/.exec(stdout)?.[1]);
 }
@@ -99,13 +117,25 @@ async function captureCost(server: TestServer): Promise<number> {
 async function edgeFigures(servers: { primary: TestServer; secondary: TestServer }, dataMb: number, dumpSeconds: number) {
   const edge = await startEdge({ primary: servers.primary.url, secondary: servers.secondary.url });
   try {
-    for (const [strategy, cpuTarget, ratioTarget] of [["fdw", "0.05", "1.25"], ["copy", "0.3", "1.0"]] as const) {
+    for (const [strategy, cpuTarget, ratioTarget] of [
+      ["fdw", "0.05", "1.25"],
+      ["copy", "0.3", "1.0"],
+    ] as const) {
       await setStrategy([servers.primary, servers.secondary], strategy);
       const runs = [await edge.backup({ mode: "full" }), await edge.backup({ mode: "full" })];
       const cpuPer100Mb = Math.min(...runs.map((r) => r.cpuSeconds)) / (dataMb / 100);
       figure(`edge_full_backup_${strategy}_cpu_seconds_per_100mb`, cpuPer100Mb, `Deno process CPU; target ≤ ${cpuTarget}`, 3);
-      figure(`edge_full_backup_${strategy}_fits_2s_cpu_mb`, 2 / (cpuPer100Mb / 100), "largest database whose full backup fits the Edge runtime's 2 s of CPU; informative", 0);
-      figure(`api_full_backup_${strategy}_vs_pg_dump_restore`, Math.min(...runs.map((r) => r.seconds)) / dumpSeconds, `POST /force-backup as a caller waits for it; target ≤ ${ratioTarget}`);
+      figure(
+        `edge_full_backup_${strategy}_fits_2s_cpu_mb`,
+        2 / (cpuPer100Mb / 100),
+        "largest database whose full backup fits the Edge runtime's 2 s of CPU; informative",
+        0,
+      );
+      figure(
+        `api_full_backup_${strategy}_vs_pg_dump_restore`,
+        Math.min(...runs.map((r) => r.seconds)) / dumpSeconds,
+        `POST /force-backup as a caller waits for it; target ≤ ${ratioTarget}`,
+      );
     }
   } finally {
     await edge.stop();
@@ -126,7 +156,8 @@ async function main() {
     }
     const app = postgres(primary.url, { max: 1, onnotice: () => {} });
     await app.unsafe(fill(megabytes));
-    const [size] = await app`select sum(pg_total_relation_size(c.oid))::int8 as bytes from pg_class c where c.relname in ('users', 'orders', 'events') and c.relkind = 'r'`;
+    const [size] =
+      await app`select sum(pg_total_relation_size(c.oid))::int8 as bytes from pg_class c where c.relname in ('users', 'orders', 'events') and c.relkind = 'r'`;
     await app.end();
     const dataMb = Number(size!.bytes) / 1024 / 1024;
     figure("dataset_mb", dataMb, `about ${megabytes}`, 0);
@@ -138,7 +169,16 @@ async function main() {
     const dumpRestore = async () => {
       await secondary.admin`drop database if exists restore_target`;
       await secondary.admin`create database restore_target owner postgres`;
-      return (await timed("bash", ["-c", `set -o pipefail; "${bin}/pg_dump" -Fc -t public.users -t public.orders -t public.events -d "$SRC" | "${bin}/pg_restore" --no-owner -d "$DST"`], { SRC: primary.url, DST: restoreUrl })).seconds;
+      return (
+        await timed(
+          "bash",
+          [
+            "-c",
+            `set -o pipefail; "${bin}/pg_dump" -Fc -t public.users -t public.orders -t public.events -d "$SRC" | "${bin}/pg_restore" --no-owner -d "$DST"`,
+          ],
+          { SRC: primary.url, DST: restoreUrl },
+        )
+      ).seconds;
     };
     const dumpSeconds = Math.min(await dumpRestore(), await dumpRestore());
     figure("pg_dump_restore_seconds", dumpSeconds, "baseline: pg_dump -Fc | pg_restore into a fresh database, best of 2");
@@ -173,7 +213,12 @@ async function main() {
     let recentRows = 0;
     for (const statement of recentChurn(0.01)) recentRows += (await primary.admin.unsafe(statement)).count;
     const recent = await backupChild(servers, "auto");
-    figure("incremental_1pct_recent_rows_moved", recent.kind === "incremental" ? recent.rows : null, `${recentRows} of the newest rows changed on the active`, 0);
+    figure(
+      "incremental_1pct_recent_rows_moved",
+      recent.kind === "incremental" ? recent.rows : null,
+      `${recentRows} of the newest rows changed on the active`,
+      0,
+    );
     figure("incremental_1pct_recent_vs_full", recent.ms / copyMs, "informative: the cost follows the pages the changes touch");
     const idle = await backupChild(servers, "auto");
     figure("incremental_nothing_changed_seconds", idle.kind === "incremental" ? idle.ms / 1000 : null, "target ≤ 1");
@@ -184,7 +229,10 @@ async function main() {
     const appWriter = await appWrites({ primary: primary.url, secondary: secondary.url }, 2);
     await new Promise((r) => setTimeout(r, 1000));
     const switchStarted = performance.now();
-    const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/switch-child.ts"], { PRIMARY_URL: primary.url, SECONDARY_URL: secondary.url });
+    const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/switch-child.ts"], {
+      PRIMARY_URL: primary.url,
+      SECONDARY_URL: secondary.url,
+    });
     const switchEnded = performance.now();
     await new Promise((r) => setTimeout(r, 500));
     const writes = await writer.stop();
@@ -195,19 +243,45 @@ async function main() {
     figure("switch_writes_acknowledged_during_run", writes, "informative", 0);
     // The app's writes sent while the switch ran, through createSpillwayClient(): held, not failed.
     const during = appTimings.filter((w) => w.startedAt >= switchStarted && w.startedAt <= switchEnded);
-    figure("switch_app_write_p50_ms", quantile(during.map((w) => w.ms), 0.5), `informative: ${during.length} writes sent during the switch`, 0);
-    figure("switch_app_write_p99_ms", quantile(during.map((w) => w.ms), 0.99), "informative: a held write waits for the publish", 0);
+    figure(
+      "switch_app_write_p50_ms",
+      quantile(
+        during.map((w) => w.ms),
+        0.5,
+      ),
+      `informative: ${during.length} writes sent during the switch`,
+      0,
+    );
+    figure(
+      "switch_app_write_p99_ms",
+      quantile(
+        during.map((w) => w.ms),
+        0.99,
+      ),
+      "informative: a held write waits for the publish",
+      0,
+    );
     figure("switch_app_writes_failed", appTimings.filter((w) => !w.ok).length, "target 0", 0);
 
     // The HTTP API under 200 concurrent clients.
     const server = await startServer({
-      dbUrls: { primary: primary.url, secondary: secondary.url }, adminToken: "bench-admin-token-0123456789", cronToken: null,
-      corsOrigins: ["*"], port: await freePort(), dataDir: `${primary.dir}/../bench-data`, tickSeconds: 3600,
+      dbUrls: { primary: primary.url, secondary: secondary.url },
+      adminToken: "bench-admin-token-0123456789",
+      cronToken: null,
+      corsOrigins: ["*"],
+      port: await freePort(),
+      dataDir: `${primary.dir}/../bench-data`,
+      tickSeconds: 3600,
     });
     try {
       const seconds = Number(process.env.BENCH_LOAD_SECONDS ?? 30);
       const loadChild = async (path: string, token?: string) => {
-        const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/load-child.ts"], { URL: `${server.url}${path}`, TOKEN: token ?? "", CLIENTS: "200", SECONDS: String(seconds) });
+        const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/load-child.ts"], {
+          URL: `${server.url}${path}`,
+          TOKEN: token ?? "",
+          CLIENTS: "200",
+          SECONDS: String(seconds),
+        });
         return JSON.parse(stdout.trim().split("\n").at(-1)!) as LoadResult;
       };
       const active = await loadChild("/spillway/active");
@@ -222,8 +296,12 @@ async function main() {
       await server.close();
     }
     // Last, as it drops and remakes the capture slot: measured on the project that feeds backups now.
-    const [fed] = await Promise.all([primary, secondary].map(async (p) => ({ p, n: (await p.admin`select count(*)::int as n from pg_replication_slots where slot_name like 'spillway%'`)[0]!.n })))
-      .then((all) => all.filter((x) => x.n > 0));
+    const [fed] = await Promise.all(
+      [primary, secondary].map(async (p) => ({
+        p,
+        n: (await p.admin`select count(*)::int as n from pg_replication_slots where slot_name like 'spillway%'`)[0]!.n,
+      })),
+    ).then((all) => all.filter((x) => x.n > 0));
     figure("write_throughput_with_capture_ratio", fed ? await captureCost(fed.p) : null, "capture reads the WAL; target ≥ 0.85");
   } finally {
     await Promise.all([primary.destroy(), secondary.destroy()]);

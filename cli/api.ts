@@ -9,7 +9,11 @@ export interface ApiTarget {
 
 /** An API answer that was not 2xx, or no answer at all. */
 export class ApiError extends Error {
-  constructor(message: string, readonly code: string, readonly status: number) {
+  constructor(
+    message: string,
+    readonly code: string,
+    readonly status: number,
+  ) {
     super(message);
   }
 }
@@ -50,18 +54,30 @@ export async function callApi<T>(target: ApiTarget, method: string, path: string
     });
   } catch (e) {
     const cause = (e as { cause?: { code?: string } }).cause?.code ?? (e as Error).message;
-    throw new ApiError(`cannot reach Spillway at ${target.url} (${cause}); is \`spillway start\` running, or SPILLWAY_URL set?`, "UNREACHABLE", 0);
+    throw new ApiError(
+      `cannot reach Spillway at ${target.url} (${cause}); is \`spillway start\` running, or SPILLWAY_URL set?`,
+      "UNREACHABLE",
+      0,
+    );
   }
   const text = await response.text();
   let json: unknown = null;
   try {
     json = JSON.parse(text);
   } catch {
-    throw new ApiError(`Spillway at ${target.url} answered ${response.status} with a body that is not JSON`, "BAD_RESPONSE", response.status);
+    throw new ApiError(
+      `Spillway at ${target.url} answered ${response.status} with a body that is not JSON`,
+      "BAD_RESPONSE",
+      response.status,
+    );
   }
   if (!response.ok) {
     const error = (json as { error?: { code?: string; message?: string } }).error;
-    throw new ApiError(`${error?.code ?? response.status}: ${error?.message ?? "request failed"}`, error?.code ?? "HTTP_ERROR", response.status);
+    throw new ApiError(
+      `${error?.code ?? response.status}: ${error?.message ?? "request failed"}`,
+      error?.code ?? "HTTP_ERROR",
+      response.status,
+    );
   }
   return json as T;
 }

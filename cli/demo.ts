@@ -2,9 +2,9 @@ import { randomBytes } from "node:crypto";
 import postgres, { type Sql } from "postgres";
 import { PG } from "../functions/errors.ts";
 import { PROJECT_NAMES, type ProjectName } from "../functions/names.ts";
-import { measure } from "../functions/usage.ts";
-import { patchSettings } from "../functions/settings.ts";
 import type { Projects } from "../functions/project.ts";
+import { patchSettings } from "../functions/settings.ts";
+import { measure } from "../functions/usage.ts";
 
 /** Usage the demo starts the primary at: below the backup threshold, with a visible way to go. */
 const START_USAGE = 0.75;
@@ -58,10 +58,17 @@ export async function startDemo(options: {
   const { print } = options;
   const plan = demoPlan((await measure(options.projects.primary)).usedBytes);
   await patchSettings(options.projects, { quotaBytes: plan.quotaBytes });
-  print(`Demo: the primary's quota is ${mb(plan.quotaBytes.primary)} (it starts at ${Math.round(START_USAGE * 100)} %); a writer adds about ${Math.round(plan.bytesPerSecond / 1024)} KB/s of orders.`);
-  print(`Demo: watch the widget: a backup at 85 %, the switch at 90 % (in about ${Math.round(SECONDS_TO_SWITCH / 60 * 2) / 2} minutes), and the writer carrying on.`);
+  print(
+    `Demo: the primary's quota is ${mb(plan.quotaBytes.primary)} (it starts at ${Math.round(START_USAGE * 100)} %); a writer adds about ${Math.round(plan.bytesPerSecond / 1024)} KB/s of orders.`,
+  );
+  print(
+    `Demo: watch the widget: a backup at 85 %, the switch at 90 % (in about ${Math.round((SECONDS_TO_SWITCH / 60) * 2) / 2} minutes), and the writer carrying on.`,
+  );
 
-  const pools = Object.fromEntries(PROJECT_NAMES.map((n) => [n, postgres(options.dbUrls[n], { max: 1, onnotice: () => {} })])) as Record<ProjectName, Sql>;
+  const pools = Object.fromEntries(PROJECT_NAMES.map((n) => [n, postgres(options.dbUrls[n], { max: 1, onnotice: () => {} })])) as Record<
+    ProjectName,
+    Sql
+  >;
   const report: DemoReport = { writes: 0, heldByFence: 0, failed: 0, wroteTo: [] };
   const rowsPerWrite = Math.max(1, Math.round((plan.bytesPerSecond * WRITE_EVERY_MS) / 1000 / ORDER_BYTES));
   let stopped = false;
@@ -72,7 +79,7 @@ export async function startDemo(options: {
   const askActive = async (): Promise<{ active: ProjectName; epoch: number }> => {
     const res = await fetch(`${options.serverUrl}/spillway/active`);
     if (!res.ok) throw new Error(`GET /active answered ${res.status}`);
-    return await res.json() as { active: ProjectName; epoch: number };
+    return (await res.json()) as { active: ProjectName; epoch: number };
   };
 
   // One order batch, held and sent again while the fence refuses it, as getActiveClient does.
@@ -82,16 +89,21 @@ export async function startDemo(options: {
       if (target.active !== active) {
         if (active !== null) {
           switchedAt = Date.now();
-          print(`Demo writer: now writing to ${target.active} (epoch ${target.epoch}); ${report.writes} writes so far, ${report.heldByFence} held by the fence and sent again, ${report.failed} failed.`);
+          print(
+            `Demo writer: now writing to ${target.active} (epoch ${target.epoch}); ${report.writes} writes so far, ${report.heldByFence} held by the fence and sent again, ${report.failed} failed.`,
+          );
         }
         active = target.active;
         report.wroteTo.push(active);
       }
       try {
-        await pools[active].begin("read write", (tx) => tx`
+        await pools[active].begin(
+          "read write",
+          (tx) => tx`
           insert into public.orders (customer_id, total_cents, items)
           select (select min(id) from public.customers), 100 + g, jsonb_build_array(jsonb_build_object('sku', 'DEMO', 'note', ${randomBytes(ORDER_BYTES / 2).toString("hex")}::text || g))
-          from generate_series(1, ${rowsPerWrite}) g`);
+          from generate_series(1, ${rowsPerWrite}) g`,
+        );
         report.writes++;
         return;
       } catch (e) {
@@ -102,7 +114,8 @@ export async function startDemo(options: {
     }
   };
 
-  const summary = () => `Demo writer: done, ${report.writes} writes (${report.heldByFence} held by the fence and sent again), ${report.failed} failed.`;
+  const summary = () =>
+    `Demo writer: done, ${report.writes} writes (${report.heldByFence} held by the fence and sent again), ${report.failed} failed.`;
   const finished = (async () => {
     while (!stopped && (switchedAt === null || Date.now() - switchedAt < AFTER_SWITCH_MS)) {
       const started = Date.now();

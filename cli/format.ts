@@ -1,6 +1,6 @@
-import type { Status } from "../functions/status.ts";
 import type { SpillwayEvent } from "../functions/events.ts";
 import type { Run } from "../functions/runs.ts";
+import type { Status } from "../functions/status.ts";
 import type { VerifyResult } from "../functions/verify.ts";
 
 /**
@@ -28,13 +28,21 @@ export function formatBytes(bytes: number | null): string {
  * console.log(formatStatus(status));
  */
 export function formatStatus(s: Status): string {
-  const lines = [`active: ${s.active} (epoch ${s.epoch})   phase: ${s.phase}   thresholds: backup ${pct(s.thresholds.backup)}, switch ${pct(s.thresholds.switch)}`];
+  const lines = [
+    `active: ${s.active} (epoch ${s.epoch})   phase: ${s.phase}   thresholds: backup ${pct(s.thresholds.backup)}, switch ${pct(s.thresholds.switch)}`,
+  ];
   for (const [name, p] of Object.entries(s.projects)) {
-    const state = p.reachable ? `${formatBytes(p.usedBytes)} / ${formatBytes(p.quotaBytes)}  ${pct(p.usage)}${p.readOnly ? "  read-only" : ""}${p.fenced ? "  fenced" : ""}` : `unreachable: ${p.error}`;
+    const state = p.reachable
+      ? `${formatBytes(p.usedBytes)} / ${formatBytes(p.quotaBytes)}  ${pct(p.usage)}${p.readOnly ? "  read-only" : ""}${p.fenced ? "  fenced" : ""}`
+      : `unreachable: ${p.error}`;
     lines.push(`  ${name.padEnd(10)} ${p.role.toUpperCase().padEnd(8)} ${state}`);
   }
   const b = s.lastBackup;
-  lines.push(b ? `last backup: ${b.kind} ${b.status} at ${b.startedAt}, ${b.rows} rows, ${formatBytes(b.bytes)}${b.durationMs === null ? "" : `, ${b.durationMs} ms`}${b.error ? ` (${b.error})` : ""}` : "last backup: none yet");
+  lines.push(
+    b
+      ? `last backup: ${b.kind} ${b.status} at ${b.startedAt}, ${b.rows} rows, ${formatBytes(b.bytes)}${b.durationMs === null ? "" : `, ${b.durationMs} ms`}${b.error ? ` (${b.error})` : ""}`
+      : "last backup: none yet",
+  );
   if (s.standbyLagSeconds !== null) lines.push(`standby lag: ${s.standbyLagSeconds} s`);
   return lines.join("\n");
 }
@@ -70,7 +78,11 @@ export function formatRun(r: Run): string {
  * console.log(formatVerify(result));
  */
 export function formatVerify(v: VerifyResult): string {
-  const lines = v.tables.map((t) => `  ${t.equal ? "ok  " : "DIFF"} ${t.table.padEnd(40)} ${t.activeRows} rows on ${v.active}, ${t.standbyRows} on ${v.standby}`);
-  lines.push(v.ok ? `the standby matches the active (${v.tables.length} tables)` : `the standby differs in ${v.mismatches.length} table(s)`);
+  const lines = v.tables.map(
+    (t) => `  ${t.equal ? "ok  " : "DIFF"} ${t.table.padEnd(40)} ${t.activeRows} rows on ${v.active}, ${t.standbyRows} on ${v.standby}`,
+  );
+  lines.push(
+    v.ok ? `the standby matches the active (${v.tables.length} tables)` : `the standby differs in ${v.mismatches.length} table(s)`,
+  );
   return lines.join("\n");
 }

@@ -14,7 +14,7 @@ export function installCrashGuards(): void {
   installed = true;
   process.on("uncaughtException", (e) => {
     if (isWriteAfterClose(e)) return;
-    process.stderr.write(`${e instanceof Error ? e.stack ?? e.message : String(e)}\n`);
+    process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
     process.exit(1);
   });
 }

@@ -32,7 +32,9 @@ export async function init(urls: { primary: string; secondary: string }, functio
         }
       });
       const [scheduled] = await sql.begin("read write", (tx) => tx<{ ok: boolean }[]>`select spillway.schedule_tick() as ok`);
-      lines.push(`${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`);
+      lines.push(
+        `${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`,
+      );
     } catch (e) {
       throw new Error(`${name}: ${describeError(e)}`);
     } finally {

@@ -14,7 +14,10 @@ export function install(appDir: string, now: Date = new Date()): string[] {
   const target = join(appDir, "supabase", "migrations");
   if (!existsSync(target)) throw new Error(`${target} does not exist; run \`supabase init\` in ${appDir} first`);
   const existing = readdirSync(target);
-  const versions = existing.map((f) => /^(\d{14})_/.exec(f)?.[1]).filter((v): v is string => Boolean(v)).sort();
+  const versions = existing
+    .map((f) => /^(\d{14})_/.exec(f)?.[1])
+    .filter((v): v is string => Boolean(v))
+    .sort();
   let next = Math.max(toSeconds(stamp(now)), versions.length ? toSeconds(versions.at(-1)!) + 1 : 0);
   const copied: string[] = [];
   for (const m of listMigrations(MIGRATIONS_DIR)) {

@@ -1,16 +1,16 @@
-import { parseArgs } from "node:util";
 import { createInterface } from "node:readline/promises";
-import type { SwitchResult } from "../functions/switchover.ts";
+import { parseArgs } from "node:util";
 import { ConfigError, loadConfig } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
-import type { Status } from "../functions/status.ts";
 import type { SpillwayEvent } from "../functions/events.ts";
-import { apiTarget, callApi, ApiError, type ApiTarget } from "./api.ts";
-import { formatBytes, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
 import type { Run } from "../functions/runs.ts";
+import type { Status } from "../functions/status.ts";
+import type { SwitchResult } from "../functions/switchover.ts";
 import type { VerifyResult } from "../functions/verify.ts";
-import { install } from "./install.ts";
+import { ApiError, type ApiTarget, apiTarget, callApi } from "./api.ts";
+import { formatBytes, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
 import { init } from "./init.ts";
+import { install } from "./install.ts";
 import { start } from "./start.ts";
 
 const USAGE = `usage: spillway <command> [options]
@@ -41,7 +41,7 @@ class UsageError extends Error {}
 
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const out = (line: string) => process.stdout.write(line + "\n");
+  const out = (line: string) => process.stdout.write(`${line}\n`);
   switch (command) {
     case "start": {
       const { values } = parse(rest, { demo: { type: "boolean" } });
@@ -54,13 +54,18 @@ async function main(argv: string[]): Promise<number> {
       const { positionals } = parse(rest, {}, true);
       if (positionals.length > 1) throw new UsageError("install takes at most one folder");
       const copied = install(positionals[0] ?? ".");
-      out(copied.length ? `copied ${copied.length} migration(s): ${copied.join(", ")}` : "Spillway's migrations are already installed; nothing copied");
+      out(
+        copied.length
+          ? `copied ${copied.length} migration(s): ${copied.join(", ")}`
+          : "Spillway's migrations are already installed; nothing copied",
+      );
       return 0;
     }
     case "init": {
       const { values } = parse(rest, { url: { type: "string" } });
       const url = String(values.url ?? "");
-      if (!/^https?:\/\/\S+$/.test(url)) throw new UsageError("init needs --url with the function's http(s) URL, e.g. https://REF.supabase.co/functions/v1/spillway");
+      if (!/^https?:\/\/\S+$/.test(url))
+        throw new UsageError("init needs --url with the function's http(s) URL, e.g. https://REF.supabase.co/functions/v1/spillway");
       const config = loadConfig(process.env);
       if (!config.dbUrls) throw new UsageError("init needs SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
       if (!config.cronToken) throw new UsageError("init needs SPILLWAY_CRON_TOKEN (the same value the function has)");
@@ -87,9 +92,13 @@ async function main(argv: string[]): Promise<number> {
       const target = apiTarget(process.env);
       const stopProgress = values.json ? () => {} : showProgress(target);
       try {
-        let { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: values.full ? "full" : "auto", verify: values.verify ?? false });
+        let { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", {
+          mode: values.full ? "full" : "auto",
+          verify: values.verify ?? false,
+        });
         // A staged full backup answers after each call's budget; it goes on until published.
-        while (run.status === "running") ({ run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: "auto", verify: false }));
+        while (run.status === "running")
+          ({ run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: "auto", verify: false }));
         stopProgress();
         out(values.json ? JSON.stringify(run, null, 2) : formatRun(run));
       } finally {
@@ -104,23 +113,37 @@ async function main(argv: string[]): Promise<number> {
       return verify.ok ? 0 : 1;
     }
     case "switch": {
-      const { values } = parse(rest, { to: { type: "string" }, force: { type: "boolean" }, yes: { type: "boolean" }, json: { type: "boolean" } });
-      if (values.to !== undefined && values.to !== "primary" && values.to !== "secondary") throw new UsageError(`--to must be primary or secondary, not "${values.to}"`);
+      const { values } = parse(rest, {
+        to: { type: "string" },
+        force: { type: "boolean" },
+        yes: { type: "boolean" },
+        json: { type: "boolean" },
+      });
+      if (values.to !== undefined && values.to !== "primary" && values.to !== "secondary")
+        throw new UsageError(`--to must be primary or secondary, not "${values.to}"`);
       const target = apiTarget(process.env);
       if (!values.yes) {
         if (!process.stdin.isTTY) throw new UsageError("a switch needs --yes when it is not run on a terminal");
         const status = await callApi<Status>(target, "GET", "/status");
         const to = values.to ?? status.standby;
-        const answer = await ask(`Switch the active project from ${status.active} to ${to} (epoch ${status.epoch} → ${status.epoch + 1})${values.force ? ", forced" : ""}? [y/N] `);
+        const answer = await ask(
+          `Switch the active project from ${status.active} to ${to} (epoch ${status.epoch} → ${status.epoch + 1})${values.force ? ", forced" : ""}? [y/N] `,
+        );
         if (!/^y(es)?$/i.test(answer.trim())) {
           out("cancelled; nothing changed");
           return 1;
         }
       }
-      const { switch: result } = await callApi<{ switch: SwitchResult }>(target, "POST", "/force-switch", { to: values.to, force: values.force ?? false });
-      out(values.json ? JSON.stringify(result, null, 2)
-        : `${result.to} is now active (epoch ${result.epoch}); app writes were blocked for ${result.writesBlockedMs} ms; the switch took ${result.durationMs} ms` +
-          (result.dataLossSince ? `; changes made on ${result.from} after ${result.dataLossSince} may be missing` : ""));
+      const { switch: result } = await callApi<{ switch: SwitchResult }>(target, "POST", "/force-switch", {
+        to: values.to,
+        force: values.force ?? false,
+      });
+      out(
+        values.json
+          ? JSON.stringify(result, null, 2)
+          : `${result.to} is now active (epoch ${result.epoch}); app writes were blocked for ${result.writesBlockedMs} ms; the switch took ${result.durationMs} ms` +
+              (result.dataLossSince ? `; changes made on ${result.from} after ${result.dataLossSince} may be missing` : ""),
+      );
       return 0;
     }
     case undefined:
@@ -139,13 +162,25 @@ function showProgress(target: ApiTarget): () => void {
   if (!process.stderr.isTTY) return () => {};
   let shown = false;
   const timer = setInterval(() => {
-    callApi<Status>(target, "GET", "/status").then((s) => {
-      const run = s.lastBackup;
-      if (run?.status !== "running") return;
-      const p = run.progress as { phase?: string; table?: string | null; tablesDone?: number; tablesTotal?: number; rows?: number; bytes?: number };
-      process.stderr.write(`\r\x1b[K${p.phase ?? "starting"} ${p.tablesDone ?? 0}/${p.tablesTotal ?? "?"} tables, ${p.rows ?? 0} rows, ${formatBytes(p.bytes ?? 0)}${p.table ? ` (${p.table})` : ""}`);
-      shown = true;
-    }, () => undefined);
+    callApi<Status>(target, "GET", "/status").then(
+      (s) => {
+        const run = s.lastBackup;
+        if (run?.status !== "running") return;
+        const p = run.progress as {
+          phase?: string;
+          table?: string | null;
+          tablesDone?: number;
+          tablesTotal?: number;
+          rows?: number;
+          bytes?: number;
+        };
+        process.stderr.write(
+          `\r\x1b[K${p.phase ?? "starting"} ${p.tablesDone ?? 0}/${p.tablesTotal ?? "?"} tables, ${p.rows ?? 0} rows, ${formatBytes(p.bytes ?? 0)}${p.table ? ` (${p.table})` : ""}`,
+        );
+        shown = true;
+      },
+      () => undefined,
+    );
   }, 1000);
   return () => {
     clearInterval(timer);
@@ -163,7 +198,7 @@ async function ask(question: string): Promise<string> {
   }
 }
 
-type Options = Parameters<typeof parseArgs>[0] extends infer T ? T extends { options?: infer O } ? O : never : never;
+type Options = Parameters<typeof parseArgs>[0] extends infer T ? (T extends { options?: infer O } ? O : never) : never;
 
 function parse(args: string[], options: Options, allowPositionals = false) {
   try {

@@ -1,17 +1,17 @@
 import { appendFileSync, mkdirSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { join } from "node:path";
-import { createServer, type AddressInfo } from "node:net";
-import { serve, type ServerType } from "@hono/node-server";
+import { type ServerType, serve } from "@hono/node-server";
+import { type AlertConfig, AlertSender } from "../functions/alerts.ts";
 import { createApp } from "../functions/app.ts";
-import { EventLog } from "../functions/events.ts";
-import { closeProjects, claimProject, connectProjects, type Projects } from "../functions/project.ts";
-import { tick } from "../functions/tick.ts";
 import { describeError } from "../functions/errors.ts";
-import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
+import { EventLog } from "../functions/events.ts";
+import { claimProject, closeProjects, connectProjects, type Projects } from "../functions/project.ts";
+import { readStatus } from "../functions/status.ts";
+import { tick } from "../functions/tick.ts";
 import { installCrashGuards } from "./guards.ts";
 import { writeUsageFiles } from "./usage-files.ts";
-import { readStatus } from "../functions/status.ts";
-import { AlertSender, type AlertConfig } from "../functions/alerts.ts";
+import { loadWidgetFiles, WIDGET_DIR } from "./widget-files.ts";
 
 /** What the local server needs. */
 export interface ServerOptions {
@@ -48,7 +48,11 @@ export async function ensurePortFree(port: number): Promise<void> {
   await new Promise<void>((resolve, reject) => {
     const probe = createServer();
     probe.once("error", (e: NodeJS.ErrnoException) => {
-      reject(new Error(e.code === "EADDRINUSE" ? `port ${port} is in use; set PORT to a free port` : `cannot listen on port ${port}: ${e.message}`));
+      reject(
+        new Error(
+          e.code === "EADDRINUSE" ? `port ${port} is in use; set PORT to a free port` : `cannot listen on port ${port}: ${e.message}`,
+        ),
+      );
     });
     probe.listen(port, () => probe.close(() => resolve()));
   });
@@ -89,23 +93,34 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     await closeProjects(projects, 1);
     throw e;
   }
-  const secrets = [options.adminToken, options.cronToken, options.alerts?.webhookUrl, options.alerts?.secret,
-    ...[...Object.values(options.dbUrls), ...Object.values(options.fdwUrls ?? {})].map((u) => decodeURIComponent(new URL(u).password))]
-    .filter((s): s is string => Boolean(s));
+  const secrets = [
+    options.adminToken,
+    options.cronToken,
+    options.alerts?.webhookUrl,
+    options.alerts?.secret,
+    ...[...Object.values(options.dbUrls), ...Object.values(options.fdwUrls ?? {})].map((u) => decodeURIComponent(new URL(u).password)),
+  ].filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
   mkdirSync(options.dataDir, { recursive: true });
   const logFile = join(options.dataDir, "spillway.log");
-  events.addSink((e) => appendFileSync(logFile, JSON.stringify(e) + "\n"));
+  events.addSink((e) => appendFileSync(logFile, `${JSON.stringify(e)}\n`));
   const alerts = options.alerts ? new AlertSender(events, options.alerts) : null;
 
   const app = createApp({
-    projects, events, adminToken: options.adminToken, cronToken: options.cronToken,
-    corsOrigins: options.corsOrigins, alerts: options.alerts ?? null, staticFiles: loadWidgetFiles(WIDGET_DIR),
+    projects,
+    events,
+    adminToken: options.adminToken,
+    cronToken: options.cronToken,
+    corsOrigins: options.corsOrigins,
+    alerts: options.alerts ?? null,
+    staticFiles: loadWidgetFiles(WIDGET_DIR),
   });
   let server: ServerType;
   await new Promise<void>((resolve, reject) => {
     server = serve({ fetch: app.fetch, port: options.port }, () => resolve());
-    server.once("error", (e: NodeJS.ErrnoException) => reject(new Error(e.code === "EADDRINUSE" ? `port ${options.port} is in use; set PORT to a free port` : e.message)));
+    server.once("error", (e: NodeJS.ErrnoException) =>
+      reject(new Error(e.code === "EADDRINUSE" ? `port ${options.port} is in use; set PORT to a free port` : e.message)),
+    );
   });
 
   await events.record("info", "server.started", `Spillway serving on port ${options.port}, ticking every ${options.tickSeconds} s`);
@@ -118,7 +133,9 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     running = tick({ projects, events })
       .then(async () => writeUsageFiles(options.dataDir, await readStatus(projects, (t) => events.redact(t))))
       .catch((e) => options.onTickError?.(events.redact(describeError(e))))
-      .finally(() => { running = null; });
+      .finally(() => {
+        running = null;
+      });
   };
   // The first tick (a measurement, and settling anything a crash left) runs before the
   // server is announced, so that operations asked for at once do not meet its lease.

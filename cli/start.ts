@@ -1,14 +1,14 @@
+import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
-import { randomBytes } from "node:crypto";
 import postgres from "postgres";
 import type { Config } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
-import { startCluster, type Cluster } from "./cluster.ts";
-import { applyMigrations, appliedNames, listMigrations, MIGRATIONS_DIR } from "./migrations.ts";
-import { ensurePortFree, freePort, startServer } from "./server.ts";
+import { type Cluster, startCluster } from "./cluster.ts";
 import { startDemo } from "./demo.ts";
+import { appliedNames, applyMigrations, listMigrations, MIGRATIONS_DIR } from "./migrations.ts";
+import { ensurePortFree, freePort, startServer } from "./server.ts";
 
 interface Secrets {
   adminToken: string;
@@ -30,7 +30,8 @@ interface Secrets {
 export async function start(config: Config, print: (line: string) => void, options: { demo?: boolean } = {}): Promise<void> {
   if (options.demo) {
     // The demo fills a database on purpose: never one of the user's, and never yesterday's.
-    if (config.dbUrls) throw new Error("--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
+    if (config.dbUrls)
+      throw new Error("--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
     mkdirSync(config.dataDir, { recursive: true });
     chmodSync(config.dataDir, 0o711);
     config = { ...config, dataDir: join(config.dataDir, "demo") };
@@ -53,9 +54,14 @@ export async function start(config: Config, print: (line: string) => void, optio
       adminToken ??= secrets.adminToken;
       print(`Starting two embedded Postgres servers (data in ${dataDir}) ...`);
       for (const name of ["primary", "secondary"] as const) {
-        clusters.push(await startCluster({
-          dir: join(dataDir, name), port: await freePort(), adminPassword: secrets.adminPassword, password: secrets.password,
-        }));
+        clusters.push(
+          await startCluster({
+            dir: join(dataDir, name),
+            port: await freePort(),
+            adminPassword: secrets.adminPassword,
+            password: secrets.password,
+          }),
+        );
       }
       dbUrls = { primary: clusters[0]!.url, secondary: clusters[1]!.url };
       await prepareEmbedded(dbUrls);
@@ -65,8 +71,15 @@ export async function start(config: Config, print: (line: string) => void, optio
     if (!adminToken) throw new Error("SPILLWAY_ADMIN_TOKEN must be set when SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are");
 
     const server = await startServer({
-      dbUrls, fdwUrls: config.fdwUrls, adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins,
-      port: config.port, dataDir: config.dataDir, tickSeconds: config.tickSeconds, alerts: config.alerts,
+      dbUrls,
+      fdwUrls: config.fdwUrls,
+      adminToken,
+      cronToken: config.cronToken,
+      corsOrigins: config.corsOrigins,
+      port: config.port,
+      dataDir: config.dataDir,
+      tickSeconds: config.tickSeconds,
+      alerts: config.alerts,
       onTickError: (m) => print(`tick failed: ${m}`),
     });
     print("");
@@ -104,7 +117,7 @@ function loadSecrets(dataDir: string): Secrets {
   if (existsSync(file)) return JSON.parse(readFileSync(file, "utf8")) as Secrets;
   const secret = () => randomBytes(24).toString("base64url");
   const secrets: Secrets = { adminToken: secret(), adminPassword: secret(), password: secret() };
-  writeFileSync(file, JSON.stringify(secrets, null, 2) + "\n", { mode: 0o600 });
+  writeFileSync(file, `${JSON.stringify(secrets, null, 2)}\n`, { mode: 0o600 });
   return secrets;
 }
 
@@ -134,7 +147,9 @@ async function checkMigrations(urls: { primary: string; secondary: string }): Pr
       });
       const missing = wanted.filter((m) => !applied.has(m.name));
       if (missing.length > 0) {
-        throw new Error(`the ${name} database lacks Spillway's migrations (${missing.map((m) => m.file).join(", ")}); run: npx supabase db push --db-url "$SPILLWAY_${name.toUpperCase()}_DB_URL"`);
+        throw new Error(
+          `the ${name} database lacks Spillway's migrations (${missing.map((m) => m.file).join(", ")}); run: npx supabase db push --db-url "$SPILLWAY_${name.toUpperCase()}_DB_URL"`,
+        );
       }
     } finally {
       await sql.end({ timeout: 1 });

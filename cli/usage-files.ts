@@ -1,6 +1,6 @@
+import { randomBytes } from "node:crypto";
 import { renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 import { PROJECT_NAMES, type ProjectName } from "../functions/names.ts";
 import type { Status } from "../functions/status.ts";
 
@@ -35,9 +35,19 @@ export interface UsageFile {
 export function usageFile(status: Status, name: ProjectName, now: Date): UsageFile {
   const p = status.projects[name];
   return {
-    project: name, role: p.role, epoch: status.epoch, phase: status.phase, thresholds: status.thresholds,
-    reachable: p.reachable, measuredAt: p.measuredAt, usedBytes: p.usedBytes, quotaBytes: p.quotaBytes, usage: p.usage,
-    error: p.error, samples: status.samples[name].slice(-RECENT_SAMPLES), writtenAt: now.toISOString(),
+    project: name,
+    role: p.role,
+    epoch: status.epoch,
+    phase: status.phase,
+    thresholds: status.thresholds,
+    reachable: p.reachable,
+    measuredAt: p.measuredAt,
+    usedBytes: p.usedBytes,
+    quotaBytes: p.quotaBytes,
+    usage: p.usage,
+    error: p.error,
+    samples: status.samples[name].slice(-RECENT_SAMPLES),
+    writtenAt: now.toISOString(),
   };
 }
 
@@ -53,7 +63,7 @@ export function writeUsageFiles(dir: string, status: Status, now = new Date()): 
   for (const name of PROJECT_NAMES) {
     const file = join(dir, `usage-${name}.json`);
     const temporary = `${file}.${randomBytes(6).toString("hex")}.tmp`;
-    writeFileSync(temporary, JSON.stringify(usageFile(status, name, now), null, 2) + "\n");
+    writeFileSync(temporary, `${JSON.stringify(usageFile(status, name, now), null, 2)}\n`);
     renameSync(temporary, file);
   }
 }

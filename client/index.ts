@@ -165,19 +165,21 @@ async function fromStatusUrl(r: Resolver): Promise<{ name: ProjectName; epoch: n
 
 async function fromDataApi(r: Resolver): Promise<{ name: ProjectName; epoch: number }> {
   const names: ProjectName[] = ["primary", "secondary"];
-  const answers = await Promise.all(names.map(async (name) => {
-    const p = r.options.projects[name];
-    try {
-      const res = await timedFetch(r, `${p.url.replace(/\/+$/, "")}/rest/v1/spillway_active?select=active,epoch`, {
-        headers: { apikey: p.anonKey, Authorization: `Bearer ${p.anonKey}`, Accept: "application/json" },
-      });
-      if (!res.ok) return null;
-      const [row] = (await res.json()) as { active: ProjectName; epoch: number | string }[];
-      return row && (row.active === "primary" || row.active === "secondary") ? { name: row.active, epoch: Number(row.epoch) } : null;
-    } catch {
-      return null;
-    }
-  }));
+  const answers = await Promise.all(
+    names.map(async (name) => {
+      const p = r.options.projects[name];
+      try {
+        const res = await timedFetch(r, `${p.url.replace(/\/+$/, "")}/rest/v1/spillway_active?select=active,epoch`, {
+          headers: { apikey: p.anonKey, Authorization: `Bearer ${p.anonKey}`, Accept: "application/json" },
+        });
+        if (!res.ok) return null;
+        const [row] = (await res.json()) as { active: ProjectName; epoch: number | string }[];
+        return row && (row.active === "primary" || row.active === "secondary") ? { name: row.active, epoch: Number(row.epoch) } : null;
+      } catch {
+        return null;
+      }
+    }),
+  );
   const best = answers.filter((a): a is { name: ProjectName; epoch: number } => a !== null).sort((a, b) => b.epoch - a.epoch)[0];
   if (!best) throw new ActiveProjectUnknown("neither project answered which one is active (both unreachable?)");
   return best;
@@ -210,18 +212,21 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
   return async (input, init) => {
     const request = new Request(input, init);
     const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.clone().arrayBuffer();
-    const sendTo = (name: ProjectName) => name === origin ? base(request.clone()) : base(...rewrite(r, request, body, origin, name));
+    const sendTo = (name: ProjectName) => (name === origin ? base(request.clone()) : base(...rewrite(r, request, body, origin, name)));
     let current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
     let response = await sendTo(current);
     if (response.ok || !new URL(request.url).pathname.includes("/rest/v1/")) return response;
     const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
     for (;;) {
-      const error = (await response.clone().json().catch(() => null)) as { code?: string; message?: string } | null;
+      const error = (await response
+        .clone()
+        .json()
+        .catch(() => null)) as { code?: string; message?: string } | null;
       if (error?.code !== FENCE_CODE) return response;
       const named = adoptNamed(r, current, error.message ?? "");
       if (Date.now() >= deadline) return response;
       if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
-      current = named ?? await resolveActive(r, true).catch(() => current);
+      current = named ?? (await resolveActive(r, true).catch(() => current));
       response = await sendTo(current);
     }
   };
@@ -242,7 +247,13 @@ function adoptNamed(r: Resolver, refusedBy: ProjectName, message: string): Proje
 
 // The same request for another project: its URL, its anon key where the request carried
 // the origin's, and the caller's own session token otherwise.
-function rewrite(r: Resolver, request: Request, body: ArrayBuffer | undefined, origin: ProjectName, name: ProjectName): [string, RequestInit] {
+function rewrite(
+  r: Resolver,
+  request: Request,
+  body: ArrayBuffer | undefined,
+  origin: ProjectName,
+  name: ProjectName,
+): [string, RequestInit] {
   const from = r.options.projects[origin];
   const to = r.options.projects[name];
   const fromBase = from.url.replace(/\/+$/, "");

@@ -23,10 +23,20 @@ const MAX_TEXT = 1_900;
 export const SIGNATURE_HEADER = "X-Spillway-Signature";
 
 const ALERT_KINDS = new Set([
-  "policy.phase", "policy.alert",
-  "backup.succeeded", "backup.failed", "backup.verify_failed", "backup.unreachable", "backup.retention_guard",
-  "switch.completed", "switch.failed", "switch.rolled_back", "switch.refused", "switch.forced",
-  "project.unreachable", "project.reachable",
+  "policy.phase",
+  "policy.alert",
+  "backup.succeeded",
+  "backup.failed",
+  "backup.verify_failed",
+  "backup.unreachable",
+  "backup.retention_guard",
+  "switch.completed",
+  "switch.failed",
+  "switch.rolled_back",
+  "switch.refused",
+  "switch.forced",
+  "project.unreachable",
+  "project.reachable",
 ]);
 
 /**
@@ -94,7 +104,11 @@ export class AlertSender {
   private readonly retryDelaysMs: number[];
   private readonly timeoutMs: number;
 
-  constructor(private readonly events: EventLog, private readonly config: AlertConfig, options: DeliveryOptions = {}) {
+  constructor(
+    private readonly events: EventLog,
+    private readonly config: AlertConfig,
+    options: DeliveryOptions = {},
+  ) {
     this.retryDelaysMs = options.retryDelaysMs ?? DEFAULT_RETRY_DELAYS_MS;
     this.timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     events.addSink((event) => {
@@ -128,13 +142,21 @@ export class AlertSender {
     for (let event = this.queue.shift(); event; event = this.queue.shift()) {
       const outcome = await this.deliver(event);
       if (outcome.ok || this.stop.signal.aborted) continue;
-      await this.events.record("error", "alert.failed", `the alert for ${event.kind} was not delivered after ${outcome.attempts} attempt(s): ${outcome.problem}`, {
-        project: event.project, data: { eventId: event.id, eventKind: event.kind, attempts: outcome.attempts, status: outcome.status },
-      });
+      await this.events.record(
+        "error",
+        "alert.failed",
+        `the alert for ${event.kind} was not delivered after ${outcome.attempts} attempt(s): ${outcome.problem}`,
+        {
+          project: event.project,
+          data: { eventId: event.id, eventKind: event.kind, attempts: outcome.attempts, status: outcome.status },
+        },
+      );
     }
   }
 
-  private async deliver(event: SpillwayEvent): Promise<{ ok: true } | { ok: false; attempts: number; status: number | null; problem: string }> {
+  private async deliver(
+    event: SpillwayEvent,
+  ): Promise<{ ok: true } | { ok: false; attempts: number; status: number | null; problem: string }> {
     const body = alertBody(event);
     const headers: Record<string, string> = { "Content-Type": "application/json", "User-Agent": "spillway" };
     if (this.config.secret) headers[SIGNATURE_HEADER] = await signature(body, this.config.secret);
@@ -152,7 +174,10 @@ export class AlertSender {
         problem = `the webhook answered ${res.status}`;
       } catch (e) {
         // The error of a failed fetch may quote the URL: only its kind is kept.
-        problem = e instanceof Error && e.name === "TimeoutError" ? `no answer within ${this.timeoutMs} ms` : `the request failed (${errorKind(e)})`;
+        problem =
+          e instanceof Error && e.name === "TimeoutError"
+            ? `no answer within ${this.timeoutMs} ms`
+            : `the request failed (${errorKind(e)})`;
       }
       const delay = this.retryDelaysMs[attempts - 1];
       if (delay === undefined || !retryable(status) || this.stop.signal.aborted) return { ok: false, attempts, status, problem };
@@ -170,6 +195,13 @@ function errorKind(e: unknown): string {
 function sleep(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, ms);
-    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+    signal.addEventListener(
+      "abort",
+      () => {
+        clearTimeout(timer);
+        resolve();
+      },
+      { once: true },
+    );
   });
 }

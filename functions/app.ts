@@ -1,20 +1,20 @@
-import { Hono, type Context } from "hono";
-import { cors } from "hono/cors";
+import { type Context, Hono } from "hono";
 import { bodyLimit } from "hono/body-limit";
-import { SpillwayError, invalid } from "./errors.ts";
+import { cors } from "hono/cors";
+import { z } from "zod";
+import type { AlertConfig } from "./alerts.ts";
 import { bearer, sameSecret } from "./auth.ts";
-import { LEVELS, type EventLog, type Level } from "./events.ts";
+import { runBackup } from "./backup.ts";
+import { invalid, SpillwayError } from "./errors.ts";
+import { type EventLog, LEVELS, type Level } from "./events.ts";
+import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
-import { readSettings, patchSettings, type Runtime } from "./settings.ts";
+import { patchSettings, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
-import { tick } from "./tick.ts";
-import { runBackup } from "./backup.ts";
-import { verify } from "./verify.ts";
 import { switchOver } from "./switchover.ts";
-import { z } from "zod";
-import { PROJECT_NAMES } from "./names.ts";
-import type { AlertConfig } from "./alerts.ts";
+import { tick } from "./tick.ts";
+import { verify } from "./verify.ts";
 
 /** A file the server may hand out (the widget); anything not listed is a 404. */
 export interface StaticFile {
@@ -54,20 +54,29 @@ type Env = { Variables: { caller: "admin" | "cron" } };
  */
 export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>();
-  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? "node" as const };
+  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const) };
 
-  api.use("*", cors({
-    origin: deps.corsOrigins.includes("*") ? "*" : deps.corsOrigins,
-    allowMethods: ["GET", "POST", "PATCH", "OPTIONS"],
-    allowHeaders: ["Authorization", "Content-Type"],
-    maxAge: 600,
-  }));
+  api.use(
+    "*",
+    cors({
+      origin: deps.corsOrigins.includes("*") ? "*" : deps.corsOrigins,
+      allowMethods: ["GET", "POST", "PATCH", "OPTIONS"],
+      allowHeaders: ["Authorization", "Content-Type"],
+      maxAge: 600,
+    }),
+  );
   // Only where bodies are read: checking a GET's body would make the Node adapter build a
   // full Request for every poll of /active.
-  api.on(["POST", "PATCH", "PUT", "DELETE"], "*", bodyLimit({
-    maxSize: MAX_BODY_BYTES,
-    onError: () => { throw new SpillwayError("PAYLOAD_TOO_LARGE", 413, `request body is over ${MAX_BODY_BYTES} bytes`); },
-  }));
+  api.on(
+    ["POST", "PATCH", "PUT", "DELETE"],
+    "*",
+    bodyLimit({
+      maxSize: MAX_BODY_BYTES,
+      onError: () => {
+        throw new SpillwayError("PAYLOAD_TOO_LARGE", 413, `request body is over ${MAX_BODY_BYTES} bytes`);
+      },
+    }),
+  );
 
   const requireCaller = (allowCron: boolean) => async (c: Context<Env>, next: () => Promise<void>) => {
     const token = bearer(c.req.header("Authorization"));
@@ -86,7 +95,9 @@ export function createApp(deps: AppDeps): Hono {
     if (!activeCache || Date.now() - activeCache.at > ACTIVE_CACHE_MS) {
       const value = readActive(deps.projects).then(({ active, epoch, since }) => ({ active, epoch, since }));
       activeCache = { at: Date.now(), value };
-      value.catch(() => { activeCache = null; });
+      value.catch(() => {
+        activeCache = null;
+      });
     }
     return c.json(await activeCache.value);
   });
@@ -95,13 +106,17 @@ export function createApp(deps: AppDeps): Hono {
   // old, and 200 dashboards polling at once cost one reading, not 200.
   let statusReading: Promise<Awaited<ReturnType<typeof readStatus>>> | null = null;
   api.get("/status", admin, async (c) => {
-    statusReading ??= readStatus(deps.projects, (t) => deps.events.redact(t)).finally(() => { statusReading = null; });
+    statusReading ??= readStatus(deps.projects, (t) => deps.events.redact(t)).finally(() => {
+      statusReading = null;
+    });
     return c.json(await statusReading);
   });
 
   api.get("/config", admin, async (c) => {
     const { settings } = await readSettings(deps.projects);
-    const projects = Object.fromEntries(PROJECT_NAMES.map((n) => [n, { host: deps.projects[n].host, database: deps.projects[n].database }]));
+    const projects = Object.fromEntries(
+      PROJECT_NAMES.map((n) => [n, { host: deps.projects[n].host, database: deps.projects[n].database }]),
+    );
     const alerts = deps.alerts ? { webhookHost: new URL(deps.alerts.webhookUrl).host, signed: deps.alerts.secret !== null } : null;
     return c.json({ settings, projects, alerts });
   });
@@ -109,7 +124,9 @@ export function createApp(deps: AppDeps): Hono {
   api.patch("/config", admin, async (c) => {
     const patch = await readJson(c, "INVALID_CONFIG");
     const settings = await patchSettings(deps.projects, patch);
-    await deps.events.record("info", "config.changed", `settings changed: ${Object.keys(patch as object).join(", ")}`, { data: { patch: patch as Record<string, unknown> } });
+    await deps.events.record("info", "config.changed", `settings changed: ${Object.keys(patch as object).join(", ")}`, {
+      data: { patch: patch as Record<string, unknown> },
+    });
     return c.json({ settings });
   });
 
@@ -147,13 +164,19 @@ export function createApp(deps: AppDeps): Hono {
       const path = decodeURIComponentSafe(c.req.path.replace(/^\/+/, "")) || "index.html";
       const file = files.get(path);
       if (!file) throw new SpillwayError("NOT_FOUND", 404, "no such file");
-      return c.body(file.body as Uint8Array<ArrayBuffer>, 200, { "Content-Type": file.type, "Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff" });
+      return c.body(file.body as Uint8Array<ArrayBuffer>, 200, {
+        "Content-Type": file.type,
+        "Cache-Control": "no-cache",
+        "X-Content-Type-Options": "nosniff",
+      });
     });
   }
   app.notFound((c) => c.json({ error: { code: "NOT_FOUND", message: `no route for ${c.req.method} ${c.req.path}` } }, 404));
   app.onError((err, c) => {
     if (err instanceof SpillwayError) {
-      const body = { error: { code: err.code, message: deps.events.redact(err.message), ...(err.details === undefined ? {} : { details: err.details }) } };
+      const body = {
+        error: { code: err.code, message: deps.events.redact(err.message), ...(err.details === undefined ? {} : { details: err.details }) },
+      };
       return c.json(body, err.status);
     }
     void deps.events.error("http.internal", err, { data: { method: c.req.method, path: c.req.path } });
@@ -162,15 +185,19 @@ export function createApp(deps: AppDeps): Hono {
   return app;
 }
 
-const backupBody = z.object({
-  mode: z.enum(["auto", "full", "incremental"], { errorMap: () => ({ message: 'must be "auto", "full" or "incremental"' }) }).optional(),
-  verify: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
-}).strict();
+const backupBody = z
+  .object({
+    mode: z.enum(["auto", "full", "incremental"], { errorMap: () => ({ message: 'must be "auto", "full" or "incremental"' }) }).optional(),
+    verify: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+  })
+  .strict();
 
-const switchBody = z.object({
-  to: z.enum(["primary", "secondary"], { errorMap: () => ({ message: 'must be "primary" or "secondary"' }) }).optional(),
-  force: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
-}).strict();
+const switchBody = z
+  .object({
+    to: z.enum(["primary", "secondary"], { errorMap: () => ({ message: 'must be "primary" or "secondary"' }) }).optional(),
+    force: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+  })
+  .strict();
 
 function parseBody<T>(schema: z.ZodType<T>, body: unknown): T {
   if (body === null || typeof body !== "object" || Array.isArray(body)) throw invalid("INVALID_BODY", { body: "must be a JSON object" });

@@ -47,14 +47,22 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
 
   const primary = value("SPILLWAY_PRIMARY_DB_URL");
   const secondary = value("SPILLWAY_SECONDARY_DB_URL");
-  for (const [name, url] of [["SPILLWAY_PRIMARY_DB_URL", primary], ["SPILLWAY_SECONDARY_DB_URL", secondary]] as const) {
+  for (const [name, url] of [
+    ["SPILLWAY_PRIMARY_DB_URL", primary],
+    ["SPILLWAY_SECONDARY_DB_URL", secondary],
+  ] as const) {
     if (url && !isPostgresUrl(url)) problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`);
   }
   if ((primary === null) !== (secondary === null)) {
-    problems.push(`SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set together (only ${primary ? "the primary" : "the secondary"} is set)`);
+    problems.push(
+      `SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set together (only ${primary ? "the primary" : "the secondary"} is set)`,
+    );
   }
   const fdwUrls: Config["fdwUrls"] = {};
-  for (const [project, name] of [["primary", "SPILLWAY_PRIMARY_FDW_URL"], ["secondary", "SPILLWAY_SECONDARY_FDW_URL"]] as const) {
+  for (const [project, name] of [
+    ["primary", "SPILLWAY_PRIMARY_FDW_URL"],
+    ["secondary", "SPILLWAY_SECONDARY_FDW_URL"],
+  ] as const) {
     const url = value(name);
     if (url === null) continue;
     if (!isPostgresUrl(url)) problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`);
@@ -76,7 +84,10 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     problems.push("SPILLWAY_CRON_TOKEN must differ from SPILLWAY_ADMIN_TOKEN (the cron token may only call /tick)");
   }
 
-  const corsOrigins = (value("SPILLWAY_CORS_ORIGINS") ?? "*").split(",").map((o) => o.trim()).filter(Boolean);
+  const corsOrigins = (value("SPILLWAY_CORS_ORIGINS") ?? "*")
+    .split(",")
+    .map((o) => o.trim())
+    .filter(Boolean);
   for (const origin of corsOrigins) {
     if (origin !== "*" && !/^https?:\/\/[^/\s]+$/.test(origin)) {
       problems.push(`SPILLWAY_CORS_ORIGINS: "${origin}" is not an origin like https://app.example.com`);
@@ -98,7 +109,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   // The URL is a secret: problems name the variable, never its value.
   if (webhookUrl !== null && !isHttpUrl(webhookUrl)) problems.push("SPILLWAY_ALERT_WEBHOOK_URL must be an http:// or https:// URL");
   if (alertSecret !== null && webhookUrl === null) problems.push("SPILLWAY_ALERT_SECRET is set but SPILLWAY_ALERT_WEBHOOK_URL is not");
-  if (alertSecret !== null && alertSecret.length < MIN_TOKEN_LENGTH) problems.push(`SPILLWAY_ALERT_SECRET must be at least ${MIN_TOKEN_LENGTH} characters`);
+  if (alertSecret !== null && alertSecret.length < MIN_TOKEN_LENGTH)
+    problems.push(`SPILLWAY_ALERT_SECRET must be at least ${MIN_TOKEN_LENGTH} characters`);
 
   if (problems.length > 0) throw new ConfigError(problems);
   return {

@@ -58,8 +58,17 @@ export const PG = {
 } as const;
 
 const CONNECTION_ERRNOS = new Set([
-  "ECONNREFUSED", "ECONNRESET", "ETIMEDOUT", "EHOSTUNREACH", "ENOTFOUND", "EAI_AGAIN", "EPIPE",
-  "CONNECT_TIMEOUT", "CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED",
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "ENOTFOUND",
+  "EAI_AGAIN",
+  "EPIPE",
+  "CONNECT_TIMEOUT",
+  "CONNECTION_CLOSED",
+  "CONNECTION_ENDED",
+  "CONNECTION_DESTROYED",
 ]);
 
 /**
@@ -74,8 +83,15 @@ export function isConnectionError(e: unknown): boolean {
   const code = (e as { code?: unknown }).code;
   if (typeof code !== "string") return false;
   // 08: connection exceptions; 28: the login was refused; 3D000: no such database.
-  return CONNECTION_ERRNOS.has(code) || code.startsWith("08") || code.startsWith("28") || code === "3D000" ||
-    code === PG.adminShutdown || code === PG.crashShutdown || code === PG.cannotConnectNow;
+  return (
+    CONNECTION_ERRNOS.has(code) ||
+    code.startsWith("08") ||
+    code.startsWith("28") ||
+    code === "3D000" ||
+    code === PG.adminShutdown ||
+    code === PG.crashShutdown ||
+    code === PG.cannotConnectNow
+  );
 }
 
 /**

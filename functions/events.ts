@@ -1,6 +1,6 @@
 import { describeError, stripUrls } from "./errors.ts";
-import { onBoth, type Projects } from "./project.ts";
 import type { ProjectName } from "./names.ts";
+import { onBoth, type Projects } from "./project.ts";
 
 /** Severity of an event. */
 export type Level = "info" | "warn" | "error";
@@ -40,7 +40,10 @@ export class EventLog {
   private readonly secrets: string[];
   private readonly sinks: EventSink[];
 
-  constructor(private readonly projects: Projects, options: { secrets?: string[]; sinks?: EventSink[] } = {}) {
+  constructor(
+    private readonly projects: Projects,
+    options: { secrets?: string[]; sinks?: EventSink[] } = {},
+  ) {
     this.secrets = (options.secrets ?? []).filter((s) => s.length >= 4);
     this.sinks = options.sinks ?? [];
   }
@@ -61,7 +64,12 @@ export class EventLog {
    * Records an event. Never throws: an event that cannot be stored anywhere still reaches
    * the local sinks.
    */
-  async record(level: Level, kind: string, message: string, extra: { project?: ProjectName | null; data?: Record<string, unknown> } = {}): Promise<SpillwayEvent> {
+  async record(
+    level: Level,
+    kind: string,
+    message: string,
+    extra: { project?: ProjectName | null; data?: Record<string, unknown> } = {},
+  ): Promise<SpillwayEvent> {
     const data = JSON.parse(this.redact(JSON.stringify(extra.data ?? {}))) as Record<string, unknown>;
     const event: SpillwayEvent = {
       id: crypto.randomUUID(),
@@ -72,9 +80,14 @@ export class EventLog {
       project: extra.project ?? null,
       data,
     };
-    await onBoth(this.projects, (p) => p.sql.begin("read write", (tx) => tx`
+    await onBoth(this.projects, (p) =>
+      p.sql.begin(
+        "read write",
+        (tx) => tx`
       insert into spillway.events (id, at, level, kind, message, project, data)
-      values (${event.id}, ${event.at}, ${level}, ${kind}, ${event.message}, ${event.project}, ${tx.json(data as never)})`));
+      values (${event.id}, ${event.at}, ${level}, ${kind}, ${event.message}, ${event.project}, ${tx.json(data as never)})`,
+      ),
+    );
     for (const sink of this.sinks) {
       try {
         sink(event);
@@ -86,7 +99,11 @@ export class EventLog {
   }
 
   /** Records an error event from a caught error. */
-  async error(kind: string, e: unknown, extra: { project?: ProjectName | null; data?: Record<string, unknown> } = {}): Promise<SpillwayEvent> {
+  async error(
+    kind: string,
+    e: unknown,
+    extra: { project?: ProjectName | null; data?: Record<string, unknown> } = {},
+  ): Promise<SpillwayEvent> {
     return this.record("error", kind, describeError(e), extra);
   }
 
@@ -95,7 +112,9 @@ export class EventLog {
    */
   async list(query: EventQuery): Promise<SpillwayEvent[]> {
     const outcomes = await onBoth(this.projects, async (p) => {
-      const rows = await p.sql<{ id: string; at: Date; level: Level; kind: string; message: string; project: ProjectName | null; data: Record<string, unknown> }[]>`
+      const rows = await p.sql<
+        { id: string; at: Date; level: Level; kind: string; message: string; project: ProjectName | null; data: Record<string, unknown> }[]
+      >`
         select id, at, level, kind, message, project, data from spillway.events
         where (${query.level ?? null}::text is null or level = ${query.level ?? null})
           and (${query.before ?? null}::timestamptz is null or at < ${query.before ?? null}::timestamptz)
@@ -108,11 +127,17 @@ export class EventLog {
     for (const o of [outcomes.primary, outcomes.secondary]) {
       if (!o.ok) continue;
       for (const r of o.value) {
-        byId.set(r.id, { id: r.id, at: r.at.toISOString(), level: r.level, kind: r.kind, message: r.message, project: r.project, data: r.data });
+        byId.set(r.id, {
+          id: r.id,
+          at: r.at.toISOString(),
+          level: r.level,
+          kind: r.kind,
+          message: r.message,
+          project: r.project,
+          data: r.data,
+        });
       }
     }
-    return [...byId.values()]
-      .sort((a, b) => (a.at === b.at ? b.id.localeCompare(a.id) : b.at.localeCompare(a.at)))
-      .slice(0, query.limit);
+    return [...byId.values()].sort((a, b) => (a.at === b.at ? b.id.localeCompare(a.id) : b.at.localeCompare(a.at))).slice(0, query.limit);
   }
 }

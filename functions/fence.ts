@@ -1,6 +1,6 @@
 import { SpillwayError } from "./errors.ts";
-import { onProject, type Db, type Project, type Projects } from "./project.ts";
 import type { ProjectName } from "./names.ts";
+import { type Db, onProject, type Project, type Projects } from "./project.ts";
 
 /** SQLSTATE of `lock_timeout` expiring (Postgres's lock_not_available). */
 const LOCK_NOT_AVAILABLE = "55P03";
@@ -22,12 +22,14 @@ const AFTER_END_WAIT_MS = 5_000;
  * await ensureFence(projects.primary, settings.schemas);
  */
 export async function ensureFence(project: Project, schemas: string[]): Promise<number> {
-  return await onProject(project, (sql) => sql.begin("read write", async (tx) => {
-    await tx`set local lock_timeout = '5s'`;
-    const [row] = await tx<{ added: number }[]>`
+  return await onProject(project, (sql) =>
+    sql.begin("read write", async (tx) => {
+      await tx`set local lock_timeout = '5s'`;
+      const [row] = await tx<{ added: number }[]>`
       select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s)) as added`;
-    return row?.added ?? 0;
-  }));
+      return row?.added ?? 0;
+    }),
+  );
 }
 
 /**
@@ -43,18 +45,23 @@ export async function ensureFence(project: Project, schemas: string[]): Promise<
  * @example
  * await fence(projects.primary, { active: "primary", epoch: 1, naming: null, schemas: ["public"] });
  */
-export async function fence(project: Project, p: { active: ProjectName; epoch: number; naming: ProjectName | null; schemas: string[] }): Promise<void> {
+export async function fence(
+  project: Project,
+  p: { active: ProjectName; epoch: number; naming: ProjectName | null; schemas: string[] },
+): Promise<void> {
   for (const wait of [IN_FLIGHT_WAIT_MS, AFTER_END_WAIT_MS]) {
     try {
-      const rows = await onProject(project, (sql) => sql.begin("read write", async (tx) => {
-        await tx`select pg_catalog.set_config('lock_timeout', ${`${wait}ms`}, true)`;
-        await tx`lock table spillway.state in exclusive mode`;
-        await tx`select spillway.ensure_fence(array(select distinct s from unnest(${p.schemas}::text[] || spillway.fenced_schemas()) s))`;
-        return await tx`
+      const rows = await onProject(project, (sql) =>
+        sql.begin("read write", async (tx) => {
+          await tx`select pg_catalog.set_config('lock_timeout', ${`${wait}ms`}, true)`;
+          await tx`lock table spillway.state in exclusive mode`;
+          await tx`select spillway.ensure_fence(array(select distinct s from unnest(${p.schemas}::text[] || spillway.fenced_schemas()) s))`;
+          return await tx`
           update spillway.state set fenced = true, fenced_for = ${p.naming}, fenced_epoch = ${p.naming === null ? null : p.epoch}, updated_at = now()
           where id and active = ${p.active} and epoch = ${p.epoch} and not fenced
           returning 1`;
-      }));
+        }),
+      );
       if (rows.length !== 1) throw new SpillwayError("BUSY", 409, "the state changed while the switch was starting; try again");
       return;
     } catch (e) {
@@ -66,16 +73,23 @@ export async function fence(project: Project, p: { active: ProjectName; epoch: n
       await endWriters(project);
     }
   }
-  throw new SpillwayError("BUSY", 409, `transactions on ${project.name} were still open ${(IN_FLIGHT_WAIT_MS + AFTER_END_WAIT_MS) / 1000} s after fencing began, and could not be ended; nothing was fenced`);
+  throw new SpillwayError(
+    "BUSY",
+    409,
+    `transactions on ${project.name} were still open ${(IN_FLIGHT_WAIT_MS + AFTER_END_WAIT_MS) / 1000} s after fencing began, and could not be ended; nothing was fenced`,
+  );
 }
 
 // The writers that passed the guard hold a share lock on the state row until they end.
 async function endWriters(source: Project): Promise<void> {
-  const holders = await onProject(source, (sql) => sql<{ pid: number }[]>`
+  const holders = await onProject(
+    source,
+    (sql) => sql<{ pid: number }[]>`
     select distinct l.pid
     from pg_catalog.pg_locks l
     where l.locktype = 'relation' and l.relation = 'spillway.state'::regclass and l.granted
-      and l.mode = 'RowShareLock' and l.pid <> pg_catalog.pg_backend_pid()`).catch(() => []);
+      and l.mode = 'RowShareLock' and l.pid <> pg_catalog.pg_backend_pid()`,
+  ).catch(() => []);
   for (const { pid } of holders) {
     // A writer of a role this one may not signal stays; the second wait then fails the fence.
     await source.sql`select pg_catalog.pg_terminate_backend(${pid})`.catch(() => undefined);
@@ -90,10 +104,15 @@ async function endWriters(source: Project): Promise<void> {
  * await liftFence(projects.primary, { from: "primary", epoch: 1 });
  */
 export async function liftFence(source: Project, p: { from: ProjectName; epoch: number }): Promise<boolean> {
-  const rows = await onProject(source, (sql) => sql.begin("read write", (tx) => tx`
+  const rows = await onProject(source, (sql) =>
+    sql.begin(
+      "read write",
+      (tx) => tx`
     update spillway.state set fenced = false, fenced_for = null, fenced_epoch = null, updated_at = now()
     where id and fenced and active = ${p.from} and epoch = ${p.epoch}
-    returning 1`));
+    returning 1`,
+    ),
+  );
   return rows.length === 1;
 }
 
@@ -117,18 +136,27 @@ export async function writePublished(project: Project, p: { to: ProjectName; epo
  * @example
  * await publishSwitch(projects, { from: "primary", to: "secondary", oldEpoch: 1, epoch: 2, holder });
  */
-export async function publishSwitch(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number; holder: string; between?: () => unknown }): Promise<void> {
-  await onProject(projects[p.from], (sql) => sql.begin("read write", async (tx) => {
-    const [row] = await tx<{ fenced: boolean; active: string; epoch: string; fenced_for: string | null; holder: string | null }[]>`
+export async function publishSwitch(
+  projects: Projects,
+  p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number; holder: string; between?: () => unknown },
+): Promise<void> {
+  await onProject(projects[p.from], (sql) =>
+    sql.begin("read write", async (tx) => {
+      const [row] = await tx<{ fenced: boolean; active: string; epoch: string; fenced_for: string | null; holder: string | null }[]>`
       select s.fenced, s.active, s.epoch::text, s.fenced_for, l.holder from spillway.state s cross join spillway.lease l
       where s.id and l.id for update of s`;
-    if (!row?.fenced || row.active !== p.from || Number(row.epoch) !== p.oldEpoch || row.fenced_for !== null || row.holder !== p.holder) {
-      throw new SpillwayError("BUSY", 409, `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`);
-    }
-    await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
-    await p.between?.();
-    await writeState(tx, p.from, { to: p.to, epoch: p.epoch });
-  }));
+      if (!row?.fenced || row.active !== p.from || Number(row.epoch) !== p.oldEpoch || row.fenced_for !== null || row.holder !== p.holder) {
+        throw new SpillwayError(
+          "BUSY",
+          409,
+          `${p.from} is no longer fenced for this switch (another process changed it); nothing was published`,
+        );
+      }
+      await writePublished(projects[p.to], { to: p.to, epoch: p.epoch });
+      await p.between?.();
+      await writeState(tx, p.from, { to: p.to, epoch: p.epoch });
+    }),
+  );
 }
 
 async function writeState(tx: Db, self: ProjectName, p: { to: ProjectName; epoch: number; since?: string }): Promise<void> {

@@ -1,6 +1,6 @@
 import { SpillwayError } from "./errors.ts";
-import { onBoth, type Db as Sql, type Projects } from "./project.ts";
 import { PROJECT_NAMES } from "./names.ts";
+import { onBoth, type Projects, type Db as Sql } from "./project.ts";
 
 /** A held lease; `release` gives it back early. */
 export interface Lease {
@@ -18,7 +18,12 @@ export interface Lease {
  * const lease = await takeLease(projects, "backup", 180, { waitMs: 10_000 });
  * try { ... } finally { await lease.release(); }
  */
-export async function takeLease(projects: Projects, purpose: string, ttlSeconds: number, options: { waitMs?: number } = {}): Promise<Lease> {
+export async function takeLease(
+  projects: Projects,
+  purpose: string,
+  ttlSeconds: number,
+  options: { waitMs?: number } = {},
+): Promise<Lease> {
   // An operator's request waits a little for a tick to finish; another backup or switch
   // answers BUSY at once.
   const deadline = Date.now() + (options.waitMs ?? 0);
@@ -39,23 +44,41 @@ async function tryLease(projects: Projects, purpose: string, ttlSeconds: number)
   await releaseUnreleased(projects);
   const holder = `${purpose}:${crypto.randomUUID()}`;
   const outcomes = await onBoth(projects, async (p) => {
-    const rows = await p.sql.begin("read write", (tx) => tx`
+    const rows = await p.sql.begin(
+      "read write",
+      (tx) => tx`
       update spillway.lease set holder = ${holder}, expires_at = now() + make_interval(secs => ${ttlSeconds})
       where id and (holder is null or expires_at is null or expires_at < now())
-      returning holder`);
+      returning holder`,
+    );
     return rows.length === 1;
   });
-  const taken = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && o.value; });
-  const refused = PROJECT_NAMES.filter((n) => { const o = outcomes[n]; return o.ok && !o.value; });
+  const taken = PROJECT_NAMES.filter((n) => {
+    const o = outcomes[n];
+    return o.ok && o.value;
+  });
+  const refused = PROJECT_NAMES.filter((n) => {
+    const o = outcomes[n];
+    return o.ok && !o.value;
+  });
   const release = async () => {
-    const outcomes = await onBoth(projects, (p) => p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`));
+    const outcomes = await onBoth(projects, (p) =>
+      p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = ${holder}`),
+    );
     if (!outcomes.primary.ok || !outcomes.secondary.ok) unreleased.add(holder);
   };
   if (refused.length > 0) {
     await release();
-    const [row] = await projects[refused[0]!].sql<{ holder: string; expires_at: Date }[]>`select holder, expires_at from spillway.lease where id`.catch(() => []);
+    const [row] = await projects[refused[0]!].sql<
+      { holder: string; expires_at: Date }[]
+    >`select holder, expires_at from spillway.lease where id`.catch(() => []);
     const what = row?.holder?.split(":")[0] ?? "another operation";
-    throw new SpillwayError("BUSY", 409, `another operation (${what}) holds the lease until ${row?.expires_at?.toISOString() ?? "it expires"}`, { holder: row?.holder ? what : null });
+    throw new SpillwayError(
+      "BUSY",
+      409,
+      `another operation (${what}) holds the lease until ${row?.expires_at?.toISOString() ?? "it expires"}`,
+      { holder: row?.holder ? what : null },
+    );
   }
   if (taken.length === 0) {
     const failed = outcomes.primary;
@@ -71,7 +94,9 @@ const unreleased = new Set<string>();
 async function releaseUnreleased(projects: Projects): Promise<void> {
   if (unreleased.size === 0) return;
   const holders = [...unreleased];
-  const outcomes = await onBoth(projects, (p) => p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = any(${holders})`));
+  const outcomes = await onBoth(projects, (p) =>
+    p.sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder = any(${holders})`),
+  );
   if (outcomes.primary.ok && outcomes.secondary.ok) for (const h of holders) unreleased.delete(h);
 }
 
@@ -82,10 +107,22 @@ async function releaseUnreleased(projects: Projects): Promise<void> {
  * if (!(await renewLease(projects, lease, 180))) throw new Error("lease lost");
  */
 export async function renewLease(projects: Projects, lease: Lease, ttlSeconds: number): Promise<boolean> {
-  const outcomes = await onBoth(projects, async (p) => (await p.sql.begin("read write", (tx) => tx`
+  const outcomes = await onBoth(
+    projects,
+    async (p) =>
+      (
+        await p.sql.begin(
+          "read write",
+          (tx) => tx`
     update spillway.lease set expires_at = now() + make_interval(secs => ${ttlSeconds})
-    where id and holder = ${lease.holder} returning 1`)).length === 1);
-  return PROJECT_NAMES.some((n) => { const o = outcomes[n]; return o.ok && o.value; });
+    where id and holder = ${lease.holder} returning 1`,
+        )
+      ).length === 1,
+  );
+  return PROJECT_NAMES.some((n) => {
+    const o = outcomes[n];
+    return o.ok && o.value;
+  });
 }
 
 /** A lease renewed in the background while work runs under it. */
@@ -106,9 +143,19 @@ export interface LeaseKeeper {
  */
 export function keepLease(projects: Projects, lease: Lease, ttlSeconds: number): LeaseKeeper {
   let lost = false;
-  const timer = setInterval(() => {
-    void renewLease(projects, lease, ttlSeconds).then((ok) => { if (!ok) lost = true; }, () => { lost = true; });
-  }, (ttlSeconds / 3) * 1000);
+  const timer = setInterval(
+    () => {
+      void renewLease(projects, lease, ttlSeconds).then(
+        (ok) => {
+          if (!ok) lost = true;
+        },
+        () => {
+          lost = true;
+        },
+      );
+    },
+    (ttlSeconds / 3) * 1000,
+  );
   return {
     check() {
       if (lost) throw leaseLost();
@@ -144,5 +191,9 @@ export async function holdLease(tx: Sql, holder: string): Promise<void> {
 
 /** The error of a holder whose lease expired. */
 function leaseLost(): SpillwayError {
-  return new SpillwayError("LEASE_LOST", 409, "this operation's lease expired and another operation may hold it now; it stopped before writing");
+  return new SpillwayError(
+    "LEASE_LOST",
+    409,
+    "this operation's lease expired and another operation may hold it now; it stopped before writing",
+  );
 }

@@ -103,14 +103,22 @@ function decideFromUsage(input: PolicyInput): Decision {
     }
     if (problem && input.standby.reachable && !input.standby.hasBackup && input.autoBackup) {
       // The standby is fine but empty: back it up now, switch at the next tick.
-      return { action: "backup", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold; the standby needs a backup before it can take over` };
+      return {
+        action: "backup",
+        phase,
+        reason: `active at ${pct(activeUsage)}, at or over the switch threshold; the standby needs a backup before it can take over`,
+      };
     }
     if (problem) {
       return entered
         ? { action: "alert", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold, but ${problem}` }
         : follow(input, phase, `active at ${pct(activeUsage)}; still cannot switch: ${problem}`);
     }
-    return { action: "switch", phase, reason: `active at ${pct(activeUsage)}, at or over the switch threshold of ${pct(thresholds.switch)}` };
+    return {
+      action: "switch",
+      phase,
+      reason: `active at ${pct(activeUsage)}, at or over the switch threshold of ${pct(thresholds.switch)}`,
+    };
   }
 
   if (phase === "backup") {
@@ -123,7 +131,11 @@ function decideFromUsage(input: PolicyInput): Decision {
         : { action: "none", phase, reason: `active at ${pct(activeUsage)}; auto backup is off` };
     }
     if (entered || !input.standby.hasBackup) {
-      return { action: "backup", phase, reason: `active at ${pct(activeUsage)}, at or over the backup threshold of ${pct(thresholds.backup)}` };
+      return {
+        action: "backup",
+        phase,
+        reason: `active at ${pct(activeUsage)}, at or over the backup threshold of ${pct(thresholds.backup)}`,
+      };
     }
     return follow(input, phase, `active at ${pct(activeUsage)}${problem ? `; ${problem}` : ""}`);
   }

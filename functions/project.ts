@@ -1,6 +1,6 @@
-import postgres from "postgres";
 import type { Sql, TransactionSql } from "postgres";
-import { describeError, isConnectionError, PG, unreachable, SpillwayError } from "./errors.ts";
+import postgres from "postgres";
+import { describeError, isConnectionError, PG, SpillwayError, unreachable } from "./errors.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 
 /** One Supabase project: a connection pool to its database, and where it is (never how to log in). */
@@ -54,8 +54,15 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
   });
   // A transaction opened without options is a write's: read-write, whatever the database's default.
   const begin = sql.begin.bind(sql) as (options: string, fn: unknown) => unknown;
-  sql.begin = ((first: unknown, fn?: unknown) => (fn === undefined ? begin("read write", first) : begin(first as string, fn))) as typeof sql.begin;
-  return { name, sql, url: options.fdwUrl ?? url, host: parsed.hostname, database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres" };
+  sql.begin = ((first: unknown, fn?: unknown) =>
+    fn === undefined ? begin("read write", first) : begin(first as string, fn)) as typeof sql.begin;
+  return {
+    name,
+    sql,
+    url: options.fdwUrl ?? url,
+    host: parsed.hostname,
+    database: decodeURIComponent(parsed.pathname.replace(/^\//, "")) || "postgres",
+  };
 }
 
 /**
@@ -65,7 +72,11 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
  * @example
  * const projects = connectProjects({ primary: urlA, secondary: urlB });
  */
-export function connectProjects(urls: Record<ProjectName, string>, options: Omit<ConnectOptions, "fdwUrl"> = {}, fdwUrls: Partial<Record<ProjectName, string>> = {}): Projects {
+export function connectProjects(
+  urls: Record<ProjectName, string>,
+  options: Omit<ConnectOptions, "fdwUrl"> = {},
+  fdwUrls: Partial<Record<ProjectName, string>> = {},
+): Projects {
   return {
     primary: connectProject("primary", urls.primary, { ...options, fdwUrl: fdwUrls.primary }),
     secondary: connectProject("secondary", urls.secondary, { ...options, fdwUrl: fdwUrls.secondary }),
@@ -97,7 +108,9 @@ export async function onProject<T>(project: Project, fn: (sql: Sql) => Promise<T
     if (isConnectionError(e)) throw unreachable(project.name, describeError(e));
     const code = (e as { code?: string }).code;
     if ((code === PG.undefinedTable || code === PG.invalidSchemaName) && /spillway/.test(describeError(e))) {
-      throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations (${describeError(e)})`, { project: project.name });
+      throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations (${describeError(e)})`, {
+        project: project.name,
+      });
     }
     throw e;
   }
@@ -152,15 +165,21 @@ export async function claimProject(project: Project): Promise<void> {
   await onProject(project, async (sql) => {
     const [schema] = await sql<{ ok: boolean }[]>`select to_regclass('spillway.project') is not null as ok`;
     if (!schema?.ok) {
-      throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations`, { project: project.name });
+      throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations`, {
+        project: project.name,
+      });
     }
-    const [row] = await sql.begin("read write", (tx) => tx<{ name: string }[]>`
+    const [row] = await sql.begin(
+      "read write",
+      (tx) => tx<{ name: string }[]>`
       insert into spillway.project (id, name) values (true, ${project.name})
       on conflict (id) do update set name = spillway.project.name
-      returning name`);
+      returning name`,
+    );
     if (row?.name !== project.name) {
       throw new SpillwayError(
-        "PROJECT_MISMATCH", 409,
+        "PROJECT_MISMATCH",
+        409,
         `the database given as ${project.name} (${project.host}/${project.database}) was set up as ${row?.name}; check SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL`,
         { project: project.name },
       );

@@ -1,7 +1,7 @@
 import { describeError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
-import { onBoth, type Outcome, type Projects } from "./project.ts";
 import { other, PROJECT_NAMES } from "./names.ts";
+import { type Outcome, onBoth, type Projects } from "./project.ts";
 
 /** Ticks in a row a project must be found down before it is told: one may be a blip. */
 export const UNREACHABLE_TICKS = 2;
@@ -27,7 +27,11 @@ export function reachabilityChange(seen: { up: boolean; ticksDown: number }): "u
  * @example
  * await trackReachability(projects, measured, events);
  */
-export async function trackReachability(projects: Projects, measured: Record<(typeof PROJECT_NAMES)[number], Outcome<unknown>>, events: EventLog): Promise<void> {
+export async function trackReachability(
+  projects: Projects,
+  measured: Record<(typeof PROJECT_NAMES)[number], Outcome<unknown>>,
+  events: EventLog,
+): Promise<void> {
   for (const name of PROJECT_NAMES) {
     const seen = measured[name];
     if (!seen.ok) {
@@ -38,20 +42,35 @@ export async function trackReachability(projects: Projects, measured: Record<(ty
         on conflict (project) do update set ticks = spillway.unreachable.ticks + 1
         returning ticks, since`;
       if (row && reachabilityChange({ up: false, ticksDown: row.ticks }) === "unreachable") {
-        await events.record("error", "project.unreachable", `${name} has been unreachable for ${row.ticks} ticks in a row, since ${row.since.toISOString()}: ${describeError(seen.error)}`, {
-          project: name, data: { since: row.since.toISOString(), ticks: row.ticks },
-        });
+        await events.record(
+          "error",
+          "project.unreachable",
+          `${name} has been unreachable for ${row.ticks} ticks in a row, since ${row.since.toISOString()}: ${describeError(seen.error)}`,
+          {
+            project: name,
+            data: { since: row.since.toISOString(), ticks: row.ticks },
+          },
+        );
       }
       continue;
     }
-    const cleared = await onBoth(projects, (p) => p.sql<{ ticks: number; since: Date }[]>`
-      delete from spillway.unreachable where project = ${name} returning ticks, since`);
+    const cleared = await onBoth(
+      projects,
+      (p) => p.sql<{ ticks: number; since: Date }[]>`
+      delete from spillway.unreachable where project = ${name} returning ticks, since`,
+    );
     const rows = PROJECT_NAMES.flatMap((n) => (cleared[n].ok ? cleared[n].value : []));
     const longest = rows.sort((a, b) => b.ticks - a.ticks)[0];
     if (longest && reachabilityChange({ up: true, ticksDown: longest.ticks }) === "reachable") {
-      await events.record("info", "project.reachable", `${name} is reachable again (unreachable for ${longest.ticks} ticks, since ${longest.since.toISOString()})`, {
-        project: name, data: { since: longest.since.toISOString(), ticks: longest.ticks },
-      });
+      await events.record(
+        "info",
+        "project.reachable",
+        `${name} is reachable again (unreachable for ${longest.ticks} ticks, since ${longest.since.toISOString()})`,
+        {
+          project: name,
+          data: { since: longest.since.toISOString(), ticks: longest.ticks },
+        },
+      );
     }
   }
 }

@@ -23,20 +23,43 @@ export interface Run {
 
 /** A `spillway.runs` row as postgres.js returns it. */
 export interface RunRow {
-  id: string; kind: Run["kind"]; status: Run["status"]; source: string; target: string;
-  started_at: Date; finished_at: Date | null; tables: number; rows: string; bytes: string;
-  duration_ms: string | null; error: string | null; progress: Record<string, unknown>;
-  strategy: Run["strategy"]; snapshot_at: Date | null; details: Record<string, unknown>;
+  id: string;
+  kind: Run["kind"];
+  status: Run["status"];
+  source: string;
+  target: string;
+  started_at: Date;
+  finished_at: Date | null;
+  tables: number;
+  rows: string;
+  bytes: string;
+  duration_ms: string | null;
+  error: string | null;
+  progress: Record<string, unknown>;
+  strategy: Run["strategy"];
+  snapshot_at: Date | null;
+  details: Record<string, unknown>;
 }
 
 /** Maps a `spillway.runs` row. */
 export function toRun(r: RunRow): Run {
   return {
-    id: r.id, kind: r.kind, status: r.status, source: r.source, target: r.target,
-    startedAt: r.started_at.toISOString(), finishedAt: r.finished_at?.toISOString() ?? null,
-    tables: r.tables, rows: Number(r.rows), bytes: Number(r.bytes),
-    durationMs: r.duration_ms === null ? null : Number(r.duration_ms), error: r.error, progress: r.progress,
-    strategy: r.strategy, snapshotAt: r.snapshot_at?.toISOString() ?? null, details: r.details,
+    id: r.id,
+    kind: r.kind,
+    status: r.status,
+    source: r.source,
+    target: r.target,
+    startedAt: r.started_at.toISOString(),
+    finishedAt: r.finished_at?.toISOString() ?? null,
+    tables: r.tables,
+    rows: Number(r.rows),
+    bytes: Number(r.bytes),
+    durationMs: r.duration_ms === null ? null : Number(r.duration_ms),
+    error: r.error,
+    progress: r.progress,
+    strategy: r.strategy,
+    snapshotAt: r.snapshot_at?.toISOString() ?? null,
+    details: r.details,
   };
 }
 

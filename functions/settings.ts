@@ -1,16 +1,38 @@
 import { z } from "zod";
 import { invalid, SpillwayError } from "./errors.ts";
-import { onBoth, type Projects } from "./project.ts";
 import { PROJECT_NAMES } from "./names.ts";
+import { onBoth, type Projects } from "./project.ts";
 
-const quota = z.number({ invalid_type_error: "must be a number of bytes" })
-  .int("must be a whole number of bytes").positive("must be more than 0").max(Number.MAX_SAFE_INTEGER, "is too large");
-const threshold = z.number({ invalid_type_error: "must be a number" })
-  .gt(0, "must be more than 0").lte(1, "must be at most 1");
-const schemaName = z.string({ invalid_type_error: "must be a schema name" })
+const quota = z
+  .number({ invalid_type_error: "must be a number of bytes" })
+  .int("must be a whole number of bytes")
+  .positive("must be more than 0")
+  .max(Number.MAX_SAFE_INTEGER, "is too large");
+const threshold = z.number({ invalid_type_error: "must be a number" }).gt(0, "must be more than 0").lte(1, "must be at most 1");
+const schemaName = z
+  .string({ invalid_type_error: "must be a schema name" })
   .regex(/^[a-z_][a-z0-9_$]{0,62}$/, "must be a lowercase schema name")
-  .refine((s) => !["spillway", "pg_catalog", "information_schema", "pg_toast", "extensions", "auth", "storage", "vault", "cron", "net", "supabase_migrations", "realtime", "graphql", "graphql_public", "pgsodium"].includes(s),
-    "names a schema that belongs to Spillway, Postgres or Supabase");
+  .refine(
+    (s) =>
+      ![
+        "spillway",
+        "pg_catalog",
+        "information_schema",
+        "pg_toast",
+        "extensions",
+        "auth",
+        "storage",
+        "vault",
+        "cron",
+        "net",
+        "supabase_migrations",
+        "realtime",
+        "graphql",
+        "graphql_public",
+        "pgsodium",
+      ].includes(s),
+    "names a schema that belongs to Spillway, Postgres or Supabase",
+  );
 
 const settingsShape = {
   backupThreshold: threshold,
@@ -19,21 +41,32 @@ const settingsShape = {
   autoBackup: z.boolean({ invalid_type_error: "must be true or false" }),
   autoSwitch: z.boolean({ invalid_type_error: "must be true or false" }),
   strategy: z.enum(["auto", "copy", "fdw"], { errorMap: () => ({ message: 'must be "auto", "copy" or "fdw"' }) }),
-  schemas: z.array(schemaName, { invalid_type_error: "must be a list of schema names" })
-    .min(1, "must name at least one schema").max(32, "may name at most 32 schemas")
+  schemas: z
+    .array(schemaName, { invalid_type_error: "must be a list of schema names" })
+    .min(1, "must name at least one schema")
+    .max(32, "may name at most 32 schemas")
     .refine((list) => new Set(list).size === list.length, "must not repeat a schema"),
-  budgetSeconds: z.number({ invalid_type_error: "must be a number of seconds" })
-    .int("must be a whole number of seconds").min(5, "must be at least 5").max(3600, "must be at most 3600"),
+  budgetSeconds: z
+    .number({ invalid_type_error: "must be a number of seconds" })
+    .int("must be a whole number of seconds")
+    .min(5, "must be at least 5")
+    .max(3600, "must be at most 3600"),
   auth: z.boolean({ invalid_type_error: "must be true or false" }),
-  maxRetainedBytes: z.number({ invalid_type_error: "must be a number of bytes" })
-    .int("must be a whole number of bytes").min(1048576, "must be at least 1048576 (1 MB)").max(Number.MAX_SAFE_INTEGER, "is too large"),
+  maxRetainedBytes: z
+    .number({ invalid_type_error: "must be a number of bytes" })
+    .int("must be a whole number of bytes")
+    .min(1048576, "must be at least 1048576 (1 MB)")
+    .max(Number.MAX_SAFE_INTEGER, "is too large"),
 };
 
 const settingsSchema = z.object(settingsShape).strict();
-const patchSchema = z.object({
-  ...settingsShape,
-  quotaBytes: z.object({ primary: quota, secondary: quota }, { invalid_type_error: "must be an object" }).partial().strict(),
-}).partial().strict();
+const patchSchema = z
+  .object({
+    ...settingsShape,
+    quotaBytes: z.object({ primary: quota, secondary: quota }, { invalid_type_error: "must be an object" }).partial().strict(),
+  })
+  .partial()
+  .strict();
 
 /** Operator settings, stored in the database and changed with `PATCH /config`. */
 export type Settings = z.infer<typeof settingsSchema>;
@@ -160,7 +193,10 @@ export async function patchSettings(projects: Projects, patch: unknown): Promise
   const next = applyPatch(current.settings, patch);
   const version = current.version + 1;
   const outcomes = await onBoth(projects, (p) =>
-    p.sql.begin("read write", (tx) => tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`)
+    p.sql.begin(
+      "read write",
+      (tx) => tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`,
+    ),
   );
   if (!outcomes.primary.ok && !outcomes.secondary.ok) throw outcomes.primary.error;
   return next;

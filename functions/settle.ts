@@ -1,8 +1,8 @@
 import type { EventLog } from "./events.ts";
-import type { Projects } from "./project.ts";
 import { fence, liftFence, writePublished } from "./fence.ts";
-import { readSettings } from "./settings.ts";
 import { PROJECT_NAMES } from "./names.ts";
+import type { Projects } from "./project.ts";
+import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
 
 /** What `settle` changed. */
@@ -32,16 +32,31 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
     const fenced = name !== winner.active;
     await writePublished(projects[name], { to: winner.active, epoch: winner.epoch, since: winner.since });
     out.propagated.push(name);
-    await events.record("warn", "state.propagated", `${name} still had epoch ${copy.value.epoch}; it now has epoch ${winner.epoch} (active ${winner.active})${fenced ? " and is fenced" : ""}`, { project: name });
+    await events.record(
+      "warn",
+      "state.propagated",
+      `${name} still had epoch ${copy.value.epoch}; it now has epoch ${winner.epoch} (active ${winner.active})${fenced ? " and is fenced" : ""}`,
+      { project: name },
+    );
   }
   // The standby takes no app writes before it is the published active: they would be
   // overwritten by the next backup, or collide with the rows it brings.
   const standbyCopy = copies[winner.standby];
-  if (standbyCopy.ok && !standbyCopy.value.fenced && standbyCopy.value.epoch === winner.epoch && standbyCopy.value.active === winner.active) {
+  if (
+    standbyCopy.ok &&
+    !standbyCopy.value.fenced &&
+    standbyCopy.value.epoch === winner.epoch &&
+    standbyCopy.value.active === winner.active
+  ) {
     const { settings } = await readSettings(projects);
     await fence(projects[winner.standby], { active: winner.active, epoch: winner.epoch, naming: winner.active, schemas: settings.schemas });
     out.fencedStandby = winner.standby;
-    await events.record("info", "state.standby_fenced", `${winner.standby} is the standby: it refuses app writes, naming ${winner.active} (epoch ${winner.epoch}) as the active project`, { project: winner.standby });
+    await events.record(
+      "info",
+      "state.standby_fenced",
+      `${winner.standby} is the standby: it refuses app writes, naming ${winner.active} (epoch ${winner.epoch}) as the active project`,
+      { project: winner.standby },
+    );
   }
   const active = copies[winner.active];
   const other = copies[winner.standby];
@@ -49,13 +64,23 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
     // Unfenced only while the other project answers with no newer epoch: a switch that
     // published there before it was interrupted made that project the active one.
     if (!other.ok) {
-      await events.record("warn", "switch.unsettled", `a switch away from ${winner.active} was interrupted and ${winner.standby} cannot be read: ${winner.active} stays fenced until it can be told whether ${winner.standby} was published`, { project: winner.active });
+      await events.record(
+        "warn",
+        "switch.unsettled",
+        `a switch away from ${winner.active} was interrupted and ${winner.standby} cannot be read: ${winner.active} stays fenced until it can be told whether ${winner.standby} was published`,
+        { project: winner.active },
+      );
       return out;
     }
     const unfenced = await liftFence(projects[winner.active], { from: winner.active, epoch: winner.epoch });
     if (unfenced) {
       out.unfenced = winner.active;
-      await events.record("warn", "switch.rolled_back", `a switch away from ${winner.active} was interrupted before it published; ${winner.active} is unfenced and stays active (epoch ${winner.epoch})`, { project: winner.active });
+      await events.record(
+        "warn",
+        "switch.rolled_back",
+        `a switch away from ${winner.active} was interrupted before it published; ${winner.active} is unfenced and stays active (epoch ${winner.epoch})`,
+        { project: winner.active },
+      );
     }
   }
   return out;

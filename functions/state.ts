@@ -1,6 +1,6 @@
 import { SpillwayError } from "./errors.ts";
-import { onBoth, onProject, type Db, type Outcome, type Project, type Projects } from "./project.ts";
 import { isProjectName, other, PROJECT_NAMES, type ProjectName } from "./names.ts";
+import { type Db, type Outcome, onBoth, onProject, type Project, type Projects } from "./project.ts";
 
 /** Which project is active, from the copy with the highest epoch. */
 export interface ActiveState {
@@ -85,9 +85,14 @@ export async function readActive(projects: Projects): Promise<ActiveState> {
  * await recordPhase(projects.primary, 1, "backup");
  */
 export async function recordPhase(project: Project, epoch: number, phase: ProjectState["phase"]): Promise<void> {
-  await onProject(project, (sql) => sql.begin("read write", (tx) => tx`
+  await onProject(project, (sql) =>
+    sql.begin(
+      "read write",
+      (tx) => tx`
     insert into spillway.phase (id, epoch, phase)
     select true, s.epoch, ${phase} from spillway.state s where s.id and s.epoch = ${epoch}
     on conflict (id) do update set epoch = excluded.epoch, phase = excluded.phase, updated_at = now()
-    where (spillway.phase.epoch, spillway.phase.phase) is distinct from (excluded.epoch, excluded.phase)`));
+    where (spillway.phase.epoch, spillway.phase.phase) is distinct from (excluded.epoch, excluded.phase)`,
+    ),
+  );
 }

@@ -1,11 +1,11 @@
+import { userCount } from "./backup/auth.ts";
 import { describeError } from "./errors.ts";
-import { onBoth, type Db, type Project, type Projects } from "./project.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
+import { type Db, onBoth, type Project, type Projects } from "./project.ts";
+import { latestRun, type Run } from "./runs.ts";
 import { readSettings } from "./settings.ts";
 import { readStates } from "./state.ts";
-import { forecast, measure, phase, readSamples, type Forecast, type TableSize } from "./usage.ts";
-import { latestRun, type Run } from "./runs.ts";
-import { userCount } from "./backup/auth.ts";
+import { type Forecast, forecast, measure, phase, readSamples, type TableSize } from "./usage.ts";
 
 /** One project in `GET /status`. */
 export interface ProjectStatus {
@@ -50,7 +50,7 @@ const HISTORY = 240;
  */
 export async function standbyLag(active: Project, run: Run, schemas: string[]): Promise<number | null> {
   if (!run.snapshotAt || run.source !== active.name) return null;
-  if (await changeCounter(active.sql, schemas) === run.details.changeCounter) return 0;
+  if ((await changeCounter(active.sql, schemas)) === run.details.changeCounter) return 0;
   return Math.max(0, Math.round((Date.now() - Date.parse(run.snapshotAt)) / 1000));
 }
 
@@ -84,7 +84,10 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
   const measured = await onBoth(projects, async (p) => {
     const [m, samples, lastBackup, users] = await Promise.all([
-      measure(p), readSamples(p.sql, p.name, HISTORY), p.name === winner.standby ? latestRun(p.sql) : null, userCount(p.sql, settings.auth),
+      measure(p),
+      readSamples(p.sql, p.name, HISTORY),
+      p.name === winner.standby ? latestRun(p.sql) : null,
+      userCount(p.sql, settings.auth),
     ]);
     // The latest run is often the latest success too: ask again only when it is not.
     const lastSucceeded = !lastBackup || lastBackup.status === "succeeded" ? lastBackup : await latestRun(p.sql, "succeeded");
@@ -97,17 +100,35 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     const o = measured[name];
     const quotaBytes = settings.quotaBytes[name];
     const copy = copies[name];
-    const base = { role: name === winner.active ? "active" as const : "standby" as const, quotaBytes, fenced: copy.ok ? copy.value.fenced : null };
+    const base = {
+      role: name === winner.active ? ("active" as const) : ("standby" as const),
+      quotaBytes,
+      fenced: copy.ok ? copy.value.fenced : null,
+    };
     if (o.ok) {
       const { m } = o.value;
       projectStatus[name] = {
-        ...base, reachable: true, usedBytes: m.usedBytes, usage: m.usedBytes / quotaBytes, readOnly: m.readOnly,
-        measuredAt: m.measuredAt, largestTables: m.largestTables, users: o.value.users, error: null,
+        ...base,
+        reachable: true,
+        usedBytes: m.usedBytes,
+        usage: m.usedBytes / quotaBytes,
+        readOnly: m.readOnly,
+        measuredAt: m.measuredAt,
+        largestTables: m.largestTables,
+        users: o.value.users,
+        error: null,
       };
       samples[name] = o.value.samples;
     } else {
       projectStatus[name] = {
-        ...base, reachable: false, usedBytes: null, usage: null, readOnly: null, measuredAt: null, largestTables: [], users: null,
+        ...base,
+        reachable: false,
+        usedBytes: null,
+        usage: null,
+        readOnly: null,
+        measuredAt: null,
+        largestTables: [],
+        users: null,
         error: redact(describeError(o.error)),
       };
       samples[name] = [];

@@ -1,21 +1,21 @@
-import { describeError, SpillwayError } from "./errors.ts";
-import type { EventLog } from "./events.ts";
-import { renewLease, takeLease, type Lease } from "./lease.ts";
-import { onProject, probe, type Project, type Projects } from "./project.ts";
-import { other, type ProjectName } from "./names.ts";
-import { readSettings, type Runtime, type Settings } from "./settings.ts";
-import { readActive, readProjectState } from "./state.ts";
-import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
-import { latestRun, type Run } from "./runs.ts";
-import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
-import { runBackup } from "./backup.ts";
-import { discardStaging } from "./backup/staged.ts";
-import { settle } from "./settle.ts";
-import { changeCounter } from "./status.ts";
+import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/full.ts";
 import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
-import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
+import { discardStaging } from "./backup/staged.ts";
+import { runBackup } from "./backup.ts";
+import { describeError, SpillwayError } from "./errors.ts";
+import type { EventLog } from "./events.ts";
+import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
+import { type Lease, renewLease, takeLease } from "./lease.ts";
+import { other, type ProjectName } from "./names.ts";
+import { onProject, type Project, type Projects, probe } from "./project.ts";
+import { latestRun, type Run } from "./runs.ts";
+import { type Runtime, readSettings, type Settings } from "./settings.ts";
+import { settle } from "./settle.ts";
+import { type ProjectState, readActive, readProjectState } from "./state.ts";
+import { changeCounter } from "./status.ts";
+import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -70,7 +70,7 @@ const OPERATOR_WAIT_MS = 10_000;
  * const result = await switchOver({ projects, events }, { force: false });
  */
 export async function switchOver(ctx: Context, request: SwitchRequest, heldLease?: Lease): Promise<SwitchResult> {
-  const lease = heldLease ?? await takeLease(ctx.projects, "switch", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS });
+  const lease = heldLease ?? (await takeLease(ctx.projects, "switch", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS }));
   const renew = setInterval(() => void renewLease(ctx.projects, lease, LEASE_SECONDS).catch(() => undefined), (LEASE_SECONDS / 3) * 1000);
   try {
     await settle(ctx.projects, ctx.events).catch(() => undefined);
@@ -103,27 +103,49 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
   const sourceUp = (await probe(source)) === null;
   if (!sourceUp && !request.force) {
-    throw new SpillwayError("PROJECT_UNREACHABLE", 503,
+    throw new SpillwayError(
+      "PROJECT_UNREACHABLE",
+      503,
       `the active project ${from} is unreachable; force: true switches to ${to} anyway, which may lose the changes made on ${from} since its last backup (${lastBackup.snapshotAt})`,
-      { project: from, lastBackupAt: lastBackup.snapshotAt });
+      { project: from, lastBackupAt: lastBackup.snapshotAt },
+    );
   }
   if (sourceUp) {
     const after = await usageAfterSwitchTo(source, target, settings);
     if (after >= settings.switchThreshold && !request.force) {
-      await events.record("warn", "switch.refused", `switch to ${to} refused: its usage after the switch would be ${(after * 100).toFixed(1)} %, at or over its switch threshold`, { project: to });
-      throw unfit(`${to} would be at ${(after * 100).toFixed(1)} % of its quota after the switch, at or over its switch threshold of ${(settings.switchThreshold * 100).toFixed(0)} % (force: true overrides this)`, { usageAfterSwitch: after });
+      await events.record(
+        "warn",
+        "switch.refused",
+        `switch to ${to} refused: its usage after the switch would be ${(after * 100).toFixed(1)} %, at or over its switch threshold`,
+        { project: to },
+      );
+      throw unfit(
+        `${to} would be at ${(after * 100).toFixed(1)} % of its quota after the switch, at or over its switch threshold of ${(settings.switchThreshold * 100).toFixed(0)} % (force: true overrides this)`,
+        { usageAfterSwitch: after },
+      );
     }
   }
 
   const epoch = state.epoch + 1;
-  await events.record("info", "switch.started", `switch from ${from} to ${to} started (epoch ${state.epoch} → ${epoch})${request.force ? ", forced" : ""}`, { project: to, data: { from, to, epoch, force: request.force } });
+  await events.record(
+    "info",
+    "switch.started",
+    `switch from ${from} to ${to} started (epoch ${state.epoch} → ${epoch})${request.force ? ", forced" : ""}`,
+    { project: to, data: { from, to, epoch, force: request.force } },
+  );
 
   if (!sourceUp) {
     await writePublished(target, { to, epoch });
     const lagSeconds = lastBackup.snapshotAt ? Math.round((Date.now() - Date.parse(lastBackup.snapshotAt)) / 1000) : null;
-    await events.record("warn", "switch.forced", `${to} is active at epoch ${epoch} without a final catch-up: ${from} was unreachable; changes made on ${from} after ${lastBackup.snapshotAt} (${lagSeconds} s before the switch) may be missing`, {
-      project: to, data: { dataLossSince: lastBackup.snapshotAt, lagSeconds },
-    });
+    await events.record(
+      "warn",
+      "switch.forced",
+      `${to} is active at epoch ${epoch} without a final catch-up: ${from} was unreachable; changes made on ${from} after ${lastBackup.snapshotAt} (${lagSeconds} s before the switch) may be missing`,
+      {
+        project: to,
+        data: { dataLossSince: lastBackup.snapshotAt, lagSeconds },
+      },
+    );
     return { from, to, epoch, durationMs: Date.now() - started, writesBlockedMs: 0, dataLossSince: lastBackup.snapshotAt };
   }
 
@@ -134,7 +156,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: fencedSchemas(settings) });
-  await events.record("info", "switch.fenced", `${from} is fenced: app writes wait until the new active project is published`, { project: from });
+  await events.record("info", "switch.fenced", `${from} is fenced: app writes wait until the new active project is published`, {
+    project: from,
+  });
   await ctx.hooks?.step("fenced");
 
   let run: Run | undefined;
@@ -151,33 +175,63 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     newSlot = await startReverseCapture(projects, { from, to, settings });
     await ctx.hooks?.step("capture-reversed");
     publishing = true;
-    await publishSwitch(projects, { from, to, oldEpoch: state.epoch, epoch, holder: lease.holder, between: () => ctx.hooks?.step("published-target") });
+    await publishSwitch(projects, {
+      from,
+      to,
+      oldEpoch: state.epoch,
+      epoch,
+      holder: lease.holder,
+      between: () => ctx.hooks?.step("published-target"),
+    });
     await ctx.hooks?.step("published");
   } catch (e) {
     const outcome = publishing ? await afterFailedPublish(projects, { from, to, oldEpoch: state.epoch, epoch }) : "unpublished";
     if (outcome === "unpublished") {
       await liftFence(source, { from, epoch: state.epoch }).catch(() => undefined);
       if (newSlot) await dropSlot(target, newSlot).catch(() => undefined);
-      await events.record("error", "switch.failed", `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`, { project: to });
+      await events.record(
+        "error",
+        "switch.failed",
+        `switch from ${from} to ${to} failed and was rolled back (${from} stays active, unfenced): ${describeError(e)}`,
+        { project: to },
+      );
       throw e;
     }
     if (outcome === "unknown") {
-      await events.record("error", "switch.failed", `switch from ${from} to ${to} failed while publishing, and ${to} cannot be read: ${from} stays fenced until ${to} answers (the next tick settles it): ${describeError(e)}`, { project: to });
+      await events.record(
+        "error",
+        "switch.failed",
+        `switch from ${from} to ${to} failed while publishing, and ${to} cannot be read: ${from} stays fenced until ${to} answers (the next tick settles it): ${describeError(e)}`,
+        { project: to },
+      );
       throw e;
     }
-    await events.record("warn", "switch.published_after_error", `${to} was published as the active project before an error (${describeError(e)}); the switch was completed: ${from} stays fenced`, { project: to });
+    await events.record(
+      "warn",
+      "switch.published_after_error",
+      `${to} was published as the active project before an error (${describeError(e)}); the switch was completed: ${from} stays fenced`,
+      { project: to },
+    );
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
-  await planAuth(target, source, settings.auth).then((auth) => recordAuthCopy(source.sql, to, auth.tables)).catch(() => undefined);
+  await planAuth(target, source, settings.auth)
+    .then((auth) => recordAuthCopy(source.sql, to, auth.tables))
+    .catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);
   // A full backup staged on the new active has nothing left to feed.
   await discardStaging(target).catch(() => undefined);
   const durationMs = Date.now() - started;
-  await events.record("info", "switch.completed", `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run?.rows ?? 0} rows`, {
-    project: to, data: { from, to, epoch, durationMs, writesBlockedMs, runId: run?.id ?? null },
-  });
+  await events.record(
+    "info",
+    "switch.completed",
+    `${to} is the active project (epoch ${epoch}); app writes were blocked for ${writesBlockedMs} ms; the final catch-up copied ${run?.rows ?? 0} rows`,
+    {
+      project: to,
+      data: { from, to, epoch, durationMs, writesBlockedMs, runId: run?.id ?? null },
+    },
+  );
   return { from, to, epoch, durationMs, writesBlockedMs };
 }
 
@@ -197,7 +251,9 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
   await prepareCapture(projects[p.to], tables, slot);
-  await projects[p.from].sql.begin("read write", (tx) => writePosition(tx, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) }));
+  await projects[p.from].sql.begin("read write", (tx) =>
+    writePosition(tx, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) }),
+  );
   return slot;
 }
 
@@ -206,10 +262,13 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // failback does not need a backup first.
 async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
   const counter = await changeCounter(projects[p.to].sql, p.settings.schemas);
-  await projects[p.from].sql.begin("read write", (tx) => tx`
+  await projects[p.from].sql.begin(
+    "read write",
+    (tx) => tx`
     insert into spillway.runs (id, kind, status, source, target, started_at, finished_at, duration_ms, snapshot_at, strategy, details)
     values (${crypto.randomUUID()}, 'full', 'succeeded', ${p.to}, ${p.from}, now(), now(), 0, now(), null,
-      ${tx.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`);
+      ${tx.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`,
+  );
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {
@@ -218,22 +277,35 @@ function unfit(message: string, details?: Record<string, unknown>): SpillwayErro
 
 async function usageAfterSwitchTo(source: Project, target: Project, settings: Settings): Promise<number> {
   const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
-    measure(target), replicatedBytes(source, settings.schemas), replicatedBytes(target, settings.schemas)]);
-  return usageAfterSwitch({ targetUsedBytes: m.usedBytes, targetQuotaBytes: settings.quotaBytes[target.name], sourceReplicatedBytes, targetReplicatedBytes });
+    measure(target),
+    replicatedBytes(source, settings.schemas),
+    replicatedBytes(target, settings.schemas),
+  ]);
+  return usageAfterSwitch({
+    targetUsedBytes: m.usedBytes,
+    targetQuotaBytes: settings.quotaBytes[target.name],
+    sourceReplicatedBytes,
+    targetReplicatedBytes,
+  });
 }
 
 // A failure while publishing: once the target holds the new epoch, the switch has happened
 // (apps may already write there), so the old active must stay fenced and learn the new
 // state; only when the target is known not to have it may the old active be unfenced.
-async function afterFailedPublish(projects: Projects, p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number }): Promise<"published" | "unpublished" | "unknown"> {
-  let target;
+async function afterFailedPublish(
+  projects: Projects,
+  p: { from: ProjectName; to: ProjectName; oldEpoch: number; epoch: number },
+): Promise<"published" | "unpublished" | "unknown"> {
+  let target: ProjectState;
   try {
     // Locking the row waits for a publish whose commit is still under way there.
-    target = await onProject(projects[p.to], (sql) => sql.begin("read write", async (tx) => {
-      await tx`set local lock_timeout = '5s'`;
-      await tx`select 1 from spillway.state where id for update`;
-      return await readProjectState(tx);
-    }));
+    target = await onProject(projects[p.to], (sql) =>
+      sql.begin("read write", async (tx) => {
+        await tx`set local lock_timeout = '5s'`;
+        await tx`select 1 from spillway.state where id for update`;
+        return await readProjectState(tx);
+      }),
+    );
   } catch {
     return "unknown";
   }

@@ -1,22 +1,22 @@
+import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
+import { cleanSlots } from "./backup/slots.ts";
+import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
+import { type BackupContext, runBackup } from "./backup.ts";
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
-import { requireLease, takeLease, renewLease, type Lease } from "./lease.ts";
-import { onBoth, onProject, type Outcome, type Projects } from "./project.ts";
-import { PROJECT_NAMES, type ProjectName } from "./names.ts";
-import { readSettings, type Settings } from "./settings.ts";
-import { readStates, recordPhase } from "./state.ts";
-import { measure, replicatedBytes, storeSample, usageAfterSwitch, type Measurement } from "./usage.ts";
-import { decide, type Decision, type Phase } from "./policy.ts";
-import { latestRun } from "./runs.ts";
-import { runBackup, type BackupContext } from "./backup.ts";
-import { switchOver, type SwitchResult } from "./switchover.ts";
-import { settle } from "./settle.ts";
 import { ensureFence } from "./fence.ts";
+import { type Lease, renewLease, requireLease, takeLease } from "./lease.ts";
+import { PROJECT_NAMES, type ProjectName } from "./names.ts";
+import { type Decision, decide, type Phase } from "./policy.ts";
+import { onBoth, type Projects } from "./project.ts";
 import { trackReachability } from "./reachability.ts";
-import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
 import type { Run } from "./runs.ts";
-import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
-import { cleanSlots } from "./backup/slots.ts";
+import { latestRun } from "./runs.ts";
+import { readSettings, type Settings } from "./settings.ts";
+import { settle } from "./settle.ts";
+import { readStates, recordPhase } from "./state.ts";
+import { type SwitchResult, switchOver } from "./switchover.ts";
+import { type Measurement, measure, replicatedBytes, storeSample, usageAfterSwitch } from "./usage.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -68,7 +68,9 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickRes
   await onBoth(projects, (p) => ensureFence(p, settings.schemas));
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
   // Only while the lease is still this tick's: the next holder's copy makes its slot before a record names it.
-  await requireLease(projects[winner.active].sql, lease.holder).then(() => cleanSlots(projects, winner.active, winner.standby, events)).catch(() => undefined);
+  await requireLease(projects[winner.active].sql, lease.holder)
+    .then(() => cleanSlots(projects, winner.active, winner.standby, events))
+    .catch(() => undefined);
   const measured = await onBoth(projects, async (p) => {
     const m = await measure(p);
     await storeSample(p.sql, p.name, m.usedBytes, settings.quotaBytes[p.name]);
@@ -99,7 +101,12 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickRes
     },
   });
   if (decision.phase !== previous) {
-    await events.record(decision.phase === "normal" ? "info" : "warn", "policy.phase", `${winner.active} moved from ${previous} to ${decision.phase}: ${decision.reason}`, { project: winner.active });
+    await events.record(
+      decision.phase === "normal" ? "info" : "warn",
+      "policy.phase",
+      `${winner.active} moved from ${previous} to ${decision.phase}: ${decision.reason}`,
+      { project: winner.active },
+    );
   }
   const result: TickResult = { action: decision.action, reason: decision.reason, phase: decision.phase, usage };
   try {
@@ -120,20 +127,34 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickRes
 }
 
 // The standby's usage once it holds what the active holds now, by the switch's own formula.
-async function standbyAfterSwitch(projects: Projects, active: ProjectName, standby: ProjectName, m: Measurement, settings: Settings): Promise<number> {
+async function standbyAfterSwitch(
+  projects: Projects,
+  active: ProjectName,
+  standby: ProjectName,
+  m: Measurement,
+  settings: Settings,
+): Promise<number> {
   const sizes = await onBoth(projects, (p) => replicatedBytes(p, settings.schemas));
   const source = sizes[active];
   const target = sizes[standby];
   return usageAfterSwitch({
-    targetUsedBytes: m.usedBytes, targetQuotaBytes: settings.quotaBytes[standby],
-    sourceReplicatedBytes: source.ok ? source.value : null, targetReplicatedBytes: target.ok ? target.value : 0,
+    targetUsedBytes: m.usedBytes,
+    targetQuotaBytes: settings.quotaBytes[standby],
+    sourceReplicatedBytes: source.ok ? source.value : null,
+    targetReplicatedBytes: target.ok ? target.value : 0,
   });
 }
 
 // A slot keeps WAL on the active until its changes are backed up; on a nearly full database
 // that must not grow without bound. Past the limit the slot goes, and the next backup is full
 // (or, for a staged one, begins anew). Answers the staged backup that is left, if any.
-async function guardRetention(projects: Projects, active: ProjectName, standby: ProjectName, limit: number, events: EventLog): Promise<Staging | null> {
+async function guardRetention(
+  projects: Projects,
+  active: ProjectName,
+  standby: ProjectName,
+  limit: number,
+  events: EventLog,
+): Promise<Staging | null> {
   const over = async (slot: string) => {
     const retained = await slotRetainedBytes(projects[active], slot);
     return retained !== null && retained > limit ? retained : null;
@@ -142,18 +163,30 @@ async function guardRetention(projects: Projects, active: ProjectName, standby: 
   const stagedRetained = staging?.source === active ? await over(staging.slot) : null;
   if (staging && stagedRetained !== null) {
     await discardStaging(projects[standby], projects[active]);
-    await events.record("warn", "backup.retention_guard", `the change capture slot of the full backup staged on ${standby} held ${stagedRetained} bytes of WAL on ${active}, over the limit of ${limit}: the staged backup was dropped, and the next backup starts a new one`, {
-      project: active, data: { slot: staging.slot, retainedBytes: stagedRetained, maxRetainedBytes: limit },
-    });
+    await events.record(
+      "warn",
+      "backup.retention_guard",
+      `the change capture slot of the full backup staged on ${standby} held ${stagedRetained} bytes of WAL on ${active}, over the limit of ${limit}: the staged backup was dropped, and the next backup starts a new one`,
+      {
+        project: active,
+        data: { slot: staging.slot, retainedBytes: stagedRetained, maxRetainedBytes: limit },
+      },
+    );
     staging = null;
   }
   const position = await readPosition(projects[standby].sql);
   const retained = position?.source === active ? await over(position.slot) : null;
   if (position && retained !== null) {
     await dropSlot(projects[active], position.slot);
-    await events.record("warn", "backup.retention_guard", `the change capture slot on ${active} held ${retained} bytes of WAL, over the limit of ${limit}: it was dropped, and the next backup to ${standby} will be a full one`, {
-      project: active, data: { slot: position.slot, retainedBytes: retained, maxRetainedBytes: limit },
-    });
+    await events.record(
+      "warn",
+      "backup.retention_guard",
+      `the change capture slot on ${active} held ${retained} bytes of WAL, over the limit of ${limit}: it was dropped, and the next backup to ${standby} will be a full one`,
+      {
+        project: active,
+        data: { slot: position.slot, retainedBytes: retained, maxRetainedBytes: limit },
+      },
+    );
   }
   return staging;
 }

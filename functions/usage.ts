@@ -96,7 +96,10 @@ export function usageAfterSwitch(f: SwitchFigures): number {
  * await storeSample(project.sql, "primary", m.usedBytes, quota);
  */
 export async function storeSample(sql: Sql, project: string, usedBytes: number, quotaBytes: number): Promise<void> {
-  await sql.begin("read write", (tx) => tx`insert into spillway.usage_samples (project, used_bytes, quota_bytes) values (${project}, ${usedBytes}, ${quotaBytes})`);
+  await sql.begin(
+    "read write",
+    (tx) => tx`insert into spillway.usage_samples (project, used_bytes, quota_bytes) values (${project}, ${usedBytes}, ${quotaBytes})`,
+  );
 }
 
 /**
@@ -145,9 +148,13 @@ export function forecast(samples: Sample[], quotaBytes: number, thresholds: { ba
     return new Date(Math.max(ms, now.getTime())).toISOString();
   };
   const minutes = MIN_FORECAST_SPAN_MS / 60_000;
-  const reason = !latest ? "no samples yet"
-    : span < MIN_FORECAST_SPAN_MS ? `the samples span ${Math.floor(span / 60_000)} min; a forecast needs ${minutes}`
-    : slope === null ? "the samples do not show a growth" : null;
+  const reason = !latest
+    ? "no samples yet"
+    : span < MIN_FORECAST_SPAN_MS
+      ? `the samples span ${Math.floor(span / 60_000)} min; a forecast needs ${minutes}`
+      : slope === null
+        ? "the samples do not show a growth"
+        : null;
   return {
     bytesPerHour: slope === null ? null : slope * 3_600_000,
     backupAt: at(thresholds.backup),
@@ -161,7 +168,10 @@ function growthPerMs(samples: Sample[]): number | null {
   const xs = samples.map((s) => Date.parse(s.at));
   const x0 = xs[0]!;
   const n = samples.length;
-  let sx = 0, sy = 0, sxx = 0, sxy = 0;
+  let sx = 0,
+    sy = 0,
+    sxx = 0,
+    sxy = 0;
   samples.forEach((s, i) => {
     const x = xs[i]! - x0;
     sx += x;

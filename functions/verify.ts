@@ -1,10 +1,10 @@
+import { carriedAuthTables } from "./backup/auth.ts";
+import { readCatalog } from "./backup/catalog.ts";
+import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
 import type { EventLog } from "./events.ts";
 import { onProject, type Projects } from "./project.ts";
 import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
-import { readCatalog } from "./backup/catalog.ts";
-import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
-import { carriedAuthTables } from "./backup/auth.ts";
 
 /** The answer of `POST /verify`. */
 export interface VerifyResult {
@@ -28,13 +28,16 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
   const state = await readActive(ctx.projects);
   const { settings } = await readSettings(ctx.projects);
   const sums = async (name: "primary" | "secondary"): Promise<TableChecksum[]> =>
-    await onProject(ctx.projects[name], (sql) => sql.begin("isolation level repeatable read read only", async (tx) => {
-      await canonical(tx, "set local row_security = off");
-      const catalog = await readCatalog(tx, settings.schemas);
-      const out: TableChecksum[] = [];
-      for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx) : [])]) out.push(await checksumTable(tx, table));
-      return out;
-    }));
+    await onProject(ctx.projects[name], (sql) =>
+      sql.begin("isolation level repeatable read read only", async (tx) => {
+        await canonical(tx, "set local row_security = off");
+        const catalog = await readCatalog(tx, settings.schemas);
+        const out: TableChecksum[] = [];
+        for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx) : [])])
+          out.push(await checksumTable(tx, table));
+        return out;
+      }),
+    );
   const [active, standby] = await Promise.all([sums(state.active), sums(state.standby)]);
   const mismatches = compareChecksums(active, standby);
   const standbyByTable = new Map(standby.map((c) => [c.table, c]));
@@ -50,11 +53,22 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
     mismatches,
   };
   if (result.ok) {
-    await ctx.events.record("info", "verify.ok", `the standby ${state.standby} matches the active ${state.active} (${active.length} tables)`, { project: state.standby });
+    await ctx.events.record(
+      "info",
+      "verify.ok",
+      `the standby ${state.standby} matches the active ${state.active} (${active.length} tables)`,
+      { project: state.standby },
+    );
   } else {
-    await ctx.events.record("error", "verify.mismatch", `the standby ${state.standby} differs from the active in ${mismatches.length} table(s): ${mismatches.map((m) => m.split(":")[0]).join(", ")}`, {
-      project: state.standby, data: { mismatches },
-    });
+    await ctx.events.record(
+      "error",
+      "verify.mismatch",
+      `the standby ${state.standby} differs from the active in ${mismatches.length} table(s): ${mismatches.map((m) => m.split(":")[0]).join(", ")}`,
+      {
+        project: state.standby,
+        data: { mismatches },
+      },
+    );
   }
   return result;
 }

@@ -90,7 +90,10 @@ function bytes(n) {
   if (n === null || n === undefined) return "?";
   let v = n;
   let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) { v /= 1024; u += 1; }
+  while (v >= 1024 && u < UNITS.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
   return `${v.toFixed(u === 0 ? 0 : 1)} ${UNITS[u]}`;
 }
 
@@ -133,12 +136,25 @@ class ApiError extends Error {
 }
 
 export class SpillwayWidget extends HTMLElement {
-  static get observedAttributes() { return ["api", "token", "refresh"]; }
+  static get observedAttributes() {
+    return ["api", "token", "refresh"];
+  }
 
   constructor() {
     super();
     this.root = this.attachShadow({ mode: "open" });
-    this.state = { status: null, config: null, events: [], level: "", loading: true, error: null, unauthorized: false, busy: null, result: null, fieldErrors: {} };
+    this.state = {
+      status: null,
+      config: null,
+      events: [],
+      level: "",
+      loading: true,
+      error: null,
+      unauthorized: false,
+      busy: null,
+      result: null,
+      fieldErrors: {},
+    };
     this.timer = null;
   }
 
@@ -158,9 +174,13 @@ export class SpillwayWidget extends HTMLElement {
     else this.refreshNow();
   }
 
-  get api() { return (this.getAttribute("api") || "").replace(/\/+$/, ""); }
+  get api() {
+    return (this.getAttribute("api") || "").replace(/\/+$/, "");
+  }
   // The token may be given as a property, which (unlike the attribute) stays out of the markup.
-  get token() { return this._token ?? (this.getAttribute("token") || ""); }
+  get token() {
+    return this._token ?? (this.getAttribute("token") || "");
+  }
   set token(value) {
     this._token = value;
     if (this.isConnected) this.refreshNow();
@@ -184,9 +204,13 @@ export class SpillwayWidget extends HTMLElement {
       throw new ApiError(0, "UNREACHABLE", `The Spillway API at ${this.api || "(no URL)"} cannot be reached.`);
     }
     let json = null;
-    try { json = await res.json(); } catch { /* a body that is not JSON is reported below */ }
+    try {
+      json = await res.json();
+    } catch {
+      /* a body that is not JSON is reported below */
+    }
     if (!res.ok) {
-      const e = json && json.error ? json.error : {};
+      const e = json?.error ? json.error : {};
       throw new ApiError(res.status, e.code || `HTTP_${res.status}`, e.message || `The API answered ${res.status}.`, e.details);
     }
     return json;
@@ -200,9 +224,20 @@ export class SpillwayWidget extends HTMLElement {
     try {
       const level = this.state.level ? `&level=${encodeURIComponent(this.state.level)}` : "";
       const [status, config, logs] = await Promise.all([
-        this.call("GET", "/status"), this.call("GET", "/config"), this.call("GET", `/logs?limit=30${level}`),
+        this.call("GET", "/status"),
+        this.call("GET", "/config"),
+        this.call("GET", `/logs?limit=30${level}`),
       ]);
-      this.state = { ...this.state, status, config, events: logs.events, loading: false, error: null, unauthorized: false, updatedAt: new Date() };
+      this.state = {
+        ...this.state,
+        status,
+        config,
+        events: logs.events,
+        loading: false,
+        error: null,
+        unauthorized: false,
+        updatedAt: new Date(),
+      };
     } catch (e) {
       this.state = { ...this.state, loading: false, unauthorized: e.status === 401, error: e.status === 401 ? null : e.message };
       if (e.status === 401) this.dispatchEvent(new CustomEvent("spillway-unauthorized", { bubbles: true, composed: true }));
@@ -219,17 +254,28 @@ export class SpillwayWidget extends HTMLElement {
       const answer = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
       if (answer !== "confirm") return this.render();
     }
-    this.state = { ...this.state, busy: kind, result: { ok: true, text: kind === "backup" ? "Backing up…" : `Switching to ${status.standby}…` } };
+    this.state = {
+      ...this.state,
+      busy: kind,
+      result: { ok: true, text: kind === "backup" ? "Backing up…" : `Switching to ${status.standby}…` },
+    };
     this.render();
     try {
       if (kind === "backup") {
         const { run } = await this.call("POST", "/force-backup", { mode: "auto" });
-        this.state.result = run.status === "running"
-          ? { ok: true, text: `Backup continues: ${run.progress.tablesDone ?? 0} of ${run.progress.tablesTotal ?? "?"} tables staged; the next call or tick goes on.` }
-          : { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
+        this.state.result =
+          run.status === "running"
+            ? {
+                ok: true,
+                text: `Backup continues: ${run.progress.tablesDone ?? 0} of ${run.progress.tablesTotal ?? "?"} tables staged; the next call or tick goes on.`,
+              }
+            : { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
       } else {
         const { switch: s } = await this.call("POST", "/force-switch", { to: status.standby });
-        this.state.result = { ok: true, text: `${s.to} is now active (epoch ${s.epoch}); writes were blocked for ${s.writesBlockedMs} ms.` };
+        this.state.result = {
+          ok: true,
+          text: `${s.to} is now active (epoch ${s.epoch}); writes were blocked for ${s.writesBlockedMs} ms.`,
+        };
       }
     } catch (e) {
       this.state.result = { ok: false, text: `${e.code}: ${e.message}` };
@@ -247,7 +293,10 @@ export class SpillwayWidget extends HTMLElement {
     const patch = {
       backupThreshold: number("backupThreshold", 100),
       switchThreshold: number("switchThreshold", 100),
-      quotaBytes: { primary: Math.round(number("quotaPrimary") * 1024 * 1024), secondary: Math.round(number("quotaSecondary") * 1024 * 1024) },
+      quotaBytes: {
+        primary: Math.round(number("quotaPrimary") * 1024 * 1024),
+        secondary: Math.round(number("quotaSecondary") * 1024 * 1024),
+      },
       autoBackup: data.get("autoBackup") === "on",
       autoSwitch: data.get("autoSwitch") === "on",
       strategy: data.get("strategy"),
@@ -273,26 +322,41 @@ export class SpillwayWidget extends HTMLElement {
     if (this.root.querySelector("dialog[open]")) return;
     const s = this.state;
     const root = this.root;
-    const focused = root.activeElement && root.activeElement.id;
+    const focused = root.activeElement?.id;
     root.replaceChildren(el("style", { text: STYLE }));
     const wrap = el("div", { class: "wrap" });
     root.append(wrap);
 
     const status = s.status;
-    wrap.append(el("header", {},
-      el("h1", { text: "Spillway" }),
-      status ? el("span", { class: `badge phase-${status.phase}`, text: `phase: ${status.phase}` }) : null,
-      status ? el("span", { class: "muted", text: `active ${status.active} · epoch ${status.epoch}` }) : null,
-      el("span", { class: "grow" }),
-      el("span", { class: "muted", "aria-live": "polite", text: s.loading ? "Loading…" : s.updatedAt ? `Updated ${s.updatedAt.toLocaleTimeString()}` : "" }),
-      el("button", { id: "refresh", type: "button", onclick: () => this.refreshNow(), text: "Refresh" }),
-    ));
+    wrap.append(
+      el(
+        "header",
+        {},
+        el("h1", { text: "Spillway" }),
+        status ? el("span", { class: `badge phase-${status.phase}`, text: `phase: ${status.phase}` }) : null,
+        status ? el("span", { class: "muted", text: `active ${status.active} · epoch ${status.epoch}` }) : null,
+        el("span", { class: "grow" }),
+        el("span", {
+          class: "muted",
+          "aria-live": "polite",
+          text: s.loading ? "Loading…" : s.updatedAt ? `Updated ${s.updatedAt.toLocaleTimeString()}` : "",
+        }),
+        el("button", { id: "refresh", type: "button", onclick: () => this.refreshNow(), text: "Refresh" }),
+      ),
+    );
 
     if (s.unauthorized) {
       wrap.append(this.tokenPrompt());
       return;
     }
-    if (s.error) wrap.append(el("div", { class: "banner error", role: "alert", text: `${s.error} Retrying every ${Math.max(5, Number(this.getAttribute("refresh")) || 30)} s.` }));
+    if (s.error)
+      wrap.append(
+        el("div", {
+          class: "banner error",
+          role: "alert",
+          text: `${s.error} Retrying every ${Math.max(5, Number(this.getAttribute("refresh")) || 30)} s.`,
+        }),
+      );
     if (!status) {
       if (s.loading) wrap.append(el("div", { class: "banner", text: "Loading Spillway's status…" }));
       return;
@@ -302,13 +366,37 @@ export class SpillwayWidget extends HTMLElement {
     for (const name of ["primary", "secondary"]) grid.append(this.projectCard(name, status));
     wrap.append(grid);
 
-    const ops = el("section", { class: "card", "aria-labelledby": "ops-h" },
+    const ops = el(
+      "section",
+      { class: "card", "aria-labelledby": "ops-h" },
       el("h2", { id: "ops-h", text: "Operations" }),
-      el("div", { class: "actions" },
-        el("button", { id: "force-backup", type: "button", class: "primary", disabled: s.busy !== null, onclick: () => this.operate("backup"), text: s.busy === "backup" ? "Backing up…" : "Force backup" }),
-        el("button", { id: "force-switch", type: "button", class: "danger", disabled: s.busy !== null, onclick: () => this.operate("switch"), text: s.busy === "switch" ? "Switching…" : "Switch active project" }),
+      el(
+        "div",
+        { class: "actions" },
+        el("button", {
+          id: "force-backup",
+          type: "button",
+          class: "primary",
+          disabled: s.busy !== null,
+          onclick: () => this.operate("backup"),
+          text: s.busy === "backup" ? "Backing up…" : "Force backup",
+        }),
+        el("button", {
+          id: "force-switch",
+          type: "button",
+          class: "danger",
+          disabled: s.busy !== null,
+          onclick: () => this.operate("switch"),
+          text: s.busy === "switch" ? "Switching…" : "Switch active project",
+        }),
       ),
-      el("p", { class: `result ${s.result ? (s.result.ok ? "ok" : "error") : ""}`, role: "status", "aria-live": "polite", id: "op-result", text: s.result ? s.result.text : "" }),
+      el("p", {
+        class: `result ${s.result ? (s.result.ok ? "ok" : "error") : ""}`,
+        role: "status",
+        "aria-live": "polite",
+        id: "op-result",
+        text: s.result ? s.result.text : "",
+      }),
       this.confirmDialog(status),
     );
     const backup = this.backupPanel(status);
@@ -322,27 +410,45 @@ export class SpillwayWidget extends HTMLElement {
   projectCard(name, status) {
     const p = status.projects[name];
     const active = status.active === name;
-    const usageClass = p.usage === null ? "" : p.usage >= status.thresholds.switch ? "critical" : p.usage >= status.thresholds.backup ? "backup" : "";
-    const gauge = el("div", { class: "gauge", role: "meter", "aria-label": `${name} usage`, "aria-valuemin": 0, "aria-valuemax": 100, "aria-valuenow": p.usage === null ? 0 : Math.round(p.usage * 100) },
+    const usageClass =
+      p.usage === null ? "" : p.usage >= status.thresholds.switch ? "critical" : p.usage >= status.thresholds.backup ? "backup" : "";
+    const gauge = el(
+      "div",
+      {
+        class: "gauge",
+        role: "meter",
+        "aria-label": `${name} usage`,
+        "aria-valuemin": 0,
+        "aria-valuemax": 100,
+        "aria-valuenow": p.usage === null ? 0 : Math.round(p.usage * 100),
+      },
       el("div", { class: `fill ${usageClass}`, style: `width:${Math.min(100, (p.usage || 0) * 100)}%` }),
       el("div", { class: "mark", title: "backup threshold", style: `left:${status.thresholds.backup * 100}%` }),
       el("div", { class: "mark", title: "switch threshold", style: `left:${status.thresholds.switch * 100}%` }),
     );
-    return el("section", { class: "card project", "data-project": name, "aria-labelledby": `p-${name}` },
-      el("div", { class: "card-head" },
+    return el(
+      "section",
+      { class: "card project", "data-project": name, "aria-labelledby": `p-${name}` },
+      el(
+        "div",
+        { class: "card-head" },
         el("h2", { id: `p-${name}`, text: name }),
         el("span", { class: `badge role ${active ? "active" : "standby"}`, text: active ? "ACTIVE" : "STANDBY" }),
         el("span", { class: "grow" }),
         el("span", { class: p.reachable ? "muted" : "flag bad", text: p.reachable ? "reachable" : "unreachable" }),
       ),
       gauge,
-      el("div", { class: "figures" },
+      el(
+        "div",
+        { class: "figures" },
         el("span", { class: "used", text: `${bytes(p.usedBytes)} of ${bytes(p.quotaBytes)}` }),
         el("strong", { class: "usage", text: pct(p.usage) }),
       ),
       el("div", { class: "muted", text: `marks: backup ${pct(status.thresholds.backup)}, switch ${pct(status.thresholds.switch)}` }),
       typeof p.users !== "number" ? null : el("div", { class: "users", text: `${p.users} ${p.users === 1 ? "user" : "users"} in Auth` }),
-      el("div", { class: "flags" },
+      el(
+        "div",
+        { class: "flags" },
         p.readOnly ? el("span", { class: "flag bad", text: "read-only" }) : null,
         p.fenced ? el("span", { class: "flag", text: "fenced" }) : null,
         p.error ? el("span", { class: "flag bad", text: p.error }) : null,
@@ -353,129 +459,277 @@ export class SpillwayWidget extends HTMLElement {
   backupPanel(status) {
     const b = status.lastBackup;
     // The record a switch leaves (both sides equal at that moment) is not a backup that ran.
-    if (b && b.details && b.details.origin === "switch") {
-      return el("section", { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
+    if (b?.details && b.details.origin === "switch") {
+      return el(
+        "section",
+        { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
         el("h2", { id: "lb-h", text: `Last backup to ${status.standby}` }),
-        el("p", { class: "in-step", text: `In step since the switch: ${status.standby} held the same data as ${status.active} when ${status.active} became active (${when(b.finishedAt)}); no backup has run since.` }),
-        el("dl", {},
+        el("p", {
+          class: "in-step",
+          text: `In step since the switch: ${status.standby} held the same data as ${status.active} when ${status.active} became active (${when(b.finishedAt)}); no backup has run since.`,
+        }),
+        el(
+          "dl",
+          {},
           el("dt", { text: "Standby lag" }),
-          el("dd", { "data-field": "standby-lag", text: status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s` })),
+          el("dd", { "data-field": "standby-lag", text: status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s` }),
+        ),
       );
     }
-    const rows = b ? [
-      ["When", when(b.finishedAt || b.startedAt)], ["Kind", b.kind], ["Status", b.status],
-      ["Rows", b.rows.toLocaleString()], ["Size", bytes(b.bytes)], ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
-    ] : [];
-    if (b && b.status === "running") rows.push(["Progress", `${b.progress.phase ?? "starting"}: ${b.progress.tablesDone ?? 0} of ${b.progress.tablesTotal ?? "?"} tables`]);
-    if (b && b.error) rows.push(["Error", b.error]);
+    const rows = b
+      ? [
+          ["When", when(b.finishedAt || b.startedAt)],
+          ["Kind", b.kind],
+          ["Status", b.status],
+          ["Rows", b.rows.toLocaleString()],
+          ["Size", bytes(b.bytes)],
+          ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
+        ]
+      : [];
+    if (b && b.status === "running")
+      rows.push([
+        "Progress",
+        `${b.progress.phase ?? "starting"}: ${b.progress.tablesDone ?? 0} of ${b.progress.tablesTotal ?? "?"} tables`,
+      ]);
+    if (b?.error) rows.push(["Error", b.error]);
     rows.push(["Standby lag", status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s`]);
-    return el("section", { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
+    return el(
+      "section",
+      { class: "card", id: "last-backup", "aria-labelledby": "lb-h" },
       el("h2", { id: "lb-h", text: `Last backup to ${status.standby}` }),
       b ? null : el("p", { class: "muted", text: "No backup yet." }),
-      el("dl", {}, rows.flatMap(([k, v]) => [el("dt", { text: k }), el("dd", { "data-field": k.toLowerCase().replace(/\s+/g, "-"), text: String(v) })])),
+      el(
+        "dl",
+        {},
+        rows.flatMap(([k, v]) => [
+          el("dt", { text: k }),
+          el("dd", { "data-field": k.toLowerCase().replace(/\s+/g, "-"), text: String(v) }),
+        ]),
+      ),
     );
   }
 
   historyPanel(status) {
     const samples = status.samples[status.active] || [];
     const quota = status.projects[status.active].quotaBytes;
-    const W = 600, H = 200, P = 28;
+    const W = 600,
+      H = 200,
+      P = 28;
     const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `usage history of ${status.active}` });
     chart.append(svg("rect", { x: P, y: 8, width: W - P - 8, height: H - P - 8, fill: "#fff", stroke: "#d0d7de" }));
     const y = (u) => 8 + (H - P - 8) * (1 - Math.min(1, Math.max(0, u)));
     // The two thresholds are a few pixels apart: the switch label sits above its line and the
     // backup label below its own, so they never overlap.
-    for (const [t, color, dy] of [[status.thresholds.backup, "#9a6700", 11], [status.thresholds.switch, "#cf222e", -2]]) {
+    for (const [t, color, dy] of [
+      [status.thresholds.backup, "#9a6700", 11],
+      [status.thresholds.switch, "#cf222e", -2],
+    ]) {
       chart.append(svg("line", { x1: P, x2: W - 8, y1: y(t), y2: y(t), stroke: color, "stroke-dasharray": "6 4" }));
       const label = svg("text", { x: 2, y: y(t) + dy, "font-size": 11, fill: color });
       label.textContent = `${Math.round(t * 100)}%`;
       chart.append(label);
     }
     if (samples.length > 1) {
-      const t0 = Date.parse(samples[0].at), t1 = Date.parse(samples[samples.length - 1].at);
+      const t0 = Date.parse(samples[0].at),
+        t1 = Date.parse(samples[samples.length - 1].at);
       const x = (t) => P + (W - P - 8) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
       const d = samples.map((s, i) => `${i ? "L" : "M"}${x(Date.parse(s.at)).toFixed(1)},${y(s.usedBytes / quota).toFixed(1)}`).join(" ");
       chart.append(svg("path", { d, fill: "none", stroke: "#0b5cad", "stroke-width": 2 }));
     }
     const f = status.forecast;
-    return el("section", { class: "card", "aria-labelledby": "h-h" },
+    return el(
+      "section",
+      { class: "card", "aria-labelledby": "h-h" },
       el("h2", { id: "h-h", text: `Usage history of ${status.active}` }),
       chart,
-      el("dl", {},
-        el("dt", { text: "Growth" }), el("dd", { "data-field": "growth", text: f.bytesPerHour === null ? `no forecast: ${f.reason || "not enough samples"}` : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}` }),
-        el("dt", { text: "Backup threshold" }), el("dd", { "data-field": "backup-at", text: f.backupAt ? when(f.backupAt) : "not forecast" }),
-        el("dt", { text: "Switch threshold" }), el("dd", { "data-field": "switch-at", text: f.switchAt ? when(f.switchAt) : "not forecast" }),
+      el(
+        "dl",
+        {},
+        el("dt", { text: "Growth" }),
+        el("dd", {
+          "data-field": "growth",
+          text:
+            f.bytesPerHour === null
+              ? `no forecast: ${f.reason || "not enough samples"}`
+              : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}`,
+        }),
+        el("dt", { text: "Backup threshold" }),
+        el("dd", { "data-field": "backup-at", text: f.backupAt ? when(f.backupAt) : "not forecast" }),
+        el("dt", { text: "Switch threshold" }),
+        el("dd", { "data-field": "switch-at", text: f.switchAt ? when(f.switchAt) : "not forecast" }),
       ),
     );
   }
 
   eventsPanel() {
-    const select = el("select", { id: "level-filter", onchange: (e) => { this.state.level = e.target.value; this.refreshNow(); } },
-      ...["", "info", "warn", "error"].map((l) => el("option", { value: l, selected: this.state.level === l, text: l === "" ? "all levels" : l })));
-    return el("section", { class: "card", "aria-labelledby": "e-h" },
-      el("div", { class: "card-head" },
-        el("h2", { id: "e-h", text: "Latest events" }), el("span", { class: "grow" }),
-        el("label", { for: "level-filter", class: "sr-only", text: "Filter events by level" }), select),
-      this.state.events.length === 0 ? el("p", { class: "muted", text: "No events." }) : el("ul", { class: "events" },
-        this.state.events.map((e) => {
-          const o = OUTCOMES[e.kind];
-          return el("li", { class: o ? `${e.level} outcome ${o.ok ? "ok" : "bad"}` : e.level, "data-kind": e.kind },
-            el("span", { class: "lvl", text: e.level }),
-            el("time", { class: "time muted", datetime: e.at, text: new Date(e.at).toLocaleTimeString() }),
-            el("span", { class: "msg" }, o ? el("span", { class: "tag", text: o.tag }) : null, e.message),
-          );
-        })),
+    const select = el(
+      "select",
+      {
+        id: "level-filter",
+        onchange: (e) => {
+          this.state.level = e.target.value;
+          this.refreshNow();
+        },
+      },
+      ...["", "info", "warn", "error"].map((l) =>
+        el("option", { value: l, selected: this.state.level === l, text: l === "" ? "all levels" : l }),
+      ),
+    );
+    return el(
+      "section",
+      { class: "card", "aria-labelledby": "e-h" },
+      el(
+        "div",
+        { class: "card-head" },
+        el("h2", { id: "e-h", text: "Latest events" }),
+        el("span", { class: "grow" }),
+        el("label", { for: "level-filter", class: "sr-only", text: "Filter events by level" }),
+        select,
+      ),
+      this.state.events.length === 0
+        ? el("p", { class: "muted", text: "No events." })
+        : el(
+            "ul",
+            { class: "events" },
+            this.state.events.map((e) => {
+              const o = OUTCOMES[e.kind];
+              return el(
+                "li",
+                { class: o ? `${e.level} outcome ${o.ok ? "ok" : "bad"}` : e.level, "data-kind": e.kind },
+                el("span", { class: "lvl", text: e.level }),
+                el("time", { class: "time muted", datetime: e.at, text: new Date(e.at).toLocaleTimeString() }),
+                el("span", { class: "msg" }, o ? el("span", { class: "tag", text: o.tag }) : null, e.message),
+              );
+            }),
+          ),
     );
   }
 
   settingsPanel(settings) {
     const errors = this.state.fieldErrors || {};
-    const field = (id, label, input, errorKeys, wide = false) => el("div", { class: wide ? "field wide" : "field" },
-      el("label", { for: id, text: label }), input,
-      el("span", { class: "err", id: `${id}-err`, role: "alert", text: errorKeys.map((k) => errors[k]).filter(Boolean).join("; ") }));
+    const field = (id, label, input, errorKeys, wide = false) =>
+      el(
+        "div",
+        { class: wide ? "field wide" : "field" },
+        el("label", { for: id, text: label }),
+        input,
+        el("span", {
+          class: "err",
+          id: `${id}-err`,
+          role: "alert",
+          text: errorKeys
+            .map((k) => errors[k])
+            .filter(Boolean)
+            .join("; "),
+        }),
+      );
     const num = (id, name, value, step) => el("input", { id, name, type: "number", step, value, "aria-describedby": `${id}-err` });
-    const check = (id, name, label, on) => el("div", { class: "field check" },
-      el("input", { id, name, type: "checkbox", checked: on }), el("label", { for: id, text: label }));
-    const form = el("form", { class: "settings", novalidate: true, onsubmit: (e) => { e.preventDefault(); this.saveSettings(e.target); } },
-      field("set-backup", "Backup threshold (%)", num("set-backup", "backupThreshold", +(settings.backupThreshold * 100).toFixed(2), "any"), ["backupThreshold"]),
-      field("set-switch", "Switch threshold (%)", num("set-switch", "switchThreshold", +(settings.switchThreshold * 100).toFixed(2), "any"), ["switchThreshold"]),
-      field("set-qp", "Primary quota (MB)", num("set-qp", "quotaPrimary", +(settings.quotaBytes.primary / 1048576).toFixed(2), "any"), ["quotaBytes.primary", "quotaBytes"]),
-      field("set-qs", "Secondary quota (MB)", num("set-qs", "quotaSecondary", +(settings.quotaBytes.secondary / 1048576).toFixed(2), "any"), ["quotaBytes.secondary", "quotaBytes"]),
-      field("set-strategy", "Backup strategy", el("select", { id: "set-strategy", name: "strategy" },
-        el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
-        el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" })), ["strategy"], true),
+    const check = (id, name, label, on) =>
+      el("div", { class: "field check" }, el("input", { id, name, type: "checkbox", checked: on }), el("label", { for: id, text: label }));
+    const form = el(
+      "form",
+      {
+        class: "settings",
+        novalidate: true,
+        onsubmit: (e) => {
+          e.preventDefault();
+          this.saveSettings(e.target);
+        },
+      },
+      field(
+        "set-backup",
+        "Backup threshold (%)",
+        num("set-backup", "backupThreshold", +(settings.backupThreshold * 100).toFixed(2), "any"),
+        ["backupThreshold"],
+      ),
+      field(
+        "set-switch",
+        "Switch threshold (%)",
+        num("set-switch", "switchThreshold", +(settings.switchThreshold * 100).toFixed(2), "any"),
+        ["switchThreshold"],
+      ),
+      field("set-qp", "Primary quota (MB)", num("set-qp", "quotaPrimary", +(settings.quotaBytes.primary / 1048576).toFixed(2), "any"), [
+        "quotaBytes.primary",
+        "quotaBytes",
+      ]),
+      field(
+        "set-qs",
+        "Secondary quota (MB)",
+        num("set-qs", "quotaSecondary", +(settings.quotaBytes.secondary / 1048576).toFixed(2), "any"),
+        ["quotaBytes.secondary", "quotaBytes"],
+      ),
+      field(
+        "set-strategy",
+        "Backup strategy",
+        el(
+          "select",
+          { id: "set-strategy", name: "strategy" },
+          el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
+          el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" }),
+        ),
+        ["strategy"],
+        true,
+      ),
       check("set-auto-backup", "autoBackup", "Automatic backup", settings.autoBackup),
       check("set-auto-switch", "autoSwitch", "Automatic switch", settings.autoSwitch),
-      el("div", { class: "actions" },
+      el(
+        "div",
+        { class: "actions" },
         el("button", { id: "save-settings", type: "submit", class: "primary", disabled: this.state.busy !== null, text: "Save settings" }),
-        el("span", { class: `result ${this.state.settingsResult ? (this.state.settingsResult.ok ? "ok" : "error") : ""}`, id: "settings-result", role: "status", text: this.state.settingsResult ? this.state.settingsResult.text : "" })),
+        el("span", {
+          class: `result ${this.state.settingsResult ? (this.state.settingsResult.ok ? "ok" : "error") : ""}`,
+          id: "settings-result",
+          role: "status",
+          text: this.state.settingsResult ? this.state.settingsResult.text : "",
+        }),
+      ),
     );
-    form.addEventListener("input", () => { this.settingsDirty = true; });
+    form.addEventListener("input", () => {
+      this.settingsDirty = true;
+    });
     this.settingsNode = el("section", { class: "card", "aria-labelledby": "s-h" }, el("h2", { id: "s-h", text: "Settings" }), form);
     return this.settingsNode;
   }
 
   confirmDialog(status) {
-    return el("dialog", { id: "confirm-switch", "aria-labelledby": "cs-h" },
-      el("form", { method: "dialog" },
+    return el(
+      "dialog",
+      { id: "confirm-switch", "aria-labelledby": "cs-h" },
+      el(
+        "form",
+        { method: "dialog" },
         el("h2", { id: "cs-h", text: `Switch the active project to ${status.standby}?` }),
-        el("p", { text: `Writes to ${status.active} are fenced for the final catch-up, then apps move to ${status.standby} (epoch ${status.epoch + 1}).` }),
-        el("div", { class: "actions" },
+        el("p", {
+          text: `Writes to ${status.active} are fenced for the final catch-up, then apps move to ${status.standby} (epoch ${status.epoch + 1}).`,
+        }),
+        el(
+          "div",
+          { class: "actions" },
           el("button", { value: "cancel", text: "Cancel" }),
-          el("button", { value: "confirm", class: "danger", id: "confirm-switch-yes", text: `Switch to ${status.standby}` }))));
+          el("button", { value: "confirm", class: "danger", id: "confirm-switch-yes", text: `Switch to ${status.standby}` }),
+        ),
+      ),
+    );
   }
 
   tokenPrompt() {
-    const form = el("form", { class: "token-form card", id: "token-prompt", onsubmit: (e) => {
-      e.preventDefault();
-      const token = new FormData(e.target).get("token");
-      this.dispatchEvent(new CustomEvent("spillway-token", { detail: { token }, bubbles: true, composed: true }));
-      this.token = String(token);
-    } },
+    const form = el(
+      "form",
+      {
+        class: "token-form card",
+        id: "token-prompt",
+        onsubmit: (e) => {
+          e.preventDefault();
+          const token = new FormData(e.target).get("token");
+          this.dispatchEvent(new CustomEvent("spillway-token", { detail: { token }, bubbles: true, composed: true }));
+          this.token = String(token);
+        },
+      },
       el("h2", { text: "The admin token was refused" }),
       el("label", { for: "token-input", text: "Admin token (SPILLWAY_ADMIN_TOKEN)" }),
       el("input", { id: "token-input", name: "token", type: "password", autocomplete: "off", required: true }),
-      el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Use this token" })));
+      el("div", { class: "actions" }, el("button", { type: "submit", class: "primary", text: "Use this token" })),
+    );
     return form;
   }
 }

@@ -43,13 +43,19 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
   if (input.strategy === "fdw") {
     return await input.target.sql.begin(async (dst) => {
       const local = "spillway_fdw_auth";
-      const snap = await load(dst, (t, stage) => pullTable(dst, stage, local), async () => {
-        const remote = await remoteSnapshot(dst);
-        await dst.unsafe(`drop schema if exists ${local} cascade`);
-        await dst.unsafe(`create schema ${local}`);
-        await dst.unsafe(`import foreign schema auth limit to (${input.tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`);
-        return remote;
-      });
+      const snap = await load(
+        dst,
+        (_table, stage) => pullTable(dst, stage, local),
+        async () => {
+          const remote = await remoteSnapshot(dst);
+          await dst.unsafe(`drop schema if exists ${local} cascade`);
+          await dst.unsafe(`create schema ${local}`);
+          await dst.unsafe(
+            `import foreign schema auth limit to (${input.tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`,
+          );
+          return remote;
+        },
+      );
       await dropForeignSchemas(dst, new Map([["auth", local]]));
       return snap;
     });
@@ -57,7 +63,13 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
   return await input.source.sql.begin("isolation level repeatable read read only", async (src) => {
     await canonical(src);
     const [row] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
-    return await input.target.sql.begin((dst) => load(dst, (t, stage) => copyTable(src, dst, { ...t, binarySafe: false }, () => undefined, stage.qualified, false), async () => row!.snapshot));
+    return await input.target.sql.begin((dst) =>
+      load(
+        dst,
+        (t, stage) => copyTable(src, dst, { ...t, binarySafe: false }, () => undefined, stage.qualified, false),
+        async () => row!.snapshot,
+      ),
+    );
   });
 }
 

@@ -1,7 +1,7 @@
 import type { TransactionSql } from "postgres";
-import type { Db, Project } from "../project.ts";
 import type { ProjectName } from "../names.ts";
-import { foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
+import type { Db, Project } from "../project.ts";
+import { type Catalog, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Table } from "./catalog.ts";
 import { copyTable, FDW_SERVER, pullTable } from "./full.ts";
 import { schemaDiff } from "./schema-diff.ts";
 
@@ -14,7 +14,15 @@ import { schemaDiff } from "./schema-diff.ts";
  * mfa_challenges, saml_relay_states), the audit log and GoTrue's own migration table
  * neither.
  */
-export const CARRIED_AUTH_TABLES = ["users", "identities", "mfa_factors", "one_time_tokens", "sso_providers", "sso_domains", "saml_providers"];
+export const CARRIED_AUTH_TABLES = [
+  "users",
+  "identities",
+  "mfa_factors",
+  "one_time_tokens",
+  "sso_providers",
+  "sso_domains",
+  "saml_providers",
+];
 
 /**
  * Auth's session tables: never carried, and emptied on the standby. Sessions it issued
@@ -31,8 +39,23 @@ export const AUTH_CHANGES = "spillway.auth_changes";
 function changeTable(name: string, identity: "" | "a"): Table {
   const column = (n: string, type: string, notNull = true) => ({ name: n, type, notNull, generated: false, identity: "" as const });
   return {
-    oid: 0, schema: "spillway", name, qualified: qualify("spillway", name), partition: false, rowSecurity: true, primaryKey: ["id"], uniqueColumns: [], binarySafe: true,
-    columns: [{ ...column("id", "bigint"), identity }, column("tbl", "text"), column("op", "text"), column("old", "jsonb", false), column("new", "jsonb", false), column("at", "timestamp with time zone")],
+    oid: 0,
+    schema: "spillway",
+    name,
+    qualified: qualify("spillway", name),
+    partition: false,
+    rowSecurity: true,
+    primaryKey: ["id"],
+    uniqueColumns: [],
+    binarySafe: true,
+    columns: [
+      { ...column("id", "bigint"), identity },
+      column("tbl", "text"),
+      column("op", "text"),
+      column("old", "jsonb", false),
+      column("new", "jsonb", false),
+      column("at", "timestamp with time zone"),
+    ],
   };
 }
 
@@ -64,12 +87,19 @@ export interface AuthPlan {
  * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
  */
 export async function planAuth(source: Project, target: Project, enabled: boolean): Promise<AuthPlan> {
-  const plan: AuthPlan = { tables: null, sessions: [], diffs: [], changes: changeTable("auth_changes", "a"), stageChanges: changeTable("auth_stage_changes", "") };
+  const plan: AuthPlan = {
+    tables: null,
+    sessions: [],
+    diffs: [],
+    changes: changeTable("auth_changes", "a"),
+    stageChanges: changeTable("auth_stage_changes", ""),
+  };
   if (!enabled || !(await hasUsers(source.sql))) return plan;
   const [active, standby] = await Promise.all([readCatalog(source.sql, ["auth"]), readCatalog(target.sql, ["auth"])]);
   const a = carried(active);
   const diffs = schemaDiff(a, carried(standby));
-  for (const t of a.tables) if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
+  for (const t of a.tables)
+    if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
   const sessions = SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
   return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
 }
@@ -89,7 +119,12 @@ export async function carriedAuthTables(sql: Db): Promise<Table[]> {
 function carried(catalog: Catalog): Catalog {
   const tables = catalog.tables.filter((t) => CARRIED_AUTH_TABLES.includes(t.name));
   const names = new Set(tables.map((t) => t.qualified));
-  return { tables, foreignKeys: catalog.foreignKeys.filter((f) => names.has(f.table) && names.has(f.references)), indexes: [], sequences: [] };
+  return {
+    tables,
+    foreignKeys: catalog.foreignKeys.filter((f) => names.has(f.table) && names.has(f.references)),
+    indexes: [],
+    sequences: [],
+  };
 }
 
 /**
@@ -140,7 +175,9 @@ export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], fo
     const local = "spillway_fdw_auth";
     await dst.unsafe(`drop schema if exists ${local} cascade`);
     await dst.unsafe(`create schema ${local}`);
-    await dst.unsafe(`import foreign schema auth limit to (${tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`);
+    await dst.unsafe(
+      `import foreign schema auth limit to (${tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`,
+    );
     for (const t of tables) {
       const m = await pullTable(dst, t, local);
       moved.rows += m.rows;

@@ -1,7 +1,7 @@
 import { SpillwayError } from "../errors.ts";
 import type { Db } from "../project.ts";
 import { quoteIdent, type Table } from "./catalog.ts";
-import { UNCHANGED, type Message, type Value } from "./pgoutput.ts";
+import { type Message, UNCHANGED, type Value } from "./pgoutput.ts";
 
 // What a relation message comes to on the standby's side.
 interface Shape {
@@ -58,7 +58,10 @@ interface Group {
 export class BatchWriter {
   private groups = new Map<string, Group>();
 
-  constructor(private readonly tx: Db, private readonly tables: Map<string, Table>) {}
+  constructor(
+    private readonly tx: Db,
+    private readonly tables: Map<string, Table>,
+  ) {}
 
   async add(change: Change, relations: Map<number, Relation>): Promise<number> {
     if (change.type === "truncate") {
@@ -94,7 +97,15 @@ export class BatchWriter {
         await this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old, shape.uniqueIdx);
       }
     } else {
-      await this.push(table, "delete", "delete|", [], [], keyIdx.map((i) => change.old[i]!), [keyOf(change.old)]);
+      await this.push(
+        table,
+        "delete",
+        "delete|",
+        [],
+        [],
+        keyIdx.map((i) => change.old[i]!),
+        [keyOf(change.old)],
+      );
     }
     return 1;
   }
@@ -119,11 +130,26 @@ export class BatchWriter {
 
   private table(rel: Relation | undefined): Table {
     const t = rel && this.tables.get(`${rel.schema}.${rel.table}`);
-    if (!t) throw new SpillwayError("SCHEMA_MISMATCH", 409, `a change came for ${rel ? `${rel.schema}.${rel.table}` : "an unknown table"}, which the standby does not replicate; a full backup is needed`);
+    if (!t)
+      throw new SpillwayError(
+        "SCHEMA_MISMATCH",
+        409,
+        `a change came for ${rel ? `${rel.schema}.${rel.table}` : "an unknown table"}, which the standby does not replicate; a full backup is needed`,
+      );
     return t;
   }
 
-  private async push(table: Table, kind: Group["kind"], key: string, columns: string[], row: Value[], where: Value[], keys: string[], inPlace = false, unique: number[] = []) {
+  private async push(
+    table: Table,
+    kind: Group["kind"],
+    key: string,
+    columns: string[],
+    row: Value[],
+    where: Value[],
+    keys: string[],
+    inPlace = false,
+    unique: number[] = [],
+  ) {
     let g = this.groups.get(table.qualified);
     const at = g && g.key === key && inPlace ? g.inPlace.get(keys[0]!) : undefined;
     // Replacing moves the row's later update ahead of the other rows' updates in between:
@@ -189,7 +215,10 @@ export class BatchWriter {
       const select = g.columns.map((c, i) => `u.c${i}::${type(c)}`).join(", ");
       const unnest = g.columns.map((_, i) => `$${i + 1}::text[]`).join(", ");
       const aliases = g.columns.map((_, i) => `c${i}`).join(", ");
-      await this.tx.unsafe(`insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`, params as never);
+      await this.tx.unsafe(
+        `insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`,
+        params as never,
+      );
     } else if (g.kind === "update") {
       await this.relaxIdentity(g.table, g.columns);
       const params = [...g.columns.map((_, i) => column(g.rows, i)), ...pk.map((_, i) => column(g.where, i))];
@@ -198,12 +227,18 @@ export class BatchWriter {
       const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
       const unnest = [...g.columns.map((_, i) => `$${i + 1}::text[]`), ...pk.map((_, i) => `$${n + i + 1}::text[]`)].join(", ");
       const aliases = [...g.columns.map((_, i) => `c${i}`), ...pk.map((_, i) => `k${i}`)].join(", ");
-      await this.tx.unsafe(`update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`, params as never);
+      await this.tx.unsafe(
+        `update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`,
+        params as never,
+      );
     } else {
       const params = pk.map((_, i) => column(g.where, i));
       const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
       const unnest = pk.map((_, i) => `$${i + 1}::text[]`).join(", ");
-      await this.tx.unsafe(`delete from ${g.table.qualified} as t using unnest(${unnest}) as u(${pk.map((_, i) => `k${i}`).join(", ")}) where ${match}`, params as never);
+      await this.tx.unsafe(
+        `delete from ${g.table.qualified} as t using unnest(${unnest}) as u(${pk.map((_, i) => `k${i}`).join(", ")}) where ${match}`,
+        params as never,
+      );
     }
   }
 
@@ -214,10 +249,13 @@ export class BatchWriter {
   private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
     const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
     if (change.type === "insert") {
-      await this.tx.unsafe(`insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::text::${type(c)}`).join(", ")})`, change.row.map(text) as never);
+      await this.tx.unsafe(
+        `insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::text::${type(c)}`).join(", ")})`,
+        change.row.map(text) as never,
+      );
       return;
     }
-    const old = change.type === "update" ? change.old ?? change.row : change.old;
+    const old = change.type === "update" ? (change.old ?? change.row) : change.old;
     const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::text::${type(c)}`).join(" and ");
     const locate = `(select t.ctid from ${table.qualified} as t where ${match} limit 1)`;
     if (change.type === "delete") {
@@ -225,8 +263,14 @@ export class BatchWriter {
       return;
     }
     const present = cols.map((c, i) => ({ c, v: change.row[i] as Value })).filter((x) => x.v !== UNCHANGED);
-    await this.relaxIdentity(table, present.map((x) => x.c));
+    await this.relaxIdentity(
+      table,
+      present.map((x) => x.c),
+    );
     const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::text::${type(x.c)}`).join(", ");
-    await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))] as never);
+    await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [
+      ...old.map(text),
+      ...present.map((x) => text(x.v)),
+    ] as never);
   }
 }

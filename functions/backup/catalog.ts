@@ -39,7 +39,10 @@ export interface Table {
  * copiedColumns(table) // "\"id\", \"name\""
  */
 export function copiedColumns(table: Table): string {
-  return table.columns.filter((c) => !c.generated).map((c) => quoteIdent(c.name)).join(", ");
+  return table.columns
+    .filter((c) => !c.generated)
+    .map((c) => quoteIdent(c.name))
+    .join(", ");
 }
 
 /** A foreign key between replicated tables: which table references which, and how. */
@@ -112,7 +115,9 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
       return await readQualified(tx, schemas);
     });
   }
-  const [previous] = await sql<{ path: string }[]>`select pg_catalog.current_setting('search_path') as path, pg_catalog.set_config('search_path', '', true)`;
+  const [previous] = await sql<
+    { path: string }[]
+  >`select pg_catalog.current_setting('search_path') as path, pg_catalog.set_config('search_path', '', true)`;
   const catalog = await readQualified(sql, schemas);
   await sql`select pg_catalog.set_config('search_path', ${previous!.path}, true)`;
   return catalog;
@@ -133,7 +138,9 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
     order by n.nspname, c.relname`;
   const oids = tableRows.map((t) => Number(t.oid));
 
-  const columnRows = await sql<{ rel: string; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[]>`
+  const columnRows = await sql<
+    { rel: string; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[]
+  >`
     select a.attrelid::int8 as rel, a.attname as name, pg_catalog.format_type(a.atttypid, a.atttypmod) as type,
       a.attnotnull as not_null, a.attgenerated as generated, a.attidentity as identity,
       (a.atttypid >= 16384 and (t.typcategory = 'A' or t.typtype in ('c', 'r', 'm'))) as text_only
@@ -162,15 +169,28 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
     const unique = uniqueRows.filter((u) => Number(u.rel) === oid);
     const uniqueColumns = unique.some((u) => u.whole) ? cols.map((c) => c.name) : [...new Set(unique.flatMap((u) => u.columns))];
     return {
-      oid, schema: t.schema, name: t.name, qualified: qualify(t.schema, t.name), partition: t.partition, rowSecurity: t.row_security,
-      columns: cols.map((c) => ({ name: c.name, type: c.type, notNull: c.not_null, generated: c.generated !== "", identity: c.identity as Column["identity"] })),
+      oid,
+      schema: t.schema,
+      name: t.name,
+      qualified: qualify(t.schema, t.name),
+      partition: t.partition,
+      rowSecurity: t.row_security,
+      columns: cols.map((c) => ({
+        name: c.name,
+        type: c.type,
+        notNull: c.not_null,
+        generated: c.generated !== "",
+        identity: c.identity as Column["identity"],
+      })),
       primaryKey: pkRows.find((p) => Number(p.rel) === oid)?.columns ?? [],
       uniqueColumns,
       binarySafe: !cols.some((c) => c.text_only),
     };
   });
 
-  const fkRows = await sql<{ name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[]>`
+  const fkRows = await sql<
+    { name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[]
+  >`
     select c.conname as name, tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name,
       pg_catalog.pg_get_constraintdef(c.oid) as definition
     from pg_catalog.pg_constraint c
@@ -182,7 +202,16 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
 
   // Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
   // partitioned index, and not the key any foreign key stands on (foreign keys stay).
-  const indexRows = await sql<{ table_schema: string; table_name: string; name: string; constraint_name: string | null; index_def: string; constraint_def: string | null }[]>`
+  const indexRows = await sql<
+    {
+      table_schema: string;
+      table_name: string;
+      name: string;
+      constraint_name: string | null;
+      index_def: string;
+      constraint_def: string | null;
+    }[]
+  >`
     select n.nspname as table_schema, t.relname as table_name, ic.relname as name, con.conname as constraint_name,
       pg_catalog.pg_get_indexdef(i.indexrelid) as index_def, pg_catalog.pg_get_constraintdef(con.oid) as constraint_def
     from pg_catalog.pg_index i
@@ -200,13 +229,23 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
   const indexes: Index[] = indexRows.map((r) => {
     const table = qualify(r.table_schema, r.table_name);
     return r.constraint_name && r.constraint_def
-      ? { table, name: r.name, create: `alter table ${table} add constraint ${quoteIdent(r.constraint_name)} ${r.constraint_def}`, drop: `alter table ${table} drop constraint ${quoteIdent(r.constraint_name)}` }
+      ? {
+          table,
+          name: r.name,
+          create: `alter table ${table} add constraint ${quoteIdent(r.constraint_name)} ${r.constraint_def}`,
+          drop: `alter table ${table} drop constraint ${quoteIdent(r.constraint_name)}`,
+        }
       : { table, name: r.name, create: r.index_def, drop: `drop index ${qualify(r.table_schema, r.name)}` };
   });
 
   return {
     tables,
-    foreignKeys: fkRows.map((f) => ({ name: f.name, table: qualify(f.table_schema, f.table_name), references: qualify(f.ref_schema, f.ref_name), definition: f.definition })),
+    foreignKeys: fkRows.map((f) => ({
+      name: f.name,
+      table: qualify(f.table_schema, f.table_name),
+      references: qualify(f.ref_schema, f.ref_name),
+      definition: f.definition,
+    })),
     indexes,
     sequences: await readSequences(sql, schemas),
   };
@@ -234,7 +273,13 @@ export async function readSequences(sql: Sql, schemas: string[]): Promise<Sequen
     select s.schema, s.name, st.last_value::text, st.is_called, s.increment, s.bound
     from seqs s cross join lateral spillway.sequence_state(s.oid) st
     order by 1, 2`;
-  return rows.map((s) => ({ qualified: qualify(s.schema, s.name), lastValue: s.last_value, isCalled: s.is_called, increment: s.increment, bound: s.bound }));
+  return rows.map((s) => ({
+    qualified: qualify(s.schema, s.name),
+    lastValue: s.last_value,
+    isCalled: s.is_called,
+    increment: s.increment,
+    bound: s.bound,
+  }));
 }
 
 /**

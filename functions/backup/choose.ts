@@ -1,7 +1,7 @@
 import type { Project } from "../project.ts";
 import type { Table } from "./catalog.ts";
 import { captureDrift, unpublished } from "./drift.ts";
-import { dropSlot, PUBLICATION, tableSet, type ReplicaPosition } from "./incremental.ts";
+import { dropSlot, PUBLICATION, type ReplicaPosition, tableSet } from "./incremental.ts";
 import { slotHealth } from "./slots.ts";
 
 /** Which kind of backup a run makes, and why. */
@@ -33,7 +33,10 @@ export async function chooseKind(source: Project, position: ReplicaPosition | nu
   if (health.state === "missing") return full("the change capture slot is gone (retention guard or dropped)");
   if (health.state === "lost") {
     await dropSlot(source, position.slot);
-    return full(`the change capture slot ${position.slot} was invalidated by the server (it fell behind max_slot_wal_keep_size) and was dropped`, true);
+    return full(
+      `the change capture slot ${position.slot} was invalidated by the server (it fell behind max_slot_wal_keep_size) and was dropped`,
+      true,
+    );
   }
   const drift = captureDrift(position.tables, tableSet(tables));
   if (drift) return full(`the replicated tables changed since the last full copy (${drift})`, true);

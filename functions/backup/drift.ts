@@ -25,10 +25,13 @@ export function captureEntry(t: Table): string {
  * // "public.todos was dropped and created again"
  */
 export function captureDrift(recorded: string[], current: string[]): string | null {
-  const parse = (entries: string[]) => new Map(entries.map((e) => {
-    const [name, oid, ...shape] = e.split(" ");
-    return [name!, { oid: oid ?? null, shape: shape.join(" ") }] as const;
-  }));
+  const parse = (entries: string[]) =>
+    new Map(
+      entries.map((e) => {
+        const [name, oid, ...shape] = e.split(" ");
+        return [name!, { oid: oid ?? null, shape: shape.join(" ") }] as const;
+      }),
+    );
   const before = parse(recorded);
   const now = parse(current);
   const problems: string[] = [];

@@ -1,13 +1,22 @@
 import { Transform } from "node:stream";
 import { pipeline } from "node:stream/promises";
 import type { TransactionSql } from "postgres";
-import type { Db as Sql } from "../project.ts";
 import { SpillwayError } from "../errors.ts";
-import type { Project } from "../project.ts";
-import { copiedColumns, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Catalog, type Index, type Sequence, type Table } from "./catalog.ts";
-import { canonical, LOAD_MARK, checksumTable, compareChecksums, type TableChecksum } from "./checksum.ts";
-import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
+import type { Project, Db as Sql } from "../project.ts";
 import { changeCounter } from "../status.ts";
+import {
+  type Catalog,
+  copiedColumns,
+  foreignKeyOrder,
+  type Index,
+  qualify,
+  quoteIdent,
+  readCatalog,
+  type Sequence,
+  type Table,
+} from "./catalog.ts";
+import { canonical, checksumTable, compareChecksums, LOAD_MARK, type TableChecksum } from "./checksum.ts";
+import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
 
 /** Where a running full load is. */
 export interface Progress {
@@ -105,8 +114,8 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
         const moved = foreign
           ? await pullTable(dst, table, foreign.get(table.schema)!)
           : await copyTable(src, dst, table, (bytes) => {
-            progress.bytes += bytes;
-          });
+              progress.bytes += bytes;
+            });
         if (foreign) progress.bytes += moved.bytes;
         progress.rows += moved.rows;
         progress.tablesDone += 1;
@@ -132,20 +141,30 @@ export async function fullLoad(input: FullLoadInput): Promise<FullLoadResult> {
         const active: TableChecksum[] = [];
         const standby: TableChecksum[] = [];
         for (const table of tables) {
-          active.push(foreign ? await checksumTable(dst, table, qualify(foreign.get(table.schema)!, table.name)) : await checksumTable(src, table));
+          active.push(
+            foreign ? await checksumTable(dst, table, qualify(foreign.get(table.schema)!, table.name)) : await checksumTable(src, table),
+          );
           standby.push(await checksumTable(dst, table));
         }
         const mismatches = compareChecksums(active, standby);
         if (mismatches.length > 0) {
-          throw new SpillwayError("VERIFY_FAILED", 500, `verification failed for ${mismatches.length} table(s): ${mismatches.join("; ")}`, { tables: mismatches });
+          throw new SpillwayError("VERIFY_FAILED", 500, `verification failed for ${mismatches.length} table(s): ${mismatches.join("; ")}`, {
+            tables: mismatches,
+          });
         }
         checksums = active;
       }
       if (foreign) await dropForeignSchemas(dst, foreign);
 
       const result: FullLoadResult = {
-        tables: tables.length, rows: progress.rows, bytes: progress.bytes,
-        snapshotAt: snap!.at.toISOString(), changeCounter: counter, snapshot: foreign ? fdwSnapshot : snap!.snapshot, checksums, perTable,
+        tables: tables.length,
+        rows: progress.rows,
+        bytes: progress.bytes,
+        snapshotAt: snap!.at.toISOString(),
+        changeCounter: counter,
+        snapshot: foreign ? fdwSnapshot : snap!.snapshot,
+        checksums,
+        perTable,
       };
       progress.phase = "commit";
       input.onProgress({ ...progress });
@@ -232,7 +251,14 @@ export async function setSequences(dst: Sql, sequences: Sequence[], options: { g
  * @example
  * const moved = await copyTable(src, dst, table, (n) => progress.bytes += n);
  */
-export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: number) => void, into = table.qualified, freeze = true): Promise<{ rows: number; bytes: number }> {
+export async function copyTable(
+  src: Sql,
+  dst: Sql,
+  table: Table,
+  onBytes: (n: number) => void,
+  into = table.qualified,
+  freeze = true,
+): Promise<{ rows: number; bytes: number }> {
   const cols = copiedColumns(table);
   const format = table.binarySafe ? "binary" : "text";
   const readable = await src.unsafe(`copy ${table.qualified} (${cols}) to stdout with (format ${format})`).readable();
@@ -282,7 +308,9 @@ export async function copyTable(src: Sql, dst: Sql, table: Table, onBytes: (n: n
  */
 export async function pullTable(dst: Sql, table: Table, foreignSchema: string): Promise<{ rows: number; bytes: number }> {
   const cols = copiedColumns(table);
-  const result = await dst.unsafe(`insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${qualify(foreignSchema, table.name)}`);
+  const result = await dst.unsafe(
+    `insert into ${table.qualified} (${cols}) overriding system value select ${cols} from ${qualify(foreignSchema, table.name)}`,
+  );
   const [size] = await dst<{ bytes: string }[]>`select pg_catalog.pg_table_size(${table.qualified}::regclass)::text as bytes`;
   return { rows: result.count, bytes: Number(size!.bytes) };
 }
@@ -321,7 +349,9 @@ export async function importForeignTables(dst: Sql, schemas: string[], tables: T
     await dst.unsafe(`drop schema if exists ${quoteIdent(local)} cascade`);
     await dst.unsafe(`create schema ${quoteIdent(local)}`);
     if (names.length > 0) {
-      await dst.unsafe(`import foreign schema ${quoteIdent(schema)} limit to (${names.join(", ")}) from server ${FDW_SERVER} into ${quoteIdent(local)}`);
+      await dst.unsafe(
+        `import foreign schema ${quoteIdent(schema)} limit to (${names.join(", ")}) from server ${FDW_SERVER} into ${quoteIdent(local)}`,
+      );
     }
     map.set(schema, local);
   }
@@ -349,19 +379,34 @@ export async function ensureFdwLink(sql: Sql, sourceUrl: string | undefined): Pr
   if (!sourceUrl) throw new SpillwayError("FDW_UNAVAILABLE", 409, "the fdw strategy needs the source database's URL");
   const u = new URL(sourceUrl);
   // 2 000 rows a round: measured 10 – 15 % faster than 10 000 (and than 500) on the bench data.
-  const options = { host: u.hostname, port: u.port || "5432", dbname: decodeURIComponent(u.pathname.replace(/^\//, "")) || "postgres", fetch_size: "2000" };
-  const [fdw] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_foreign_data_wrapper where fdwname = 'postgres_fdw') as ok`;
-  if (!fdw?.ok) throw new SpillwayError("FDW_UNAVAILABLE", 409, "postgres_fdw is not enabled on the standby (create extension postgres_fdw)");
-  const [server] = await sql<{ options: string[] | null }[]>`select srvoptions as options from pg_catalog.pg_foreign_server where srvname = ${FDW_SERVER}`;
+  const options = {
+    host: u.hostname,
+    port: u.port || "5432",
+    dbname: decodeURIComponent(u.pathname.replace(/^\//, "")) || "postgres",
+    fetch_size: "2000",
+  };
+  const [fdw] = await sql<
+    { ok: boolean }[]
+  >`select exists (select 1 from pg_catalog.pg_foreign_data_wrapper where fdwname = 'postgres_fdw') as ok`;
+  if (!fdw?.ok)
+    throw new SpillwayError("FDW_UNAVAILABLE", 409, "postgres_fdw is not enabled on the standby (create extension postgres_fdw)");
+  const [server] = await sql<
+    { options: string[] | null }[]
+  >`select srvoptions as options from pg_catalog.pg_foreign_server where srvname = ${FDW_SERVER}`;
   // `create … options (k 'v')`, or `alter … options (set k 'v')` for what exists and `add` for what does not.
-  const list = (o: Record<string, string>, verb: (k: string) => string = () => "") => Object.entries(o).map(([k, v]) => `${verb(k)}${k} ${literal(v)}`).join(", ");
+  const list = (o: Record<string, string>, verb: (k: string) => string = () => "") =>
+    Object.entries(o)
+      .map(([k, v]) => `${verb(k)}${k} ${literal(v)}`)
+      .join(", ");
   if (!server) await sql.unsafe(`create server ${FDW_SERVER} foreign data wrapper postgres_fdw options (${list(options)})`);
   else {
     const present = new Set((server.options ?? []).map((o) => o.slice(0, o.indexOf("="))));
     await sql.unsafe(`alter server ${FDW_SERVER} options (${list(options, (k) => (present.has(k) ? "set " : "add "))})`);
   }
   const login = { user: decodeURIComponent(u.username), password: decodeURIComponent(u.password) };
-  const [mapping] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_user_mappings where srvname = ${FDW_SERVER} and usename = current_user) as ok`;
+  const [mapping] = await sql<
+    { ok: boolean }[]
+  >`select exists (select 1 from pg_catalog.pg_user_mappings where srvname = ${FDW_SERVER} and usename = current_user) as ok`;
   if (!mapping?.ok) await sql.unsafe(`create user mapping for current_user server ${FDW_SERVER} options (${list(login)})`);
   else await sql.unsafe(`alter user mapping for current_user server ${FDW_SERVER} options (${list(login, () => "set ")})`);
 }

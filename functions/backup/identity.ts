@@ -44,7 +44,10 @@ export async function readIdentities(sql: Db, tables: Table[]): Promise<Map<stri
 export function identityProblems(tables: Table[], identities: Map<string, Identity>): string[] {
   return tables
     .filter((t) => identities.get(`${t.schema}.${t.name}`)?.kind === "n")
-    .map((t) => `${t.schema}.${t.name} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be backed up, and publishing it would make Postgres refuse the app's own updates; set it to DEFAULT (with a primary key), USING INDEX or FULL`);
+    .map(
+      (t) =>
+        `${t.schema}.${t.name} has REPLICA IDENTITY NOTHING: its updates and deletes cannot be backed up, and publishing it would make Postgres refuse the app's own updates; set it to DEFAULT (with a primary key), USING INDEX or FULL`,
+    );
 }
 
 /**
@@ -93,7 +96,14 @@ export async function makeIdentityFull(source: Project, table: Table): Promise<v
  * await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
  */
 export async function restoreIdentities(source: Project, keyless: Table[]): Promise<string[]> {
-  return await source.sql.begin("read write", async (tx) => await putBack(tx, keyless.map((t) => t.oid)));
+  return await source.sql.begin(
+    "read write",
+    async (tx) =>
+      await putBack(
+        tx,
+        keyless.map((t) => t.oid),
+      ),
+  );
 }
 
 /**

@@ -1,14 +1,14 @@
-import type { Db, Project } from "../project.ts";
-import type { ProjectName } from "../names.ts";
-import { readSequences, type Sequence, type Table } from "./catalog.ts";
-import { canonical, LOAD_MARK } from "./checksum.ts";
-import { decode, lsn, lsnText, visibleIn, type Message } from "./pgoutput.ts";
-import { BatchWriter, type Change, type Relation } from "./batch.ts";
-import { setSequences } from "./full.ts";
-import { captureEntry } from "./drift.ts";
-import { makeIdentityFull, restoreIdentities } from "./identity.ts";
 import { SpillwayError } from "../errors.ts";
 import { holdLease } from "../lease.ts";
+import type { ProjectName } from "../names.ts";
+import type { Db, Project } from "../project.ts";
+import { BatchWriter, type Change, type Relation } from "./batch.ts";
+import { readSequences, type Sequence, type Table } from "./catalog.ts";
+import { canonical, LOAD_MARK } from "./checksum.ts";
+import { captureEntry } from "./drift.ts";
+import { setSequences } from "./full.ts";
+import { makeIdentityFull, restoreIdentities } from "./identity.ts";
+import { decode, lsn, lsnText, type Message, visibleIn } from "./pgoutput.ts";
 
 /** The publication on the active that the slot decodes. */
 export const PUBLICATION = "spillway";
@@ -85,10 +85,15 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
   }
   // Auth's captured changes travel in the same stream (see backup/auth.ts).
   const list = [...tables.map((t) => t.qualified), "spillway.auth_changes"].join(", ");
-  const [exists] = await sql<{ ok: boolean }[]>`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
+  const [exists] = await sql<
+    { ok: boolean }[]
+  >`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
   if (!exists?.ok) await write(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
   else if (list) await write(`alter publication ${PUBLICATION} set table ${list}`);
-  await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
+  await restoreIdentities(
+    source,
+    tables.filter((t) => t.primaryKey.length === 0),
+  );
   await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
 }
 
@@ -99,7 +104,8 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
  * await dropSlot(source, "spillway_primary_to_secondary");
  */
 export async function dropSlot(source: Project, slot: string): Promise<boolean> {
-  const rows = await source.sql`select pg_catalog.pg_drop_replication_slot(slot_name) from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
+  const rows =
+    await source.sql`select pg_catalog.pg_drop_replication_slot(slot_name) from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
   return rows.length > 0;
 }
 
@@ -125,9 +131,13 @@ export async function slotRetainedBytes(source: Project, slot: string): Promise<
  * const position = await readPosition(target.sql);
  */
 export async function readPosition(sql: Db): Promise<ReplicaPosition | null> {
-  const [row] = await sql<{ source: ProjectName; slot: string; base_snapshot: string | null; applied_lsn: string | null; tables: string[] }[]>`
+  const [row] = await sql<
+    { source: ProjectName; slot: string; base_snapshot: string | null; applied_lsn: string | null; tables: string[] }[]
+  >`
     select source, slot, base_snapshot, applied_lsn::text, tables from spillway.replica where id`;
-  return row ? { source: row.source, slot: row.slot, baseSnapshot: row.base_snapshot, appliedLsn: row.applied_lsn, tables: row.tables } : null;
+  return row
+    ? { source: row.source, slot: row.slot, baseSnapshot: row.base_snapshot, appliedLsn: row.applied_lsn, tables: row.tables }
+    : null;
 }
 
 /**
@@ -150,8 +160,11 @@ export interface PositionGuard {
  */
 export async function claimPosition(tx: Db, guard: PositionGuard): Promise<void> {
   await holdLease(tx, guard.holder);
-  const [row] = await tx<{ slot: string; applied_lsn: string | null }[]>`select slot, applied_lsn::text from spillway.replica where id for update`;
-  const same = row && guard.expected ? row.slot === guard.expected.slot && row.applied_lsn === guard.expected.appliedLsn : !row && !guard.expected;
+  const [row] = await tx<
+    { slot: string; applied_lsn: string | null }[]
+  >`select slot, applied_lsn::text from spillway.replica where id for update`;
+  const same =
+    row && guard.expected ? row.slot === guard.expected.slot && row.applied_lsn === guard.expected.appliedLsn : !row && !guard.expected;
   if (!same) throw positionMoved();
 }
 
@@ -162,7 +175,11 @@ export async function claimPosition(tx: Db, guard: PositionGuard): Promise<void>
  * throw positionMoved();
  */
 export function positionMoved(): SpillwayError {
-  return new SpillwayError("POSITION_MOVED", 409, "the standby's position moved since this run read it (another run applied changes or published a copy); nothing of this run was kept");
+  return new SpillwayError(
+    "POSITION_MOVED",
+    409,
+    "the standby's position moved since this run read it (another run applied changes or published a copy); nothing of this run was kept",
+  );
 }
 
 /**
@@ -218,7 +235,7 @@ export function replicaStream(position: ReplicaPosition, holder: string): Change
   return {
     slot: position.slot,
     appliedLsn: position.appliedLsn,
-    seen: (xid) => visible !== null && visible(xid),
+    seen: (xid) => visible?.(xid) ?? false,
     async save(tx, appliedLsn) {
       await claimPosition(tx, { holder, expected: { slot: position.slot, appliedLsn: expected } });
       await tx`update spillway.replica set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
@@ -241,7 +258,11 @@ export function replicaStream(position: ReplicaPosition, holder: string): Change
  * const result = await applyChanges({ source, target, stream: replicaStream(position), tables, deadline: Date.now() + 60_000 });
  */
 export async function applyChanges(input: {
-  source: Project; target: Project; stream: ChangeStream; tables: Map<string, Table>; deadline: number;
+  source: Project;
+  target: Project;
+  stream: ChangeStream;
+  tables: Map<string, Table>;
+  deadline: number;
   sequences?: string[];
   onProgress?: (rows: number, bytes: number) => void;
 }): Promise<ApplyResult> {
@@ -278,7 +299,14 @@ export async function applyChanges(input: {
     let batchBytes = 0;
     await target.sql.begin(async (tx) => {
       // A batch touches few rows of large tables: find each by its key, never by scanning.
-      await canonical(tx, "set local session_replication_role = replica", LOAD_MARK, "set local enable_hashjoin = off", "set local enable_mergejoin = off", "set local enable_seqscan = off");
+      await canonical(
+        tx,
+        "set local session_replication_role = replica",
+        LOAD_MARK,
+        "set local enable_hashjoin = off",
+        "set local enable_mergejoin = off",
+        "set local enable_seqscan = off",
+      );
       const writer = new BatchWriter(tx, input.tables);
       let current: { xid: number; ops: Message[] } | null = null;
       for (const { data } of changes) {

@@ -39,19 +39,27 @@ class Reader {
 
   // Each reads at the current position and moves past what it read.
   i16(): number {
-    return this.buf.readInt16BE((this.at += 2) - 2);
+    const at = this.at;
+    this.at += 2;
+    return this.buf.readInt16BE(at);
   }
 
   i32(): number {
-    return this.buf.readInt32BE((this.at += 4) - 4);
+    const at = this.at;
+    this.at += 4;
+    return this.buf.readInt32BE(at);
   }
 
   u32(): number {
-    return this.buf.readUInt32BE((this.at += 4) - 4);
+    const at = this.at;
+    this.at += 4;
+    return this.buf.readUInt32BE(at);
   }
 
   u64(): bigint {
-    return this.buf.readBigUInt64BE((this.at += 8) - 8);
+    const at = this.at;
+    this.at += 8;
+    return this.buf.readBigUInt64BE(at);
   }
 
   str(): string {

@@ -29,7 +29,10 @@ export function schemaDiff(active: Catalog, standby: Catalog): string[] {
       if (!sc) diffs.push(`${name}: column ${c.name} is missing on the standby`);
       else {
         if (sc.type !== c.type) diffs.push(`${name}: column ${c.name} is ${c.type} on the active, ${sc.type} on the standby`);
-        if (sc.generated !== c.generated) diffs.push(`${name}: column ${c.name} is ${c.generated ? "" : "not "}generated on the active, ${sc.generated ? "" : "not "}on the standby`);
+        if (sc.generated !== c.generated)
+          diffs.push(
+            `${name}: column ${c.name} is ${c.generated ? "" : "not "}generated on the active, ${sc.generated ? "" : "not "}on the standby`,
+          );
       }
     }
     const activeColumns = new Set(a.columns.map((c) => c.name));
@@ -38,7 +41,8 @@ export function schemaDiff(active: Catalog, standby: Catalog): string[] {
     if (order(a.primaryKey) !== order(s.primaryKey)) {
       diffs.push(`${name}: primary key is (${order(a.primaryKey)}) on the active, (${order(s.primaryKey)}) on the standby`);
     }
-    if (a.partition !== s.partition) diffs.push(`${name}: is ${a.partition ? "" : "not "}a partition on the active, ${s.partition ? "" : "not "}on the standby`);
+    if (a.partition !== s.partition)
+      diffs.push(`${name}: is ${a.partition ? "" : "not "}a partition on the active, ${s.partition ? "" : "not "}on the standby`);
   }
   for (const name of standbyTables.keys()) if (!activeTables.has(name)) diffs.push(`${name}: table exists only on the standby`);
   diffs.push(...foreignKeyDiff(active, standby));
@@ -50,14 +54,16 @@ function foreignKeyDiff(active: Catalog, standby: Catalog): string[] {
   const labels = new Map([...active.tables, ...standby.tables].map((t) => [t.qualified, `${t.schema}.${t.name}`]));
   const onStandby = new Set(standby.tables.map((t) => t.qualified));
   const both = new Set(active.tables.map((t) => t.qualified).filter((q) => onStandby.has(q)));
-  const keyed = (c: Catalog) => new Map(c.foreignKeys.filter((fk) => both.has(fk.table) && both.has(fk.references)).map((fk) => [`${fk.table} ${fk.name}`, fk]));
+  const keyed = (c: Catalog) =>
+    new Map(c.foreignKeys.filter((fk) => both.has(fk.table) && both.has(fk.references)).map((fk) => [`${fk.table} ${fk.name}`, fk]));
   const a = keyed(active);
   const s = keyed(standby);
   const diffs: string[] = [];
   for (const [key, fk] of a) {
     const other = s.get(key);
     if (!other) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is missing on the standby`);
-    else if (other.definition !== fk.definition) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is ${fk.definition} on the active, ${other.definition} on the standby`);
+    else if (other.definition !== fk.definition)
+      diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is ${fk.definition} on the active, ${other.definition} on the standby`);
   }
   for (const [key, fk] of s) if (!a.has(key)) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} exists only on the standby`);
   return diffs;
@@ -71,5 +77,10 @@ function foreignKeyDiff(active: Catalog, standby: Catalog): string[] {
  * if (diffs.length > 0) throw schemaMismatch(diffs);
  */
 export function schemaMismatch(diffs: string[]): SpillwayError {
-  return new SpillwayError("SCHEMA_MISMATCH", 409, `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`, { differences: diffs });
+  return new SpillwayError(
+    "SCHEMA_MISMATCH",
+    409,
+    `the standby's tables differ from the active's (${diffs.length} difference${diffs.length === 1 ? "" : "s"}): ${diffs.slice(0, 3).join("; ")}`,
+    { differences: diffs },
+  );
 }

@@ -1,9 +1,9 @@
 import type { EventLog } from "../events.ts";
-import type { Project, Projects } from "../project.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
+import type { Project, Projects } from "../project.ts";
+import { releaseCapture } from "./identity.ts";
 import { dropSlot, readPosition, slotPrefix } from "./incremental.ts";
 import { readStaging } from "./staged.ts";
-import { releaseCapture } from "./identity.ts";
 
 /** A change capture slot as the server sees it. */
 export type SlotHealth =
@@ -70,30 +70,55 @@ export async function cleanSlots(projects: Projects, active: ProjectName, standb
       from pg_catalog.pg_replication_slots where slot_type = 'logical' and database = current_database()`;
     const rows = all.filter((r) => !r.active);
     const kept = new Set(name === active ? needed : []);
-    const unneeded = orphans(rows.map((r) => r.slot_name), kept);
-    if (name === standby) standbySlots = orphans(all.map((r) => r.slot_name), new Set()).length;
+    const unneeded = orphans(
+      rows.map((r) => r.slot_name),
+      kept,
+    );
+    if (name === standby)
+      standbySlots = orphans(
+        all.map((r) => r.slot_name),
+        new Set(),
+      ).length;
     for (const slot of unneeded) {
       if (!(await dropSlot(project, slot).catch(() => false))) continue;
       dropped[name].push(slot);
       if (name === standby) standbySlots -= 1;
-      await events.record("warn", "backup.orphan_slot", `the change capture slot ${slot} on ${name} was needed by no backup and was dropped, freeing the WAL it held`, {
-        project: name, data: { slot },
-      });
+      await events.record(
+        "warn",
+        "backup.orphan_slot",
+        `the change capture slot ${slot} on ${name} was needed by no backup and was dropped, freeing the WAL it held`,
+        {
+          project: name,
+          data: { slot },
+        },
+      );
     }
     for (const r of rows) {
       if (!r.lost || !kept.has(r.slot_name) || !(await dropSlot(project, r.slot_name).catch(() => false))) continue;
       dropped[name].push(r.slot_name);
-      await events.record("warn", "backup.slot_lost", `the change capture slot ${r.slot_name} on ${name} was invalidated by the server (it fell behind max_slot_wal_keep_size) and was dropped; the next backup to ${standby} is a full one`, {
-        project: name, data: { slot: r.slot_name },
-      });
+      await events.record(
+        "warn",
+        "backup.slot_lost",
+        `the change capture slot ${r.slot_name} on ${name} was invalidated by the server (it fell behind max_slot_wal_keep_size) and was dropped; the next backup to ${standby} is a full one`,
+        {
+          project: name,
+          data: { slot: r.slot_name },
+        },
+      );
     }
   }
   if (standbySlots === 0) {
     const restored = await releaseCapture(projects[standby]);
     if (restored) {
-      await events.record("info", "backup.capture_released", `${standby} feeds no backup: its change capture publication was dropped${restored.length > 0 ? ` and REPLICA IDENTITY DEFAULT put back on ${restored.join(", ")}` : ""}`, {
-        project: standby, data: { restored },
-      });
+      await events.record(
+        "info",
+        "backup.capture_released",
+        `${standby} feeds no backup: its change capture publication was dropped${restored.length > 0 ? ` and REPLICA IDENTITY DEFAULT put back on ${restored.join(", ")}` : ""}`,
+        {
+          project: standby,
+          data: { restored },
+        },
+      );
     }
   }
   return dropped;

@@ -1,14 +1,25 @@
 import type { TransactionSql } from "postgres";
-import type { Db, Project } from "../project.ts";
-import type { ProjectName } from "../names.ts";
-import { copiedColumns, qualify, quoteIdent, readCatalog, type Catalog, type Table } from "./catalog.ts";
-import { canonical } from "./checksum.ts";
-import { beginLoad, copyTable, dropForeignSchemas, ensureFdwLink, importForeignTables, pullTable, rebuildAfterLoad, remoteSnapshot, setSequences, type Progress } from "./full.ts";
-import { applyChanges, dropSlot, positionMoved, prepareCapture, slotRetainedBytes, type ChangeStream } from "./incremental.ts";
 import { holdLease } from "../lease.ts";
-import { visibleIn } from "./pgoutput.ts";
+import type { ProjectName } from "../names.ts";
+import type { Db, Project } from "../project.ts";
 import { AUTH_CHANGES, type AuthPlan } from "./auth.ts";
 import { publishAuthStage, stageAuth } from "./auth-stage.ts";
+import { type Catalog, copiedColumns, qualify, quoteIdent, readCatalog, type Table } from "./catalog.ts";
+import { canonical } from "./checksum.ts";
+import {
+  beginLoad,
+  copyTable,
+  dropForeignSchemas,
+  ensureFdwLink,
+  importForeignTables,
+  type Progress,
+  pullTable,
+  rebuildAfterLoad,
+  remoteSnapshot,
+  setSequences,
+} from "./full.ts";
+import { applyChanges, type ChangeStream, dropSlot, positionMoved, prepareCapture, slotRetainedBytes } from "./incremental.ts";
+import { visibleIn } from "./pgoutput.ts";
 
 /** One replicated table of a staged copy. */
 export interface StagedTable {
@@ -78,9 +89,20 @@ export function tableShape(t: Table): string {
  * const staging = await readStaging(target.sql);
  */
 export async function readStaging(sql: Db): Promise<Staging | null> {
-  const [row] = await sql<{ run_id: string; source: ProjectName; slot: string; tables: StagedTable[]; applied_lsn: string | null; started_at: Date }[]>`
+  const [row] = await sql<
+    { run_id: string; source: ProjectName; slot: string; tables: StagedTable[]; applied_lsn: string | null; started_at: Date }[]
+  >`
     select run_id, source, slot, tables, applied_lsn::text, started_at from spillway.staging where id`;
-  return row ? { runId: row.run_id, source: row.source, slot: row.slot, tables: row.tables, appliedLsn: row.applied_lsn, startedAt: row.started_at.toISOString() } : null;
+  return row
+    ? {
+        runId: row.run_id,
+        source: row.source,
+        slot: row.slot,
+        tables: row.tables,
+        appliedLsn: row.applied_lsn,
+        startedAt: row.started_at.toISOString(),
+      }
+    : null;
 }
 
 /**
@@ -93,7 +115,8 @@ export async function readStaging(sql: Db): Promise<Staging | null> {
 export async function stagingProblem(staging: Staging, source: Project, tables: Table[]): Promise<string | null> {
   if (staging.source !== source.name) return `it was copied from ${staging.source}, and ${source.name} is the active project now`;
   const shapes = tables.map((t) => `${t.schema}.${t.name}=${tableShape(t)}`);
-  if (JSON.stringify(shapes) !== JSON.stringify(staging.tables.map((t) => `${t.table}=${t.shape}`))) return "the replicated tables changed since it began";
+  if (JSON.stringify(shapes) !== JSON.stringify(staging.tables.map((t) => `${t.table}=${t.shape}`)))
+    return "the replicated tables changed since it began";
   if ((await slotRetainedBytes(source, staging.slot)) === null) return "its change capture slot is gone";
   return null;
 }
@@ -125,12 +148,20 @@ export async function discardStaging(target: Project, source?: Project): Promise
 export async function beginStaging(source: Project, target: Project, tables: Table[], runId: string, slot: string): Promise<Staging> {
   await prepareCapture(source, tables, slot);
   const entries: StagedTable[] = tables.map((t, i) => ({
-    table: `${t.schema}.${t.name}`, stage: qualify("spillway", `stage_${i}`), shape: tableShape(t), snapshot: null, rows: 0, bytes: 0,
+    table: `${t.schema}.${t.name}`,
+    stage: qualify("spillway", `stage_${i}`),
+    shape: tableShape(t),
+    snapshot: null,
+    rows: 0,
+    bytes: 0,
   }));
-  await target.sql.begin("read write", (tx) => tx`
+  await target.sql.begin(
+    "read write",
+    (tx) => tx`
     insert into spillway.staging (id, run_id, source, slot, tables) values (true, ${runId}, ${source.name}, ${slot}, ${tx.json(entries as never)})
     on conflict (id) do update set run_id = excluded.run_id, source = excluded.source, slot = excluded.slot, tables = excluded.tables,
-      applied_lsn = null, started_at = now(), updated_at = now()`);
+      applied_lsn = null, started_at = now(), updated_at = now()`,
+  );
   return (await readStaging(target.sql))!;
 }
 
@@ -177,12 +208,21 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   const { source, target, staging, tables } = input;
   const byName = new Map(tables.map((t) => [`${t.schema}.${t.name}`, t]));
   const progress: Progress = {
-    phase: "load", table: null, tablesTotal: tables.length,
+    phase: "load",
+    table: null,
+    tablesTotal: tables.length,
     tablesDone: staging.tables.filter((t) => t.snapshot !== null).length,
-    rows: staging.tables.reduce((n, t) => n + t.rows, 0), bytes: staging.tables.reduce((n, t) => n + t.bytes, 0),
+    rows: staging.tables.reduce((n, t) => n + t.rows, 0),
+    bytes: staging.tables.reduce((n, t) => n + t.bytes, 0),
   };
   const result = (published: boolean, snapshotAt: string | null = null): StagedResult => ({
-    published, tablesStaged: progress.tablesDone, tablesTotal: tables.length, rows: progress.rows, bytes: progress.bytes, snapshotAt, appliedLsn: null,
+    published,
+    tablesStaged: progress.tablesDone,
+    tablesTotal: tables.length,
+    rows: progress.rows,
+    bytes: progress.bytes,
+    snapshotAt,
+    appliedLsn: null,
   });
   if (input.strategy === "fdw") await ensureFdwLink(target.sql, input.sourceUrl);
   const authSnapshot = input.auth.tables ? await stageAuth({ source, target, tables: input.auth.tables, strategy: input.strategy }) : null;
@@ -193,7 +233,9 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
     if (worked && Date.now() > input.deadline) return result(false);
     progress.table = entry.table;
     input.onProgress({ ...progress });
-    const staged = await stageTable(input, byName.get(entry.table)!, entry, i, (n) => { progress.bytes += n; });
+    const staged = await stageTable(input, byName.get(entry.table)!, entry, i, (n) => {
+      progress.bytes += n;
+    });
     entry.snapshot = staged.snapshot;
     progress.tablesDone += 1;
     progress.rows += staged.rows;
@@ -205,7 +247,10 @@ export async function continueStaging(input: StagedInput): Promise<StagedResult>
   progress.table = null;
   input.onProgress({ ...progress });
   const applied = await applyChanges({
-    source, target, stream: stageStream(staging, authSnapshot, input.holder), deadline: input.deadline,
+    source,
+    target,
+    stream: stageStream(staging, authSnapshot, input.holder),
+    deadline: input.deadline,
     tables: new Map([
       ...staging.tables.map((e) => [e.table, asStage((input.applyAs ?? ((t) => t))(byName.get(e.table)!), e.stage)] as const),
       [AUTH_CHANGES, input.auth.stageChanges],
@@ -251,7 +296,13 @@ function stageStream(staging: Staging, authSnapshot: string | null, holder?: str
 // One table into its stage table, with its snapshot, in one target transaction: a stage
 // table without rows is plain columns (generated ones recomputed at publish), keyed after
 // the load so that catching up finds rows by key.
-async function stageTable(input: StagedInput, table: Table, entry: StagedTable, index: number, onBytes: (n: number) => void): Promise<{ snapshot: string; rows: number; bytes: number }> {
+async function stageTable(
+  input: StagedInput,
+  table: Table,
+  entry: StagedTable,
+  index: number,
+  onBytes: (n: number) => void,
+): Promise<{ snapshot: string; rows: number; bytes: number }> {
   const cols = copiedColumns(table);
   const stage = { ...table, qualified: entry.stage };
   const load = async (dst: TransactionSql, move: () => Promise<{ snapshot: string; rows: number; bytes: number }>) => {
@@ -260,28 +311,44 @@ async function stageTable(input: StagedInput, table: Table, entry: StagedTable, 
     await dst.unsafe(`create table ${entry.stage} as select ${cols} from ${table.qualified} with no data`);
     await dst.unsafe(`alter table ${entry.stage} enable row level security`);
     const moved = await move();
-    if (table.primaryKey.length > 0) await dst.unsafe(`alter table ${entry.stage} add primary key (${table.primaryKey.map(quoteIdent).join(", ")})`);
+    if (table.primaryKey.length > 0)
+      await dst.unsafe(`alter table ${entry.stage} add primary key (${table.primaryKey.map(quoteIdent).join(", ")})`);
     const done: StagedTable = { ...entry, snapshot: moved.snapshot, rows: moved.rows, bytes: moved.bytes };
     await dst`update spillway.staging set tables = jsonb_set(tables, ${[String(index)]}::text[], ${dst.json(done as never)}), updated_at = now() where id`;
     return moved;
   };
   if (input.strategy === "fdw") {
-    return await input.target.sql.begin(async (dst) => await load(dst, async () => {
-      const foreign = await importForeignTables(dst, input.schemas, [table]);
-      const snapshot = await remoteSnapshot(dst);
-      const moved = await pullTable(dst, stage, foreign.get(table.schema)!);
-      await dropForeignSchemas(dst, foreign);
-      return { snapshot, ...moved };
-    }));
+    return await input.target.sql.begin(
+      async (dst) =>
+        await load(dst, async () => {
+          const foreign = await importForeignTables(dst, input.schemas, [table]);
+          const snapshot = await remoteSnapshot(dst);
+          const moved = await pullTable(dst, stage, foreign.get(table.schema)!);
+          await dropForeignSchemas(dst, foreign);
+          return { snapshot, ...moved };
+        }),
+    );
   }
   return await input.source.sql.begin("isolation level repeatable read read only", async (src) => {
     await canonical(src, "set local row_security = off");
     const [snap] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
-    return await input.target.sql.begin(async (dst) => await load(dst, async () => {
-      let bytes = 0;
-      const moved = await copyTable(src, dst, table, (n) => { bytes += n; onBytes(n); }, entry.stage);
-      return { snapshot: snap!.snapshot, rows: moved.rows, bytes };
-    }));
+    return await input.target.sql.begin(
+      async (dst) =>
+        await load(dst, async () => {
+          let bytes = 0;
+          const moved = await copyTable(
+            src,
+            dst,
+            table,
+            (n) => {
+              bytes += n;
+              onBytes(n);
+            },
+            entry.stage,
+          );
+          return { snapshot: snap!.snapshot, rows: moved.rows, bytes };
+        }),
+    );
   });
 }
 

@@ -1,13 +1,13 @@
-import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { run, type Child } from "../support/process.ts";
 import { freePort } from "../../cli/server.ts";
 import { ADMIN_TOKEN } from "../support/app.ts";
-import { addRows, loadFixture } from "../support/fixture.ts";
 import { fingerprint } from "../support/compare.ts";
+import { addRows, loadFixture } from "../support/fixture.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { type Child, run } from "../support/process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -21,8 +21,22 @@ before(async () => {
   base = `http://127.0.0.1:${port}`;
   deno = run(
     `${root}node_modules/.bin/deno`,
-    ["run", "--allow-net", "--allow-env", "--allow-read", "--config", "supabase/functions/spillway/deno.json", "supabase/functions/spillway/index.ts"],
-    { SPILLWAY_PRIMARY_DB_URL: pair.urls.primary, SPILLWAY_SECONDARY_DB_URL: pair.urls.secondary, SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN, PORT: String(port), NO_COLOR: "1" },
+    [
+      "run",
+      "--allow-net",
+      "--allow-env",
+      "--allow-read",
+      "--config",
+      "supabase/functions/spillway/deno.json",
+      "supabase/functions/spillway/index.ts",
+    ],
+    {
+      SPILLWAY_PRIMARY_DB_URL: pair.urls.primary,
+      SPILLWAY_SECONDARY_DB_URL: pair.urls.secondary,
+      SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+      PORT: String(port),
+      NO_COLOR: "1",
+    },
     root,
   );
   await deno.waitFor(/Listening on/, 180_000);
@@ -36,7 +50,7 @@ after(async () => {
 
 test("the Edge entry runs under real Deno and serves /spillway/status", async () => {
   const res = await fetch(`${base}/spillway/status`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
-  const s = await res.json() as any;
+  const s = (await res.json()) as any;
   assert.equal(res.status, 200, JSON.stringify(s));
   assert.equal(s.active, "primary");
   assert.equal(s.projects.primary.reachable, true, JSON.stringify(s.projects.primary));
@@ -46,7 +60,7 @@ test("the Edge entry runs under real Deno and serves /spillway/status", async ()
 
 test("under Deno, admin endpoints still want the token and /active is public", async () => {
   assert.equal((await fetch(`${base}/spillway/status`)).status, 401);
-  const active = await (await fetch(`${base}/spillway/active`)).json() as any;
+  const active = (await (await fetch(`${base}/spillway/active`)).json()) as any;
   assert.equal(active.active, "primary");
   assert.ok(!deno.output().includes(pair.primary.password));
 });
@@ -105,7 +119,9 @@ test("under Deno, a switch and a switch back; the app keeps writing on the activ
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   const app2 = postgres(pair.urls.primary, { max: 1, onnotice: () => {} });
   try {
-    const [row] = await app2<{ id: string }[]>`insert into public.accounts (owner, balance) values ('after the switch back', 1) returning id`;
+    const [row] = await app2<
+      { id: string }[]
+    >`insert into public.accounts (owner, balance) values ('after the switch back', 1) returning id`;
     assert.ok(Number(row!.id) > 0);
   } finally {
     await app2.end();

@@ -1,13 +1,13 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile, execFileSync } from "node:child_process";
-import { promisify } from "node:util";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { run, type Child } from "../support/process.ts";
+import { promisify } from "node:util";
 import { freePort } from "../../cli/server.ts";
+import { type Child, run } from "../support/process.ts";
 
 const exec = promisify(execFile);
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -29,7 +29,11 @@ async function cli(args: string[], env: Record<string, string>): Promise<{ code:
 
 function postgresProcesses(): string[] {
   try {
-    return execFileSync("pgrep", ["-af", `postgres -D ${dataDir}`]).toString().trim().split("\n").filter(Boolean);
+    return execFileSync("pgrep", ["-af", `postgres -D ${dataDir}`])
+      .toString()
+      .trim()
+      .split("\n")
+      .filter(Boolean);
   } catch {
     return [];
   }
@@ -61,7 +65,7 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.match(firstOutput, new RegExp(`API:\\s+http://localhost:${port}/spillway/status`));
     const res = await fetch(`http://localhost:${port}/spillway/status`, { headers: { Authorization: `Bearer ${token}` } });
     assert.equal(res.status, 200);
-    const s = await res.json() as any;
+    const s = (await res.json()) as any;
     for (const name of ["primary", "secondary"]) {
       assert.equal(s.projects[name].reachable, true);
       assert.ok(s.projects[name].usedBytes > 0);
@@ -72,16 +76,23 @@ describe("npm start on two embedded Postgres servers", () => {
   });
 
   test("the demo app is on both projects, with data on the primary", async () => {
-    const s = await (await fetch(`http://localhost:${port}/spillway/status`, { headers: { Authorization: `Bearer ${token}` } })).json() as any;
+    const s = (await (
+      await fetch(`http://localhost:${port}/spillway/status`, { headers: { Authorization: `Bearer ${token}` } })
+    ).json()) as any;
     const tables = (p: string) => s.projects[p].largestTables.map((t: any) => `${t.schema}.${t.table}`);
     assert.ok(tables("primary").includes("public.customers"));
   });
 
   test("ticks store samples; events go to spillway.log as JSON lines, without secrets", async () => {
     await new Promise((r) => setTimeout(r, 2500));
-    const s = await (await fetch(`http://localhost:${port}/spillway/status`, { headers: { Authorization: `Bearer ${token}` } })).json() as any;
+    const s = (await (
+      await fetch(`http://localhost:${port}/spillway/status`, { headers: { Authorization: `Bearer ${token}` } })
+    ).json()) as any;
     assert.ok(s.samples.primary.length >= 2, `samples: ${s.samples.primary.length}`);
-    const lines = readFileSync(join(dataDir, "spillway.log"), "utf8").trim().split("\n").map((l) => JSON.parse(l));
+    const lines = readFileSync(join(dataDir, "spillway.log"), "utf8")
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     assert.ok(lines.some((e) => e.kind === "server.started"));
     const secrets = JSON.parse(readFileSync(join(dataDir, "secrets.json"), "utf8"));
     const everything = readFileSync(join(dataDir, "spillway.log"), "utf8") + child.output();
@@ -133,14 +144,20 @@ describe("npm start on two embedded Postgres servers", () => {
     const second = npmStart(port);
     const code = await second.exited;
     assert.notEqual(code, 0);
-    const lines = second.output().trim().split("\n").filter((l) => l.startsWith("spillway:"));
+    const lines = second
+      .output()
+      .trim()
+      .split("\n")
+      .filter((l) => l.startsWith("spillway:"));
     assert.deepEqual(lines, [`spillway: port ${port} is in use; set PORT to a free port`]);
     assert.ok(!second.output().includes("    at "), "no stack trace");
   });
 
   test("Ctrl-C stops everything it started; a second start reuses the data", async () => {
     await fetch(`http://localhost:${port}/spillway/config`, {
-      method: "PATCH", headers: { Authorization: `Bearer ${token}` }, body: JSON.stringify({ autoSwitch: false }),
+      method: "PATCH",
+      headers: { Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ autoSwitch: false }),
     });
     child.signalGroup("SIGINT");
     await child.exited;
@@ -151,7 +168,9 @@ describe("npm start on two embedded Postgres servers", () => {
     child = run(process.execPath, ["--import", "tsx", "cli/main.ts", "start"], { PORT: String(port), SPILLWAY_DATA_DIR: dataDir }, root);
     const again = (await child.waitFor(/Token:\s+(\S+)/, 60_000))[1];
     assert.equal(again, token);
-    const config = await (await fetch(`http://localhost:${port}/spillway/config`, { headers: { Authorization: `Bearer ${token}` } })).json() as any;
+    const config = (await (
+      await fetch(`http://localhost:${port}/spillway/config`, { headers: { Authorization: `Bearer ${token}` } })
+    ).json()) as any;
     assert.equal(config.settings.autoSwitch, false);
     child.proc.kill("SIGTERM");
     await child.exited;

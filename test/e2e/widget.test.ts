@@ -1,15 +1,15 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { build } from "esbuild";
 import type { Browser, Page } from "playwright-core";
+import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
+import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
+import { installAuth, signUp } from "../support/gotrue.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
-import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
-import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
-import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
-import { installAuth, signUp } from "../support/gotrue.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -18,14 +18,22 @@ let browser: Browser;
 
 before(async () => {
   pair = await startTestPair();
-  await applyToBoth(pair, `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`);
+  await applyToBoth(
+    pair,
+    `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`,
+  );
   await pair.primary.admin`insert into public.items select 'item-' || g, g from generate_series(1, 500) g`;
   // Supabase Auth's tables, by the stand-in (see test/support/gotrue.ts), with two users on the primary.
   await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
   for (const who of ["ana", "ben"]) await signUp(pair.primary, `${who}@example.com`, `pw-${who}`);
   server = await startServer({
-    dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
-    port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,
+    dbUrls: pair.urls,
+    adminToken: ADMIN_TOKEN,
+    cronToken: CRON_TOKEN,
+    corsOrigins: ["*"],
+    port: await freePort(),
+    dataDir: `${pair.primary.dir}/../data-dir`,
+    tickSeconds: 3600,
   });
   browser = await launchBrowser();
 });
@@ -53,8 +61,8 @@ describe("the dashboard widget in real Chromium against the real local server", 
     for (const name of ["primary", "secondary"]) {
       const card = page.locator(`section.project[data-project=${name}]`);
       await card.locator(".used").waitFor();
-      assert.match(await card.locator(".used").textContent() ?? "", /^\d+(\.\d)? MB of 500\.0 MB$/);
-      assert.match(await card.locator(".usage").textContent() ?? "", /^\d+\.\d %$/);
+      assert.match((await card.locator(".used").textContent()) ?? "", /^\d+(\.\d)? MB of 500\.0 MB$/);
+      assert.match((await card.locator(".usage").textContent()) ?? "", /^\d+\.\d %$/);
     }
     assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "ACTIVE");
     assert.equal(await page.locator("section.project[data-project=secondary] .role").textContent(), "STANDBY");
@@ -68,12 +76,12 @@ describe("the dashboard widget in real Chromium against the real local server", 
   });
 
   test("Force backup runs and the last-backup panel updates", async () => {
-    assert.match(await page.locator("#last-backup").textContent() ?? "", /No backup yet/);
+    assert.match((await page.locator("#last-backup").textContent()) ?? "", /No backup yet/);
     await page.click("#force-backup");
     await page.locator("#last-backup dd[data-field=status]", { hasText: "succeeded" }).waitFor({ timeout: 30_000 });
     // 500 items, and Auth's two users with their identities.
     assert.equal(await page.locator("#last-backup dd[data-field=rows]").textContent(), "504");
-    assert.match(await page.locator("#op-result").textContent() ?? "", /^Backup succeeded: 504 rows/);
+    assert.match((await page.locator("#op-result").textContent()) ?? "", /^Backup succeeded: 504 rows/);
   });
 
   test("a bad settings value shows the field error and saves nothing", async () => {
@@ -81,7 +89,7 @@ describe("the dashboard widget in real Chromium against the real local server", 
     await page.fill("#set-backup", "150");
     await page.click("#save-settings");
     await page.locator("#set-backup-err", { hasText: "at most 1" }).waitFor();
-    assert.match(await page.locator("#settings-result").textContent() ?? "", /backupThreshold/);
+    assert.match((await page.locator("#settings-result").textContent()) ?? "", /backupThreshold/);
     const [after] = await pair.primary.admin`select data, version from spillway.settings`;
     assert.deepEqual(after, before);
   });
@@ -90,26 +98,29 @@ describe("the dashboard widget in real Chromium against the real local server", 
     await page.click("#force-switch");
     const dialog = page.locator("dialog#confirm-switch");
     await dialog.waitFor();
-    assert.match(await dialog.textContent() ?? "", /Switch the active project to secondary\?/);
+    assert.match((await dialog.textContent()) ?? "", /Switch the active project to secondary\?/);
     await page.click("#confirm-switch-yes");
     await page.locator("section.project[data-project=secondary] .role", { hasText: "ACTIVE" }).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "STANDBY");
-    assert.match(await page.locator("#op-result").textContent() ?? "", /secondary is now active \(epoch 2\)/);
+    assert.match((await page.locator("#op-result").textContent()) ?? "", /secondary is now active \(epoch 2\)/);
   });
 
   test("after the switch, the last backup panel says the projects are in step instead of showing a 0-row full backup", async () => {
     await page.click("#refresh");
     const lastBackup = page.locator("#last-backup");
     await lastBackup.locator(".in-step").waitFor();
-    assert.match(await lastBackup.locator("h2").textContent() ?? "", /^Last backup to primary$/);
-    assert.match(await lastBackup.locator(".in-step").textContent() ?? "", /^In step since the switch: primary held the same data as secondary/);
+    assert.match((await lastBackup.locator("h2").textContent()) ?? "", /^Last backup to primary$/);
+    assert.match(
+      (await lastBackup.locator(".in-step").textContent()) ?? "",
+      /^In step since the switch: primary held the same data as secondary/,
+    );
     assert.equal(await lastBackup.locator("dd[data-field=rows]").count(), 0, "no 0-row full backup shown");
   });
 
   test("switch and backup outcomes stand out in the events list", async () => {
     const done = page.locator(".events li[data-kind='switch.completed']");
     await done.waitFor();
-    assert.match(await done.getAttribute("class") ?? "", /\boutcome ok\b/);
+    assert.match((await done.getAttribute("class")) ?? "", /\boutcome ok\b/);
     assert.equal(await done.locator(".tag").textContent(), "SWITCH");
     const backupDone = page.locator(".events li[data-kind='backup.succeeded']").first();
     assert.equal(await backupDone.locator(".tag").textContent(), "BACKUP");
@@ -119,14 +130,18 @@ describe("the dashboard widget in real Chromium against the real local server", 
   });
 
   test("the forecast is not drawn from seconds of samples, and says why", async () => {
-    assert.match(await page.locator("dd[data-field=growth]").textContent() ?? "", /^no forecast: since secondary became active, (no samples yet|the samples span \d+ min; a forecast needs 10)$/);
+    assert.match(
+      (await page.locator("dd[data-field=growth]").textContent()) ?? "",
+      /^no forecast: since secondary became active, (no samples yet|the samples span \d+ min; a forecast needs 10)$/,
+    );
   });
 
   test("the 85 % and 90 % labels of the usage chart do not overlap", async () => {
-    const box = (label: string) => page.locator("svg text", { hasText: label }).evaluate((n) => {
-      const r = n.getBoundingClientRect();
-      return { top: r.top, bottom: r.bottom };
-    });
+    const box = (label: string) =>
+      page.locator("svg text", { hasText: label }).evaluate((n) => {
+        const r = n.getBoundingClientRect();
+        return { top: r.top, bottom: r.bottom };
+      });
     const [b85, s90] = [await box("85%"), await box("90%")];
     assert.ok(s90.bottom <= b85.top, `the 90 % label (${s90.top}-${s90.bottom}) and the 85 % label (${b85.top}-${b85.bottom}) overlap`);
   });
@@ -159,7 +174,7 @@ describe("the dashboard widget in real Chromium against the real local server", 
     const other = await browser.newPage();
     await connect(other, "not-the-admin-token-123");
     await other.locator("#token-prompt").waitFor();
-    assert.match(await other.locator("#token-prompt").textContent() ?? "", /The admin token was refused/);
+    assert.match((await other.locator("#token-prompt").textContent()) ?? "", /The admin token was refused/);
     await other.fill("#token-input", ADMIN_TOKEN);
     await other.click("#token-prompt button[type=submit]");
     await other.locator("section.project[data-project=primary] .used").waitFor();
@@ -170,22 +185,36 @@ describe("the dashboard widget in real Chromium against the real local server", 
 
 describe("getActiveClient() in the browser", () => {
   test("a page imports the client bundle and reads through it from the active project", async () => {
-    const bundle = await build({ entryPoints: [join(root, "client/index.ts")], bundle: true, format: "esm", platform: "browser", write: false, logLevel: "silent" });
+    const bundle = await build({
+      entryPoints: [join(root, "client/index.ts")],
+      bundle: true,
+      format: "esm",
+      platform: "browser",
+      write: false,
+      logLevel: "silent",
+    });
     const apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
     const page = await browser.newPage();
     try {
-      await page.route(`${server.url}/__test/client.js`, (route) => route.fulfill({ body: bundle.outputFiles[0]!.text, contentType: "text/javascript" }));
-      await page.route(`${server.url}/__test/page.html`, (route) => route.fulfill({ body: "<!doctype html><title>app</title>", contentType: "text/html" }));
+      await page.route(`${server.url}/__test/client.js`, (route) =>
+        route.fulfill({ body: bundle.outputFiles[0]!.text, contentType: "text/javascript" }),
+      );
+      await page.route(`${server.url}/__test/page.html`, (route) =>
+        route.fulfill({ body: "<!doctype html><title>app</title>", contentType: "text/html" }),
+      );
       await page.goto(`${server.url}/__test/page.html`);
-      const result = await page.evaluate(async ({ statusUrl, primary, secondary }) => {
-        const { getActiveClient } = await import("/__test/client.js" as string);
-        const projects = { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } };
-        const viaStatus = await getActiveClient({ projects, statusUrl });
-        const viaDataApi = await getActiveClient({ projects, cacheTtlMs: 0 });
-        const a = await viaStatus.from("items").select("id");
-        const b = await viaDataApi.from("spillway_active").select("active,epoch");
-        return { count: a.data?.length ?? -1, error: a.error, state: b.data };
-      }, { statusUrl: `${server.url}/spillway`, primary: apis.primary.url, secondary: apis.secondary.url });
+      const result = await page.evaluate(
+        async ({ statusUrl, primary, secondary }) => {
+          const { getActiveClient } = await import("/__test/client.js" as string);
+          const projects = { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } };
+          const viaStatus = await getActiveClient({ projects, statusUrl });
+          const viaDataApi = await getActiveClient({ projects, cacheTtlMs: 0 });
+          const a = await viaStatus.from("items").select("id");
+          const b = await viaDataApi.from("spillway_active").select("active,epoch");
+          return { count: a.data?.length ?? -1, error: a.error, state: b.data };
+        },
+        { statusUrl: `${server.url}/spillway`, primary: apis.primary.url, secondary: apis.secondary.url },
+      );
       assert.equal(result.error, null);
       assert.equal(result.count, 500);
       assert.deepEqual(result.state, [{ active: "secondary", epoch: 2 }]);

@@ -1,10 +1,10 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
-import { createHmac } from "node:crypto";
+import { after, before, describe, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
 import { ITEMS_SCHEMA } from "../support/writers.ts";
 
 const SECRET = "alert-signing-secret-0123456789";
@@ -30,8 +30,12 @@ async function receiver(answer: (req: IncomingMessage, res: ServerResponse, n: n
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}${HOOK_PATH}`;
   return {
-    url, received,
-    close: () => { server.closeAllConnections(); return new Promise<void>((resolve) => server.close(() => resolve())); },
+    url,
+    received,
+    close: () => {
+      server.closeAllConnections();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
   };
 }
 
@@ -74,7 +78,7 @@ describe("alerts to a webhook", () => {
       assert.match(body.text, /^\[spillway\] INFO full backup to secondary finished: \d+ tables, \d+ rows/);
       assert.doesNotMatch(body.text, /\n/);
       assert.equal(body.event.project, "secondary");
-      const expected = "sha256=" + createHmac("sha256", SECRET).update(alert!.body).digest("hex");
+      const expected = `sha256=${createHmac("sha256", SECRET).update(alert!.body).digest("hex")}`;
       assert.equal(alert!.signature, expected);
 
       const config = await call(t, "GET", "/config");
@@ -87,7 +91,10 @@ describe("alerts to a webhook", () => {
   });
 
   test("an alert answered 500 is retried and delivered; one never accepted becomes an alert.failed event without the URL", async () => {
-    const flaky = await receiver((_req, res, n) => { res.statusCode = n === 1 ? 500 : 200; res.end(); });
+    const flaky = await receiver((_req, res, n) => {
+      res.statusCode = n === 1 ? 500 : 200;
+      res.end();
+    });
     const t = await testApp(pair, { alerts: { webhookUrl: flaky.url, secret: null }, delivery: { retryDelaysMs: [50, 100, 200] } });
     try {
       await t.events.record("warn", "policy.phase", "primary moved from normal to backup: test");
@@ -101,7 +108,10 @@ describe("alerts to a webhook", () => {
       await flaky.close();
     }
 
-    const broken = await receiver((_req, res) => { res.statusCode = 503; res.end(); });
+    const broken = await receiver((_req, res) => {
+      res.statusCode = 503;
+      res.end();
+    });
     const t2 = await testApp(pair, { alerts: { webhookUrl: broken.url, secret: null }, delivery: { retryDelaysMs: [20, 40] } });
     try {
       await t2.events.record("error", "backup.failed", "full backup to secondary failed: test");
@@ -120,7 +130,9 @@ describe("alerts to a webhook", () => {
   });
 
   test("a hanging webhook does not slow a switch; the switch's outcome is queued for it", async () => {
-    const hanging = await receiver(() => { /* never answers */ });
+    const hanging = await receiver(() => {
+      /* never answers */
+    });
     const t = await testApp(pair, { alerts: { webhookUrl: hanging.url, secret: SECRET }, delivery: { timeoutMs: 120_000 } });
     try {
       await call(t, "POST", "/force-backup", { mode: "full" });

@@ -1,7 +1,7 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { CRON_TOKEN, type TestApp, testApp } from "../support/app.ts";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, CRON_TOKEN, type TestApp } from "../support/app.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -51,8 +51,13 @@ describe("public endpoints", () => {
 
   test("CORS answers a preflight from any origin by default", async () => {
     const res = await t.request("/spillway/status", {
-      method: "OPTIONS", token: null,
-      headers: { Origin: "https://dashboard.example", "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization" },
+      method: "OPTIONS",
+      token: null,
+      headers: {
+        Origin: "https://dashboard.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+      },
     });
     assert.equal(res.status, 204);
     assert.equal(res.headers.get("access-control-allow-origin"), "*");
@@ -61,7 +66,13 @@ describe("public endpoints", () => {
 });
 
 describe("admin endpoints", () => {
-  for (const [method, path] of [["GET", "/status"], ["GET", "/config"], ["PATCH", "/config"], ["GET", "/logs"], ["POST", "/tick"]] as const) {
+  for (const [method, path] of [
+    ["GET", "/status"],
+    ["GET", "/config"],
+    ["PATCH", "/config"],
+    ["GET", "/logs"],
+    ["POST", "/tick"],
+  ] as const) {
     test(`${method} ${path} without a token or with a wrong one: 401`, async () => {
       for (const token of [null, "wrong-token-0123456789", ""]) {
         const res = await t.request(`/spillway${path}`, { method, token, body: method === "GET" ? undefined : "{}" });
@@ -147,7 +158,10 @@ describe("PATCH /config", () => {
   const stored = async () => (await pair.primary.admin`select data, version from spillway.settings`)[0]!;
 
   test("a valid change is stored in both projects and logged", async () => {
-    const res = await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ backupThreshold: 0.8, quotaBytes: { secondary: 1073741824 } }) });
+    const res = await t.request("/spillway/config", {
+      method: "PATCH",
+      body: JSON.stringify({ backupThreshold: 0.8, quotaBytes: { secondary: 1073741824 } }),
+    });
     assert.equal(res.status, 200);
     assert.equal((await json(res)).settings.backupThreshold, 0.8);
     for (const server of [pair.primary, pair.secondary]) {
@@ -161,16 +175,23 @@ describe("PATCH /config", () => {
     assert.equal(status.projects.secondary.quotaBytes, 1073741824);
     const logs = await json(await t.request("/spillway/logs?limit=5"));
     assert.equal(logs.events[0].kind, "config.changed");
-    await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ backupThreshold: 0.85, quotaBytes: { secondary: 524288000 } }) });
+    await t.request("/spillway/config", {
+      method: "PATCH",
+      body: JSON.stringify({ backupThreshold: 0.85, quotaBytes: { secondary: 524288000 } }),
+    });
   });
 
   const bad: [string, string, string[]][] = [
-    ["malformed JSON", "{\"backupThreshold\": ", ["body"]],
+    ["malformed JSON", '{"backupThreshold": ', ["body"]],
     ["an unknown field", JSON.stringify({ backupTreshold: 0.5 }), ["backupTreshold"]],
     ["a threshold above 1", JSON.stringify({ switchThreshold: 1.2 }), ["switchThreshold"]],
     ["a threshold of 0", JSON.stringify({ backupThreshold: 0 }), ["backupThreshold"]],
     ["a switch threshold below the backup threshold", JSON.stringify({ switchThreshold: 0.8 }), ["switchThreshold"]],
-    ["several bad fields", JSON.stringify({ backupThreshold: "high", autoSwitch: 1, strategy: "x" }), ["autoSwitch", "backupThreshold", "strategy"]],
+    [
+      "several bad fields",
+      JSON.stringify({ backupThreshold: "high", autoSwitch: 1, strategy: "x" }),
+      ["autoSwitch", "backupThreshold", "strategy"],
+    ],
   ];
   for (const [what, body, fields] of bad) {
     test(`${what}: 400 INVALID_CONFIG naming each field, nothing stored`, async () => {
@@ -198,7 +219,10 @@ describe("GET /logs", () => {
     await new Promise((r) => setTimeout(r, 5));
     await t.events.record("warn", "test.second", "second", { project: "secondary" });
     const all = (await json(await t.request("/spillway/logs?limit=2"))).events;
-    assert.deepEqual(all.map((e: any) => e.kind), ["test.second", "test.first"]);
+    assert.deepEqual(
+      all.map((e: any) => e.kind),
+      ["test.second", "test.first"],
+    );
     assert.deepEqual(Object.keys(all[0]).sort(), ["at", "data", "id", "kind", "level", "message", "project"]);
     const warns = (await json(await t.request("/spillway/logs?level=warn"))).events;
     assert.ok(warns.length >= 1 && warns.every((e: any) => e.level === "warn"));
@@ -207,7 +231,13 @@ describe("GET /logs", () => {
   });
 
   test("bad query values: 400 naming the field", async () => {
-    for (const [q, field] of [["limit=0", "limit"], ["limit=abc", "limit"], ["level=debug", "level"], ["before=yesterday", "before"], ["colour=red", "colour"]]) {
+    for (const [q, field] of [
+      ["limit=0", "limit"],
+      ["limit=abc", "limit"],
+      ["level=debug", "level"],
+      ["before=yesterday", "before"],
+      ["colour=red", "colour"],
+    ]) {
       const res = await t.request(`/spillway/logs?${q}`);
       assert.equal(res.status, 400, q);
       const error = (await json(res)).error;

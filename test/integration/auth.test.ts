@@ -1,14 +1,14 @@
 // Auth continuity, with a STAND-IN for Supabase Auth (test/support/gotrue.ts): GoTrue cannot
 // run here, so its tables and writes are emulated as its own role.
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
+import { runBackup } from "../../functions/backup.ts";
+import { expireLease, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
-import { runBackup } from "../../functions/backup.ts";
-import { expireLease } from "../support/app.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { run } from "../support/process.ts";
 
 async function setUp(): Promise<{ pair: TestPair; t: TestApp }> {
@@ -26,15 +26,17 @@ async function call(t: TestApp, method: string, path: string, body?: unknown): P
 // The app's writes, on the project it finds active (highest epoch), as `postgres`.
 async function addNote(pair: TestPair, owner: string, body: string): Promise<void> {
   const urls = [pair.urls.primary, pair.urls.secondary];
-  const states = await Promise.all(urls.map(async (url) => {
-    const sql = postgres(url, { max: 1, onnotice: () => {} });
-    try {
-      const [row] = await sql`select active, epoch from public.spillway_active`;
-      return row!;
-    } finally {
-      await sql.end();
-    }
-  }));
+  const states = await Promise.all(
+    urls.map(async (url) => {
+      const sql = postgres(url, { max: 1, onnotice: () => {} });
+      try {
+        const [row] = await sql`select active, epoch from public.spillway_active`;
+        return row!;
+      } finally {
+        await sql.end();
+      }
+    }),
+  );
   const active = states.sort((a, b) => Number(b.epoch) - Number(a.epoch))[0]!.active as "primary" | "secondary";
   const sql = postgres(pair.urls[active], { max: 1, onnotice: () => {} });
   try {
@@ -45,7 +47,11 @@ async function addNote(pair: TestPair, owner: string, body: string): Promise<voi
 }
 
 async function assertSame(pair: TestPair, message: string): Promise<void> {
-  assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin), `${message}: Auth's users differ`);
+  assert.deepEqual(
+    await authFingerprint(pair.secondary.admin),
+    await authFingerprint(pair.primary.admin),
+    `${message}: Auth's users differ`,
+  );
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), `${message}: the app's tables differ`);
 }
 
@@ -71,7 +77,8 @@ describe("a switched app keeps its users", () => {
   });
 
   test("a full backup carries users, identities and factors; app triggers stay quiet; sessions stay behind", async () => {
-    for (const name of ["alice", "bob", "carol"]) ids[name] = await signUp(pair.primary, `${name}@example.com`, `pw-${name}`, { username: name });
+    for (const name of ["alice", "bob", "carol"])
+      ids[name] = await signUp(pair.primary, `${name}@example.com`, `pw-${name}`, { username: name });
     await enrolFactor(pair.primary, ids.alice!);
     assert.equal(await signIn(pair.primary, "alice@example.com", "pw-alice"), ids.alice);
     await addNote(pair, ids.carol!, "carol's first note");
@@ -81,7 +88,8 @@ describe("a switched app keeps its users", () => {
     await assertSame(pair, "after the full backup");
     // Each user has exactly its one profile on the standby: handle_new_user did not fire there.
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
-    const [standby] = await pair.secondary.admin`select (select count(*)::int from public.profiles) as profiles, (select count(*)::int from auth.sessions) as sessions`;
+    const [standby] = await pair.secondary
+      .admin`select (select count(*)::int from public.profiles) as profiles, (select count(*)::int from auth.sessions) as sessions`;
     assert.deepEqual(standby, { profiles: 3, sessions: 0 });
 
     const status = await call(t, "GET", "/status");
@@ -134,7 +142,8 @@ describe("a switched app keeps its users", () => {
     assert.equal(await signIn(pair.secondary, "dave@example.com", "pw-dave"), ids.dave);
     assert.equal(await signIn(pair.secondary, "erin@example.com", "pw-erin"), ids.erin);
     assert.equal(await signIn(pair.secondary, "carol@example.com", "pw-carol"), null, "carol was deleted");
-    const [identities] = await pair.secondary.admin`select count(*)::int as n from auth.identities where user_id = any(${Object.values(ids)}::uuid[])`;
+    const [identities] = await pair.secondary
+      .admin`select count(*)::int as n from auth.identities where user_id = any(${Object.values(ids)}::uuid[])`;
     assert.equal(identities!.n, 4);
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
   });
@@ -160,7 +169,8 @@ describe("a switched app keeps its users", () => {
     const [frank] = await pair.primary.admin`select count(*)::int as n from auth.users where id = ${ids.frank!}`;
     assert.equal(frank!.n, 1);
     // The sessions the old active issued while it was active are gone: a failback does not revive them.
-    const [left] = await pair.primary.admin`select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens`;
+    const [left] = await pair.primary
+      .admin`select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens`;
     assert.deepEqual(left, { sessions: 0, tokens: 0 });
   });
 
@@ -180,8 +190,15 @@ describe("a switched app keeps its users", () => {
       });
       const differs = await call(t, "POST", "/verify");
       assert.equal(differs.body.verify.ok, false);
-      assert.deepEqual(differs.body.verify.mismatches.map((m: string) => m.split(":")[0]), ["auth.users"]);
-      await assert.rejects(signIn(pair.primary, "frank@example.com", "pw-frank"), { code: "SPWFN" }, "the old active stays fenced for sign-ins");
+      assert.deepEqual(
+        differs.body.verify.mismatches.map((m: string) => m.split(":")[0]),
+        ["auth.users"],
+      );
+      await assert.rejects(
+        signIn(pair.primary, "frank@example.com", "pw-frank"),
+        { code: "SPWFN" },
+        "the old active stays fenced for sign-ins",
+      );
     } finally {
       await call(t, "PATCH", "/config", { strategy: "copy" });
     }
@@ -195,7 +212,10 @@ describe("a switched app keeps its users", () => {
     const r = await call(t, "POST", "/force-backup", { mode: "auto" });
     assert.equal(r.status, 409);
     assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
-    assert.ok(r.body.error.details.differences.includes("auth.users: column nickname exists only on the standby"), JSON.stringify(r.body.error.details));
+    assert.ok(
+      r.body.error.details.differences.includes("auth.users: column nickname exists only on the standby"),
+      JSON.stringify(r.body.error.details),
+    );
   });
 });
 
@@ -232,7 +252,8 @@ describe("a full backup staged over several calls", () => {
     await assertSame(pair, "after the staged backup");
     assert.equal(await signIn(pair.secondary, "ana@example.com", "pw-ana-2"), ana);
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
-    const [left] = await pair.secondary.admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
+    const [left] = await pair.secondary
+      .admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
     assert.equal(left!.n, 0);
   });
 });
@@ -265,8 +286,12 @@ describe("backups killed at random moments while users sign up, change and leave
     try {
       for (let round = 0; round < 6; round++) {
         // Incremental backups, and every third round a full one.
-        const child = run(process.execPath, ["--import", "tsx", `test/support/${round % 3 === 2 ? "backup" : "incremental"}-child.ts`],
-          { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, new URL("../../", import.meta.url).pathname);
+        const child = run(
+          process.execPath,
+          ["--import", "tsx", `test/support/${round % 3 === 2 ? "backup" : "incremental"}-child.ts`],
+          { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary },
+          new URL("../../", import.meta.url).pathname,
+        );
         await new Promise((r) => setTimeout(r, 400 + Math.random() * 1200));
         child.signalGroup("SIGKILL");
         await child.exited;

@@ -1,12 +1,12 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { moveMoney } from "../support/writers.ts";
-import { loadFixture } from "../support/fixture.ts";
+import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
+import { loadFixture } from "../support/fixture.ts";
 import { killBackupsAtRandom } from "../support/kills.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { moveMoney } from "../support/writers.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -41,7 +41,8 @@ describe("a full backup killed at random moments", () => {
   test("the standby always holds a complete earlier copy, and the next backup completes", async () => {
     await backup();
     const kills = await killBackupsAtRandom(pair, {
-      rounds: 6, maxDelayMs: 2800,
+      rounds: 6,
+      maxDelayMs: 2800,
       change: async (round) => {
         await pair.primary.admin`update public.bulk set n = n + 1 where id % 10 = ${round}`;
         await pair.primary.admin`insert into public.accounts (owner, balance) values (${`round ${round}`}, 0)`;

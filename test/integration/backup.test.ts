@@ -1,9 +1,9 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { loadFixture, addRows } from "../support/fixture.ts";
+import { after, before, describe, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { addRows, loadFixture } from "../support/fixture.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -52,13 +52,18 @@ describe("full backup", () => {
       // The generated column was recomputed, and the standby's constraints and indexes are back.
       const [e] = await pair.secondary.admin`select name, name_upper from public.employees where id = 2`;
       assert.equal(e!.name_upper, e!.name.toUpperCase());
-      const constraints = await pair.secondary.admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
-      const expected = await pair.primary.admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      const constraints = await pair.secondary
+        .admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
+      const expected = await pair.primary
+        .admin`select conname, convalidated from pg_constraint where connamespace = 'public'::regnamespace order by 1`;
       assert.deepEqual([...constraints], [...expected]);
       // The foreign keys, left in place through the load, still hold the standby to them.
       await assert.rejects(pair.secondary.admin`insert into public.projects (title, lead_id) values ('orphan', -1)`, { code: "23503" });
       const indexes = await pair.secondary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`;
-      assert.deepEqual([...indexes], [...await pair.primary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`]);
+      assert.deepEqual(
+        [...indexes],
+        [...(await pair.primary.admin`select indexname, indexdef from pg_indexes where schemaname = 'public' order by 1`)],
+      );
       // Identity and serial sequences continue where the active's are.
       await pair.secondary.admin`insert into public.accounts (owner, balance) values ('after', 1)`;
       const [max] = await pair.primary.admin`select max(id) as id from public.accounts`;
@@ -129,7 +134,10 @@ describe("verify and lag", () => {
 describe("refusals", () => {
   test("a second force-backup while one runs: 409 BUSY", async () => {
     await setStrategy("copy");
-    const [first, second] = await Promise.all([backup({ mode: "full" }), new Promise((r) => setTimeout(r, 30)).then(() => backup({ mode: "full" }))]);
+    const [first, second] = await Promise.all([
+      backup({ mode: "full" }),
+      new Promise((r) => setTimeout(r, 30)).then(() => backup({ mode: "full" })),
+    ]);
     const statuses = [first.status, second.status].sort();
     assert.deepEqual(statuses, [200, 409]);
     const busy = first.status === 409 ? first : second;
@@ -142,7 +150,8 @@ describe("refusals", () => {
     await pair.secondary.admin`create table public.only_here (id int)`;
     // A foreign key the active does not have: the standby's would stand unchecked over rows
     // that need not satisfy it.
-    await pair.secondary.admin`alter table public.assignments add constraint assignments_lead_fkey foreign key (employee_id) references public.projects (id) not valid`;
+    await pair.secondary
+      .admin`alter table public.assignments add constraint assignments_lead_fkey foreign key (employee_id) references public.projects (id) not valid`;
     await addRows(pair);
     const before = await fingerprint(pair.secondary.admin);
     try {
@@ -151,7 +160,10 @@ describe("refusals", () => {
       assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
       const diffs: string[] = r.body.error.details.differences;
       assert.ok(diffs.includes("public.projects: column extra exists only on the standby"), diffs.join("\n"));
-      assert.ok(diffs.includes("public.audit_log: column message is text on the active, character varying(50) on the standby"), diffs.join("\n"));
+      assert.ok(
+        diffs.includes("public.audit_log: column message is text on the active, character varying(50) on the standby"),
+        diffs.join("\n"),
+      );
       assert.ok(diffs.includes("public.only_here: table exists only on the standby"), diffs.join("\n"));
       assert.ok(diffs.includes("public.assignments: foreign key assignments_lead_fkey exists only on the standby"), diffs.join("\n"));
       assert.equal(diffs.length, 4);
@@ -170,7 +182,12 @@ describe("refusals", () => {
   });
 
   test("bad bodies: 400 naming the field", async () => {
-    for (const [body, field] of [[{ mode: "partial" }, "mode"], [{ verify: "yes" }, "verify"], [{ force: true }, "force"], [[1], "body"]] as const) {
+    for (const [body, field] of [
+      [{ mode: "partial" }, "mode"],
+      [{ verify: "yes" }, "verify"],
+      [{ force: true }, "force"],
+      [[1], "body"],
+    ] as const) {
       const r = await backup(body);
       assert.equal(r.status, 400);
       assert.equal(r.body.error.code, "INVALID_BODY");

@@ -1,16 +1,16 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import postgres, { type Sql } from "postgres";
-import { applyToBoth, startTestPair, type TestPair, type TestServer } from "../support/postgres.ts";
-import { expireLease, testApp, type TestApp } from "../support/app.ts";
-import { loadFixture } from "../support/fixture.ts";
-import { fingerprint } from "../support/compare.ts";
-import { run } from "../support/process.ts";
-import { keepLease, takeLease } from "../../functions/lease.ts";
-import { runBackup } from "../../functions/backup.ts";
 import { readCatalog } from "../../functions/backup/catalog.ts";
 import { applyChanges, readPosition, replicaStream } from "../../functions/backup/incremental.ts";
+import { runBackup } from "../../functions/backup.ts";
+import { keepLease, takeLease } from "../../functions/lease.ts";
+import { expireLease, type TestApp, testApp } from "../support/app.ts";
+import { fingerprint } from "../support/compare.ts";
+import { loadFixture } from "../support/fixture.ts";
+import { applyToBoth, startTestPair, type TestPair, type TestServer } from "../support/postgres.ts";
+import { run } from "../support/process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -79,11 +79,14 @@ async function slots(server: TestServer): Promise<string[]> {
 describe("the app's migrations while change capture runs", () => {
   test("a table renamed, created again and refilled: the next run is full, says why, and nothing is lost", async () => {
     assert.equal((await backup("auto")).kind, "full");
-    await applyToBoth(pair, `
+    await applyToBoth(
+      pair,
+      `
       alter table public.todos rename to todos_old;
       ${TODOS};
       insert into public.todos (title, done) select title, done from public.todos_old order by id;
-      drop table public.todos_old;`);
+      drop table public.todos_old;`,
+    );
     await onActive(async (sql) => {
       for (let i = 0; i < 50; i++) await sql`insert into public.todos (title) values (${`after migration ${i}`})`;
       for (let i = 1; i <= 10; i++) await sql`update public.todos set done = true, title = title || ' (done)' where id = ${i * 7}`;
@@ -92,7 +95,10 @@ describe("the app's migrations while change capture runs", () => {
     assert.equal(run.kind, "full");
     assert.match(run.details.reason, /public\.todos was dropped and created again/);
     const told = await warnings("backup.capture_reset");
-    assert.ok(told.some((e) => /public\.todos was dropped and created again/.test(e.message)), "a warn event names the table");
+    assert.ok(
+      told.some((e) => /public\.todos was dropped and created again/.test(e.message)),
+      "a warn event names the table",
+    );
     await assertEqualAndWritable();
 
     await onActive((sql) => sql`insert into public.todos (title) select 'later ' || g from generate_series(1, 5) g`);
@@ -160,7 +166,10 @@ describe("a slot the server invalidated", () => {
     assert.equal(run.kind, "full");
     assert.match(run.details.reason, /invalidated by the server/);
     const told = await warnings("backup.capture_reset");
-    assert.ok(told.some((e) => e.message.includes(position.slot)), "a warn event names the slot");
+    assert.ok(
+      told.some((e) => e.message.includes(position.slot)),
+      "a warn event names the slot",
+    );
     assert.deepEqual(await slots(pair[active]), [run.details.slot], "the lost slot is dropped");
     await assertEqualAndWritable();
 
@@ -169,7 +178,10 @@ describe("a slot the server invalidated", () => {
     const tick = await api("POST", "/tick");
     assert.equal(tick.status, 200);
     assert.deepEqual(await slots(pair[active]), [], "the tick dropped the lost slot");
-    assert.ok((await warnings("backup.slot_lost")).some((e) => e.message.includes(run.details.slot)), "a warn event names it");
+    assert.ok(
+      (await warnings("backup.slot_lost")).some((e) => e.message.includes(run.details.slot)),
+      "a warn event names it",
+    );
     const next = await backup("auto");
     assert.equal(next.kind, "full");
     await assertEqualAndWritable();
@@ -190,13 +202,21 @@ describe("two appliers, one position", () => {
     await lock`lock table public.audit_log in exclusive mode`;
     const waiting = async (n: number) => {
       for (let i = 0; i < 200; i++) {
-        const [row] = await pair[standby].admin`select count(*)::int as n from pg_stat_activity where application_name = 'spillway' and wait_event_type = 'Lock'`;
+        const [row] = await pair[standby]
+          .admin`select count(*)::int as n from pg_stat_activity where application_name = 'spillway' and wait_event_type = 'Lock'`;
         if (row!.n >= n) return;
         await new Promise((r) => setTimeout(r, 25));
       }
       assert.fail(`${n} appliers never waited on the standby`);
     };
-    const apply = () => applyChanges({ source: t.projects[active], target: t.projects[standby], stream: replicaStream(position, lease.holder), tables, deadline: Date.now() + 60_000 });
+    const apply = () =>
+      applyChanges({
+        source: t.projects[active],
+        target: t.projects[standby],
+        stream: replicaStream(position, lease.holder),
+        tables,
+        deadline: Date.now() + 60_000,
+      });
     const first = apply();
     await waiting(1);
     const second = apply();
@@ -220,7 +240,10 @@ describe("two appliers, one position", () => {
       const other = await takeLease(t.projects, "backup", 120);
       await new Promise((r) => setTimeout(r, 400));
       await other.release();
-      assert.throws(() => keeper.check(), (e: any) => e.code === "LEASE_LOST");
+      assert.throws(
+        () => keeper.check(),
+        (e: any) => e.code === "LEASE_LOST",
+      );
     } finally {
       keeper.stop();
     }
@@ -236,7 +259,10 @@ describe("two appliers, one position", () => {
     await expireLease(pair);
     const fresh = await takeLease(t.projects, "backup", 120);
     try {
-      await assert.rejects(runBackup({ projects: t.projects, events: t.events }, { mode: "auto", verify: false }, stale), (e: any) => e.code === "LEASE_LOST");
+      await assert.rejects(
+        runBackup({ projects: t.projects, events: t.events }, { mode: "auto", verify: false }, stale),
+        (e: any) => e.code === "LEASE_LOST",
+      );
     } finally {
       await fresh.release();
     }
@@ -250,11 +276,17 @@ describe("two appliers, one position", () => {
 
 describe("replica identities other than the primary key", () => {
   test("REPLICA IDENTITY USING INDEX: updates, key changes and deletes are applied by the index's columns", async () => {
-    await applyToBoth(pair, `
+    await applyToBoth(
+      pair,
+      `
       create table public.members (id bigint generated always as identity primary key, email text not null, name text);
       create unique index members_email_key on public.members (email);
-      alter table public.members replica identity using index members_email_key;`);
-    await onActive((sql) => sql`insert into public.members (email, name) select 'm' || g || '@example.com', 'member ' || g from generate_series(1, 20) g`);
+      alter table public.members replica identity using index members_email_key;`,
+    );
+    await onActive(
+      (sql) =>
+        sql`insert into public.members (email, name) select 'm' || g || '@example.com', 'member ' || g from generate_series(1, 20) g`,
+    );
     assert.equal((await backup("auto")).kind, "full");
     await onActive(async (sql) => {
       await sql`update public.members set name = 'renamed' where email = 'm1@example.com'`;
@@ -266,21 +298,26 @@ describe("replica identities other than the primary key", () => {
     assert.equal(run.kind, "incremental");
     await assertEqualAndWritable();
     const { standby } = await roles();
-    const [gone] = await pair[standby].admin`select count(*)::int as n from public.members where email in ('m2@example.com', 'm3@example.com', 'm4@example.com')`;
+    const [gone] = await pair[standby]
+      .admin`select count(*)::int as n from public.members where email in ('m2@example.com', 'm3@example.com', 'm4@example.com')`;
     assert.equal(gone!.n, 0, "the old key and the deleted rows are gone on the standby");
   });
 
   test("REPLICA IDENTITY NOTHING: the backup is refused naming the table before capture starts, and the app's updates keep working", async () => {
-    await applyToBoth(pair, `
+    await applyToBoth(
+      pair,
+      `
       create table public.ledger (id bigint generated always as identity primary key, amount integer not null);
-      alter table public.ledger replica identity nothing;`);
+      alter table public.ledger replica identity nothing;`,
+    );
     await onActive((sql) => sql`insert into public.ledger (amount) select g from generate_series(1, 10) g`);
     const r = await api("POST", "/force-backup", { mode: "full" });
     assert.equal(r.status, 409, JSON.stringify(r.body));
     assert.equal(r.body.error.code, "REPLICA_IDENTITY_UNSUPPORTED");
     assert.match(r.body.error.message, /public\.ledger has REPLICA IDENTITY NOTHING/);
     const { active } = await roles();
-    const [published] = await pair[active].admin`select count(*)::int as n from pg_publication_tables where pubname = 'spillway' and tablename = 'ledger'`;
+    const [published] = await pair[active]
+      .admin`select count(*)::int as n from pg_publication_tables where pubname = 'spillway' and tablename = 'ledger'`;
     assert.equal(published!.n, 0, "the table was not published");
     await onActive((sql) => sql`update public.ledger set amount = amount + 1`);
     await applyToBoth(pair, `alter table public.ledger replica identity default`);
@@ -320,7 +357,8 @@ describe("the backup phase", () => {
         const status = await api("GET", "/status");
         assert.equal(status.body.phase, "backup");
         lags.push(status.body.standbyLagSeconds);
-        const [slot] = await admin`select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 as pending from pg_replication_slots where slot_name = ${position.slot}`;
+        const [slot] =
+          await admin`select pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::int8 as pending from pg_replication_slots where slot_name = ${position.slot}`;
         held.push(Number(slot!.pending));
         await new Promise((r) => setTimeout(r, Math.max(0, TICK_MS - (Date.now() - started))));
       }
@@ -355,14 +393,22 @@ describe("orphaned slots", () => {
   test("killed after a full copy committed, before the slot it replaced was dropped: the next tick drops it", async () => {
     await backup("auto");
     const { active, slot: replaced } = await needed();
-    const child = run(process.execPath, ["--import", "tsx", "test/support/commit-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, root);
+    const child = run(
+      process.execPath,
+      ["--import", "tsx", "test/support/commit-child.ts"],
+      { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary },
+      root,
+    );
     await child.exited;
     assert.equal(child.proc.signalCode, "SIGKILL", child.output());
     assert.equal((await slots(pair[active])).length, 2, "the replaced slot was left");
     await tick();
     const now = await needed();
     assert.deepEqual(await slots(pair[active]), [now.slot]);
-    assert.ok((await warnings("backup.orphan_slot")).some((e) => e.message.includes(replaced!)), "a warn event names the dropped slot");
+    assert.ok(
+      (await warnings("backup.orphan_slot")).some((e) => e.message.includes(replaced!)),
+      "a warn event names the dropped slot",
+    );
     assert.equal((await backup("auto")).kind, "incremental");
     await assertEqualAndWritable();
   });
@@ -371,10 +417,15 @@ describe("orphaned slots", () => {
     test(`a switch killed after "${step}": the next tick leaves only the slot the standby's copy needs`, async () => {
       // A full copy carries the sequences' positions, which the app's next insert after the switch relies on.
       await backup("full");
-      const child = run(process.execPath, ["--import", "tsx", "test/support/switch-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, CRASH_AT: step }, root);
+      const child = run(
+        process.execPath,
+        ["--import", "tsx", "test/support/switch-child.ts"],
+        { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, CRASH_AT: step },
+        root,
+      );
       await child.exited;
       assert.equal(child.proc.signalCode, "SIGKILL", child.output());
-      const left = [...await slots(pair.primary), ...await slots(pair.secondary)];
+      const left = [...(await slots(pair.primary)), ...(await slots(pair.secondary))];
       await tick();
       const { active, standby, slot } = await needed();
       assert.equal(active, step === "published" ? "secondary" : "primary");
@@ -383,7 +434,11 @@ describe("orphaned slots", () => {
       const dropped = left.filter((s) => s !== slot);
       assert.ok(dropped.length >= 1, "the killed switch left a slot no record needs");
       const told = await warnings("backup.orphan_slot");
-      for (const s of dropped) assert.ok(told.some((e) => e.message.includes(s)), `a warn event names ${s}`);
+      for (const s of dropped)
+        assert.ok(
+          told.some((e) => e.message.includes(s)),
+          `a warn event names ${s}`,
+        );
       assert.equal((await backup("auto")).kind, "incremental");
       await assertEqualAndWritable();
     });
@@ -402,9 +457,14 @@ describe("what Spillway changes on the app's tables", () => {
     const [recorded] = await pair[standby].admin`select count(*)::int as n from spillway.identity_changes`;
     assert.equal(recorded!.n, 0);
     assert.equal(await identity(pair[active], "audit_log"), "f", "the active's keyless table is FULL while it is published");
-    const [told] = await pair[active].admin`select count(*)::int as n from spillway.identity_changes where qualified = '"public"."audit_log"'`;
+    const [told] = await pair[active]
+      .admin`select count(*)::int as n from spillway.identity_changes where qualified = '"public"."audit_log"'`;
     assert.equal(told!.n, 1, "and that is recorded where it was made");
-    assert.ok((await api("GET", "/logs?limit=100")).body.events.some((e: any) => e.kind === "backup.capture_released" && /public\.audit_log/.test(e.message)));
+    assert.ok(
+      (await api("GET", "/logs?limit=100")).body.events.some(
+        (e: any) => e.kind === "backup.capture_released" && /public\.audit_log/.test(e.message),
+      ),
+    );
 
     await applyToBoth(pair, `alter table public.audit_log add column id bigint generated always as identity primary key`);
     assert.equal((await backup("auto")).kind, "full");

@@ -1,10 +1,10 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
+import { ActiveProjectUnknown, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
+import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
-import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
-import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
-import { getActiveClient, onSwitch, ActiveProjectUnknown, type SwitchEvent } from "../../client/index.ts";
 
 let pair: TestPair;
 let server: RunningServer;
@@ -13,10 +13,18 @@ const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
 
 before(async () => {
   pair = await startTestPair();
-  await applyToBoth(pair, `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`);
+  await applyToBoth(
+    pair,
+    `create table public.items (id text primary key, writer integer not null); grant select, insert on public.items to anon`,
+  );
   server = await startServer({
-    dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"],
-    port: await freePort(), dataDir: `${pair.primary.dir}/../data-dir`, tickSeconds: 3600,
+    dbUrls: pair.urls,
+    adminToken: ADMIN_TOKEN,
+    cronToken: CRON_TOKEN,
+    corsOrigins: ["*"],
+    port: await freePort(),
+    dataDir: `${pair.primary.dir}/../data-dir`,
+    tickSeconds: 3600,
   });
   apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
 });
@@ -32,9 +40,13 @@ function projects() {
 }
 
 async function admin(path: string, body: unknown = {}) {
-  const res = await fetch(`${server.url}/spillway${path}`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify(body) });
+  const res = await fetch(`${server.url}/spillway${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: JSON.stringify(body),
+  });
   assert.equal(res.status, 200, await res.clone().text());
-  return await res.json() as any;
+  return (await res.json()) as any;
 }
 
 async function ids(name: "primary" | "secondary"): Promise<string[]> {

@@ -1,11 +1,11 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { fingerprint } from "../support/compare.ts";
-import { run, type Child } from "../support/process.ts";
 import { freePort } from "../../cli/server.ts";
 import { ADMIN_TOKEN } from "../support/app.ts";
+import { fingerprint } from "../support/compare.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+import { type Child, run } from "../support/process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -14,10 +14,19 @@ const servers: { child: Child; url: string }[] = [];
 // A real Spillway server process against the pair (no scheduler ticks of its own).
 async function startSpillway(): Promise<string> {
   const port = await freePort();
-  const child = run(process.execPath, ["--import", "tsx", "cli/main.ts", "start"], {
-    SPILLWAY_PRIMARY_DB_URL: pair.urls.primary, SPILLWAY_SECONDARY_DB_URL: pair.urls.secondary, SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-    PORT: String(port), SPILLWAY_TICK_SECONDS: "3600", SPILLWAY_DATA_DIR: `${pair.primary.dir}/../spillway-${port}`,
-  }, root);
+  const child = run(
+    process.execPath,
+    ["--import", "tsx", "cli/main.ts", "start"],
+    {
+      SPILLWAY_PRIMARY_DB_URL: pair.urls.primary,
+      SPILLWAY_SECONDARY_DB_URL: pair.urls.secondary,
+      SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN,
+      PORT: String(port),
+      SPILLWAY_TICK_SECONDS: "3600",
+      SPILLWAY_DATA_DIR: `${pair.primary.dir}/../spillway-${port}`,
+    },
+    root,
+  );
   await child.waitFor(/Spillway is running/, 60_000);
   const url = `http://127.0.0.1:${port}`;
   servers.push({ child, url });
@@ -38,27 +47,44 @@ after(async () => {
 });
 
 async function call(base: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${base}/spillway${path}`, { method, headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(`${base}/spillway${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
 async function oneActive(): Promise<string> {
-  const rows = await Promise.all([pair.primary, pair.secondary].map(async (s) => (await s.admin`select active, epoch::int from spillway.state`)[0]!));
+  const rows = await Promise.all(
+    [pair.primary, pair.secondary].map(async (s) => (await s.admin`select active, epoch::int from spillway.state`)[0]!),
+  );
   const best = [...rows].sort((a, b) => b.epoch - a.epoch)[0]!;
-  assert.ok(rows.every((r) => r.epoch < best.epoch || r.active === best.active), "one active project by highest epoch");
+  assert.ok(
+    rows.every((r) => r.epoch < best.epoch || r.active === best.active),
+    "one active project by highest epoch",
+  );
   return best.active as string;
 }
 
 async function whenUp(which: "primary" | "secondary"): Promise<void> {
   for (let i = 0; i < 50; i++) {
-    if (await pair[which].admin`select 1`.then(() => true, () => false)) return;
+    if (
+      await pair[which].admin`select 1`.then(
+        () => true,
+        () => false,
+      )
+    )
+      return;
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
 describe("faults, against a real server process", () => {
   let base: string;
-  before(async () => { base = await startSpillway(); });
+  before(async () => {
+    base = await startSpillway();
+  });
 
   for (const which of ["secondary", "primary"] as const) {
     test(`the ${which === "primary" ? "active" : "standby"} stopped in the middle of a backup`, async () => {
@@ -71,7 +97,10 @@ describe("faults, against a real server process", () => {
       await pair[which].restart();
       await whenUp(which);
       const logs = await call(base, "GET", "/logs?level=error&limit=5");
-      assert.ok(logs.body.events.some((e: any) => e.kind === "backup.failed"), "the events tell what happened");
+      assert.ok(
+        logs.body.events.some((e: any) => e.kind === "backup.failed"),
+        "the events tell what happened",
+      );
       const next = await call(base, "POST", "/force-backup", { mode: "full", verify: true });
       assert.equal(next.status, 200, JSON.stringify(next.body));
       assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));

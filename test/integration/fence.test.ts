@@ -2,15 +2,16 @@
 // until the new active is published, REPEATABLE READ writers, writes after the target's
 // publish failed half-way, replica-mode sessions, tables created later, and partitions in
 // other schemas. Data API calls go through the PostgREST STAND-IN (test/support/postgrest.ts).
-import { after, before, describe, test } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
+import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
+import { type SwitchStep, switchOver } from "../../functions/switchover.ts";
+import { type TestApp, testApp } from "../support/app.ts";
+import { fingerprint } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { fingerprint } from "../support/compare.ts";
-import { switchOver, type SwitchStep } from "../../functions/switchover.ts";
-import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -76,14 +77,20 @@ function pausedSwitch(pauseAt: SwitchStep) {
   const released = new Promise<void>((r) => (release = r));
   let reached!: () => void;
   const paused = new Promise<void>((r) => (reached = r));
-  const done = switchOver({
-    projects: t.projects, events: t.events,
-    hooks: { async step(name) {
-      if (name !== pauseAt) return;
-      reached();
-      await released;
-    } },
-  }, { force: false });
+  const done = switchOver(
+    {
+      projects: t.projects,
+      events: t.events,
+      hooks: {
+        async step(name) {
+          if (name !== pauseAt) return;
+          reached();
+          await released;
+        },
+      },
+    },
+    { force: false },
+  );
   return { paused, release, done };
 }
 
@@ -104,7 +111,13 @@ describe("while a switch is under way", () => {
       assert.deepEqual(await state("secondary"), { active: "primary", epoch: 1, fenced: true, public_active: "primary", public_epoch: 1 });
 
       let settled = false;
-      const write = held.from("notes").insert({ body: "held" }).then((r) => ((settled = true), r));
+      const write = held
+        .from("notes")
+        .insert({ body: "held" })
+        .then((r) => {
+          settled = true;
+          return r;
+        });
       const dropInWrite = dropIn.from("notes").insert({ body: "held-drop-in" });
       const refused = await impatient.from("notes").insert({ body: "impatient" });
       assert.equal(refused.error?.code, "SPWFN", "a switch longer than switchWaitMs surfaces the fence error");
@@ -118,7 +131,8 @@ describe("while a switch is under way", () => {
     }
     const result = await sw.done;
     assert.deepEqual([result.to, result.epoch], ["secondary", 2]);
-    const bodies = async (name: "primary" | "secondary") => (await pair[name].admin`select body from public.notes order by body`).map((r) => r.body);
+    const bodies = async (name: "primary" | "secondary") =>
+      (await pair[name].admin`select body from public.notes order by body`).map((r) => r.body);
     assert.deepEqual(await bodies("secondary"), ["before", "held", "held-drop-in"]);
     assert.deepEqual(await bodies("primary"), ["before"]);
     assert.deepEqual(await state("primary"), { active: "secondary", epoch: 2, fenced: true, public_active: "secondary", public_epoch: 2 });
@@ -150,7 +164,8 @@ describe("every write path of the fenced project", () => {
   });
 
   test("a leaf partition in a schema that is not replicated is copied and fenced", async () => {
-    const count = async (name: "primary" | "secondary") => Number((await pair[name].admin`select count(*)::int as n from archive.readings_2025`)[0]!.n);
+    const count = async (name: "primary" | "secondary") =>
+      Number((await pair[name].admin`select count(*)::int as n from archive.readings_2025`)[0]!.n);
     assert.ok((await count("primary")) > 0);
     assert.equal(await count("secondary"), await count("primary"));
     const e = await insertDirect("primary", "insert into archive.readings_2025 values ('2025-02-02', 1)");
@@ -165,12 +180,17 @@ describe("writers that passed the fence check", () => {
     const wait = new Promise<void>((r) => (release = r));
     let snapshotTaken!: () => void;
     const taken = new Promise<void>((r) => (snapshotTaken = r));
-    const tx = app.begin("isolation level repeatable read", async (sql) => {
-      await sql`select count(*) from public.notes`;
-      snapshotTaken();
-      await wait;
-      await sql`insert into public.notes (body) values ('slipped')`;
-    }).then(() => null, (e) => e as { code?: string });
+    const tx = app
+      .begin("isolation level repeatable read", async (sql) => {
+        await sql`select count(*) from public.notes`;
+        snapshotTaken();
+        await wait;
+        await sql`insert into public.notes (body) values ('slipped')`;
+      })
+      .then(
+        () => null,
+        (e) => e as { code?: string },
+      );
     try {
       await taken;
       const r = await post("/force-switch", { to: "primary" });
@@ -188,15 +208,27 @@ describe("writers that passed the fence check", () => {
 
 describe("a failure after the target was published", () => {
   test("completes the switch: the old active stays fenced and names the new one", async () => {
-    const result = await switchOver({
-      projects: t.projects, events: t.events,
-      hooks: { step(name) {
-        if (name === "published-target") throw new Error("injected: the old active's publish fails");
-      } },
-    }, { force: false });
+    const result = await switchOver(
+      {
+        projects: t.projects,
+        events: t.events,
+        hooks: {
+          step(name) {
+            if (name === "published-target") throw new Error("injected: the old active's publish fails");
+          },
+        },
+      },
+      { force: false },
+    );
     assert.deepEqual([result.to, result.epoch], ["secondary", 4]);
     assert.deepEqual(await state("primary"), { active: "secondary", epoch: 4, fenced: true, public_active: "secondary", public_epoch: 4 });
-    assert.deepEqual(await state("secondary"), { active: "secondary", epoch: 4, fenced: false, public_active: "secondary", public_epoch: 4 });
+    assert.deepEqual(await state("secondary"), {
+      active: "secondary",
+      epoch: 4,
+      fenced: false,
+      public_active: "secondary",
+      public_epoch: 4,
+    });
     const e = await insertDirect("primary", "insert into public.notes (body) values ('two actives?')");
     assert.equal(e?.message, "spillway: project primary is fenced; the active project is secondary (epoch 4)");
   });
@@ -210,7 +242,10 @@ describe("app writers across a switch and a failback", () => {
     let stopped = false;
     const writer = async (n: number) => {
       for (let i = 0; !stopped; i++) {
-        const { data, error } = await client.from("notes").insert({ body: `w${n}-${i}`, writer: n }).select("id");
+        const { data, error } = await client
+          .from("notes")
+          .insert({ body: `w${n}-${i}`, writer: n })
+          .select("id");
         if (error) failures.push(`${error.code}: ${error.message}`);
         else acknowledged.push((data as { id: string }[])[0]!.id);
       }
@@ -229,7 +264,10 @@ describe("app writers across a switch and a failback", () => {
     assert.deepEqual(failures, []);
     assert.ok(acknowledged.length > 50, `only ${acknowledged.length} writes`);
     const onActive = new Set((await pair.secondary.admin`select id::text from public.notes`).map((r) => r.id as string));
-    assert.deepEqual(acknowledged.filter((id) => !onActive.has(id)), []);
+    assert.deepEqual(
+      acknowledged.filter((id) => !onActive.has(id)),
+      [],
+    );
     await post("/force-backup", { mode: "auto" });
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
     assert.equal((await client.from("notes").insert({ body: "after" })).error, null);

@@ -1,7 +1,7 @@
-import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
 
 let pair: TestPair;
 let t: TestApp;

@@ -1,11 +1,11 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { expireLease, testApp, type TestApp } from "../support/app.ts";
-import { loadFixture } from "../support/fixture.ts";
+import { expireLease, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { loadFixture } from "../support/fixture.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { run } from "../support/process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -40,7 +40,8 @@ describe("incremental backup", () => {
   test("inserts, updates (a primary-key change too), deletes and a truncate move, and only they", async () => {
     // A value stored out of line (TOAST), which a later update leaves as it was: the change
     // stream does not carry it, and the standby must keep its own.
-    await pair.primary.admin`update public.counters set note = (select string_agg(md5(g::text || random()::text), '') from generate_series(1, 400) g) where id = 10`;
+    await pair.primary
+      .admin`update public.counters set note = (select string_agg(md5(g::text || random()::text), '') from generate_series(1, 400) g) where id = 10`;
     const first = await backup({ mode: "auto" });
     assert.equal(first.body.run.kind, "full");
     assert.match(first.body.run.details.reason, /no earlier copy/);
@@ -69,7 +70,8 @@ describe("incremental backup", () => {
     assert.equal(inc.body.run.kind, "incremental");
     assert.equal(inc.body.run.rows, changed, "only the changed rows moved");
     assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
-    const [identity] = await pair.secondary.admin`select attidentity as kind from pg_attribute where attrelid = 'public.accounts'::regclass and attname = 'id'`;
+    const [identity] = await pair.secondary
+      .admin`select attidentity as kind from pg_attribute where attrelid = 'public.accounts'::regclass and attname = 'id'`;
     assert.equal(identity!.kind, "a", "the key is GENERATED ALWAYS again after the batch");
 
     const quiet = await backup({ mode: "incremental" });
@@ -99,7 +101,12 @@ describe("incremental backup", () => {
     })();
     try {
       for (let k = 0; k < 5; k++) {
-        const child = run(process.execPath, ["--import", "tsx", "test/support/incremental-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary }, root);
+        const child = run(
+          process.execPath,
+          ["--import", "tsx", "test/support/incremental-child.ts"],
+          { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary },
+          root,
+        );
         await new Promise((r) => setTimeout(r, 200 + Math.random() * 900));
         child.signalGroup("SIGKILL");
         await child.exited;

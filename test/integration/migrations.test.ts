@@ -1,27 +1,33 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { promisify } from "node:util";
-import { mkdtempSync, mkdirSync, readdirSync, rmSync, writeFileSync, copyFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
-import { startTestServer, type TestServer } from "../support/postgres.ts";
+import { promisify } from "node:util";
 import { install } from "../../cli/install.ts";
+import { startTestServer, type TestServer } from "../support/postgres.ts";
 
 const exec = promisify(execFile);
 const root = fileURLToPath(new URL("../../", import.meta.url));
 const supabase = join(root, "node_modules/.bin/supabase");
 
 async function push(workdir: string, url: string): Promise<string> {
-  const { stdout, stderr } = await exec(supabase, ["db", "push", "--db-url", `${url}?sslmode=disable`, "--yes", "--workdir", workdir], { cwd: workdir });
+  const { stdout, stderr } = await exec(supabase, ["db", "push", "--db-url", `${url}?sslmode=disable`, "--yes", "--workdir", workdir], {
+    cwd: workdir,
+  });
   return stdout + stderr;
 }
 
 describe("Spillway's migrations through the real Supabase CLI", () => {
   let server: TestServer;
-  before(async () => { server = await startTestServer({ migrate: false }); });
-  after(async () => { await server?.destroy(); });
+  before(async () => {
+    server = await startTestServer({ migrate: false });
+  });
+  after(async () => {
+    await server?.destroy();
+  });
 
   test("db push applies them as the non-superuser role; a second push is a no-op", async () => {
     const first = await push(root, server.url);
@@ -83,7 +89,10 @@ describe("spillway install", () => {
     app = mkdtempSync(join(tmpdir(), "spillway-app-"));
     mkdirSync(join(app, "supabase", "migrations"), { recursive: true });
     copyFileSync(join(root, "supabase/config.toml"), join(app, "supabase/config.toml"));
-    writeFileSync(join(app, "supabase/migrations/20300101000000_notes.sql"), "create table public.notes (id bigint primary key, body text);\n");
+    writeFileSync(
+      join(app, "supabase/migrations/20300101000000_notes.sql"),
+      "create table public.notes (id bigint primary key, body text);\n",
+    );
   });
   after(async () => {
     await server?.destroy();

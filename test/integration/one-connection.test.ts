@@ -1,10 +1,10 @@
-import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { addRows, loadFixture } from "../support/fixture.ts";
+import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
+import { addRows, loadFixture } from "../support/fixture.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
 
 // A run must never wait for a connection it holds itself: with one connection per project,
 // such a wait never ends. Each call here fails after a minute instead.
@@ -22,10 +22,13 @@ after(async () => {
 });
 
 async function call(path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const answer = t.request(`/spillway${path}`, { method: path === "/config" ? "PATCH" : "POST", body: JSON.stringify(body) })
+  const answer = t
+    .request(`/spillway${path}`, { method: path === "/config" ? "PATCH" : "POST", body: JSON.stringify(body) })
     .then(async (res) => ({ status: res.status, body: JSON.parse(await res.text()) }));
   let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(`${path} did not answer within 60 s`)), 60_000); });
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${path} did not answer within 60 s`)), 60_000);
+  });
   try {
     return await Promise.race([answer, late]);
   } finally {
@@ -45,7 +48,10 @@ test("with one connection per project, full backups (fdw, then copy), an increme
   assert.equal(inc.status, 200, JSON.stringify(inc.body));
   assert.ok(inc.body.run.rows > 0);
   await call("/force-backup", { mode: "full" });
-  for (const [to, epoch] of [["secondary", 2], ["primary", 3]] as const) {
+  for (const [to, epoch] of [
+    ["secondary", 2],
+    ["primary", 3],
+  ] as const) {
     const r = await call("/force-switch", { to });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.equal(r.body.switch.epoch, epoch);

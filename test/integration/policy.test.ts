@@ -1,7 +1,7 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -75,23 +75,41 @@ describe("the policy driven by ticks, on a primary Supabase made read-only", () 
     for (let i = 0; i < 3; i++) await tick();
 
     assert.deepEqual(actions, [
-      "none:normal", "backup:backup",
+      "none:normal",
+      "backup:backup",
       // The standby follows the active at every tick of the backup phase.
-      "backup:backup", "backup:backup", "backup:backup", "backup:backup", "backup:backup",
+      "backup:backup",
+      "backup:backup",
+      "backup:backup",
+      "backup:backup",
+      "backup:backup",
       "switch:critical",
-      "none:normal", "none:normal", "none:normal",
+      "none:normal",
+      "none:normal",
+      "none:normal",
     ]);
     const status = await api("GET", "/status");
     assert.equal(status.active, "secondary");
     assert.equal(status.projects.primary.readOnly, true);
     assert.equal(status.projects.primary.fenced, true);
 
-    const events = (await api("GET", "/logs?limit=200")).events.reverse().map((e: any) => e.kind)
+    const events = (await api("GET", "/logs?limit=200")).events
+      .reverse()
+      .map((e: any) => e.kind)
       .filter((k: string) => /^(policy\.phase|backup\.(started|succeeded)|switch\.(started|fenced|completed))$/.test(k));
     assert.deepEqual(events, [
-      "policy.phase", "backup.started", "backup.succeeded",
+      "policy.phase",
+      "backup.started",
+      "backup.succeeded",
       ...Array.from({ length: 5 }, () => ["backup.started", "backup.succeeded"]).flat(),
-      "policy.phase", "switch.started", "backup.started", "backup.succeeded", "switch.fenced", "backup.started", "backup.succeeded", "switch.completed",
+      "policy.phase",
+      "switch.started",
+      "backup.started",
+      "backup.succeeded",
+      "switch.fenced",
+      "backup.started",
+      "backup.succeeded",
+      "switch.completed",
     ]);
     const [notes] = await pair.secondary.admin`select count(*)::int as n from public.notes`;
     const [source] = await pair.primary.admin`select count(*)::int as n from public.notes`;

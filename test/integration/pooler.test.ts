@@ -1,29 +1,36 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { startPgBouncer, type PgBouncer } from "../support/pgbouncer.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { loadFixture } from "../support/fixture.ts";
+import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { loadFixture } from "../support/fixture.ts";
+import { type PgBouncer, startPgBouncer } from "../support/pgbouncer.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
 
 // What postgres_fdw sets on each connection it opens. Through a transaction pooler these
 // stay on the server connection after the session that set them has gone.
-const FDW_LEFTOVERS = "set search_path = pg_catalog; set timezone = 'UTC'; set datestyle = 'ISO'; set intervalstyle = 'postgres'; set extra_float_digits = 3";
+const FDW_LEFTOVERS =
+  "set search_path = pg_catalog; set timezone = 'UTC'; set datestyle = 'ISO'; set intervalstyle = 'postgres'; set extra_float_digits = 3";
 
 /** Leaves `FDW_LEFTOVERS` on each of a transaction pooler's `size` server connections. */
 async function leaveSessionSettings(url: string, size: number): Promise<void> {
   const clients = Array.from({ length: size }, () => postgres(url, { max: 1, prepare: false, onnotice: () => {} }));
   let arrived = 0;
   let release!: () => void;
-  const together = new Promise<void>((r) => { release = r; });
+  const together = new Promise<void>((r) => {
+    release = r;
+  });
   try {
     // Each client holds its transaction until all have begun: each has a server connection of its own.
-    await Promise.all(clients.map((c) => c.begin(async (tx) => {
-      await tx.unsafe(FDW_LEFTOVERS);
-      if (++arrived === size) release();
-      await together;
-    })));
+    await Promise.all(
+      clients.map((c) =>
+        c.begin(async (tx) => {
+          await tx.unsafe(FDW_LEFTOVERS);
+          if (++arrived === size) release();
+          await together;
+        }),
+      ),
+    );
   } finally {
     await Promise.all(clients.map((c) => c.end()));
   }

@@ -1,12 +1,12 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync } from "node:fs";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { startTestServer, systemBinDir, type TestServer } from "../support/postgres.ts";
-import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
-import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
 import { init } from "../../cli/init.ts";
+import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
+import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+import { startTestServer, systemBinDir, type TestServer } from "../support/postgres.ts";
 
 const major = systemBinDir().split("/").at(-2);
 
@@ -44,8 +44,15 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
   let server: RunningServer;
 
   before(async () => {
-    assert.ok(existsSync(`/usr/share/postgresql/${major}/extension/pg_cron.control`), `pg_cron for PostgreSQL ${major} is not installed (.ci/run installs postgresql-${major}-cron)`);
-    primary = await startTestServer({ system: true, migrate: false, settings: { shared_preload_libraries: "pg_cron", "cron.database_name": "postgres" } });
+    assert.ok(
+      existsSync(`/usr/share/postgresql/${major}/extension/pg_cron.control`),
+      `pg_cron for PostgreSQL ${major} is not installed (.ci/run installs postgresql-${major}-cron)`,
+    );
+    primary = await startTestServer({
+      system: true,
+      migrate: false,
+      settings: { shared_preload_libraries: "pg_cron", "cron.database_name": "postgres" },
+    });
     // As Supabase's dashboard does: the superuser enables pg_cron and lets postgres use it.
     await primary.admin.unsafe(`create extension if not exists pg_cron; grant usage on schema cron to postgres; ${NET_STAND_IN}`);
     const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
@@ -53,8 +60,13 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     await sql.end();
     secondary = await startTestServer();
     server = await startServer({
-      dbUrls: { primary: primary.url, secondary: secondary.url }, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN,
-      corsOrigins: ["*"], port: await freePort(), dataDir: `${secondary.dir}/../spillway-data`, tickSeconds: 3600,
+      dbUrls: { primary: primary.url, secondary: secondary.url },
+      adminToken: ADMIN_TOKEN,
+      cronToken: CRON_TOKEN,
+      corsOrigins: ["*"],
+      port: await freePort(),
+      dataDir: `${secondary.dir}/../spillway-data`,
+      tickSeconds: 3600,
     });
   });
   after(async () => {
@@ -79,14 +91,20 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
 
   test("after spillway init, the job's command reaches the running server's /tick with the cron token", async () => {
     const lines = await init({ primary: primary.url, secondary: secondary.url }, `${server.url}/spillway`, CRON_TOKEN);
-    assert.match(lines[0]!, /^primary: function URL and cron token stored in spillway\.secrets \(no Vault here\); pg_cron job spillway-tick runs every minute$/);
+    assert.match(
+      lines[0]!,
+      /^primary: function URL and cron token stored in spillway\.secrets \(no Vault here\); pg_cron job spillway-tick runs every minute$/,
+    );
     assert.match(lines[1]!, /^secondary: .*pg_cron is not enabled/);
     const [stored] = await primary.admin`select count(*)::int as n from spillway.secrets`;
     assert.equal(stored!.n, 2);
-    await assert.rejects(primary.admin.begin(async (tx) => {
-      await tx`set local role anon`;
-      await tx`select * from spillway.secrets`;
-    }), /permission denied/);
+    await assert.rejects(
+      primary.admin.begin(async (tx) => {
+        await tx`set local role anon`;
+        await tx`select * from spillway.secrets`;
+      }),
+      /permission denied/,
+    );
 
     const [job] = await primary.admin`select command from cron.job where jobname = 'spillway-tick'`;
     const before = Number((await primary.admin`select count(*) from spillway.usage_samples`)[0]!.count);

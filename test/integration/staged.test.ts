@@ -1,12 +1,12 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { moveMoney } from "../support/writers.ts";
-import { addRows, loadFixture } from "../support/fixture.ts";
-import { fingerprint, sequencePositions } from "../support/compare.ts";
-import { killBackupsAtRandom } from "../support/kills.ts";
+import { after, before, describe, test } from "node:test";
 import { runBackup } from "../../functions/backup.ts";
+import { type TestApp, testApp } from "../support/app.ts";
+import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { addRows, loadFixture } from "../support/fixture.ts";
+import { killBackupsAtRandom } from "../support/kills.ts";
+import { startTestPair, type TestPair } from "../support/postgres.ts";
+import { moveMoney } from "../support/writers.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -34,7 +34,8 @@ async function standbyTotal(): Promise<{ total: number; n: number }> {
 
 async function moreRows() {
   await pair.primary.admin`insert into public.audit_log (message) select 'bulk ' || g from generate_series(1, 2000) g`;
-  await pair.primary.admin`insert into public.measurements (taken_on, value) select date '2025-06-01' + (g % 400), g from generate_series(1, 1000) g`;
+  await pair.primary
+    .admin`insert into public.measurements (taken_on, value) select date '2025-06-01' + (g % 400), g from generate_series(1, 1000) g`;
 }
 
 describe("a full backup too long for one call", () => {
@@ -52,9 +53,12 @@ describe("a full backup too long for one call", () => {
         if (r.status === "running") {
           // Nothing is published before the last call: the standby still has no accounts.
           assert.equal(standby.n, 0, `call ${i}: a staged copy showed through before it was published`);
-          const status = await (await t.request("/spillway/status")).json() as { lastBackup: { status: string; progress: { tablesDone: number; tablesTotal: number } } };
+          const status = (await (await t.request("/spillway/status")).json()) as {
+            lastBackup: { status: string; progress: { tablesDone: number; tablesTotal: number } };
+          };
           assert.equal(status.lastBackup.status, "running");
-          if (status.lastBackup.progress.tablesDone > 0 && status.lastBackup.progress.tablesDone < status.lastBackup.progress.tablesTotal) progressSeen = true;
+          if (status.lastBackup.progress.tablesDone > 0 && status.lastBackup.progress.tablesDone < status.lastBackup.progress.tablesTotal)
+            progressSeen = true;
           // New rows while tables are still being staged; the movers keep writing throughout.
           if ((r.progress as { phase: string }).phase === "load") await moreRows();
           continue;
@@ -88,7 +92,9 @@ describe("a full backup too long for one call", () => {
 
   test("killed at random moments, the standby holds a complete copy, and the staged copy finishes", async () => {
     const kills = await killBackupsAtRandom(pair, {
-      rounds: 5, maxDelayMs: 2300, env: { STAGED: "1" },
+      rounds: 5,
+      maxDelayMs: 2300,
+      env: { STAGED: "1" },
       change: async (round) => {
         await pair.primary.admin`update public.accounts set owner = owner || '.' where id % 5 = ${round}`;
         await addRows(pair);
@@ -108,17 +114,20 @@ describe("a full backup too long for one call", () => {
     let res = await t.request("/spillway/force-backup", { method: "POST", body: "{}" });
     let calls = 1;
     while (res.status === 202) {
-      const body = await res.json() as { run: { id: string; status: string } };
+      const body = (await res.json()) as { run: { id: string; status: string } };
       assert.equal(body.run.id, first.id, "continuing calls report the same run");
       res = await t.request("/spillway/force-backup", { method: "POST", body: "{}" });
       calls += 1;
     }
     assert.equal(res.status, 200);
-    const body = await res.json() as { run: { id: string; status: string; kind: string } };
+    const body = (await res.json()) as { run: { id: string; status: string; kind: string } };
     assert.deepEqual([body.run.status, body.run.kind], ["succeeded", "full"]);
     // With the default budget, the rest fits in one call.
     assert.equal(calls, 1);
-    assert.ok(t.sunk.some((e) => e.kind === "backup.continues"), "each unfinished call leaves an event");
+    assert.ok(
+      t.sunk.some((e) => e.kind === "backup.continues"),
+      "each unfinished call leaves an event",
+    );
   });
 
   test("fdw: the standby pulls each table from its own snapshot, and the copy ends equal", async () => {
@@ -199,7 +208,11 @@ describe("a full backup too long for one call", () => {
   });
 
   test("a copy expected to overrun the budget, at the speed of the last large copy, is staged", async () => {
-    const full = () => t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify({ mode: "full" }) }).then(async (r) => ({ status: r.status, run: (await r.json() as { run: { status: string; details: { staged?: boolean } } }).run }));
+    const full = () =>
+      t.request("/spillway/force-backup", { method: "POST", body: JSON.stringify({ mode: "full" }) }).then(async (r) => ({
+        status: r.status,
+        run: ((await r.json()) as { run: { status: string; details: { staged?: boolean } } }).run,
+      }));
     const quick = await full();
     assert.equal(quick.run.details.staged, false, "a small copy at the assumed speed fits one call");
     // History as a slow standby would have it: 64 MB copied in an hour (runs are kept by

@@ -1,12 +1,12 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres, { type Sql } from "postgres";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { startDataApi } from "../support/postgrest.ts";
-import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { getActiveClient } from "../../client/index.ts";
 import { switchOver } from "../../functions/switchover.ts";
+import { type TestApp, testApp } from "../support/app.ts";
+import { fingerprint, sequencePositions } from "../support/compare.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+import { startDataApi } from "../support/postgrest.ts";
 
 type Name = "primary" | "secondary";
 
@@ -22,7 +22,9 @@ async function patchConfig(t: TestApp, patch: unknown): Promise<void> {
 
 // The published active project, as apps read it: the state row with the highest epoch.
 async function activeName(pair: TestPair): Promise<Name> {
-  const rows = await Promise.all([pair.primary.admin, pair.secondary.admin].map(async (sql) => (await sql`select active, epoch::int from public.spillway_active`)[0]!));
+  const rows = await Promise.all(
+    [pair.primary.admin, pair.secondary.admin].map(async (sql) => (await sql`select active, epoch::int from public.spillway_active`)[0]!),
+  );
   return rows.sort((x, y) => y.epoch - x.epoch)[0]!.active as Name;
 }
 
@@ -73,7 +75,10 @@ describe("sequences follow every incremental run and the switch", () => {
   // as getActiveClient finds it, and invoice numbers taken from the standalone sequence.
   async function appWrites(round: string): Promise<void> {
     const client = await getActiveClient({
-      projects: { primary: { url: apis.primary.url, anonKey: "anon-primary" }, secondary: { url: apis.secondary.url, anonKey: "anon-secondary" } },
+      projects: {
+        primary: { url: apis.primary.url, anonKey: "anon-primary" },
+        secondary: { url: apis.secondary.url, anonKey: "anon-secondary" },
+      },
       cacheTtlMs: 0,
     });
     for (const [table, column] of Object.entries(TABLES)) {
@@ -120,7 +125,11 @@ describe("sequences follow every incremental run and the switch", () => {
 
     for (const [name, taken] of Object.entries(ids)) {
       assert.equal(new Set(taken).size, taken.length, `${name} handed out a value twice: ${taken.join(", ")}`);
-      assert.deepEqual(taken, [...taken].sort((a, b) => a - b), `${name} went backwards: ${taken.join(", ")}`);
+      assert.deepEqual(
+        taken,
+        [...taken].sort((a, b) => a - b),
+        `${name} went backwards: ${taken.join(", ")}`,
+      );
     }
     assert.equal((await post(t, "/force-backup", { mode: "auto" })).status, 200);
     await assertEqualProjects(pair);
@@ -138,11 +147,13 @@ describe("the final catch-up finishes, however many budgets it takes", () => {
     // A standby that applies slowly: every statement writing events there waits 1.5 s (an
     // ENABLE ALWAYS trigger fires in the apply's replica mode too), so a catch-up of a few
     // hundred thousand changes outlasts the 5 s budget.
-    await withApp(pair.urls.secondary, (sql) => sql.unsafe(`
+    await withApp(pair.urls.secondary, (sql) =>
+      sql.unsafe(`
       create function public.slow_apply() returns trigger language plpgsql as $$ begin perform pg_sleep(1.5); return null; end $$;
       create trigger slow_apply after insert on public.events for each statement execute function public.slow_apply();
       alter table public.events enable always trigger slow_apply;
-    `));
+    `),
+    );
     t = await testApp(pair);
   });
   after(async () => {
@@ -152,33 +163,50 @@ describe("the final catch-up finishes, however many budgets it takes", () => {
 
   test("a backlog larger than one budget, written just before the fence: all of it is on the new active", async () => {
     await patchConfig(t, { budgetSeconds: 5 });
-    await withApp(pair.urls.primary, (sql) => sql`insert into public.events (payload) select 'before the backup ' || g from generate_series(1, 100) g`);
+    await withApp(
+      pair.urls.primary,
+      (sql) => sql`insert into public.events (payload) select 'before the backup ' || g from generate_series(1, 100) g`,
+    );
     assert.equal((await post(t, "/force-backup", { mode: "full" })).status, 200);
 
-    const result = await switchOver({
-      projects: t.projects, events: t.events,
-      hooks: {
-        async step(name) {
-          // Acknowledged before the fence: 120 app transactions of 1 000 rows each.
-          if (name !== "pre-caught-up") return;
-          await withApp(pair.urls.primary, async (sql) => {
-            for (let i = 0; i < 120; i++) {
-              await sql.begin("isolation level repeatable read", (tx) => tx`insert into public.events (payload) select ${`batch ${i} row `} || g from generate_series(1, 1000) g`);
-            }
-          });
+    const result = await switchOver(
+      {
+        projects: t.projects,
+        events: t.events,
+        hooks: {
+          async step(name) {
+            // Acknowledged before the fence: 120 app transactions of 1 000 rows each.
+            if (name !== "pre-caught-up") return;
+            await withApp(pair.urls.primary, async (sql) => {
+              for (let i = 0; i < 120; i++) {
+                await sql.begin(
+                  "isolation level repeatable read",
+                  (tx) => tx`insert into public.events (payload) select ${`batch ${i} row `} || g from generate_series(1, 1000) g`,
+                );
+              }
+            });
+          },
         },
       },
-    }, { to: "secondary", force: false });
+      { to: "secondary", force: false },
+    );
     assert.equal(result.to, "secondary");
 
-    const [{ n }] = await pair.secondary.admin`select count(*)::int as n from public.events` as any;
+    const [{ n }] = (await pair.secondary.admin`select count(*)::int as n from public.events`) as any;
     assert.equal(n, 120_100);
-    const runs = await pair.secondary.admin`select details->>'more' as more from spillway.runs where kind = 'incremental' order by started_at`;
-    assert.ok(runs.some((r) => r.more === "true"), "a catch-up stopped at its budget");
+    const runs = await pair.secondary
+      .admin`select details->>'more' as more from spillway.runs where kind = 'incremental' order by started_at`;
+    assert.ok(
+      runs.some((r) => r.more === "true"),
+      "a catch-up stopped at its budget",
+    );
     await assertEqualProjects(pair);
 
     await withApp(pair.urls.secondary, (sql) => sql`drop trigger slow_apply on public.events`);
-    const [row] = await withApp(pair.urls.secondary, (sql) => sql`insert into public.events (payload) values ('on the new active') returning id::int8 as id`);
+    const [row] = await withApp(
+      pair.urls.secondary,
+      (sql) => sql`insert into public.events (payload) values ('on the new active') returning id::int8 as id`,
+    );
     assert.ok(Number(row!.id) > 120_100);
   });
 });
@@ -212,7 +240,8 @@ describe("transactions that trade unique values", () => {
   // The usual ways apps reorder a list, each in one REPEATABLE READ transaction on the active.
   async function reorder(url: string): Promise<void> {
     await withApp(url, async (sql) => {
-      const item = async (list: number, pos: number) => Number((await sql`select id from public.list_items where list_id = ${list} and pos = ${pos}`)[0]!.id);
+      const item = async (list: number, pos: number) =>
+        Number((await sql`select id from public.list_items where list_id = ${list} and pos = ${pos}`)[0]!.id);
       // List 1: the two first items swap through a free position.
       const [a, b] = [await item(1, 1), await item(1, 2)];
       await sql.begin("isolation level repeatable read", async (tx) => {
@@ -247,11 +276,13 @@ describe("transactions that trade unique values", () => {
   }
 
   test("swaps and shifts under unique (list_id, pos) apply in an incremental backup and in the switch", async () => {
-    await withApp(pair.urls.primary, (sql) => sql.unsafe(`
+    await withApp(pair.urls.primary, (sql) =>
+      sql.unsafe(`
       insert into public.list_items (list_id, pos, title) select l, p, 'item ' || l || '.' || p from generate_series(1, 2) l, generate_series(1, 5) p;
       insert into public.list_items (list_id, pos, title) select 3, p, 'item 3.' || p from generate_series(6, 1, -1) p;
       insert into public.ranked (list_id, pos) values (1, 1), (1, 2);
-    `));
+    `),
+    );
     assert.equal((await post(t, "/force-backup", { mode: "full" })).status, 200);
 
     await reorder(pair.urls.primary);

@@ -1,11 +1,11 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import postgres from "postgres";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { expireLease, testApp, type TestApp } from "../support/app.ts";
-import { startWriters, ITEMS_SCHEMA } from "../support/writers.ts";
-import { run } from "../support/process.ts";
+import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
+import postgres from "postgres";
+import { expireLease, type TestApp, testApp } from "../support/app.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+import { run } from "../support/process.ts";
+import { ITEMS_SCHEMA, startWriters } from "../support/writers.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
@@ -35,7 +35,12 @@ async function copies() {
 }
 
 describe("the process killed at each step of a switch, then restarted", () => {
-  for (const [step, switched] of [["fenced", false], ["caught-up", false], ["published-target", true], ["published", true]] as const) {
+  for (const [step, switched] of [
+    ["fenced", false],
+    ["caught-up", false],
+    ["published-target", true],
+    ["published", true],
+  ] as const) {
     test(`killed after "${step}": one active by highest epoch, no acknowledged write lost, writes possible`, async () => {
       const before = await copies();
       const from = (before.primary.epoch >= before.secondary.epoch ? before.primary.active : before.secondary.active) as Name;
@@ -45,7 +50,12 @@ describe("the process killed at each step of a switch, then restarted", () => {
       assert.equal(backup.status, 200);
       const writers = startWriters(pair, 3);
       await new Promise((r) => setTimeout(r, 300));
-      const child = run(process.execPath, ["--import", "tsx", "test/support/switch-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, CRASH_AT: step }, root);
+      const child = run(
+        process.execPath,
+        ["--import", "tsx", "test/support/switch-child.ts"],
+        { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, CRASH_AT: step },
+        root,
+      );
       await child.exited;
       assert.equal(child.proc.signalCode, "SIGKILL", child.output());
       await expireLease(pair);
@@ -65,14 +75,20 @@ describe("the process killed at each step of a switch, then restarted", () => {
       assert.equal(after[standby].fenced, true);
 
       const onActive = new Set((await pair[active].admin`select id from public.items`).map((r) => r.id as string));
-      assert.deepEqual(report.acknowledged.filter((id) => !onActive.has(id)), []);
+      assert.deepEqual(
+        report.acknowledged.filter((id) => !onActive.has(id)),
+        [],
+      );
       assert.deepEqual(report.otherErrors, []);
       const app = postgres(pair.urls[active], { max: 1, onnotice: () => {} });
       await app`insert into public.items (id, writer) values (${`after-${step}`}, 99)`;
       await app.end();
       if (!switched) {
         const logs = JSON.parse(await (await t.request("/spillway/logs?limit=20")).text());
-        assert.ok(logs.events.some((e: any) => e.kind === "switch.rolled_back"), "the roll-back is told");
+        assert.ok(
+          logs.events.some((e: any) => e.kind === "switch.rolled_back"),
+          "the roll-back is told",
+        );
       }
     });
   }

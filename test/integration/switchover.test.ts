@@ -1,9 +1,9 @@
-import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
+import { type TestApp, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
-import { startWriters, ITEMS_SCHEMA, type WriterReport } from "../support/writers.ts";
+import { ITEMS_SCHEMA, startWriters, type WriterReport } from "../support/writers.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -26,7 +26,8 @@ async function post(path: string, body: unknown = {}): Promise<{ status: number;
 async function states() {
   const out: Record<string, any> = {};
   for (const [name, s] of Object.entries({ primary: pair.primary, secondary: pair.secondary })) {
-    const [row] = await s.admin`select s.active, s.epoch::int, s.fenced, a.active as public_active, a.epoch::int as public_epoch from spillway.state s cross join public.spillway_active a`;
+    const [row] =
+      await s.admin`select s.active, s.epoch::int, s.fenced, a.active as public_active, a.epoch::int as public_epoch from spillway.state s cross join public.spillway_active a`;
     out[name] = row;
   }
   return out;
@@ -54,7 +55,10 @@ describe("refusals", () => {
   test("the target would be over its switch threshold: refused unless forced", async () => {
     assert.equal((await post("/force-backup", { mode: "full" })).status, 200);
     const [size] = await pair.secondary.admin`select pg_database_size(current_database())::int8 as b`;
-    await t.request("/spillway/config", { method: "PATCH", body: JSON.stringify({ quotaBytes: { secondary: Math.floor(Number(size!.b) / 0.95) } }) });
+    await t.request("/spillway/config", {
+      method: "PATCH",
+      body: JSON.stringify({ quotaBytes: { secondary: Math.floor(Number(size!.b) / 0.95) } }),
+    });
     try {
       const r = await post("/force-switch");
       assert.equal(r.status, 409);
@@ -85,7 +89,14 @@ describe("switch, failback, switch under writers", () => {
     } finally {
       report = await writers.stop();
     }
-    assert.deepEqual(results.map((r) => [r.from, r.to, r.epoch]), [["primary", "secondary", 2], ["secondary", "primary", 3], ["primary", "secondary", 4]]);
+    assert.deepEqual(
+      results.map((r) => [r.from, r.to, r.epoch]),
+      [
+        ["primary", "secondary", 2],
+        ["secondary", "primary", 3],
+        ["primary", "secondary", 4],
+      ],
+    );
     for (const r of results) {
       assert.ok(r.writesBlockedMs >= 0 && r.writesBlockedMs <= r.durationMs);
     }
@@ -98,7 +109,10 @@ describe("switch, failback, switch under writers", () => {
     for (const e of report.fenceErrors) {
       assert.equal(e.code, "SPWFN");
       // During the switch the fence says the new active is being chosen; it names it once published.
-      assert.match(e.message, /^spillway: project (primary|secondary) is fenced; the active project is ((primary|secondary) \(epoch \d+\)|being chosen \(epoch unknown\))$/);
+      assert.match(
+        e.message,
+        /^spillway: project (primary|secondary) is fenced; the active project is ((primary|secondary) \(epoch \d+\)|being chosen \(epoch unknown\))$/,
+      );
     }
     const s = await states();
     assert.deepEqual(s.primary, { active: "secondary", epoch: 4, fenced: true, public_active: "secondary", public_epoch: 4 });

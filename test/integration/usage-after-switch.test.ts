@@ -1,9 +1,10 @@
 // The tick's policy and the switch judge the standby's usage after a switch by one formula:
 // a tick never chooses a switch that the switch then refuses as TARGET_UNFIT.
-import { after, before, test } from "node:test";
+
 import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { testApp, type TestApp } from "../support/app.ts";
 
 let pair: TestPair;
 let t: TestApp;
@@ -23,7 +24,8 @@ async function api(method: string, path: string, body?: unknown): Promise<any> {
   return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
-const size = async (name: "primary" | "secondary") => Number((await pair[name].admin`select pg_database_size('postgres')::int8 as b`)[0]!.b);
+const size = async (name: "primary" | "secondary") =>
+  Number((await pair[name].admin`select pg_database_size('postgres')::int8 as b`)[0]!.b);
 
 test("a standby that holds data of its own, and the active's growth since the last backup, make it unfit for the tick as for the switch", async () => {
   await pair.primary.admin`insert into public.notes (body) select repeat(md5(g::text), 20) from generate_series(1, 2000) g`;

@@ -1,11 +1,11 @@
-import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { freePort, startServer, type RunningServer } from "../../cli/server.ts";
+import { after, before, test } from "node:test";
+import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN } from "../support/app.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { ITEMS_SCHEMA } from "../support/writers.ts";
 
 let pair: TestPair;
@@ -17,8 +17,13 @@ before(async () => {
   await applyToBoth(pair, ITEMS_SCHEMA);
   await pair.primary.admin`insert into public.items (id, writer) select 'item ' || g, 0 from generate_series(1, 100) g`;
   server = await startServer({
-    dbUrls: pair.urls, adminToken: ADMIN_TOKEN, cronToken: null, corsOrigins: ["*"],
-    port: await freePort(), dataDir, tickSeconds: 0.3,
+    dbUrls: pair.urls,
+    adminToken: ADMIN_TOKEN,
+    cronToken: null,
+    corsOrigins: ["*"],
+    port: await freePort(),
+    dataDir,
+    tickSeconds: 0.3,
   });
 });
 after(async () => {
@@ -32,12 +37,17 @@ function read(name: "primary" | "secondary"): any {
 }
 
 async function admin(path: string, body: unknown = {}) {
-  const res = await fetch(`${server.url}/spillway${path}`, { method: "POST", headers: { Authorization: `Bearer ${ADMIN_TOKEN}` }, body: JSON.stringify(body) });
+  const res = await fetch(`${server.url}/spillway${path}`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+    body: JSON.stringify(body),
+  });
   assert.equal(res.status, 200, await res.clone().text());
 }
 
 test("the usage files exist after a tick, always parse, and follow a switch", async () => {
-  for (const name of ["primary", "secondary"] as const) assert.ok(existsSync(join(dataDir, `usage-${name}.json`)), `usage-${name}.json after the first tick`);
+  for (const name of ["primary", "secondary"] as const)
+    assert.ok(existsSync(join(dataDir, `usage-${name}.json`)), `usage-${name}.json after the first tick`);
   const primary = read("primary");
   assert.equal(primary.project, "primary");
   assert.equal(primary.role, "active");
@@ -75,5 +85,9 @@ test("the usage files exist after a tick, always parse, and follow a switch", as
   assert.ok(reads > 10);
   assert.equal(read("secondary").epoch, 2);
   assert.ok(read("secondary").samples.length >= 1);
-  assert.deepEqual(readdirSync(dataDir).filter((f) => f.endsWith(".tmp")), [], "no temporary file is left behind");
+  assert.deepEqual(
+    readdirSync(dataDir).filter((f) => f.endsWith(".tmp")),
+    [],
+    "no temporary file is left behind",
+  );
 });

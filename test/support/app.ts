@@ -1,10 +1,10 @@
+import { installCrashGuards } from "../../cli/guards.ts";
+import { type AlertConfig, AlertSender, type DeliveryOptions } from "../../functions/alerts.ts";
 import { createApp } from "../../functions/app.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
-import type { TestPair } from "./postgres.ts";
-import { installCrashGuards } from "../../cli/guards.ts";
-import { AlertSender, type AlertConfig, type DeliveryOptions } from "../../functions/alerts.ts";
 import type { Runtime } from "../../functions/settings.ts";
+import type { TestPair } from "./postgres.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 export const CRON_TOKEN = "test-cron-token-0123456789";
@@ -32,7 +32,14 @@ export interface TestApp {
  */
 export async function testApp(
   pair: TestPair,
-  options: { alerts?: AlertConfig; delivery?: DeliveryOptions; urls?: TestPair["urls"]; fdwUrls?: Partial<TestPair["urls"]>; max?: number; runtime?: Runtime } = {},
+  options: {
+    alerts?: AlertConfig;
+    delivery?: DeliveryOptions;
+    urls?: TestPair["urls"];
+    fdwUrls?: Partial<TestPair["urls"]>;
+    max?: number;
+    runtime?: Runtime;
+  } = {},
 ): Promise<TestApp> {
   installCrashGuards();
   const projects = connectProjects(options.urls ?? pair.urls, { connectTimeout: 2, max: options.max }, options.fdwUrls);
@@ -41,9 +48,21 @@ export async function testApp(
   const secrets = [ADMIN_TOKEN, CRON_TOKEN, pair.primary.password, pair.secondary.password, options.alerts?.webhookUrl ?? ""];
   const events = new EventLog(projects, { secrets, sinks: [(e) => sunk.push(e)] });
   const alerts = options.alerts ? new AlertSender(events, options.alerts, options.delivery) : null;
-  const app = createApp({ projects, events, adminToken: ADMIN_TOKEN, cronToken: CRON_TOKEN, corsOrigins: ["*"], alerts: options.alerts ?? null, runtime: options.runtime });
+  const app = createApp({
+    projects,
+    events,
+    adminToken: ADMIN_TOKEN,
+    cronToken: CRON_TOKEN,
+    corsOrigins: ["*"],
+    alerts: options.alerts ?? null,
+    runtime: options.runtime,
+  });
   return {
-    app, projects, events, sunk, alerts,
+    app,
+    projects,
+    events,
+    sunk,
+    alerts,
     request(path, init = {}) {
       const { token = ADMIN_TOKEN, ...rest } = init;
       const headers = new Headers(rest.headers);

@@ -1,7 +1,7 @@
-import chromium from "@sparticuz/chromium";
-import { chromium as playwright, type Browser } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { fileURLToPath } from "node:url";
+import chromium from "@sparticuz/chromium";
+import { type Browser, chromium as playwright } from "playwright-core";
 
 /** Where tests write screenshots (not committed). */
 export const OUTPUT_DIR = fileURLToPath(new URL("../../test-output/", import.meta.url));
@@ -18,7 +18,12 @@ export async function launchBrowser(): Promise<Browser> {
   return await playwright.launch({
     executablePath: await chromium.executablePath(),
     // Several pages at once: not the single-process mode the package defaults to for lambdas.
-    args: [...chromium.args.filter((a) => a !== "--single-process"), "--disable-background-networking", "--disable-component-update", "--no-first-run"],
+    args: [
+      ...chromium.args.filter((a) => a !== "--single-process"),
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--no-first-run",
+    ],
     headless: true,
   });
 }

@@ -1,8 +1,9 @@
 // A separate process that runs one full backup and kills itself (SIGKILL, no cleanup) right
 // after the copy committed, before the slot it replaced is dropped.
-import { connectProjects } from "../../functions/project.ts";
-import { EventLog } from "../../functions/events.ts";
+
 import { runBackup } from "../../functions/backup.ts";
+import { EventLog } from "../../functions/events.ts";
+import { connectProjects } from "../../functions/project.ts";
 
 const projects = connectProjects({ primary: process.env.PRIMARY_URL!, secondary: process.env.SECONDARY_URL! });
 const events = new EventLog(projects);

@@ -16,7 +16,9 @@ export async function fingerprint(sql: Sql): Promise<Record<string, string>> {
       where n.nspname = 'public' and c.relkind = 'r' and c.relname <> 'spillway_active' order by 1`;
     const out: Record<string, string> = {};
     for (const { name } of tables) {
-      const [row] = await tx.unsafe(`select count(*) as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as h from public."${name}" t`);
+      const [row] = await tx.unsafe(
+        `select count(*) as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as h from public."${name}" t`,
+      );
       out[name] = `${row!.n}:${row!.h}`;
     }
     return out;
@@ -30,6 +32,8 @@ export async function fingerprint(sql: Sql): Promise<Record<string, string>> {
  * assert.deepEqual(await sequencePositions(a), await sequencePositions(b));
  */
 export async function sequencePositions(sql: Sql): Promise<Record<string, string | null>> {
-  const rows = await sql<{ name: string; last_value: string | null }[]>`select sequencename as name, last_value::text from pg_sequences where schemaname = 'public' order by 1`;
+  const rows = await sql<
+    { name: string; last_value: string | null }[]
+  >`select sequencename as name, last_value::text from pg_sequences where schemaname = 'public' order by 1`;
   return Object.fromEntries(rows.map((r) => [r.name, r.last_value]));
 }

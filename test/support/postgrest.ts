@@ -17,7 +17,8 @@ import postgres from "postgres";
 export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(on: boolean): void; close(): Promise<void> }> {
   // PostgREST renders bigint as a JSON number.
   const sql = postgres(dbUrl, {
-    max: 4, onnotice: () => {},
+    max: 4,
+    onnotice: () => {},
     types: { int8: { to: 20, from: [20], parse: (x: string) => Number(x), serialize: (x: number) => String(x) } },
   });
   let hanging = false;
@@ -26,7 +27,11 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
     const url = new URL(req.url ?? "/", "http://stand-in");
     const match = /^\/rest\/v1\/([a-z_][a-z0-9_]*)$/.exec(url.pathname);
     // PostgREST answers browsers from any origin.
-    const cors = { "Access-Control-Allow-Origin": "*", "Access-Control-Allow-Headers": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS" };
+    const cors = {
+      "Access-Control-Allow-Origin": "*",
+      "Access-Control-Allow-Headers": "*",
+      "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    };
     const send = (status: number, body: unknown) => {
       res.writeHead(status, { "Content-Type": "application/json", ...cors });
       res.end(body === undefined ? "" : JSON.stringify(body));
@@ -40,10 +45,13 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
     try {
       if (req.method === "GET") {
         const columns = (url.searchParams.get("select") ?? "*").split(",").map((c) => c.trim());
-        if (!columns.every((c) => c === "*" || /^[a-z_][a-z0-9_]*$/.test(c))) return send(400, { code: "PGRST100", message: "bad select", details: null, hint: null });
+        if (!columns.every((c) => c === "*" || /^[a-z_][a-z0-9_]*$/.test(c)))
+          return send(400, { code: "PGRST100", message: "bad select", details: null, hint: null });
         const rows = await sql.begin(async (tx) => {
           await tx`set local role anon`;
-          return columns[0] === "*" ? await tx`select * from ${tx("public." + table)}` : await tx`select ${tx(columns)} from ${tx("public." + table)}`;
+          return columns[0] === "*"
+            ? await tx`select * from ${tx(`public.${table}`)}`
+            : await tx`select ${tx(columns)} from ${tx(`public.${table}`)}`;
         });
         return send(200, rows);
       }
@@ -54,7 +62,7 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
         const rows = Array.isArray(parsed) ? parsed : [parsed];
         const inserted = await sql.begin(async (tx) => {
           await tx`set local role anon`;
-          return await tx`insert into ${tx("public." + table)} ${tx(rows)} returning *`;
+          return await tx`insert into ${tx(`public.${table}`)} ${tx(rows)} returning *`;
         });
         const wantsRows = /return=representation/.test(String(req.headers.prefer ?? ""));
         return send(201, wantsRows ? inserted : undefined);
@@ -63,7 +71,12 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
     } catch (e) {
       const err = e as { code?: string; message?: string; detail?: string; hint?: string };
       const status = err.code === "23505" ? 409 : err.code === "42501" ? 401 : 400;
-      return send(status, { code: err.code ?? "PGRST000", message: err.message ?? String(e), details: err.detail ?? null, hint: err.hint ?? null });
+      return send(status, {
+        code: err.code ?? "PGRST000",
+        message: err.message ?? String(e),
+        details: err.detail ?? null,
+        hint: err.hint ?? null,
+      });
     }
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", () => resolve()));

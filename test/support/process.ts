@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 
 /** A child process whose output is collected, with a way to wait for a line. */
 export interface Child {
@@ -28,9 +28,16 @@ export function run(command: string, args: string[], env: Record<string, string 
   };
   proc.stdout!.on("data", onData);
   proc.stderr!.on("data", onData);
-  const exited = new Promise<number | null>((resolve) => proc.on("exit", (code) => { for (const w of waiters) w(); resolve(code); }));
+  const exited = new Promise<number | null>((resolve) =>
+    proc.on("exit", (code) => {
+      for (const w of waiters) w();
+      resolve(code);
+    }),
+  );
   let done = false;
-  void exited.then(() => { done = true; });
+  void exited.then(() => {
+    done = true;
+  });
   return {
     proc,
     exited,
@@ -54,8 +61,14 @@ export function run(command: string, args: string[], env: Record<string, string 
             reject(new Error(`process exited before ${pattern}; output:\n${text}`));
           }
         };
-        const timer = setTimeout(() => { cleanup(); reject(new Error(`timed out waiting for ${pattern}; output:\n${text}`)); }, timeoutMs);
-        const cleanup = () => { clearTimeout(timer); waiters.delete(check); };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`timed out waiting for ${pattern}; output:\n${text}`));
+        }, timeoutMs);
+        const cleanup = () => {
+          clearTimeout(timer);
+          waiters.delete(check);
+        };
         waiters.add(check);
         check();
       });

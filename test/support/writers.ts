@@ -28,8 +28,9 @@ export function startWriters(pair: TestPair, count: number): { stop(): Promise<W
   const run = Math.random().toString(36).slice(2, 8);
   let stopped = false;
   const active = async (): Promise<string> => {
-    const rows = await Promise.all(Object.entries(pools).map(async ([, sql]) =>
-      (await sql`select active, epoch from public.spillway_active`.catch(() => []))[0]));
+    const rows = await Promise.all(
+      Object.entries(pools).map(async ([, sql]) => (await sql`select active, epoch from public.spillway_active`.catch(() => []))[0]),
+    );
     const best = rows.filter(Boolean).sort((a, b) => Number(b!.epoch) - Number(a!.epoch))[0];
     return best!.active as string;
   };

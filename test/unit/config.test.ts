@@ -1,5 +1,5 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
+import { test } from "node:test";
 import { ConfigError, loadConfig } from "../../functions/config.ts";
 
 const A = "postgres://postgres:pw@db.a.supabase.co:5432/postgres";
@@ -14,19 +14,29 @@ test("defaults: embedded mode, port 8787, CORS open", () => {
 });
 
 test("both URLs are read together", () => {
-  const c = loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_CORS_ORIGINS: "https://a.example, https://b.example" });
+  const c = loadConfig({
+    SPILLWAY_PRIMARY_DB_URL: A,
+    SPILLWAY_SECONDARY_DB_URL: B,
+    SPILLWAY_CORS_ORIGINS: "https://a.example, https://b.example",
+  });
   assert.deepEqual(c.dbUrls, { primary: A, secondary: B });
   assert.deepEqual(c.corsOrigins, ["https://a.example", "https://b.example"]);
 });
 
 test("every problem is reported at once, one line each, naming its variable", () => {
   try {
-    loadConfig({ SPILLWAY_PRIMARY_DB_URL: "mysql://x", PORT: "99999", SPILLWAY_ADMIN_TOKEN: "short", SPILLWAY_CORS_ORIGINS: "not an origin" });
+    loadConfig({
+      SPILLWAY_PRIMARY_DB_URL: "mysql://x",
+      PORT: "99999",
+      SPILLWAY_ADMIN_TOKEN: "short",
+      SPILLWAY_CORS_ORIGINS: "not an origin",
+    });
     assert.fail("expected a ConfigError");
   } catch (e) {
     assert.ok(e instanceof ConfigError);
     const text = e.problems.join("\n");
-    for (const name of ["SPILLWAY_PRIMARY_DB_URL", "PORT", "SPILLWAY_ADMIN_TOKEN", "SPILLWAY_CORS_ORIGINS"]) assert.match(text, new RegExp(name));
+    for (const name of ["SPILLWAY_PRIMARY_DB_URL", "PORT", "SPILLWAY_ADMIN_TOKEN", "SPILLWAY_CORS_ORIGINS"])
+      assert.match(text, new RegExp(name));
     assert.match(text, /must be set together/);
     assert.ok(e.problems.length >= 5);
   }
@@ -59,6 +69,8 @@ test("alerts: the webhook URL and its secret are read together; problems never q
 test("the fdw link's URLs are optional, per project, and checked", () => {
   const session = "postgres://postgres.ref:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres";
   assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B }).fdwUrls, {});
-  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_PRIMARY_FDW_URL: session }).fdwUrls, { primary: session });
+  assert.deepEqual(loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B, SPILLWAY_PRIMARY_FDW_URL: session }).fdwUrls, {
+    primary: session,
+  });
   assert.throws(() => loadConfig({ SPILLWAY_SECONDARY_FDW_URL: "https://x" }), /SPILLWAY_SECONDARY_FDW_URL must be a postgres/);
 });

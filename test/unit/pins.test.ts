@@ -1,8 +1,9 @@
 // Versions are pinned once, in package.json: the Edge Function's import map must name the
 // same versions, so Deno and Node run the same dependencies.
-import { test } from "node:test";
+
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
+import { test } from "node:test";
 
 const pkg = JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8"));
 const deno = JSON.parse(readFileSync(new URL("../../supabase/functions/spillway/deno.json", import.meta.url), "utf8"));

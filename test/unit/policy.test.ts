@@ -1,7 +1,7 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
-import { decide, nextPhase, type PolicyInput } from "../../functions/policy.ts";
+import { test } from "node:test";
 import { fullCopyFits } from "../../functions/backup/staged.ts";
+import { decide, nextPhase, type PolicyInput } from "../../functions/policy.ts";
 
 const T = { backup: 0.85, switch: 0.9 };
 const fit = { reachable: true, hasBackup: true, usageAfterSwitch: 0.5 };
@@ -25,7 +25,11 @@ test("a backup on reaching the backup threshold, then one at every tick while it
   assert.match(again.reason, /the standby follows the active/);
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.87, standby: { ...fit, reachable: false } }).action, "none");
   assert.equal(decide({ ...base, previous: "backup", activeUsage: 0.87, autoBackup: false }).action, "none");
-  assert.equal(decide({ ...base, previous: "critical", activeUsage: 0.92, autoSwitch: false }).action, "backup", "auto switch off: the standby still follows");
+  assert.equal(
+    decide({ ...base, previous: "critical", activeUsage: 0.92, autoSwitch: false }).action,
+    "backup",
+    "auto switch off: the standby still follows",
+  );
 });
 
 test("usage hovering at a threshold never flaps", () => {
@@ -37,8 +41,14 @@ test("usage hovering at a threshold never flaps", () => {
     previous = d.phase;
   }
   // From the first backup on, every tick below the switch threshold is a backup (the standby follows).
-  assert.deepEqual(actions.filter((a) => a.startsWith("backup")), ["backup@0.851", "backup@0.848", "backup@0.852", "backup@0.846", "backup@0.853", "backup@0.899"]);
-  assert.equal(actions.find((a) => a.startsWith("switch")), "switch@0.901");
+  assert.deepEqual(
+    actions.filter((a) => a.startsWith("backup")),
+    ["backup@0.851", "backup@0.848", "backup@0.852", "backup@0.846", "backup@0.853", "backup@0.899"],
+  );
+  assert.equal(
+    actions.find((a) => a.startsWith("switch")),
+    "switch@0.901",
+  );
 });
 
 test("at the switch threshold: switch when the standby can take over, alert when it cannot", () => {

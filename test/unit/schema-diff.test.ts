@@ -1,14 +1,32 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
-import { schemaDiff } from "../../functions/backup/schema-diff.ts";
+import { test } from "node:test";
 import type { Catalog, ForeignKey, Table } from "../../functions/backup/catalog.ts";
+import { schemaDiff } from "../../functions/backup/schema-diff.ts";
 
 const table = (name: string): Table => ({
-  oid: 1, schema: "public", name, qualified: `"public"."${name}"`, partition: false, rowSecurity: false,
-  columns: [{ name: "id", type: "bigint", notNull: true, generated: false, identity: "" }], primaryKey: ["id"], uniqueColumns: [], binarySafe: true,
+  oid: 1,
+  schema: "public",
+  name,
+  qualified: `"public"."${name}"`,
+  partition: false,
+  rowSecurity: false,
+  columns: [{ name: "id", type: "bigint", notNull: true, generated: false, identity: "" }],
+  primaryKey: ["id"],
+  uniqueColumns: [],
+  binarySafe: true,
 });
-const fk = (on: string, name: string, definition: string, references = "users"): ForeignKey => ({ name, table: `"public"."${on}"`, references: `"public"."${references}"`, definition });
-const catalog = (foreignKeys: ForeignKey[]): Catalog => ({ tables: [table("users"), table("orders")], foreignKeys, indexes: [], sequences: [] });
+const fk = (on: string, name: string, definition: string, references = "users"): ForeignKey => ({
+  name,
+  table: `"public"."${on}"`,
+  references: `"public"."${references}"`,
+  definition,
+});
+const catalog = (foreignKeys: ForeignKey[]): Catalog => ({
+  tables: [table("users"), table("orders")],
+  foreignKeys,
+  indexes: [],
+  sequences: [],
+});
 
 test("foreign keys between replicated tables must be the same on both sides", () => {
   const active = catalog([
@@ -28,6 +46,10 @@ test("foreign keys between replicated tables must be the same on both sides", ()
 });
 
 test("a foreign key to a table only one side replicates is not compared: the table's own difference is", () => {
-  const active: Catalog = { ...catalog([]), tables: [table("users"), table("orders"), table("teams")], foreignKeys: [fk("orders", "orders_team_fkey", "FOREIGN KEY (id) REFERENCES teams(id)", "teams")] };
+  const active: Catalog = {
+    ...catalog([]),
+    tables: [table("users"), table("orders"), table("teams")],
+    foreignKeys: [fk("orders", "orders_team_fkey", "FOREIGN KEY (id) REFERENCES teams(id)", "teams")],
+  };
   assert.deepEqual(schemaDiff(active, catalog([])), ["public.teams: table is missing on the standby"]);
 });

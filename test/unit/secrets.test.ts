@@ -1,5 +1,5 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
+import { test } from "node:test";
 import { bearer, sameSecret } from "../../functions/auth.ts";
 import { describeError, stripUrls } from "../../functions/errors.ts";
 

@@ -1,7 +1,7 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
-import { applyPatch, DEFAULT_SETTINGS, resolveStrategy } from "../../functions/settings.ts";
+import { test } from "node:test";
 import { SpillwayError } from "../../functions/errors.ts";
+import { applyPatch, DEFAULT_SETTINGS, resolveStrategy } from "../../functions/settings.ts";
 
 function fieldsOf(patch: unknown): Record<string, string> {
   try {
@@ -24,13 +24,32 @@ test("a valid partial change merges into the current settings", () => {
 });
 
 test("each bad field is named", () => {
-  const fields = fieldsOf({ backupThreshold: 1.5, switchThreshold: 0, autoBackup: "yes", quotaBytes: { primary: -1 }, schemas: ["spillway"], strategy: "rsync", budgetSeconds: 1.5 });
-  assert.deepEqual(Object.keys(fields).sort(), ["autoBackup", "backupThreshold", "budgetSeconds", "quotaBytes.primary", "schemas.0", "strategy", "switchThreshold"]);
+  const fields = fieldsOf({
+    backupThreshold: 1.5,
+    switchThreshold: 0,
+    autoBackup: "yes",
+    quotaBytes: { primary: -1 },
+    schemas: ["spillway"],
+    strategy: "rsync",
+    budgetSeconds: 1.5,
+  });
+  assert.deepEqual(Object.keys(fields).sort(), [
+    "autoBackup",
+    "backupThreshold",
+    "budgetSeconds",
+    "quotaBytes.primary",
+    "schemas.0",
+    "strategy",
+    "switchThreshold",
+  ]);
   assert.match(fields.backupThreshold!, /at most 1/);
 });
 
 test("unknown fields are refused by name, also inside quotaBytes", () => {
-  assert.deepEqual(fieldsOf({ colour: "blue", quotaBytes: { tertiary: 1 } }), { colour: "is not a setting", "quotaBytes.tertiary": "is not a setting" });
+  assert.deepEqual(fieldsOf({ colour: "blue", quotaBytes: { tertiary: 1 } }), {
+    colour: "is not a setting",
+    "quotaBytes.tertiary": "is not a setting",
+  });
 });
 
 test("the switch threshold must stay above the backup threshold", () => {

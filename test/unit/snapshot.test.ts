@@ -1,5 +1,5 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
+import { test } from "node:test";
 import { visibleIn } from "../../functions/backup/pgoutput.ts";
 
 test("a transaction is visible in a snapshot when it ended before it was taken", () => {

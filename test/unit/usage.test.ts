@@ -1,5 +1,5 @@
-import { test } from "node:test";
 import assert from "node:assert/strict";
+import { test } from "node:test";
 import { forecast, phase } from "../../functions/usage.ts";
 
 const T = { backup: 0.85, switch: 0.9 };
@@ -27,9 +27,11 @@ test("a threshold already crossed is now; no growth gives no forecast", () => {
 
 test("samples spanning less than 10 minutes give no growth, and say why; from 10 minutes on they do", () => {
   const now = new Date("2026-01-01T05:00:00Z");
-  const every = (seconds: number, count: number) => Array.from({ length: count }, (_, i) => ({
-    at: new Date(now.getTime() - (count - 1 - i) * seconds * 1000).toISOString(), usedBytes: 100e6 + i * 50_000,
-  }));
+  const every = (seconds: number, count: number) =>
+    Array.from({ length: count }, (_, i) => ({
+      at: new Date(now.getTime() - (count - 1 - i) * seconds * 1000).toISOString(),
+      usedBytes: 100e6 + i * 50_000,
+    }));
   // Seconds after start-up: a steep line through few samples would be "tomorrow".
   const early = forecast(every(5, 12), 500e6, T, now);
   assert.equal(early.bytesPerHour, null);

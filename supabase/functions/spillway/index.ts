@@ -1,9 +1,10 @@
 // Spillway's Edge Function entry: wires configuration and serves the app. Nothing else.
+
+import { AlertSender } from "../../../functions/alerts.ts";
 import { createApp } from "../../../functions/app.ts";
-import { ConfigError, loadConfig } from "../../../functions/config.ts";
+import { type Config, ConfigError, loadConfig } from "../../../functions/config.ts";
 import { isWriteAfterClose } from "../../../functions/errors.ts";
 import { EventLog } from "../../../functions/events.ts";
-import { AlertSender } from "../../../functions/alerts.ts";
 import { claimProject, connectProjects } from "../../../functions/project.ts";
 
 function serveConfigError(problems: string[]): void {
@@ -12,7 +13,7 @@ function serveConfigError(problems: string[]): void {
   Deno.serve(() => new Response(body, { status: 500, headers: { "Content-Type": "application/json" } }));
 }
 
-let config;
+let config: Config | null;
 try {
   config = loadConfig(Deno.env.toObject());
   const missing = [];
@@ -34,16 +35,30 @@ if (config?.dbUrls && config.adminToken) {
   // Two connections per project: a backup or switch holds one in its transaction, and its
   // lease renewal and progress go through the other, never waiting for the run itself.
   const projects = connectProjects(config.dbUrls, { max: 2, connectTimeout: 5 }, config.fdwUrls);
-  const secrets = [config.adminToken, config.cronToken, config.alerts?.webhookUrl, config.alerts?.secret,
-    ...[...Object.values(config.dbUrls), ...Object.values(config.fdwUrls)].map((u) => decodeURIComponent(new URL(u).password))]
-    .filter((s): s is string => Boolean(s));
+  const secrets = [
+    config.adminToken,
+    config.cronToken,
+    config.alerts?.webhookUrl,
+    config.alerts?.secret,
+    ...[...Object.values(config.dbUrls), ...Object.values(config.fdwUrls)].map((u) => decodeURIComponent(new URL(u).password)),
+  ].filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
   const alerts = config.alerts ? new AlertSender(events, config.alerts) : null;
   // Requests wait for the first contact with both projects: what they read needs its record.
-  const claimed = Promise.all([projects.primary, projects.secondary].map((p) =>
-    claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`))
-  ));
-  const app = createApp({ projects, events, adminToken: config.adminToken, cronToken: config.cronToken, corsOrigins: config.corsOrigins, alerts: config.alerts, runtime: "edge" });
+  const claimed = Promise.all(
+    [projects.primary, projects.secondary].map((p) =>
+      claimProject(p).catch((e) => console.error(`spillway: ${events.redact(String(e?.message ?? e))}`)),
+    ),
+  );
+  const app = createApp({
+    projects,
+    events,
+    adminToken: config.adminToken,
+    cronToken: config.cronToken,
+    corsOrigins: config.corsOrigins,
+    alerts: config.alerts,
+    runtime: "edge",
+  });
   // Supabase may end an isolate once its answer is sent: alerts queued by a request are
   // handed to EdgeRuntime.waitUntil so they are still delivered (absent outside Supabase).
   const edge = (globalThis as { EdgeRuntime?: { waitUntil(p: Promise<unknown>): void } }).EdgeRuntime;
