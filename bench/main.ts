@@ -114,7 +114,12 @@ async function captureCost(server: TestServer): Promise<number> {
 // Full backups through the Edge entry under real Deno, each strategy last so that the copy
 // strategy's is the latest full copy: the Deno process's CPU per 100 MB (the Edge runtime
 // allows 2 s a request) and the time a caller of POST /force-backup waits, best of 2 each.
-async function edgeFigures(servers: { primary: TestServer; secondary: TestServer }, dataMb: number, dumpSeconds: number, dumpZ0Seconds: number) {
+async function edgeFigures(
+  servers: { primary: TestServer; secondary: TestServer },
+  dataMb: number,
+  dumpSeconds: number,
+  dumpZ0Seconds: number,
+) {
   const edge = await startEdge({ primary: servers.primary.url, secondary: servers.secondary.url });
   try {
     for (const [strategy, cpuTarget, ratioTarget] of [
