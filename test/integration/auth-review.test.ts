@@ -1,0 +1,62 @@
+// Auth continuity under an operator's and GoTrue's changes between runs, with the STAND-IN
+// for Supabase Auth (test/support/gotrue.ts): GoTrue cannot run here.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { type TestApp, testApp } from "../support/app.ts";
+import { APP_SCHEMA, authFingerprint, installAuth, signUp } from "../support/gotrue.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+
+async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+// GoTrue's own migration that recreates a table (rename, create, copy, drop), run on both projects.
+const RECREATE_IDENTITIES = `
+set role supabase_auth_admin;
+alter table auth.identities rename to identities_old;
+create table auth.identities (like auth.identities_old including all);
+alter table auth.identities add foreign key (user_id) references auth.users (id) on delete cascade;
+insert into auth.identities (provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at, id)
+  select provider_id, user_id, identity_data, provider, last_sign_in_at, created_at, updated_at, id from auth.identities_old;
+drop table auth.identities_old;
+reset role;
+grant select, insert, update, delete, truncate, references, trigger on auth.identities to postgres;
+`;
+
+describe("Auth's changes between runs", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    pair = await startTestPair();
+    await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
+    await applyToBoth(pair, APP_SCHEMA);
+    t = await testApp(pair);
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("auth turned off and on again between two backups: a user who signed up meanwhile reaches the standby", async () => {
+    await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    assert.equal((await call(t, "PATCH", "/config", { auth: false })).status, 200);
+    await signUp(pair.primary, "ben@example.com", "pw-ben");
+    assert.equal((await call(t, "PATCH", "/config", { auth: true })).status, 200);
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin), `run ${r.body.run.kind}`);
+  });
+
+  test("GoTrue recreates a carried table between two backups: an identity made meanwhile reaches the standby", async () => {
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    await pair.primary.admin.unsafe(RECREATE_IDENTITIES);
+    await pair.secondary.admin.unsafe(RECREATE_IDENTITIES);
+    await signUp(pair.primary, "cat@example.com", "pw-cat");
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin), `run ${r.body.run.kind}`);
+  });
+});
