@@ -4,6 +4,7 @@ import {
   authCopyBuildsOn,
   clearSessions,
   copyAuth,
+  ensureAuthCapture,
   planAuth,
   prepareAuthCapture,
   pruneAuthChanges,
@@ -97,7 +98,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const source = projects[state.active];
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
-  const { settings } = await readSettings(projects);
+  const { settings, version: settingsVersion } = await readSettings(projects);
   const strategy = resolveStrategy(settings.strategy, ctx.runtime ?? "node");
   const [sourceCatalog, targetCatalog] = await Promise.all([
     readCatalog(source.sql, settings.schemas),
@@ -123,15 +124,25 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
         reason: `continuing the full backup begun at ${staging.startedAt} (${staging.tables.filter((t) => t.snapshot).length} of ${staging.tables.length} tables staged)`,
         broken: false,
       }
-    : await chooseKind(source, position, sourceCatalog.tables).then(async (c) =>
-        c.kind === "incremental" && auth.tables && !(await authCopyBuildsOn(target.sql, source.name, auth.tables))
-          ? {
+    : await chooseKind(source, position, sourceCatalog.tables).then(async (c) => {
+        if (c.kind !== "incremental" || !auth.tables) return c;
+        if (!(await authCopyBuildsOn(target.sql, source.name, auth.tables))) {
+          return {
+            kind: "full" as const,
+            reason: `the standby holds no copy of ${source.name}'s Auth tables to build on: full backup`,
+            broken: false,
+          };
+        }
+        // A carried Auth table without its capture trigger (GoTrue recreated it) missed changes.
+        const recaptured = await ensureAuthCapture(source, auth.tables);
+        return recaptured.length === 0
+          ? c
+          : {
               kind: "full" as const,
-              reason: `the standby holds no copy of ${source.name}'s Auth tables to build on: full backup`,
-              broken: false,
-            }
-          : c,
-      );
+              reason: `Auth's ${recaptured.join(", ")} had lost change capture (recreated?): full backup`,
+              broken: true,
+            };
+      });
   if (choice.broken) {
     await events.record("warn", "backup.capture_reset", `the next backup to ${target.name} cannot build on its copy: ${choice.reason}`, {
       project: target.name,
@@ -193,6 +204,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
       target,
       targetCatalog,
       settings,
+      settingsVersion,
       strategy,
       auth,
       id,
@@ -278,6 +290,8 @@ interface RunInput {
   target: Project;
   targetCatalog: Catalog;
   settings: Settings;
+  /** The settings' version the run read: Auth's copy is recorded only if none changed meanwhile. */
+  settingsVersion: number;
   auth: AuthPlan;
   strategy: "copy" | "fdw";
   id: string;
@@ -459,7 +473,7 @@ async function finishRun(
     extra: Record<string, unknown>;
   },
 ): Promise<void> {
-  await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables);
+  await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables, r.settingsVersion);
   if (r.auth.tables) await clearSessions(tx, r.auth.sessions);
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},

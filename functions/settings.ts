@@ -192,11 +192,14 @@ export async function patchSettings(projects: Projects, patch: unknown): Promise
   const current = await readSettings(projects);
   const next = applyPatch(current.settings, patch);
   const version = current.version + 1;
+  // Auth's changes are captured only while `auth` is on: a copy made before it changed can
+  // no longer be built on.
+  const authChanged = next.auth !== current.settings.auth;
   const outcomes = await onBoth(projects, (p) =>
-    p.sql.begin(
-      "read write",
-      (tx) => tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`,
-    ),
+    p.sql.begin("read write", async (tx) => {
+      await tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`;
+      if (authChanged) await tx`delete from spillway.auth_copy where id`;
+    }),
   );
   if (!outcomes.primary.ok && !outcomes.secondary.ok) throw outcomes.primary.error;
   return next;

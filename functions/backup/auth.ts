@@ -2,6 +2,7 @@ import type { TransactionSql } from "postgres";
 import type { ProjectName } from "../names.ts";
 import type { Db, Project } from "../project.ts";
 import { type Catalog, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Table } from "./catalog.ts";
+import { LOAD_MARK } from "./checksum.ts";
 import { copyTable, FDW_SERVER, pullTable } from "./full.ts";
 import { schemaDiff } from "./schema-diff.ts";
 
@@ -218,6 +219,7 @@ export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Tab
 export async function clearSessions(tx: Db, sessions: Table[]): Promise<void> {
   if (sessions.length === 0) return;
   await tx`set local session_replication_role = replica`;
+  await tx.unsafe(LOAD_MARK);
   for (const t of sessions) await tx.unsafe(`delete from ${t.qualified}`);
 }
 
@@ -229,14 +231,36 @@ export async function clearSessions(tx: Db, sessions: Table[]): Promise<void> {
  * @example
  * await recordAuthCopy(tx, "primary", plan.tables);
  */
-export async function recordAuthCopy(tx: Db, source: ProjectName | null, tables: Table[] | null): Promise<void> {
-  if (source === null || tables === null) {
-    await tx`delete from spillway.auth_copy where id`;
-    return;
-  }
+export async function recordAuthCopy(tx: Db, source: ProjectName | null, tables: Table[] | null, settingsVersion?: number): Promise<void> {
+  await tx`delete from spillway.auth_copy where id`;
+  if (source === null || tables === null) return;
+  // Only while the settings are those the run read: the `auth` setting switched off and on
+  // during the run would leave changes that neither side captured.
   await tx`
-    insert into spillway.auth_copy (id, source, tables) values (true, ${source}, ${tables.map((t) => t.name)})
-    on conflict (id) do update set source = excluded.source, tables = excluded.tables, updated_at = now()`;
+    insert into spillway.auth_copy (id, source, tables)
+    select true, ${source}, ${tables.map((t) => t.name)}
+    where ${settingsVersion ?? null}::int8 is null
+       or exists (select 1 from spillway.settings s where s.id and s.version = ${settingsVersion ?? null}::int8)`;
+}
+
+/**
+ * Puts the capture trigger back on each carried Auth table of the active that lacks it
+ * (a table GoTrue recreated loses it, and with it every change since); answers their names.
+ *
+ * @example
+ * const recaptured = await ensureAuthCapture(source, plan.tables);
+ */
+export async function ensureAuthCapture(source: Project, tables: Table[]): Promise<string[]> {
+  const names = tables.map((t) => t.name);
+  return await source.sql.begin("read write", async (tx) => {
+    await tx`set local lock_timeout = '10s'`;
+    const missing = await tx<{ name: string }[]>`
+      select c.relname as name from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'auth' and c.relname = any(${names}) and c.relkind = 'r'
+        and not exists (select 1 from pg_catalog.pg_trigger g where g.tgrelid = c.oid and g.tgname = 'spillway_auth_capture')`;
+    if (missing.length > 0) await tx`select spillway.ensure_auth_capture(${names})`;
+    return missing.map((m) => `auth.${m.name}`);
+  });
 }
 
 /**
