@@ -664,6 +664,7 @@ export class SpillwayWidget extends HTMLElement {
         el(
           "select",
           { id: "set-strategy", name: "strategy" },
+          el("option", { value: "auto", selected: settings.strategy === "auto", text: "auto (fdw on Edge, else copy)" }),
           el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
           el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" }),
         ),

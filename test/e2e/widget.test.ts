@@ -159,6 +159,13 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.deepEqual(cut, [], "every strategy fits its selector at 1280 px");
   });
 
+  test("the strategy selector shows the stored strategy, auto included", async () => {
+    const res = await fetch(`${server.url}/spillway/config`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
+    const { settings } = (await res.json()) as { settings: { strategy: string } };
+    assert.equal(settings.strategy, "auto");
+    assert.equal(await page.inputValue("#set-strategy"), settings.strategy);
+  });
+
   test("screenshots at 1280 px and 390 px after the switch, with nothing wider than the screen", async () => {
     await page.screenshot({ path: join(OUTPUT_DIR, "widget-1280.png"), fullPage: true });
     const phone = await browser.newPage({ viewport: { width: 390, height: 844 } });
