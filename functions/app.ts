@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { AlertConfig } from "./alerts.ts";
 import { bearer, sameSecret } from "./auth.ts";
 import { runBackup } from "./backup.ts";
-import { invalid, SpillwayError } from "./errors.ts";
+import { describeError, invalid, isConnectionError, SpillwayError } from "./errors.ts";
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
@@ -178,6 +178,14 @@ export function createApp(deps: AppDeps): Hono {
         error: { code: err.code, message: deps.events.redact(err.message), ...(err.details === undefined ? {} : { details: err.details }) },
       };
       return c.json(body, err.status);
+    }
+    // A connection lost or refused outside onProject (a server restarting, say) is the
+    // documented 503, not an internal error.
+    if (isConnectionError(err)) {
+      return c.json(
+        { error: { code: "PROJECT_UNREACHABLE", message: deps.events.redact(`a project is unreachable: ${describeError(err)}`) } },
+        503,
+      );
     }
     void deps.events.error("http.internal", err, { data: { method: c.req.method, path: c.req.path } });
     return c.json({ error: { code: "INTERNAL", message: "internal error; see the events log" } }, 500);
