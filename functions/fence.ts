@@ -25,11 +25,16 @@ export async function ensureFence(project: Project, schemas: string[]): Promise<
   return await onProject(project, (sql) =>
     sql.begin("read write", async (tx) => {
       await tx`set local lock_timeout = '5s'`;
-      const [row] = await tx<{ added: number }[]>`
-      select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s)) as added`;
-      return row?.added ?? 0;
+      return await guardTables(tx, schemas);
     }),
   );
+}
+
+// The fence trigger on every table of `schemas` and of those the settings carry (Auth's).
+async function guardTables(tx: Db, schemas: string[]): Promise<number> {
+  const [row] = await tx<{ added: number }[]>`
+    select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s)) as added`;
+  return row?.added ?? 0;
 }
 
 /**
@@ -55,7 +60,7 @@ export async function fence(
         sql.begin("read write", async (tx) => {
           await tx`select pg_catalog.set_config('lock_timeout', ${`${wait}ms`}, true)`;
           await tx`lock table spillway.state in exclusive mode`;
-          await tx`select spillway.ensure_fence(array(select distinct s from unnest(${p.schemas}::text[] || spillway.fenced_schemas()) s))`;
+          await guardTables(tx, p.schemas);
           return await tx`
           update spillway.state set fenced = true, fenced_for = ${p.naming}, fenced_epoch = ${p.naming === null ? null : p.epoch}, updated_at = now()
           where id and active = ${p.active} and epoch = ${p.epoch} and not fenced
