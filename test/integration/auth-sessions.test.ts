@@ -181,6 +181,19 @@ describe("authSessions: users stay signed in across a switch", () => {
     await assertAuthSame(pair, "after a backup the other way");
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
     assert.equal((await now.from("notes").insert({ owner: ana, body: "and on" })).error, null);
+
+    // A full backup the other way through the fdw link carries the sessions too.
+    assert.equal((await call(env.t, "PATCH", "/config", { strategy: "fdw" })).status, 200);
+    try {
+      assert.equal((await now.auth.refreshSession()).error, null);
+      assert.equal((await backup(env.t, "full")).kind, "full");
+      await assertAuthSame(pair, "after an fdw full backup");
+      const verified = await call(env.t, "POST", "/verify");
+      assert.equal(verified.body.verify.ok, true, JSON.stringify(verified.body));
+      assert.ok(verified.body.verify.tables.some((x: { table: string }) => x.table === "auth.refresh_tokens"));
+    } finally {
+      await call(env.t, "PATCH", "/config", { strategy: "copy" });
+    }
   });
 
   test("turning authSessions off makes the next backup full and empties the standby's sessions again", async () => {
