@@ -2,13 +2,13 @@ import {
   AUTH_CHANGES,
   type AuthPlan,
   authCopyBuildsOn,
-  clearSessions,
   copyAuth,
   ensureAuthCapture,
   planAuth,
   prepareAuthCapture,
   pruneAuthChanges,
   recordAuthCopy,
+  settleSessions,
 } from "./backup/auth.ts";
 import { discardAuthStage } from "./backup/auth-stage.ts";
 import { type Catalog, foreignKeyOrder, readCatalog, type Table } from "./backup/catalog.ts";
@@ -112,7 +112,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   ]);
   keeper.check();
   // After the catalogs, on the connections they leave idle.
-  const auth = await planAuth(source, target, settings.auth);
+  const auth = await planAuth(source, target, settings);
   // Checked before anything is written; a mismatch fails the run with every difference.
   const diffs = [...schemaDiff(sourceCatalog, targetCatalog), ...auth.diffs];
   const tables = foreignKeyOrder(sourceCatalog.tables, sourceCatalog.foreignKeys);
@@ -474,7 +474,7 @@ async function finishRun(
   },
 ): Promise<void> {
   await recordAuthCopy(tx, r.auth.tables ? r.source.name : null, r.auth.tables, r.settingsVersion);
-  if (r.auth.tables) await clearSessions(tx, r.auth.sessions);
+  await settleSessions(tx, r.auth);
   await tx`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
       bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},
