@@ -46,28 +46,47 @@ interface Group {
   inPlace: Map<string, number>;
 }
 
+/** Rows in one statement at most: a long run of changes is sent while the rest is decoded. */
+const GROUP_ROWS = 2_000;
+
 /**
  * Writes one batch's changes into the target transaction `tx`; `tables` maps each source
- * table ("schema.name") to the table written. Call `finish` before the batch commits.
+ * table ("schema.name") to the table written. Statements are sent as soon as they are
+ * complete, without waiting for the previous one: the connection runs them in order while
+ * the next changes are decoded. Call `finish` before the batch commits: it waits for every
+ * statement and throws the first failure.
  *
  * @example
  * const writer = new BatchWriter(tx, tables);
- * for (const change of changes) await writer.add(change, relations);
+ * for (const change of changes) writer.add(change, relations);
  * await writer.finish();
  */
 export class BatchWriter {
   private groups = new Map<string, Group>();
+  private sent: Promise<unknown>[] = [];
+  private failure: { error: unknown } | null = null;
 
   constructor(
     private readonly tx: Db,
     private readonly tables: Map<string, Table>,
   ) {}
 
-  async add(change: Change, relations: Map<number, Relation>): Promise<number> {
+  // A failed statement aborts the transaction, so the ones after it fail too: the first
+  // failure is the one to report.
+  private send(statement: string, params: (string | null)[] | (string | null)[][] = []): void {
+    this.sent.push(
+      this.tx.unsafe(statement, params as never).catch((error: unknown) => {
+        this.failure ??= { error };
+      }),
+    );
+  }
+
+  /** Adds one change; returns the rows it counts for (a truncate none). */
+  add(change: Change, relations: Map<number, Relation>): number {
     if (change.type === "truncate") {
-      await this.flush();
+      this.flush();
       const names = change.relids.map((id) => this.table(relations.get(id)).qualified);
-      await this.tx.unsafe(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
+      this.send(`truncate ${names.join(", ")}${change.restartIdentity ? " restart identity" : ""}`);
       return 0;
     }
     const shape = this.shape(relations.get(change.relid));
@@ -75,15 +94,15 @@ export class BatchWriter {
     if (table.primaryKey.length === 0 || keyIdx.includes(-1)) {
       // Inserts need no key and go in groups; an update or delete finds one row by all its values.
       if (change.type === "insert") {
-        await this.push(table, "insert", shape.insertKey, cols, change.row, [], []);
+        this.push(table, "insert", shape.insertKey, cols, change.row, [], []);
         return 1;
       }
-      await this.flushTable(table);
-      await this.applyWithoutKey(table, cols, change);
+      this.flushTable(table);
+      this.applyWithoutKey(table, cols, change);
       return 1;
     }
     if (change.type === "insert") {
-      await this.push(table, "insert", shape.insertKey, cols, change.row, [], [keyOf(change.row)]);
+      this.push(table, "insert", shape.insertKey, cols, change.row, [], [keyOf(change.row)]);
     } else if (change.type === "update") {
       // Postgres sends the old key only when the key changed.
       const where = change.old ? keyIdx.map((i) => change.old![i]!) : keyIdx.map((i) => change.row[i]!);
@@ -92,12 +111,12 @@ export class BatchWriter {
         const present = cols.filter((_, i) => change.row[i] !== UNCHANGED);
         const row = change.row.filter((v) => v !== UNCHANGED);
         const unique = present.flatMap((c, i) => (table.uniqueColumns.includes(c) ? [i] : []));
-        await this.push(table, "update", `update|${present.join(",")}`, present, row, where, keys, !change.old, unique);
+        this.push(table, "update", `update|${present.join(",")}`, present, row, where, keys, !change.old, unique);
       } else {
-        await this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old, shape.uniqueIdx);
+        this.push(table, "update", shape.updateKey, cols, change.row, where, keys, !change.old, shape.uniqueIdx);
       }
     } else {
-      await this.push(
+      this.push(
         table,
         "delete",
         "delete|",
@@ -139,7 +158,7 @@ export class BatchWriter {
     return t;
   }
 
-  private async push(
+  private push(
     table: Table,
     kind: Group["kind"],
     key: string,
@@ -160,7 +179,7 @@ export class BatchWriter {
       return;
     }
     if (g && (g.key !== key || keys.some((k) => k && g!.seen.has(k)))) {
-      await this.write(g);
+      this.write(g);
       g = undefined;
     }
     if (!g) {
@@ -171,19 +190,24 @@ export class BatchWriter {
     g.rows.push(row);
     g.where.push(where);
     for (const k of keys) if (k) g.seen.add(k);
+    if (g.rows.length >= GROUP_ROWS) this.write(g);
   }
 
-  async flush(): Promise<void> {
-    for (const g of [...this.groups.values()]) await this.write(g);
+  private flush(): void {
+    for (const g of [...this.groups.values()]) this.write(g);
   }
 
-  /** Writes what is left and puts back what `write` relaxed; the batch then commits. */
+  /** Writes what is left, puts back what `write` relaxed, and waits for every statement; the batch then commits. */
   async finish(): Promise<void> {
-    await this.flush();
+    this.flush();
     for (const [table, columns] of this.relaxed) {
-      for (const c of columns) await this.tx.unsafe(`alter table ${table} alter column ${quoteIdent(c)} set generated always`);
+      for (const c of columns) this.send(`alter table ${table} alter column ${quoteIdent(c)} set generated always`);
     }
     this.relaxed.clear();
+    const sent = this.sent;
+    this.sent = [];
+    await Promise.all(sent);
+    if (this.failure) throw this.failure.error;
   }
 
   // An UPDATE may not set a GENERATED ALWAYS identity column (there is no OVERRIDING for
@@ -191,20 +215,20 @@ export class BatchWriter {
   // of the batch's transaction, and made ALWAYS again before it commits.
   private relaxed = new Map<string, string[]>();
 
-  private async relaxIdentity(table: Table, columns: string[]): Promise<void> {
+  private relaxIdentity(table: Table, columns: string[]): void {
     if (this.relaxed.has(table.qualified)) return;
     const always = table.columns.filter((c) => c.identity === "a").map((c) => c.name);
     if (!always.some((c) => columns.includes(c))) return;
-    for (const c of always) await this.tx.unsafe(`alter table ${table.qualified} alter column ${quoteIdent(c)} set generated by default`);
+    for (const c of always) this.send(`alter table ${table.qualified} alter column ${quoteIdent(c)} set generated by default`);
     this.relaxed.set(table.qualified, always);
   }
 
-  private async flushTable(table: Table): Promise<void> {
+  private flushTable(table: Table): void {
     const g = this.groups.get(table.qualified);
-    if (g) await this.write(g);
+    if (g) this.write(g);
   }
 
-  private async write(g: Group): Promise<void> {
+  private write(g: Group): void {
     this.groups.delete(g.table.qualified);
     if (g.rows.length === 0) return;
     const type = (name: string) => g.table.columns.find((c) => c.name === name)!.type;
@@ -215,29 +239,26 @@ export class BatchWriter {
       const select = g.columns.map((c, i) => `u.c${i}::${type(c)}`).join(", ");
       const unnest = g.columns.map((_, i) => `$${i + 1}::text[]`).join(", ");
       const aliases = g.columns.map((_, i) => `c${i}`).join(", ");
-      await this.tx.unsafe(
+      this.send(
         `insert into ${g.table.qualified} (${g.columns.map(quoteIdent).join(", ")}) overriding system value select ${select} from unnest(${unnest}) as u(${aliases})`,
-        params as never,
+        params,
       );
     } else if (g.kind === "update") {
-      await this.relaxIdentity(g.table, g.columns);
+      this.relaxIdentity(g.table, g.columns);
       const params = [...g.columns.map((_, i) => column(g.rows, i)), ...pk.map((_, i) => column(g.where, i))];
       const n = g.columns.length;
       const set = g.columns.map((c, i) => `${quoteIdent(c)} = u.c${i}::${type(c)}`).join(", ");
       const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
       const unnest = [...g.columns.map((_, i) => `$${i + 1}::text[]`), ...pk.map((_, i) => `$${n + i + 1}::text[]`)].join(", ");
       const aliases = [...g.columns.map((_, i) => `c${i}`), ...pk.map((_, i) => `k${i}`)].join(", ");
-      await this.tx.unsafe(
-        `update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`,
-        params as never,
-      );
+      this.send(`update ${g.table.qualified} as t set ${set} from unnest(${unnest}) as u(${aliases}) where ${match}`, params);
     } else {
       const params = pk.map((_, i) => column(g.where, i));
       const match = pk.map((k, i) => `t.${quoteIdent(k)} = u.k${i}::${type(k)}`).join(" and ");
       const unnest = pk.map((_, i) => `$${i + 1}::text[]`).join(", ");
-      await this.tx.unsafe(
+      this.send(
         `delete from ${g.table.qualified} as t using unnest(${unnest}) as u(${pk.map((_, i) => `k${i}`).join(", ")}) where ${match}`,
-        params as never,
+        params,
       );
     }
   }
@@ -246,12 +267,12 @@ export class BatchWriter {
   // FULL): one matching row is changed, as Postgres's own apply does. Values go in as text,
   // cast on the server: a parameter typed timestamptz or jsonb would be re-encoded by the
   // driver (to milliseconds, to a JSON string) and match nothing.
-  private async applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>) {
+  private applyWithoutKey(table: Table, cols: string[], change: Exclude<Change, { type: "truncate" }>): void {
     const type = (name: string) => table.columns.find((c) => c.name === name)!.type;
     if (change.type === "insert") {
-      await this.tx.unsafe(
+      this.send(
         `insert into ${table.qualified} (${cols.map(quoteIdent).join(", ")}) overriding system value values (${cols.map((c, i) => `$${i + 1}::text::${type(c)}`).join(", ")})`,
-        change.row.map(text) as never,
+        change.row.map(text),
       );
       return;
     }
@@ -259,18 +280,15 @@ export class BatchWriter {
     const match = cols.map((c, i) => `t.${quoteIdent(c)} is not distinct from $${i + 1}::text::${type(c)}`).join(" and ");
     const locate = `(select t.ctid from ${table.qualified} as t where ${match} limit 1)`;
     if (change.type === "delete") {
-      await this.tx.unsafe(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text) as never);
+      this.send(`delete from ${table.qualified} where ctid = ${locate}`, old.map(text));
       return;
     }
     const present = cols.map((c, i) => ({ c, v: change.row[i] as Value })).filter((x) => x.v !== UNCHANGED);
-    await this.relaxIdentity(
+    this.relaxIdentity(
       table,
       present.map((x) => x.c),
     );
     const set = present.map((x, j) => `${quoteIdent(x.c)} = $${cols.length + j + 1}::text::${type(x.c)}`).join(", ");
-    await this.tx.unsafe(`update ${table.qualified} set ${set} where ctid = ${locate}`, [
-      ...old.map(text),
-      ...present.map((x) => text(x.v)),
-    ] as never);
+    this.send(`update ${table.qualified} set ${set} where ctid = ${locate}`, [...old.map(text), ...present.map((x) => text(x.v))]);
   }
 }

@@ -1,8 +1,9 @@
+import { setImmediate } from "node:timers";
 import { SpillwayError } from "../errors.ts";
 import { holdLease } from "../lease.ts";
 import type { ProjectName } from "../names.ts";
 import type { Db, Project } from "../project.ts";
-import { BatchWriter, type Change, type Relation } from "./batch.ts";
+import { BatchWriter, type Change } from "./batch.ts";
 import { readSequences, type Sequence, type Table } from "./catalog.ts";
 import { canonical, LOAD_MARK } from "./checksum.ts";
 import { captureEntry } from "./drift.ts";
@@ -210,6 +211,8 @@ export interface ApplyResult {
 }
 
 const BATCH_CHANGES = 20_000;
+/** Messages decoded between two turns of the event loop. */
+const YIELD_EVERY = 500;
 
 /** Where a copy stands in the active's change stream, and how it moves on. */
 export interface ChangeStream {
@@ -294,6 +297,7 @@ export async function applyChanges(input: {
       break;
     }
     const relations = new Map<number, Extract<Message, { type: "relation" }>>();
+    const names = new Map<number, string>();
     let endLsn = 0n;
     let batchRows = 0;
     let batchBytes = 0;
@@ -309,19 +313,24 @@ export async function applyChanges(input: {
       );
       const writer = new BatchWriter(tx, input.tables);
       let current: { xid: number; ops: Message[] } | null = null;
-      for (const { data } of changes) {
+      for (const [i, { data }] of changes.entries()) {
+        // The writer's statements go out on the event loop: letting it turn now and then
+        // has the standby apply one statement while the next is decoded.
+        if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((resolve) => setImmediate(resolve));
         batchBytes += data.length;
         const m = decode(data);
-        if (m.type === "relation") relations.set(m.relid, m);
-        else if (m.type === "begin") current = { xid: m.xid, ops: [] };
+        if (m.type === "relation") {
+          relations.set(m.relid, m);
+          names.set(m.relid, `${m.schema}.${m.table}`);
+        } else if (m.type === "begin") current = { xid: m.xid, ops: [] };
         else if (m.type === "commit") {
           endLsn = m.endLsn;
           if (m.commitLsn > applied && current) {
             let wrote = false;
             for (const op of current.ops) {
-              const change = unseen(op as Change, current.xid, relations, stream);
+              const change = unseen(op as Change, current.xid, names, stream);
               if (!change) continue;
-              batchRows += await writer.add(change, relations);
+              batchRows += writer.add(change, relations);
               wrote = true;
             }
             if (wrote) result.transactions += 1;
@@ -353,15 +362,12 @@ export async function applyChanges(input: {
 }
 
 // The part of a change the copy does not hold yet: nothing, all of it, or (a truncate of
-// several tables) the tables whose copy was taken before the transaction.
-function unseen(change: Change, xid: number, relations: Map<number, Relation>, stream: ChangeStream): Change | null {
-  const name = (relid: number) => {
-    const rel = relations.get(relid);
-    return rel ? `${rel.schema}.${rel.table}` : "";
-  };
+// several tables) the tables whose copy was taken before the transaction. `names` gives
+// each relation's "schema.name".
+function unseen(change: Change, xid: number, names: Map<number, string>, stream: ChangeStream): Change | null {
   if (change.type === "truncate") {
-    const relids = change.relids.filter((id) => !stream.seen(xid, name(id)));
+    const relids = change.relids.filter((id) => !stream.seen(xid, names.get(id) ?? ""));
     return relids.length === 0 ? null : { ...change, relids };
   }
-  return stream.seen(xid, name(change.relid)) ? null : change;
+  return stream.seen(xid, names.get(change.relid) ?? "") ? null : change;
 }

@@ -26,7 +26,8 @@ class Reader {
   private readonly buf: Buffer;
 
   constructor(data: Uint8Array) {
-    this.buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+    // The driver hands bytea over as a Buffer already; a view is made only for other arrays.
+    this.buf = Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
   }
 
   u8(): number {
