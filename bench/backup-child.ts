@@ -1,5 +1,5 @@
 // One backup in a process of its own, so its peak memory and CPU time are its own.
-// Prints one JSON line: {"ms", "maxRssMb", "cpuSeconds", "rows", "bytes"}.
+// Prints one JSON line: {"ms", "maxRssMb", "cpuSeconds", "rows", "bytes", "kind", "applyMs"}.
 
 import { runBackup } from "../functions/backup.ts";
 import { EventLog } from "../functions/events.ts";
@@ -22,5 +22,6 @@ process.stdout.write(
     rows: run.rows,
     bytes: run.bytes,
     kind: run.kind,
+    applyMs: typeof run.details.applyMs === "number" ? run.details.applyMs : null,
   })}\n`,
 );

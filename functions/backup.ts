@@ -435,6 +435,9 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
     r.source.sql<{ at: Date }[]>`select now() as at`,
     changeCounter(r.source.sql, r.settings.schemas),
   ]);
+  // The apply alone (peek, write, commit, advance), without the run's checks around it: how
+  // fast the standby follows the active.
+  const applyStarted = Date.now();
   const result = await applyChanges({
     source: r.source,
     target: r.target,
@@ -454,7 +457,7 @@ async function incremental(r: RunInput & { budgetMs: number }): Promise<Run> {
       bytes: result.bytes,
       snapshotAt: result.more ? null : snap!.at.toISOString(),
       changeCounter: result.more ? null : counter,
-      extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more },
+      extra: { transactions: result.transactions, appliedLsn: result.appliedLsn, more: result.more, applyMs: Date.now() - applyStarted },
     }),
   );
   await r.progress.flush();
