@@ -241,8 +241,21 @@ async function main() {
       0,
     );
     figure("incremental_1pct_recent_vs_full", recent.ms / copyMs, "informative: the cost follows the pages the changes touch");
-    const idle = await backupChild(servers, "auto");
-    figure("incremental_nothing_changed_seconds", idle.kind === "incremental" ? idle.ms / 1000 : null, "target ≤ 0.15");
+    // Three runs with nothing changed, the median: the first one after changes also reads
+    // the WAL the slot still keeps behind them.
+    const idle: Awaited<ReturnType<typeof backupChild>>[] = [];
+    for (let i = 0; i < 3; i++) idle.push(await backupChild(servers, "auto"));
+    figure(
+      "incremental_nothing_changed_seconds",
+      idle.every((r) => r.kind === "incremental")
+        ? quantile(
+            idle.map((r) => r.ms / 1000),
+            0.5,
+          )
+        : null,
+      `median of 3 (${idle.map((r) => (r.ms / 1000).toFixed(3)).join(", ")}); target ≤ 0.15`,
+      3,
+    );
 
     // A switch under a steady write load, 1 % changed since the last backup.
     for (const statement of churn(0.01)) await primary.admin.unsafe(statement);
