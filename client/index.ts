@@ -1,6 +1,6 @@
 // getActiveClient(): a supabase-js client for whichever project Spillway has made active.
 // Runs in browsers, Node and Deno: it uses fetch and nothing of Node's.
-import { createClient, type SupabaseClient, type SupabaseClientOptions } from "@supabase/supabase-js";
+import { createClient, type Session, type SupabaseClient, type SupabaseClientOptions } from "@supabase/supabase-js";
 
 /** The two projects, by name. */
 export type ProjectName = "primary" | "secondary";
@@ -21,6 +21,13 @@ export interface ActiveClientOptions {
    */
   switchWaitMs?: number;
   fetch?: typeof fetch;
+  /**
+   * Hand the signed-in user's session to the new active project's client at a switch, so
+   * that the user stays signed in (default false). Only for deployments where both
+   * projects share one JWT secret and Spillway carries sessions (setting `authSessions`,
+   * docs/auth.md); elsewhere the new project refuses the session and users sign in again.
+   */
+  keepSession?: boolean;
   /** Passed to `createClient` for both projects (each keeps its own auth storage key). */
   clientOptions?: SupabaseClientOptions<"public">;
 }
@@ -30,6 +37,12 @@ export interface SwitchEvent {
   from: ProjectName | null;
   to: ProjectName;
   epoch: number;
+  /**
+   * With `keepSession`, what became of the session signed in on the old project's client:
+   * `kept` (the new project's client is signed in as the same user), `lost` (the new
+   * project refused it: users sign in again) or `none` (nobody was signed in).
+   */
+  session?: "kept" | "lost" | "none";
 }
 
 /** Thrown when neither project (nor the status URL) says which project is active. */
@@ -46,8 +59,12 @@ export const FENCE_CODE = "SPWFN";
 interface Resolver {
   options: ActiveClientOptions;
   clients: Partial<Record<ProjectName, SupabaseClient>>;
+  /** Each client's latest session, as its auth events told it (kept with `keepSession`). */
+  sessions: Partial<Record<ProjectName, Session | null>>;
   active: { name: ProjectName; epoch: number; at: number } | null;
   pending: Promise<ProjectName> | null;
+  /** The session being handed to the new active's client; clients are handed out after it. */
+  handover: Promise<void> | null;
 }
 
 const resolvers = new Map<string, Resolver>();
@@ -57,7 +74,8 @@ const listeners = new Set<(event: SwitchEvent) => void>();
  * Resolves to a supabase-js client for the active project. The answer is cached for
  * `cacheTtlMs`; a Data API call that fails with Spillway's fence error (SQLSTATE SPWFN) is
  * held while the switch is under way (up to `switchWaitMs`) and then sent to the project
- * that was published as the new active one.
+ * that was published as the new active one. With `keepSession`, the client for a new active
+ * project is handed the session signed in on the old one's before it is returned.
  *
  * @example
  * const supabase = await getActiveClient({ projects: { primary: { url, anonKey }, secondary: { url: url2, anonKey: key2 } } });
@@ -66,6 +84,7 @@ const listeners = new Set<(event: SwitchEvent) => void>();
 export async function getActiveClient(options: ActiveClientOptions): Promise<SupabaseClient> {
   const resolver = resolverFor(options);
   const name = await resolveActive(resolver, false);
+  await resolver.handover;
   return clientFor(resolver, name);
 }
 
@@ -76,7 +95,8 @@ export async function getActiveClient(options: ActiveClientOptions): Promise<Sup
  * looked up as for `getActiveClient` (cached for `cacheTtlMs`); writes refused by the fence
  * during a switch are held and sent to the new active. Realtime channels stay on the
  * primary's URL. Auth: sign-in and sign-up go to the active project; a session from one
- * project is only valid on the other when both share a JWT secret (see `onSwitch`).
+ * project is only valid on the other when both share a JWT secret and Spillway carries
+ * sessions (setting `authSessions`): then its one session goes on working after a switch.
  *
  * @example
  * const supabase = createSpillwayClient({ projects: { primary: { url, anonKey }, secondary: { url: url2, anonKey: key2 } } });
@@ -94,7 +114,9 @@ export function createSpillwayClient(options: ActiveClientOptions): SupabaseClie
 
 /**
  * Calls `callback` whenever the active project changes (sessions do not carry across
- * projects: a good moment to ask users to sign in again). Returns the unsubscribe function.
+ * projects unless they share a JWT secret: a good moment to ask users to sign in again;
+ * with `keepSession` the event says whether the session was kept). Returns the
+ * unsubscribe function.
  *
  * @example
  * const off = onSwitch(({ to, epoch }) => console.log(`now on ${to} (epoch ${epoch})`));
@@ -108,7 +130,7 @@ function resolverFor(options: ActiveClientOptions): Resolver {
   const key = JSON.stringify([options.projects, options.statusUrl ?? null, options.cacheTtlMs, options.timeoutMs, options.switchWaitMs]);
   let r = resolvers.get(key);
   if (!r) {
-    r = { options, clients: {}, active: null, pending: null };
+    r = { options, clients: {}, sessions: {}, active: null, pending: null, handover: null };
     resolvers.set(key, r);
   }
   r.options = options;
@@ -133,9 +155,7 @@ async function lookUp(r: Resolver): Promise<ProjectName> {
     return previous.name;
   }
   r.active = { name: found.name, epoch: found.epoch, at: Date.now() };
-  if (previous && previous.name !== found.name) {
-    for (const l of listeners) l({ from: previous.name, to: found.name, epoch: found.epoch });
-  }
+  if (previous && previous.name !== found.name) switched(r, { from: previous.name, to: found.name, epoch: found.epoch });
   return found.name;
 }
 
@@ -196,7 +216,47 @@ function clientFor(r: Resolver, name: ProjectName): SupabaseClient {
     global: { ...userOptions.global, fetch: routedFetch(r, name, false) },
   });
   r.clients[name] = client;
+  // The latest session as the client's own events tell it: asking the client at the switch
+  // (getSession) could refresh an expired token against the fenced old project, which
+  // refuses, and the session would be dropped before it is handed over.
+  if (r.options.keepSession)
+    client.auth.onAuthStateChange((_event, session) => {
+      r.sessions[name] = session;
+    });
   return client;
+}
+
+// The active project changed: tell the listeners, with `keepSession` once the new active's
+// client holds the old one's session (or has refused it).
+function switched(r: Resolver, event: SwitchEvent): void {
+  if (!r.options.keepSession) {
+    for (const l of listeners) l(event);
+    return;
+  }
+  // Bounded like a look-up: a new project that does not answer must not hold the app's
+  // clients back; the session is then lost, as without the option.
+  const limit = r.options.timeoutMs ?? 5_000;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const handover = (r.handover ?? Promise.resolve())
+    .then(() => Promise.race([handOver(r, event.from, event.to), new Promise<"lost">((done) => (timer = setTimeout(done, limit, "lost")))]))
+    .catch(() => "lost" as const)
+    .finally(() => clearTimeout(timer))
+    .then((session) => {
+      for (const l of listeners) l({ ...event, session });
+    });
+  r.handover = handover;
+  void handover.finally(() => {
+    if (r.handover === handover) r.handover = null;
+  });
+}
+
+// Gives the session signed in on `from`'s client to `to`'s: the new project accepts the
+// access token (same JWT secret) and finds its session and refresh token (carried).
+async function handOver(r: Resolver, from: ProjectName | null, to: ProjectName): Promise<"kept" | "lost" | "none"> {
+  const session = from && r.clients[from] ? r.sessions[from] : null;
+  if (!session) return "none";
+  const { error } = await clientFor(r, to).auth.setSession({ access_token: session.access_token, refresh_token: session.refresh_token });
+  return error ? "lost" : "kept";
 }
 
 /** How often a held write asks again whether the switch has been published. */
@@ -241,7 +301,7 @@ function adoptNamed(r: Resolver, refusedBy: ProjectName, message: string): Proje
   if (r.active && epoch <= r.active.epoch) return r.active.name === refusedBy ? null : r.active.name;
   const previous = r.active;
   r.active = { name: named[1] as ProjectName, epoch, at: Date.now() };
-  for (const l of listeners) l({ from: previous?.name ?? refusedBy, to: r.active.name, epoch });
+  switched(r, { from: previous?.name ?? refusedBy, to: r.active.name, epoch });
   return r.active.name;
 }
 

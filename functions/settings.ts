@@ -52,6 +52,7 @@ const settingsShape = {
     .min(5, "must be at least 5")
     .max(3600, "must be at most 3600"),
   auth: z.boolean({ invalid_type_error: "must be true or false" }),
+  authSessions: z.boolean({ invalid_type_error: "must be true or false" }),
   maxRetainedBytes: z
     .number({ invalid_type_error: "must be a number of bytes" })
     .int("must be a whole number of bytes")
@@ -83,6 +84,9 @@ export const DEFAULT_SETTINGS: Settings = {
   budgetSeconds: 120,
   // Carry Supabase Auth's users; where a project has no `auth` schema there is nothing to carry.
   auth: true,
+  // Sessions are only good on the project whose JWT secret signed them: the operator turns
+  // this on once both projects share one (docs/auth.md).
+  authSessions: false,
   maxRetainedBytes: 134217728,
 };
 
@@ -192,9 +196,9 @@ export async function patchSettings(projects: Projects, patch: unknown): Promise
   const current = await readSettings(projects);
   const next = applyPatch(current.settings, patch);
   const version = current.version + 1;
-  // Auth's changes are captured only while `auth` is on: a copy made before it changed can
-  // no longer be built on.
-  const authChanged = next.auth !== current.settings.auth;
+  // Auth's changes (sessions' with `authSessions`) are captured only while the setting is
+  // on: a copy made before it changed can no longer be built on.
+  const authChanged = next.auth !== current.settings.auth || next.authSessions !== current.settings.authSessions;
   const outcomes = await onBoth(projects, (p) =>
     p.sql.begin("read write", async (tx) => {
       await tx`update spillway.settings set data = ${tx.json(next as never)}, version = ${version}, updated_at = now() where id`;

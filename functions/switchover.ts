@@ -216,7 +216,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
-  await planAuth(target, source, settings.auth)
+  await planAuth(target, source, settings)
     .then((auth) => source.sql.begin("read write", (tx) => recordAuthCopy(tx, to, auth.tables)))
     .catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.

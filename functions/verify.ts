@@ -33,7 +33,7 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
         await canonical(tx, "set local row_security = off");
         const catalog = await readCatalog(tx, settings.schemas);
         const out: TableChecksum[] = [];
-        for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx) : [])])
+        for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx, settings.authSessions) : [])])
           out.push(await checksumTable(tx, table));
         return out;
       }),

@@ -299,6 +299,7 @@ export class SpillwayWidget extends HTMLElement {
       },
       autoBackup: data.get("autoBackup") === "on",
       autoSwitch: data.get("autoSwitch") === "on",
+      authSessions: data.get("authSessions") === "on",
       strategy: data.get("strategy"),
     };
     if (Number.isNaN(patch.quotaBytes.primary)) patch.quotaBytes.primary = String(data.get("quotaPrimary"));
@@ -673,6 +674,12 @@ export class SpillwayWidget extends HTMLElement {
       ),
       check("set-auto-backup", "autoBackup", "Automatic backup", settings.autoBackup),
       check("set-auto-switch", "autoSwitch", "Automatic switch", settings.autoSwitch),
+      check(
+        "set-auth-sessions",
+        "authSessions",
+        "Keep users signed in across a switch (both projects share one JWT secret)",
+        settings.authSessions,
+      ),
       el(
         "div",
         { class: "actions" },

@@ -12,9 +12,9 @@ import { schemaDiff } from "./schema-diff.ts";
  * needs. Users and their identities (password hashes, providers); MFA factors; one-time
  * tokens, so that a code sent just before a switch can still be typed in; the SSO and
  * SAML settings. Sessions, refresh tokens and their MFA claims are bound to
- * each project's JWT secret and are not carried; in-flight login steps (flow_state,
- * mfa_challenges, saml_relay_states), the audit log and GoTrue's own migration table
- * neither.
+ * each project's JWT secret and are carried only with `authSessions` (`SESSION_TABLES`);
+ * in-flight login steps (flow_state, mfa_challenges, saml_relay_states), the audit log and
+ * GoTrue's own migration table never.
  */
 export const CARRIED_AUTH_TABLES = [
   "users",
@@ -27,7 +27,8 @@ export const CARRIED_AUTH_TABLES = [
 ];
 
 /**
- * Auth's session tables: never carried, and emptied on the standby. Sessions it issued
+ * Auth's session tables. With `authSessions` (both projects share one JWT secret) they are
+ * carried like the others; without, they are emptied on the standby: sessions it issued
  * while it was the active would otherwise come back to life on a failback, after their
  * users signed out or were banned on the other project.
  */
@@ -70,7 +71,7 @@ async function hasUsers(sql: Db): Promise<boolean> {
 export interface AuthPlan {
   /** The active's carried tables in load order; null when nothing of Auth is carried. */
   tables: Table[] | null;
-  /** The standby's session tables (`SESSION_TABLES` it has), which each run empties when Auth is carried. */
+  /** The standby's session tables (`SESSION_TABLES` it has) each run empties: none when they are carried. */
   sessions: Table[];
   /** Differences between the two projects' carried tables. */
   diffs: string[];
@@ -79,16 +80,23 @@ export interface AuthPlan {
   stageChanges: Table;
 }
 
+/** The settings that say what of Auth is carried. */
+export interface AuthSettings {
+  auth: boolean;
+  authSessions: boolean;
+}
+
 /**
- * Reads what a run carries of Auth: nothing when `enabled` is false or the active has no
- * `auth.users`; otherwise the carried tables the active has, compared with the standby's
- * like the app's tables (a table missing on either side, a column, a key).
+ * Reads what a run carries of Auth: nothing when `auth` is false or the active has no
+ * `auth.users`; otherwise the carried tables the active has (the session tables too with
+ * `authSessions`), compared with the standby's like the app's tables (a table missing on
+ * either side, a column, a key).
  *
  * @example
- * const auth = await planAuth(source, target, settings.auth);
+ * const auth = await planAuth(source, target, settings);
  * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
  */
-export async function planAuth(source: Project, target: Project, enabled: boolean): Promise<AuthPlan> {
+export async function planAuth(source: Project, target: Project, settings: AuthSettings): Promise<AuthPlan> {
   const plan: AuthPlan = {
     tables: null,
     sessions: [],
@@ -96,30 +104,31 @@ export async function planAuth(source: Project, target: Project, enabled: boolea
     changes: changeTable("auth_changes", "a"),
     stageChanges: changeTable("auth_stage_changes", ""),
   };
-  if (!enabled || !(await hasUsers(source.sql))) return plan;
+  if (!settings.auth || !(await hasUsers(source.sql))) return plan;
   const [active, standby] = await Promise.all([readCatalog(source.sql, ["auth"]), readCatalog(target.sql, ["auth"])]);
-  const a = carried(active);
-  const diffs = schemaDiff(a, carried(standby));
+  const a = carried(active, settings.authSessions);
+  const diffs = schemaDiff(a, carried(standby, settings.authSessions));
   for (const t of a.tables)
     if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
-  const sessions = SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
+  const sessions = settings.authSessions ? [] : SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
   return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
 }
 
 /**
- * The carried Auth tables a project has (none without `auth.users`), for checks that
- * compare the two projects' rows.
+ * The carried Auth tables a project has (none without `auth.users`; the session tables
+ * with `sessions`), for checks that compare the two projects' rows.
  *
  * @example
- * const tables = await carriedAuthTables(tx);
+ * const tables = await carriedAuthTables(tx, settings.authSessions);
  */
-export async function carriedAuthTables(sql: Db): Promise<Table[]> {
-  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"])).tables : [];
+export async function carriedAuthTables(sql: Db, sessions = false): Promise<Table[]> {
+  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"]), sessions).tables : [];
 }
 
 // The carried tables of one side, with the foreign keys between them.
-function carried(catalog: Catalog): Catalog {
-  const tables = catalog.tables.filter((t) => CARRIED_AUTH_TABLES.includes(t.name));
+function carried(catalog: Catalog, sessions: boolean): Catalog {
+  const wanted = sessions ? [...CARRIED_AUTH_TABLES, ...SESSION_TABLES] : CARRIED_AUTH_TABLES;
+  const tables = catalog.tables.filter((t) => wanted.includes(t.name));
   const names = new Set(tables.map((t) => t.qualified));
   return {
     tables,
@@ -211,17 +220,21 @@ export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Tab
 }
 
 /**
- * Empties the standby's session tables, in the transaction that publishes a copy (in
- * replica mode: a fenced standby's fence stays quiet, as for every load).
+ * In the transaction that publishes a copy of Auth: empties the standby's session tables
+ * when they are not carried (in replica mode: a fenced standby's fence stays quiet, as for
+ * every load), and moves the sequences of the carried tables (refresh_tokens.id) past
+ * every id they hold, so that GoTrue hands out new ones once the standby is the active.
  *
  * @example
- * await clearSessions(tx, plan.sessions);
+ * await settleSessions(tx, plan);
  */
-export async function clearSessions(tx: Db, sessions: Table[]): Promise<void> {
-  if (sessions.length === 0) return;
+export async function settleSessions(tx: Db, plan: AuthPlan): Promise<void> {
+  if (!plan.tables) return;
+  await tx`select spillway.settle_auth_sequences(${plan.tables.map((t) => t.name)})`;
+  if (plan.sessions.length === 0) return;
   await tx`set local session_replication_role = replica`;
   await tx.unsafe(LOAD_MARK);
-  for (const t of sessions) await tx.unsafe(`delete from ${t.qualified}`);
+  for (const t of plan.sessions) await tx.unsafe(`delete from ${t.qualified}`);
 }
 
 /**

@@ -65,7 +65,7 @@ export async function readFacts(
     requireLease(target.sql, holder),
   ]);
   // After the catalogs, on the connections they leave idle.
-  const auth = await planAuth(source, target, settings.auth);
+  const auth = await planAuth(source, target, settings);
   const facts: BackupFacts = {
     request: { mode: request.mode, continuable: request.continuable ?? true, staged: request.staged },
     source: source.name,

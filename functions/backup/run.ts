@@ -2,7 +2,7 @@ import type { LeaseKeeper } from "../lease.ts";
 import type { Db, Project } from "../project.ts";
 import { finishRun, type ProgressWriter, type RunFigures } from "../runs.ts";
 import type { Settings } from "../settings.ts";
-import { type AuthPlan, clearSessions, recordAuthCopy } from "./auth.ts";
+import { type AuthPlan, recordAuthCopy, settleSessions } from "./auth.ts";
 import type { Catalog, Table } from "./catalog.ts";
 import { applyKey, type Identity } from "./identity.ts";
 import type { PositionGuard, ReplicaPosition } from "./position.ts";
@@ -63,7 +63,7 @@ export function appliedAs(run: BackupRun, table: Table): Table {
 
 /**
  * Records the run's success, with the record of Auth's copy it carried (and the standby's
- * sessions emptied), inside the transaction that publishes the copy: the copy, its record
+ * sessions settled), inside the transaction that publishes the copy: the copy, its record
  * and the run commit together or not at all.
  *
  * @example
@@ -71,6 +71,6 @@ export function appliedAs(run: BackupRun, table: Table): Table {
  */
 export async function recordSuccess(tx: Db, run: BackupRun, figures: RunFigures): Promise<void> {
   await recordAuthCopy(tx, run.auth.tables ? run.source.name : null, run.auth.tables, run.settingsVersion);
-  if (run.auth.tables) await clearSessions(tx, run.auth.sessions);
+  await settleSessions(tx, run.auth);
   await finishRun(tx, run.id, figures);
 }

@@ -159,6 +159,20 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.deepEqual(cut, [], "every strategy fits its selector at 1280 px");
   });
 
+  test("the sessions setting is offered, shows the stored value and saves", async () => {
+    const label = page.locator("label[for=set-auth-sessions]");
+    assert.match((await label.textContent()) ?? "", /Keep users signed in across a switch/);
+    assert.equal(await page.isChecked("#set-auth-sessions"), false);
+    await page.fill("#set-backup", "85");
+    await page.check("#set-auth-sessions");
+    await page.click("#save-settings");
+    await page.locator("#settings-result.ok").waitFor();
+    const [row] = await pair.primary.admin`select data->'authSessions' as on from spillway.settings`;
+    assert.equal(row!.on, true);
+    await page.click("#refresh");
+    await page.locator("#set-auth-sessions:checked").waitFor();
+  });
+
   test("the strategy selector shows the stored strategy, auto included", async () => {
     const res = await fetch(`${server.url}/spillway/config`, { headers: { Authorization: `Bearer ${ADMIN_TOKEN}` } });
     const { settings } = (await res.json()) as { settings: { strategy: string } };

@@ -89,8 +89,9 @@ describe("a switched app keeps its users", () => {
     // Each user has exactly its one profile on the standby: handle_new_user did not fire there.
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
     const [standby] = await pair.secondary
-      .admin`select (select count(*)::int from public.profiles) as profiles, (select count(*)::int from auth.sessions) as sessions`;
-    assert.deepEqual(standby, { profiles: 3, sessions: 0 });
+      .admin`select (select count(*)::int from public.profiles) as profiles, (select count(*)::int from auth.sessions) as sessions,
+        (select count(*)::int from auth.refresh_tokens) as tokens, (select count(*)::int from auth.mfa_amr_claims) as claims`;
+    assert.deepEqual(standby, { profiles: 3, sessions: 0, tokens: 0, claims: 0 });
 
     const status = await call(t, "GET", "/status");
     assert.equal(status.body.projects.primary.users, 3);
@@ -169,9 +170,10 @@ describe("a switched app keeps its users", () => {
     const [frank] = await pair.primary.admin`select count(*)::int as n from auth.users where id = ${ids.frank!}`;
     assert.equal(frank!.n, 1);
     // The sessions the old active issued while it was active are gone: a failback does not revive them.
-    const [left] = await pair.primary
-      .admin`select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens`;
-    assert.deepEqual(left, { sessions: 0, tokens: 0 });
+    const [left] = await pair.primary.admin`
+      select (select count(*)::int from auth.sessions) as sessions, (select count(*)::int from auth.refresh_tokens) as tokens,
+        (select count(*)::int from auth.mfa_amr_claims) as claims`;
+    assert.deepEqual(left, { sessions: 0, tokens: 0, claims: 0 });
   });
 
   test("a full backup the other way through the fdw link carries them back", async () => {

@@ -3,8 +3,8 @@ import type { TestServer } from "./postgres.ts";
 
 /**
  * STAND-IN for Supabase Auth (GoTrue), which cannot run here: its schema `auth`, shaped
- * like GoTrue's current tables (users, identities, sessions, refresh_tokens, mfa_factors,
- * and their enums), owned by GoTrue's role `supabase_auth_admin`, with the rights hosted
+ * like GoTrue's current tables (users, identities, sessions, refresh_tokens,
+ * mfa_amr_claims, mfa_factors, and their enums), owned by GoTrue's role `supabase_auth_admin`, with the rights hosted
  * Supabase gives `postgres` on them (read, write, truncate, reference, put triggers on;
  * never alter or publish). Its writes below run as `supabase_auth_admin`, as GoTrue's do;
  * passwords are bcrypt hashes (pgcrypto), as GoTrue stores them.
@@ -97,6 +97,14 @@ create table auth.refresh_tokens (
   parent varchar(255),
   session_id uuid references auth.sessions (id) on delete cascade
 );
+create table auth.mfa_amr_claims (
+  session_id uuid not null references auth.sessions (id) on delete cascade,
+  created_at timestamptz not null,
+  updated_at timestamptz not null,
+  authentication_method text not null,
+  id uuid not null primary key,
+  constraint mfa_amr_claims_session_id_authentication_method_pkey unique (session_id, authentication_method)
+);
 create table auth.mfa_factors (
   id uuid not null primary key,
   user_id uuid not null references auth.users (id) on delete cascade,
@@ -115,6 +123,7 @@ alter table auth.users enable row level security;
 alter table auth.identities enable row level security;
 alter table auth.sessions enable row level security;
 alter table auth.refresh_tokens enable row level security;
+alter table auth.mfa_amr_claims enable row level security;
 alter table auth.mfa_factors enable row level security;
 reset role;
 grant usage on schema auth to postgres;
@@ -164,15 +173,22 @@ export async function signUp(server: TestServer, email: string, password: string
   });
 }
 
+/** A session GoTrue's sign-in made: its row's id and its first refresh token. */
+export interface SignedIn {
+  userId: string;
+  sessionId: string;
+  refreshToken: string;
+}
+
 /**
  * GoTrue's password sign-in: finds the user whose bcrypt hash matches, then records the
- * sign-in (last_sign_in_at on the user and identity, a session and its refresh token).
- * Returns the user's id, or null when the password does not match.
+ * sign-in (last_sign_in_at on the user and identity, a session, its refresh token and its
+ * `password` AMR claim). Returns them, or null when the password does not match.
  *
  * @example
- * assert.equal(await signIn(pair.secondary, "ana@example.com", "pw-1"), id);
+ * const signedIn = await passwordSignIn(pair.primary, "ana@example.com", "pw-1");
  */
-export async function signIn(server: TestServer, email: string, password: string): Promise<string | null> {
+export async function passwordSignIn(server: TestServer, email: string, password: string): Promise<SignedIn | null> {
   return await asGoTrue(server, async (tx) => {
     const [user] = await tx<{ id: string }[]>`
       select id from auth.users where email = ${email} and encrypted_password = extensions.crypt(${password}, encrypted_password) and deleted_at is null`;
@@ -182,11 +198,60 @@ export async function signIn(server: TestServer, email: string, password: string
     const [session] = await tx<{ id: string }[]>`
       insert into auth.sessions (id, user_id, created_at, updated_at, aal, user_agent, ip)
       values (gen_random_uuid(), ${user.id}, now(), now(), 'aal1', 'test', '203.0.113.7') returning id`;
-    await tx`
+    const [token] = await tx<{ token: string }[]>`
       insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, session_id)
-      values ('00000000-0000-0000-0000-000000000000', md5(random()::text), ${user.id}, false, now(), now(), ${session!.id})`;
-    return user.id;
+      values ('00000000-0000-0000-0000-000000000000', md5(random()::text), ${user.id}, false, now(), now(), ${session!.id})
+      returning token`;
+    await tx`
+      insert into auth.mfa_amr_claims (session_id, created_at, updated_at, authentication_method, id)
+      values (${session!.id}, now(), now(), 'password', gen_random_uuid())`;
+    return { userId: user.id, sessionId: session!.id, refreshToken: token!.token };
   });
+}
+
+/**
+ * GoTrue's password sign-in (see `passwordSignIn`). Returns the user's id, or null when
+ * the password does not match.
+ *
+ * @example
+ * assert.equal(await signIn(pair.secondary, "ana@example.com", "pw-1"), id);
+ */
+export async function signIn(server: TestServer, email: string, password: string): Promise<string | null> {
+  return (await passwordSignIn(server, email, password))?.userId ?? null;
+}
+
+/**
+ * GoTrue's refresh-token grant: the token must exist, be unrevoked and belong to a live
+ * session; it is revoked and a new one (its child) issued in the same session. Returns the
+ * new token, or null when GoTrue refuses the old one.
+ *
+ * @example
+ * const next = await refreshToken(pair.secondary, signedIn.refreshToken);
+ */
+export async function refreshToken(server: TestServer, token: string): Promise<SignedIn | null> {
+  return await asGoTrue(server, async (tx) => {
+    const [old] = await tx<{ id: string; user_id: string; session_id: string }[]>`
+      select r.id::text, r.user_id, r.session_id from auth.refresh_tokens r join auth.sessions s on s.id = r.session_id
+      where r.token = ${token} and not r.revoked for update of r`;
+    if (!old) return null;
+    await tx`update auth.refresh_tokens set revoked = true, updated_at = now() where id = ${old.id}`;
+    const [next] = await tx<{ token: string }[]>`
+      insert into auth.refresh_tokens (instance_id, token, user_id, revoked, created_at, updated_at, parent, session_id)
+      values ('00000000-0000-0000-0000-000000000000', md5(random()::text), ${old.user_id}, false, now(), now(), ${token}, ${old.session_id})
+      returning token`;
+    await tx`update auth.sessions set refreshed_at = now()::timestamp, updated_at = now() where id = ${old.session_id}`;
+    return { userId: old.user_id, sessionId: old.session_id, refreshToken: next!.token };
+  });
+}
+
+/**
+ * GoTrue's sign-out: the session goes (its refresh tokens and AMR claims by cascade).
+ *
+ * @example
+ * await signOut(pair.primary, signedIn.sessionId);
+ */
+export async function signOut(server: TestServer, sessionId: string): Promise<void> {
+  await asGoTrue(server, (tx) => tx`delete from auth.sessions where id = ${sessionId}`);
 }
 
 /**
@@ -229,17 +294,17 @@ export async function deleteUser(server: TestServer, id: string): Promise<void> 
 }
 
 /**
- * A fingerprint of the tables Spillway carries (users, identities, mfa_factors): each
- * table's rows as text, sorted, hashed.
+ * A fingerprint of the tables Spillway carries (users, identities, mfa_factors, or the
+ * given ones): each table's rows as text, sorted, hashed.
  *
  * @example
  * assert.deepEqual(await authFingerprint(pair.primary.admin), await authFingerprint(pair.secondary.admin));
  */
-export async function authFingerprint(sql: Sql): Promise<Record<string, string>> {
+export async function authFingerprint(sql: Sql, tables = ["users", "identities", "mfa_factors"]): Promise<Record<string, string>> {
   return await sql.begin("isolation level repeatable read", async (tx) => {
     await tx`set local timezone = 'UTC'`;
     const out: Record<string, string> = {};
-    for (const name of ["users", "identities", "mfa_factors"]) {
+    for (const name of tables) {
       const [row] = await tx.unsafe(
         `select count(*) as n, coalesce(md5(string_agg(t::text, '|' order by t::text)), '') as h from auth."${name}" t`,
       );

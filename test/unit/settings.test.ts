@@ -74,3 +74,9 @@ test('strategy "auto" (the default) is fdw under the Edge runtime and copy elsew
   assert.equal(applyPatch(DEFAULT_SETTINGS, { strategy: "copy" }).strategy, "copy");
   assert.equal(applyPatch({ ...DEFAULT_SETTINGS, strategy: "fdw" }, { strategy: "auto" }).strategy, "auto");
 });
+
+test("authSessions is off by default, a boolean, and named when it is not", () => {
+  assert.equal(DEFAULT_SETTINGS.authSessions, false);
+  assert.equal(applyPatch(DEFAULT_SETTINGS, { authSessions: true }).authSessions, true);
+  assert.deepEqual(fieldsOf({ authSessions: "on" }), { authSessions: "must be true or false" });
+});
