@@ -109,8 +109,8 @@ export async function planWithFacts(
   const fact = async (need: Need): Promise<Partial<BackupFacts>> => {
     switch (need) {
       case "staging": {
-        staging = await continuableStaging(projects, events, source, target, read.tables);
-        const s: Staging | null = staging;
+        const s = await continuableStaging(projects, events, source, target, read.tables);
+        staging = s;
         return {
           staging: s && { startedAt: s.startedAt, tablesStaged: s.tables.filter((t) => t.snapshot).length, tablesTotal: s.tables.length },
         };
