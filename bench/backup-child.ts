@@ -22,6 +22,6 @@ process.stdout.write(
     rows: run.rows,
     bytes: run.bytes,
     kind: run.kind,
-    applyMs: typeof run.details.applyMs === "number" ? run.details.applyMs : null,
+    applyMs: run.details.applyMs ?? null,
   })}\n`,
 );

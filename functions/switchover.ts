@@ -1,7 +1,8 @@
 import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
-import { setSequences } from "./backup/full.ts";
-import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, tableSet, writePosition } from "./backup/incremental.ts";
+import { setSequences } from "./backup/load.ts";
+import { tableSet, writePosition } from "./backup/position.ts";
+import { dropOtherSlots, dropSlot, newSlotName, prepareCapture } from "./backup/source.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { runBackup } from "./backup.ts";
 import { describeError, SpillwayError } from "./errors.ts";
@@ -10,7 +11,7 @@ import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./
 import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
 import { onProject, type Project, type Projects, probe } from "./project.ts";
-import { latestRun, type Run } from "./runs.ts";
+import { latestRun, type Run, recordSameData } from "./runs.ts";
 import { type Runtime, readSettings, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
@@ -261,14 +262,12 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // made them equal and the fence kept it so): record that as its latest copy, so that a
 // failback does not need a backup first.
 async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
-  const counter = await changeCounter(projects[p.to].sql, p.settings.schemas);
-  await projects[p.from].sql.begin(
-    "read write",
-    (tx) => tx`
-    insert into spillway.runs (id, kind, status, source, target, started_at, finished_at, duration_ms, snapshot_at, strategy, details)
-    values (${crypto.randomUUID()}, 'full', 'succeeded', ${p.to}, ${p.from}, now(), now(), 0, now(), null,
-      ${tx.json({ reason: `the switch to ${p.to} left ${p.from} holding the same data`, origin: "switch", changeCounter: counter })})`,
-  );
+  await recordSameData(projects[p.from].sql, {
+    source: p.to,
+    target: p.from,
+    reason: `the switch to ${p.to} left ${p.from} holding the same data`,
+    changeCounter: await changeCounter(projects[p.to].sql, p.settings.schemas),
+  });
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {

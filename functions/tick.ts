@@ -1,6 +1,7 @@
-import { dropSlot, readPosition, slotRetainedBytes } from "./backup/incremental.ts";
+import { readPosition, readStaging, type Staging } from "./backup/position.ts";
 import { cleanSlots } from "./backup/slots.ts";
-import { discardStaging, readStaging, type Staging } from "./backup/staged.ts";
+import { dropSlot, slotRetainedBytes } from "./backup/source.ts";
+import { discardStaging } from "./backup/staged.ts";
 import { type BackupContext, runBackup } from "./backup.ts";
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";

@@ -2,7 +2,8 @@ import type { TransactionSql } from "postgres";
 import type { Db, Project } from "../project.ts";
 import { copiedColumns, qualify, quoteIdent, type Table } from "./catalog.ts";
 import { canonical } from "./checksum.ts";
-import { copyTable, dropForeignSchemas, FDW_SERVER, pullTable, remoteSnapshot } from "./full.ts";
+import { copyTable } from "./copy.ts";
+import { dropForeignSchemas, FDW_SERVER, pullTable, remoteSnapshot } from "./fdw.ts";
 
 /** What staging Auth's tables for a staged full copy works with. */
 export interface AuthStageInput {
@@ -45,7 +46,7 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
       const local = "spillway_fdw_auth";
       const snap = await load(
         dst,
-        (_table, stage) => pullTable(dst, stage, local),
+        (table, stage) => pullTable(dst, table, local, stage.qualified),
         async () => {
           const remote = await remoteSnapshot(dst);
           await dst.unsafe(`drop schema if exists ${local} cascade`);

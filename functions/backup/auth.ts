@@ -3,7 +3,8 @@ import type { ProjectName } from "../names.ts";
 import type { Db, Project } from "../project.ts";
 import { type Catalog, foreignKeyOrder, qualify, quoteIdent, readCatalog, type Table } from "./catalog.ts";
 import { LOAD_MARK } from "./checksum.ts";
-import { copyTable, FDW_SERVER, pullTable } from "./full.ts";
+import { copyTable } from "./copy.ts";
+import { FDW_SERVER, pullTable } from "./fdw.ts";
 import { schemaDiff } from "./schema-diff.ts";
 
 /**
@@ -189,7 +190,7 @@ export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], fo
       `import foreign schema auth limit to (${tables.map((t) => quoteIdent(t.name)).join(", ")}) from server ${FDW_SERVER} into ${local}`,
     );
     for (const t of tables) {
-      const m = await pullTable(dst, t, local);
+      const m = await pullTable(dst, t, local, t.qualified);
       moved.rows += m.rows;
       moved.bytes += m.bytes;
     }

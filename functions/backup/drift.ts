@@ -1,6 +1,15 @@
 import type { Db } from "../project.ts";
 import type { Table } from "./catalog.ts";
-import { tableShape } from "./staged.ts";
+
+/**
+ * What a table's shape is compared by: its columns, their types, and its key.
+ *
+ * @example
+ * tableShape(table) // "id:bigint:false,name:text:false|id"
+ */
+export function tableShape(t: Table): string {
+  return `${t.columns.map((c) => `${c.name}:${c.type}:${c.generated}`).join(",")}|${t.primaryKey.join(",")}`;
+}
 
 /**
  * How a replicated table is recorded with the copy that incremental backups build on: its

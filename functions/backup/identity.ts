@@ -1,7 +1,7 @@
 import { SpillwayError } from "../errors.ts";
 import type { Db, Project } from "../project.ts";
 import { qualify, type Table } from "./catalog.ts";
-import { PUBLICATION } from "./incremental.ts";
+import { PUBLICATION } from "./source.ts";
 
 /**
  * A table's replica identity: what the change stream sends to find the row an update or a
@@ -51,14 +51,13 @@ export function identityProblems(tables: Table[], identities: Map<string, Identi
 }
 
 /**
- * Throws 409 `REPLICA_IDENTITY_UNSUPPORTED` naming every table of `identityProblems`.
+ * The 409 `REPLICA_IDENTITY_UNSUPPORTED` error naming every table of `identityProblems`.
  *
  * @example
- * requireIdentities(tables, identities);
+ * throw identityUnsupported(identityProblems(tables, identities));
  */
-export function requireIdentities(tables: Table[], identities: Map<string, Identity>): void {
-  const problems = identityProblems(tables, identities);
-  if (problems.length > 0) throw new SpillwayError("REPLICA_IDENTITY_UNSUPPORTED", 409, problems.join("; "), { tables: problems });
+export function identityUnsupported(problems: string[]): SpillwayError {
+  return new SpillwayError("REPLICA_IDENTITY_UNSUPPORTED", 409, problems.join("; "), { tables: problems });
 }
 
 /**

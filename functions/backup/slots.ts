@@ -2,8 +2,8 @@ import type { EventLog } from "../events.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
 import type { Project, Projects } from "../project.ts";
 import { releaseCapture } from "./identity.ts";
-import { dropSlot, readPosition, slotPrefix } from "./incremental.ts";
-import { readStaging } from "./staged.ts";
+import { readPosition, readStaging } from "./position.ts";
+import { dropSlot, slotPrefix } from "./source.ts";
 
 /** A change capture slot as the server sees it. */
 export type SlotHealth =

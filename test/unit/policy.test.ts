@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { fullCopyFits } from "../../functions/backup/staged.ts";
+import { fullCopyFits } from "../../functions/backup/plan.ts";
 import { decide, nextPhase, type PolicyInput } from "../../functions/policy.ts";
 
 const T = { backup: 0.85, switch: 0.9 };

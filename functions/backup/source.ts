@@ -1,0 +1,186 @@
+import type { ProjectName } from "../names.ts";
+import type { Db, Project } from "../project.ts";
+import { readSequences, type Sequence, type Table } from "./catalog.ts";
+import { canonical } from "./checksum.ts";
+import { makeIdentityFull, restoreIdentities } from "./identity.ts";
+
+/** The publication on the active that the slot decodes. */
+export const PUBLICATION = "spillway";
+
+/**
+ * Runs `body` in one repeatable-read, read-only transaction on the active, with row
+ * security off (a copy reads every row): everything it reads is one point in time.
+ *
+ * @example
+ * await inSnapshot(source, async (src) => target.sql.begin(async (dst) => copyTable(src, dst, table, onBytes, table.qualified)));
+ */
+export async function inSnapshot<T>(source: Project, body: (src: Db) => Promise<T>): Promise<T> {
+  // postgres.js types a transaction's result as its promises unwrapped; `body` answers one value.
+  return (await source.sql.begin("isolation level repeatable read read only", async (src) => {
+    await canonical(src, "set local row_security = off");
+    return await body(src);
+  })) as T;
+}
+
+/**
+ * The name prefix of the slots on `source` that feed backups into `target`. Each full copy
+ * makes a slot of its own (prefix + random part): a failed copy then never disturbs the
+ * slot the standby's current copy builds on.
+ *
+ * @example
+ * slotPrefix("primary", "secondary") // "spillway_primary_to_secondary_"
+ */
+export function slotPrefix(source: ProjectName, target: ProjectName): string {
+  return `spillway_${source}_to_${target}_`;
+}
+
+/**
+ * A new slot name for a full copy.
+ *
+ * @example
+ * newSlotName("primary", "secondary") // "spillway_primary_to_secondary_3f9a1c2e"
+ */
+export function newSlotName(source: ProjectName, target: ProjectName): string {
+  return slotPrefix(source, target) + crypto.randomUUID().replace(/-/g, "").slice(0, 8);
+}
+
+/**
+ * Prepares change capture on the active before a full copy: the publication lists every
+ * replicated table and Spillway's table of Auth's changes (tables without a primary key get
+ * REPLICA IDENTITY FULL, without which Postgres would refuse their updates once published;
+ * recorded, and put back once a table no longer needs it), and the slot is made anew, so it
+ * starts before the copy's snapshot.
+ *
+ * @example
+ * await prepareCapture(source, catalog.tables, newSlotName("primary", "secondary"));
+ */
+export async function prepareCapture(source: Project, tables: Table[], slot: string): Promise<void> {
+  const sql = source.sql;
+  const write = (statement: string) => sql.begin("read write", (tx) => tx.unsafe(statement));
+  for (const t of tables) {
+    if (t.primaryKey.length > 0) continue;
+    // Only the default identity (none, without a key) is changed; one the app chose is kept.
+    const [row] = await sql<{ chosen: boolean }[]>`select relreplident <> 'd' as chosen from pg_catalog.pg_class where oid = ${t.oid}`;
+    if (!row?.chosen) await makeIdentityFull(source, t);
+  }
+  // Auth's captured changes travel in the same stream (see backup/auth.ts).
+  const list = [...tables.map((t) => t.qualified), "spillway.auth_changes"].join(", ");
+  const [exists] = await sql<
+    { ok: boolean }[]
+  >`select exists (select 1 from pg_catalog.pg_publication where pubname = ${PUBLICATION}) as ok`;
+  if (!exists?.ok) await write(`create publication ${PUBLICATION}${list ? ` for table ${list}` : ""}`);
+  else if (list) await write(`alter publication ${PUBLICATION} set table ${list}`);
+  await restoreIdentities(
+    source,
+    tables.filter((t) => t.primaryKey.length === 0),
+  );
+  await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
+}
+
+/**
+ * Drops a slot if it exists (its retained WAL is freed).
+ *
+ * @example
+ * await dropSlot(source, "spillway_primary_to_secondary_3f9a1c2e");
+ */
+export async function dropSlot(source: Project, slot: string): Promise<boolean> {
+  const rows =
+    await source.sql`select pg_catalog.pg_drop_replication_slot(slot_name) from pg_catalog.pg_replication_slots where slot_name = ${slot}`;
+  return rows.length > 0;
+}
+
+/**
+ * Drops this pair's slots other than `keep` (left by failed or replaced copies), freeing
+ * the WAL they hold.
+ *
+ * @example
+ * await dropOtherSlots(source, "primary", "secondary", position.slot);
+ */
+export async function dropOtherSlots(source: Project, from: ProjectName, to: ProjectName, keep: string | null): Promise<string[]> {
+  const rows = await source.sql<{ slot_name: string }[]>`
+    select slot_name from pg_catalog.pg_replication_slots
+    where starts_with(slot_name, ${slotPrefix(from, to)}) and slot_name is distinct from ${keep} and not active`;
+  for (const r of rows) await dropSlot(source, r.slot_name);
+  return rows.map((r) => r.slot_name);
+}
+
+/**
+ * Bytes of WAL a slot keeps on the active, or null when it does not exist or the server
+ * invalidated it (`wal_status = 'lost'`): either way it can no longer be read.
+ *
+ * @example
+ * const retained = await slotRetainedBytes(source, slot);
+ */
+export async function slotRetainedBytes(source: Project, slot: string): Promise<number | null> {
+  const [row] = await source.sql<{ bytes: string | null }[]>`
+    select pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), restart_lsn)::int8::text as bytes
+    from pg_catalog.pg_replication_slots
+    where slot_name = ${slot} and wal_status is distinct from 'lost' and restart_lsn is not null`;
+  return row ? Number(row.bytes ?? 0) : null;
+}
+
+/**
+ * Flushes the active's WAL up to its latest commit. Decoding reads only WAL that is
+ * flushed, and a commit made with `synchronous_commit = off` is acknowledged before it is;
+ * one synchronous commit of ours flushes everything before it, so every write acknowledged
+ * so far (before a fence, say) is decoded. The commit rewrites the lease row with what it
+ * holds: a write that changes nothing, on a row that is Spillway's own.
+ *
+ * @example
+ * await flushWal(source);
+ */
+export async function flushWal(source: Project): Promise<void> {
+  await source.sql.begin(async (tx) => {
+    await tx`set local synchronous_commit = on`;
+    await tx`update spillway.lease set holder = holder where id`;
+  });
+}
+
+/** Most changes one peek of the slot decodes. */
+export const PEEK_CHANGES = 20_000;
+
+/**
+ * Decodes up to `PEEK_CHANGES` changes of the slot from its start, without consuming them
+ * (only `advanceSlot`, once the standby committed them, does), and, with `schemas`, the
+ * sequences read after them: every value their rows took from a sequence is at or below.
+ *
+ * @example
+ * const { changes, sequences } = await peekChanges(source, slot, ["public"]);
+ */
+export async function peekChanges(
+  source: Project,
+  slot: string,
+  schemas: string[] | undefined,
+): Promise<{ changes: { data: Uint8Array }[]; sequences: Sequence[] }> {
+  return await source.sql.begin(async (tx) => {
+    await canonical(tx, "set local extra_float_digits = 3");
+    const changes = await tx<{ data: Uint8Array }[]>`
+      select data from pg_catalog.pg_logical_slot_peek_binary_changes(${slot}, null, ${PEEK_CHANGES},
+        'proto_version', '1', 'publication_names', ${PUBLICATION})`;
+    const sequences: Sequence[] = schemas ? await readSequences(tx, schemas) : [];
+    return { changes, sequences };
+  });
+}
+
+/**
+ * Lets the active forget the slot's changes up to `lsn`: call only once the standby has
+ * committed them.
+ *
+ * @example
+ * await advanceSlot(source, slot, "0/1A2B3C4");
+ */
+export async function advanceSlot(source: Project, slot: string, lsn: string): Promise<void> {
+  await source.sql`select pg_catalog.pg_replication_slot_advance(${slot}, ${lsn}::pg_lsn)`;
+}
+
+/**
+ * The bytes `tables` take on the active (what a full copy of them moves, roughly).
+ *
+ * @example
+ * const bytes = await tablesSize(source, tables);
+ */
+export async function tablesSize(source: Project, tables: Table[]): Promise<number> {
+  const [size] = await source.sql<{ bytes: string }[]>`
+    select coalesce(sum(pg_catalog.pg_table_size(t)), 0)::int8::text as bytes from unnest(${tables.map((t) => t.oid)}::oid[]) as t`;
+  return Number(size!.bytes);
+}
