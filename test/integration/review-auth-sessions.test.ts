@@ -177,3 +177,44 @@ describe("review: keepSession after a sign-out on the new active and a failback"
     assert.deepEqual(carried, [], "no request carries ana's token after she signed out");
   });
 });
+
+describe("review: refresh_tokens ids after an incremental run that failed part-way, and a forced switch", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("every committed batch leaves the standby's refresh_tokens sequence past the ids it holds", async () => {
+    const { pair, t } = env;
+    await applyToBoth(pair, "create table public.bulk (id int primary key, code text unique)");
+    await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
+    assert.equal(await backup(t, "auto"), "full");
+    // Sign-ins on the active, then more changes than one batch holds, then a row the
+    // standby already holds under another key (the run fails in its second batch).
+    for (let i = 0; i < 5; i++) await passwordSignIn(pair.primary, "ana@example.com", "pw-ana");
+    await pair.primary.admin`insert into public.bulk (id, code) select g, 'b' || g from generate_series(1, 25000) g`;
+    await pair.primary.admin`insert into public.bulk (id, code) values (0, 'taken')`;
+    await pair.secondary.admin`insert into public.bulk (id, code) values (-1, 'taken')`;
+    const failed = await call(t, "POST", "/force-backup", { mode: "incremental" });
+    assert.notEqual(failed.status, 200);
+    const [held] = await pair.secondary.admin`
+      select (select count(*)::int from auth.refresh_tokens) as tokens, (select max(id)::int from auth.refresh_tokens) as top,
+             (select last_value::int from auth.refresh_tokens_id_seq) as seq`;
+    assert.equal(held!.tokens, 5, "the first batch (the sign-ins) committed");
+
+    // The active goes down; the operator forces the switch; ana signs in on the new active.
+    await pair.primary.stop();
+    try {
+      const forced = await call(t, "POST", "/force-switch", { to: "secondary", force: true });
+      assert.equal(forced.status, 200, JSON.stringify(forced.body));
+      await passwordSignIn(pair.secondary, "ana@example.com", "pw-ana");
+    } finally {
+      await pair.primary.restart();
+    }
+    assert.ok(held!.seq >= held!.top, `the sequence (${held!.seq}) is past every id the standby holds (${held!.top})`);
+  });
+});
