@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { getActiveClient } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
+import { switchOver } from "../../functions/switchover.ts";
 import { closeProjects, connectProjects } from "../../functions/project.ts";
 import { patchSettings } from "../../functions/settings.ts";
 import { type TestApp, testApp } from "../support/app.ts";
@@ -216,5 +217,46 @@ describe("review: refresh_tokens ids after an incremental run that failed part-w
       await pair.primary.restart();
     }
     assert.ok(held!.seq >= held!.top, `the sequence (${held!.seq}) is past every id the standby holds (${held!.top})`);
+  });
+});
+
+describe("review: keepSession and a sign-out made while the switch holds writes", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("the sign-out is held and reaches the new active, as a Data API write is; the user is not signed in after the switch", async () => {
+    const { pair, t } = env;
+    const ana = await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
+    const onPrimary = await getActiveClient(env.options);
+    assert.equal((await onPrimary.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
+    assert.equal(await backup(t, "auto"), "full");
+    let signOutError: unknown = "not called";
+    await switchOver(
+      {
+        projects: t.projects,
+        events: t.events,
+        hooks: {
+          async step(name) {
+            // Ana presses "sign out" while the old active is fenced.
+            if (name === "fenced") signOutError = (await onPrimary.auth.signOut()).error;
+          },
+        },
+      },
+      { to: "secondary", force: false },
+    );
+    const now = await getActiveClient(env.options);
+    const session = (await now.auth.getSession()).data.session;
+    const live = await pair.secondary.admin`select 1 from auth.sessions where user_id = ${ana}`;
+    assert.deepEqual(
+      { signedIn: session?.user.id ?? null, sessionsOnNewActive: live.length },
+      { signedIn: null, sessionsOnNewActive: 0 },
+      `ana signed out during the switch (the sign-out answered: ${JSON.stringify(signOutError)})`,
+    );
   });
 });
