@@ -260,3 +260,32 @@ describe("review: keepSession and a sign-out made while the switch holds writes"
     );
   });
 });
+
+describe("review: a settings change the standby missed (it was unreachable)", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("backups stay incremental", async () => {
+    const { pair, t } = env;
+    await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal(await backup(t, "full"), "full");
+    const oneUp = connectProjects({ primary: pair.urls.primary, secondary: "postgres://postgres:x@127.0.0.1:9/postgres" }, { connectTimeout: 2 });
+    try {
+      await patchSettings(oneUp, { backupThreshold: 0.8 });
+    } finally {
+      await closeProjects(oneUp, 1);
+    }
+    // A change that leaves Auth's copy as it was: nothing asks for a full backup.
+    const runs: string[] = [];
+    for (const who of ["bob", "cy", "dee"]) {
+      await signUp(pair.primary, `${who}@example.com`, `pw-${who}`);
+      runs.push(await backup(t, "auto"));
+    }
+    assert.deepEqual(runs, ["incremental", "incremental", "incremental"]);
+  });
+});
