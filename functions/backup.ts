@@ -71,7 +71,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const source = projects[state.active];
   const target = projects[state.standby];
   await requireReachable(ctx, source, target);
-  const read = await readFacts(projects, ctx.runtime ?? "node", request, source, target, holder);
+  const read = await readFacts(projects, events, ctx.runtime ?? "node", request, source, target, holder);
   keeper.check();
   const { plan, staging } = await planWithFacts(projects, events, read, source, target);
 

@@ -1,6 +1,7 @@
 import { z } from "zod";
 import { invalid, SpillwayError } from "./errors.ts";
-import { PROJECT_NAMES } from "./names.ts";
+import type { EventLog } from "./events.ts";
+import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { onBoth, type Projects } from "./project.ts";
 
 const quota = z
@@ -161,10 +162,21 @@ export interface StoredSettings {
  * const { settings } = await readSettings(projects);
  */
 export async function readSettings(projects: Projects): Promise<StoredSettings> {
+  return (await readBoth(projects)).winner;
+}
+
+/** Each project's stored settings (null: unreachable or not installed) and the winner. */
+interface BothSettings {
+  winner: StoredSettings;
+  stored: Record<ProjectName, StoredSettings | null>;
+}
+
+async function readBoth(projects: Projects): Promise<BothSettings> {
   const outcomes = await onBoth(projects, async (p) => {
     const [row] = await p.sql<{ data: unknown; version: string }[]>`select data, version from spillway.settings where id`;
     return row;
   });
+  const stored: BothSettings["stored"] = { primary: null, secondary: null };
   let best: StoredSettings | null = null;
   let firstError: unknown = null;
   for (const name of PROJECT_NAMES) {
@@ -174,15 +186,56 @@ export async function readSettings(projects: Projects): Promise<StoredSettings> 
       continue;
     }
     if (!o.value) continue;
-    const version = Number(o.value.version);
-    if (best && best.version >= version) continue;
     // Stored settings are trusted but may predate a newer field: defaults fill the gaps.
     const merged = settingsSchema.safeParse({ ...DEFAULT_SETTINGS, ...(o.value.data as object) });
-    best = { settings: merged.success ? merged.data : DEFAULT_SETTINGS, version };
+    stored[name] = { settings: merged.success ? merged.data : DEFAULT_SETTINGS, version: Number(o.value.version) };
+    if (!best || best.version < stored[name].version) best = stored[name];
   }
-  if (best) return best;
+  if (best) return { winner: best, stored };
   if (firstError) throw firstError;
   throw new SpillwayError("NOT_INSTALLED", 503, "neither project holds Spillway's settings");
+}
+
+/**
+ * Reads the settings like `readSettings`, and gives a project that missed a change (it was
+ * unreachable when the settings were patched) the winning version: each project's triggers
+ * (Auth's capture) follow its own copy, so the two must not stay apart. When what is
+ * carried of Auth differs between the copies, both projects forget their Auth copy record,
+ * as a patch does, and the next backup is full: the project that was behind captured by its
+ * old settings meanwhile. Call under the operation lease, before planning.
+ *
+ * @example
+ * const { settings, version } = await convergeSettings(projects, events);
+ */
+export async function convergeSettings(projects: Projects, events?: EventLog): Promise<StoredSettings & { repaired: ProjectName[] }> {
+  const { winner, stored } = await readBoth(projects);
+  const behind = PROJECT_NAMES.filter((name) => stored[name] !== null && stored[name].version < winner.version);
+  if (behind.length === 0) return { ...winner, repaired: [] };
+  const authDiffers = behind.some((name) => {
+    const old = stored[name]!.settings;
+    return old.auth !== winner.settings.auth || old.authSessions !== winner.settings.authSessions;
+  });
+  const repaired: ProjectName[] = [];
+  for (const name of PROJECT_NAMES) {
+    if (!behind.includes(name) && !(authDiffers && stored[name] !== null)) continue;
+    await projects[name].sql.begin("read write", async (tx) => {
+      // Only over an older version: a patch that landed meanwhile stays.
+      const moved = await tx`
+        update spillway.settings set data = ${tx.json(winner.settings as never)}, version = ${winner.version}, updated_at = now()
+        where id and version < ${winner.version}`;
+      if (moved.count > 0) repaired.push(name);
+      if (authDiffers) await tx`delete from spillway.auth_copy where id`;
+    });
+  }
+  if (repaired.length > 0) {
+    await events?.record(
+      "warn",
+      "settings.converged",
+      `${repaired.join(" and ")} missed a settings change (version ${winner.version}) and now holds it${authDiffers ? "; what is carried of Auth changed there, so the next backup is a full one" : ""}`,
+      { data: { version: winner.version, repaired, fullBackup: authDiffers } },
+    );
+  }
+  return { ...winner, repaired };
 }
 
 /**

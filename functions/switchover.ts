@@ -12,7 +12,7 @@ import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
 import { onProject, type Project, type Projects, probe } from "./project.ts";
 import { latestRun, type Run, recordSameData } from "./runs.ts";
-import { type Runtime, readSettings, type Settings } from "./settings.ts";
+import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
@@ -91,7 +91,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
-  const { settings } = await readSettings(projects);
+  const { settings } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {
     await events.record("error", "switch.refused", `switch to ${to} refused: ${to} is unreachable`, { project: to });

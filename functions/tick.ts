@@ -13,7 +13,7 @@ import { onBoth, type Projects } from "./project.ts";
 import { trackReachability } from "./reachability.ts";
 import type { Run } from "./runs.ts";
 import { latestRun } from "./runs.ts";
-import { readSettings, type Settings } from "./settings.ts";
+import { convergeSettings, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { readStates, recordPhase } from "./state.ts";
 import { type SwitchResult, switchOver } from "./switchover.ts";
@@ -63,7 +63,7 @@ export async function tick(ctx: BackupContext): Promise<TickResult> {
 async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickResult> {
   const { projects, events } = ctx;
   await settle(projects, events);
-  const [{ settings }, { copies, winner }] = await Promise.all([readSettings(projects), readStates(projects)]);
+  const [{ settings }, { copies, winner }] = await Promise.all([convergeSettings(projects, events), readStates(projects)]);
   // Tables an app's migration created since the last tick get the fence trigger (where the
   // event trigger that does it at once could not be installed).
   await onBoth(projects, (p) => ensureFence(p, settings.schemas));

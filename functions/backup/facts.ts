@@ -3,7 +3,7 @@ import type { EventLog } from "../events.ts";
 import { requireLease } from "../lease.ts";
 import type { Project, Projects } from "../project.ts";
 import { lastCopySpeed } from "../runs.ts";
-import { type Runtime, readSettings, resolveStrategy, type Settings } from "../settings.ts";
+import { convergeSettings, type Runtime, resolveStrategy, type Settings } from "../settings.ts";
 import { type AuthPlan, authCopyBuildsOn, ensureAuthCapture, planAuth } from "./auth.ts";
 import { type Catalog, foreignKeyOrder, readCatalog, type Table } from "./catalog.ts";
 import { unpublished } from "./drift.ts";
@@ -43,17 +43,18 @@ export interface Read {
  * lease of `holder` is still held.
  *
  * @example
- * const read = await readFacts(projects, "node", { mode: "auto", verify: false }, source, target, lease.holder);
+ * const read = await readFacts(projects, events, "node", { mode: "auto", verify: false }, source, target, lease.holder);
  */
 export async function readFacts(
   projects: Projects,
+  events: EventLog,
   runtime: Runtime,
   request: BackupRequest,
   source: Project,
   target: Project,
   holder: string,
 ): Promise<Read> {
-  const { settings, version: settingsVersion } = await readSettings(projects);
+  const { settings, version: settingsVersion } = await convergeSettings(projects, events);
   const [sourceCatalog, targetCatalog] = await Promise.all([
     readCatalog(source.sql, settings.schemas),
     readCatalog(target.sql, settings.schemas),
