@@ -9,10 +9,11 @@ import { stagedBackup } from "./backup/staged.ts";
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
-import { onProject, type Project, type Projects, probe } from "./project.ts";
+import type { ProjectName } from "./names.ts";
+import { type Outcome, onProject, type Project, type Projects, probe } from "./project.ts";
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
 import type { Runtime } from "./settings.ts";
-import { readActive } from "./state.ts";
+import { readStates } from "./state.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -67,10 +68,10 @@ export async function runBackup(ctx: BackupContext, request: BackupRequest, held
 // Read the facts, plan, act, record.
 async function backupUnderLease(ctx: BackupContext, request: BackupRequest, holder: string, keeper: LeaseKeeper): Promise<Run> {
   const { projects, events } = ctx;
-  const state = await readActive(projects);
+  const { copies, winner: state } = await readStates(projects);
   const source = projects[state.active];
   const target = projects[state.standby];
-  await requireReachable(ctx, source, target);
+  await requireReachable(ctx, source, target, copies);
   const read = await readFacts(projects, events, ctx.runtime ?? "node", request, source, target, holder);
   keeper.check();
   const { plan, staging } = await planWithFacts(projects, events, read, source, target);
@@ -88,12 +89,13 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const staged = plan.kind === "staged";
   const { reason } = plan;
   const strategy = read.transfer.strategy;
-  await failInterrupted(target.sql, staging?.runId ?? null);
   const started = Date.now();
   const resumed = staging && (await readRun(target.sql, staging.runId))?.status === "running" ? staging.runId : null;
   const id = resumed ?? crypto.randomUUID();
-  if (!resumed) {
+  if (resumed) await target.sql.begin("read write", (tx) => failInterrupted(tx, resumed));
+  else {
     await target.sql.begin("read write", async (tx) => {
+      await failInterrupted(tx, staging?.runId ?? null);
       await startRun(tx, {
         id,
         kind,
@@ -197,8 +199,14 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   }
 }
 
-async function requireReachable(ctx: BackupContext, source: Project, target: Project): Promise<void> {
-  const probes = await Promise.all([target, source].map(async (p) => ({ p, down: await probe(p) })));
+// A project whose state was just read answers; only the others are probed, for the reason.
+async function requireReachable(
+  ctx: BackupContext,
+  source: Project,
+  target: Project,
+  copies: Record<ProjectName, Outcome<unknown>>,
+): Promise<void> {
+  const probes = await Promise.all([target, source].map(async (p) => ({ p, down: copies[p.name].ok ? null : await probe(p) })));
   for (const { p, down } of probes) {
     if (down === null) continue;
     await ctx.events.record(

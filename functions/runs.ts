@@ -161,15 +161,12 @@ export async function lastCopySpeed(sql: Sql, minBytes: number): Promise<number 
  * run, which the next call continues): a process killed mid-run leaves its row so.
  *
  * @example
- * await failInterrupted(target.sql, staging?.runId ?? null);
+ * await target.sql.begin("read write", (tx) => failInterrupted(tx, staging?.runId ?? null));
  */
-export async function failInterrupted(sql: Pool, keep: string | null): Promise<void> {
-  await sql.begin(
-    "read write",
-    (tx) => tx`
+export async function failInterrupted(tx: Sql, keep: string | null): Promise<void> {
+  await tx`
     update spillway.runs set status = 'failed', finished_at = now(), error = 'interrupted before it could finish'
-    where status = 'running' and id is distinct from ${keep}::uuid`,
-  );
+    where status = 'running' and id is distinct from ${keep}::uuid`;
 }
 
 /** A run as it starts. */
@@ -211,14 +208,16 @@ export interface RunFigures {
  * @example
  * await finishRun(tx, id, { tables: 3, rows: 120, bytes: 8192, snapshotAt, details: { changeCounter, slot } });
  */
-export async function finishRun(tx: Sql, id: string, f: RunFigures): Promise<void> {
+export async function finishRun(tx: Sql, id: string, f: RunFigures): Promise<Run> {
   const progress: RunProgress = { phase: "done", tablesDone: f.tables, tablesTotal: f.tables, rows: f.rows, bytes: f.bytes };
-  await tx`
+  const [row] = await tx<RunRow[]>`
     update spillway.runs set status = 'succeeded', finished_at = clock_timestamp(), tables = ${f.tables}, rows = ${f.rows},
       bytes = ${f.bytes}, duration_ms = (extract(epoch from clock_timestamp() - started_at) * 1000)::int8, snapshot_at = ${f.snapshotAt},
       progress = ${tx.json(progress as never)},
       details = details || ${tx.json(f.details as never)}
-    where id = ${id}`;
+    where id = ${id}
+    returning *`;
+  return toRun(row!);
 }
 
 /**

@@ -123,45 +123,91 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
   return catalog;
 }
 
+// Rows of the catalog, read in one statement (each statement is a round trip or two, and a
+// run reads both projects' catalogs before it can start).
+interface CatalogRows {
+  tables: { oid: number; schema: string; name: string; partition: boolean; row_security: boolean }[];
+  columns: { rel: number; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[];
+  keys: { rel: number; columns: string[] }[];
+  uniques: { rel: number; whole: boolean; columns: string[] }[];
+  foreign_keys: { name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[];
+  indexes: {
+    table_schema: string;
+    table_name: string;
+    name: string;
+    constraint_name: string | null;
+    index_def: string;
+    constraint_def: string | null;
+  }[];
+}
+
 async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
-  const tableRows = await sql<{ oid: string; schema: string; name: string; partition: boolean; row_security: boolean }[]>`
-    select c.oid::int8 as oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
-    from pg_catalog.pg_class c
-    join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    where c.relkind = 'r'
-      and not (n.nspname = 'public' and c.relname = 'spillway_active')
-      -- A leaf partition belongs to its root table's schema, wherever it lives itself: rows
-      -- written to a replicated table may land in it.
-      and (n.nspname = any(${schemas}) or (c.relispartition and exists (
-        select 1 from pg_catalog.pg_class r join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
-        where r.oid = pg_catalog.pg_partition_root(c.oid) and rn.nspname = any(${schemas}))))
-    order by n.nspname, c.relname`;
-  const oids = tableRows.map((t) => Number(t.oid));
-
-  const columnRows = await sql<
-    { rel: string; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[]
-  >`
-    select a.attrelid::int8 as rel, a.attname as name, pg_catalog.format_type(a.atttypid, a.atttypmod) as type,
-      a.attnotnull as not_null, a.attgenerated as generated, a.attidentity as identity,
-      (a.atttypid >= 16384 and (t.typcategory = 'A' or t.typtype in ('c', 'r', 'm'))) as text_only
-    from pg_catalog.pg_attribute a
-    join pg_catalog.pg_type t on t.oid = a.atttypid
-    where a.attrelid = any(${oids}::oid[]) and a.attnum > 0 and not a.attisdropped
-    order by a.attrelid, a.attnum`;
-
-  const pkRows = await sql<{ rel: string; columns: string[] }[]>`
-    select c.conrelid::int8 as rel, array_agg(a.attname order by k.ord) as columns
-    from pg_catalog.pg_constraint c
-    cross join lateral unnest(c.conkey) with ordinality as k(attnum, ord)
-    join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
-    where c.contype = 'p' and c.conrelid = any(${oids}::oid[])
-    group by c.conrelid`;
-
-  const uniqueRows = await sql<{ rel: string; whole: boolean; columns: string[] }[]>`
-    select i.indrelid::int8 as rel, (i.indexprs is not null or i.indpred is not null) as whole,
-      array(select a.attname from pg_catalog.pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[])) as columns
-    from pg_catalog.pg_index i
-    where i.indrelid = any(${oids}::oid[]) and (i.indisunique or i.indisexclusion) and not i.indisprimary`;
+  const [rows] = await sql<CatalogRows[]>`
+    with tabs as (
+      select c.oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
+      from pg_catalog.pg_class c
+      join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where c.relkind = 'r'
+        and not (n.nspname = 'public' and c.relname = 'spillway_active')
+        -- A leaf partition belongs to its root table's schema, wherever it lives itself: rows
+        -- written to a replicated table may land in it.
+        and (n.nspname = any(${schemas}) or (c.relispartition and exists (
+          select 1 from pg_catalog.pg_class r join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+          where r.oid = pg_catalog.pg_partition_root(c.oid) and rn.nspname = any(${schemas}))))
+    )
+    select
+      (select coalesce(pg_catalog.json_agg(x order by x.schema, x.name), '[]')
+       from (select t.oid::int8 as oid, t.schema, t.name, t.partition, t.row_security from tabs t) x) as tables,
+      (select coalesce(pg_catalog.json_agg(x order by x.rel, x.attnum), '[]')
+       from (
+         select a.attrelid::int8 as rel, a.attnum, a.attname as name, pg_catalog.format_type(a.atttypid, a.atttypmod) as type,
+           a.attnotnull as not_null, a.attgenerated::text as generated, a.attidentity::text as identity,
+           (a.atttypid >= 16384 and (t.typcategory = 'A' or t.typtype in ('c', 'r', 'm'))) as text_only
+         from pg_catalog.pg_attribute a
+         join pg_catalog.pg_type t on t.oid = a.atttypid
+         where a.attrelid in (select oid from tabs) and a.attnum > 0 and not a.attisdropped) x) as columns,
+      (select coalesce(pg_catalog.json_agg(x), '[]')
+       from (
+         select c.conrelid::int8 as rel, array_agg(a.attname order by k.ord) as columns
+         from pg_catalog.pg_constraint c
+         cross join lateral unnest(c.conkey) with ordinality as k(attnum, ord)
+         join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
+         where c.contype = 'p' and c.conrelid in (select oid from tabs)
+         group by c.conrelid) x) as keys,
+      (select coalesce(pg_catalog.json_agg(x), '[]')
+       from (
+         select i.indrelid::int8 as rel, (i.indexprs is not null or i.indpred is not null) as whole,
+           array(select a.attname from pg_catalog.pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[])) as columns
+         from pg_catalog.pg_index i
+         where i.indrelid in (select oid from tabs) and (i.indisunique or i.indisexclusion) and not i.indisprimary) x) as uniques,
+      (select coalesce(pg_catalog.json_agg(x order by x.table_schema, x.table_name, x.name), '[]')
+       from (
+         select c.conname as name, tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name,
+           pg_catalog.pg_get_constraintdef(c.oid) as definition
+         from pg_catalog.pg_constraint c
+         join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
+         join pg_catalog.pg_class r on r.oid = c.confrelid join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
+         where c.contype = 'f' and c.conparentid = 0 and t.relkind = 'r' and not t.relispartition
+           and c.conrelid in (select oid from tabs) and c.confrelid in (select oid from tabs)) x) as foreign_keys,
+      -- Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
+      -- partitioned index, and not the key any foreign key stands on (foreign keys stay).
+      (select coalesce(pg_catalog.json_agg(x order by x.table_schema, x.table_name, x.name), '[]')
+       from (
+         select n.nspname as table_schema, t.relname as table_name, ic.relname as name, con.conname as constraint_name,
+           pg_catalog.pg_get_indexdef(i.indexrelid) as index_def, pg_catalog.pg_get_constraintdef(con.oid) as constraint_def
+         from pg_catalog.pg_index i
+         join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+         join pg_catalog.pg_class t on t.oid = i.indrelid
+         join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+         left join pg_catalog.pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid and con.contype in ('p', 'u', 'x')
+         where i.indrelid in (select oid from tabs) and not t.relispartition and not ic.relispartition
+           and not exists (
+             select 1 from pg_catalog.pg_constraint f
+             where f.contype = 'f' and f.conindid = i.indexrelid
+           )
+           and not exists (select 1 from pg_catalog.pg_depend d where d.refobjid = i.indexrelid and d.classid = 'pg_catalog.pg_class'::regclass and d.deptype = 'i')
+       ) x) as indexes`;
+  const { tables: tableRows, columns: columnRows, keys: pkRows, uniques: uniqueRows, foreign_keys: fkRows, indexes: indexRows } = rows!;
 
   const tables: Table[] = tableRows.map((t) => {
     const oid = Number(t.oid);
@@ -188,44 +234,6 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
     };
   });
 
-  const fkRows = await sql<
-    { name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[]
-  >`
-    select c.conname as name, tn.nspname as table_schema, t.relname as table_name, rn.nspname as ref_schema, r.relname as ref_name,
-      pg_catalog.pg_get_constraintdef(c.oid) as definition
-    from pg_catalog.pg_constraint c
-    join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace tn on tn.oid = t.relnamespace
-    join pg_catalog.pg_class r on r.oid = c.confrelid join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
-    where c.contype = 'f' and c.conparentid = 0 and t.relkind = 'r' and not t.relispartition
-      and c.conrelid = any(${oids}::oid[]) and c.confrelid = any(${oids}::oid[])
-    order by 2, 3, 1`;
-
-  // Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
-  // partitioned index, and not the key any foreign key stands on (foreign keys stay).
-  const indexRows = await sql<
-    {
-      table_schema: string;
-      table_name: string;
-      name: string;
-      constraint_name: string | null;
-      index_def: string;
-      constraint_def: string | null;
-    }[]
-  >`
-    select n.nspname as table_schema, t.relname as table_name, ic.relname as name, con.conname as constraint_name,
-      pg_catalog.pg_get_indexdef(i.indexrelid) as index_def, pg_catalog.pg_get_constraintdef(con.oid) as constraint_def
-    from pg_catalog.pg_index i
-    join pg_catalog.pg_class ic on ic.oid = i.indexrelid
-    join pg_catalog.pg_class t on t.oid = i.indrelid
-    join pg_catalog.pg_namespace n on n.oid = t.relnamespace
-    left join pg_catalog.pg_constraint con on con.conindid = i.indexrelid and con.conrelid = i.indrelid and con.contype in ('p', 'u', 'x')
-    where i.indrelid = any(${oids}::oid[]) and not t.relispartition and not ic.relispartition
-      and not exists (
-        select 1 from pg_catalog.pg_constraint f
-        where f.contype = 'f' and f.conindid = i.indexrelid
-      )
-      and not exists (select 1 from pg_catalog.pg_depend d where d.refobjid = i.indexrelid and d.classid = 'pg_catalog.pg_class'::regclass and d.deptype = 'i')
-    order by 1, 2, 3`;
   const indexes: Index[] = indexRows.map((r) => {
     const table = qualify(r.table_schema, r.table_name);
     return r.constraint_name && r.constraint_def

@@ -1,4 +1,4 @@
-import { type Run, readRun } from "../runs.ts";
+import type { Run } from "../runs.ts";
 import { changeCounter } from "../status.ts";
 import { applyChanges } from "./apply.ts";
 import { AUTH_CHANGES } from "./auth.ts";
@@ -36,7 +36,7 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
     sequences: settings.schemas,
     onProgress: (rows, bytes) => run.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
-  await target.sql.begin("read write", (tx) =>
+  const done = await target.sql.begin("read write", (tx) =>
     recordSuccess(tx, run, {
       tables: run.targetCatalog.tables.length,
       rows: result.rows,
@@ -52,5 +52,5 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
     }),
   );
   await run.progress.flush();
-  return (await readRun(target.sql, run.id))!;
+  return done;
 }

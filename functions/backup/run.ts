@@ -1,6 +1,6 @@
 import type { LeaseKeeper } from "../lease.ts";
 import type { Db, Project } from "../project.ts";
-import { finishRun, type ProgressWriter, type RunFigures } from "../runs.ts";
+import { finishRun, type ProgressWriter, type Run, type RunFigures } from "../runs.ts";
 import type { Settings } from "../settings.ts";
 import { type AuthPlan, recordAuthCopy, settleSessions } from "./auth.ts";
 import type { Catalog, Table } from "./catalog.ts";
@@ -69,8 +69,8 @@ export function appliedAs(run: BackupRun, table: Table): Table {
  * @example
  * await recordSuccess(dst, run, { tables: 3, rows: 120, bytes: 8192, snapshotAt, details: { slot } });
  */
-export async function recordSuccess(tx: Db, run: BackupRun, figures: RunFigures): Promise<void> {
+export async function recordSuccess(tx: Db, run: BackupRun, figures: RunFigures): Promise<Run> {
   await recordAuthCopy(tx, run.auth.tables ? run.source.name : null, run.auth.tables, run.settingsVersion);
   await settleSessions(tx, run.auth);
-  await finishRun(tx, run.id, figures);
+  return await finishRun(tx, run.id, figures);
 }
