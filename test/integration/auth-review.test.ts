@@ -4,6 +4,8 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { runBackup } from "../../functions/backup.ts";
+import { patchSettings } from "../../functions/settings.ts";
+import { switchOver } from "../../functions/switchover.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, installAuth, signUp } from "../support/gotrue.ts";
@@ -80,5 +82,27 @@ describe("Auth's changes between runs", () => {
     const r = await call(t, "POST", "/force-backup", { mode: "auto" });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin), `run ${r.body.run.kind}`);
+  });
+
+  test("auth turned off and on again once a switch has published: a user who signed up on the new active meanwhile reaches the old one", async () => {
+    await switchOver(
+      {
+        projects: t.projects,
+        events: t.events,
+        hooks: {
+          async step(name) {
+            if (name !== "published") return;
+            await patchSettings(t.projects, { auth: false });
+            await signUp(pair.secondary, "gus@example.com", "pw-gus");
+            await patchSettings(t.projects, { auth: true });
+          },
+        },
+      },
+      { to: "secondary", force: false },
+    );
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await authFingerprint(pair.primary.admin), await authFingerprint(pair.secondary.admin), `run ${r.body.run.kind}`);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
 });
