@@ -91,7 +91,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
-  const { settings } = await convergeSettings(projects, events);
+  const { settings, version: settingsVersion } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {
     await events.record("error", "switch.refused", `switch to ${to} refused: ${to} is unreachable`, { project: to });
@@ -216,8 +216,10 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
   const writesBlockedMs = Date.now() - fencedAt;
   await recordSwitchCopy(projects, { from, to, settings }).catch(() => undefined);
+  // Under the settings the switch read, as a run's record: `auth` turned off and on since
+  // leaves sign-ups on the new active that nothing captured.
   await planAuth(target, source, settings)
-    .then((auth) => source.sql.begin("read write", (tx) => recordAuthCopy(tx, to, auth.tables)))
+    .then((auth) => source.sql.begin("read write", (tx) => recordAuthCopy(tx, to, auth.tables, settingsVersion)))
     .catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);

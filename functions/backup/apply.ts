@@ -1,4 +1,5 @@
 import { setImmediate } from "node:timers";
+import type { TransactionSql } from "postgres";
 import type { Project } from "../project.ts";
 import { BatchWriter, type Change, type Relation, type WrittenTable } from "./batch.ts";
 import { canonical, LOAD_MARK } from "./checksum.ts";
@@ -29,7 +30,9 @@ export interface ApplyResult {
  * table ("schema.name") to the table its changes are written to (see `WrittenTable`). With
  * `sequences` (schemas), each of those target transactions also sets the target's sequences
  * to where the active's stood once its changes were read, so the target's never fall
- * behind the rows it holds.
+ * behind the rows it holds. `settle` runs in each of them too, after its changes: what else
+ * the rows it wrote need before the next transaction (sequences of tables written through
+ * the change tables, which `sequences` does not cover).
  *
  * @example
  * const result = await applyChanges({ source, target, stream: replicaStream(position, holder), tables, deadline: Date.now() + 60_000 });
@@ -41,6 +44,7 @@ export async function applyChanges(input: {
   tables: Map<string, WrittenTable>;
   deadline: number;
   sequences?: string[];
+  settle?: (tx: TransactionSql) => Promise<void>;
   onProgress?: (rows: number, bytes: number) => void;
 }): Promise<ApplyResult> {
   const { source, target, stream } = input;
@@ -100,6 +104,7 @@ export async function applyChanges(input: {
       }
       await writer.finish();
       await setSequences(tx, sequences);
+      await input.settle?.(tx);
       if (applied >= 0n) {
         result.appliedLsn = lsnText(applied);
         await stream.save(tx, result.appliedLsn);

@@ -11,6 +11,28 @@ export interface AuthStageInput {
   target: Project;
   tables: Table[];
   strategy: "copy" | "fdw";
+  /** The settings' version the run read (see `authStageHolds`). */
+  settingsVersion: number;
+}
+
+/** What an Auth stage was staged with (`spillway.auth_stage`). */
+export interface AuthStage {
+  tables: string[];
+  settingsVersion: number | null;
+}
+
+/**
+ * Whether an Auth stage can be continued by a run that carries `tables` under the settings
+ * of `settingsVersion`: it must hold those tables (`authSessions` turned on or off, a
+ * carried table appearing, change them), and the settings must not have changed since it
+ * was staged (`auth` turned off and on again leaves changes nobody captured).
+ *
+ * @example
+ * authStageHolds({ tables: ["users"], settingsVersion: 3 }, ["users", "sessions"], 4) // false
+ */
+export function authStageHolds(stage: AuthStage, tables: string[], settingsVersion: number): boolean {
+  const same = (a: string[], b: string[]) => JSON.stringify([...a].sort()) === JSON.stringify([...b].sort());
+  return stage.settingsVersion === settingsVersion && same(stage.tables, tables);
 }
 
 const stageName = (t: Table) => qualify("spillway", `auth_stage_${t.name}`);
@@ -19,16 +41,23 @@ const stageName = (t: Table) => qualify("spillway", `auth_stage_${t.name}`);
  * The snapshot of a staged full copy's Auth tables: copied into stage tables on the
  * standby from one snapshot of the active the first time, and read back after.
  * Changes the snapshot did not see are collected from the change stream and replayed
- * when the copy publishes (`publishAuthStage`).
+ * when the copy publishes (`publishAuthStage`). A stage that no longer holds what the run
+ * carries (`authStageHolds`) is dropped and Auth staged anew from a new snapshot: the app's
+ * tables need no new start, since the new snapshot comes after every change the staged
+ * copy has applied, and the changes after it are collected as before.
  *
  * @example
- * const snapshot = await stageAuth({ source, target, tables: plan.tables, strategy: "copy" });
+ * const snapshot = await stageAuth({ source, target, tables: plan.tables, strategy: "copy", settingsVersion: 4 });
  */
 export async function stageAuth(input: AuthStageInput): Promise<string> {
-  const [staged] = await input.target.sql<{ snapshot: string }[]>`select snapshot from spillway.auth_stage where id`;
-  if (staged) return staged.snapshot;
+  const names = input.tables.map((t) => t.name);
+  const [row] = await input.target.sql<{ snapshot: string; tables: string[]; version: string | null }[]>`
+    select snapshot, tables, settings_version::text as version from spillway.auth_stage where id`;
+  const staged = row && { ...row, settingsVersion: row.version === null ? null : Number(row.version) };
+  if (staged && authStageHolds(staged, names, input.settingsVersion)) return staged.snapshot;
   const load = async (dst: TransactionSql, move: (t: Table, stage: Table) => Promise<unknown>, snapshot: () => Promise<string>) => {
     await canonical(dst);
+    await discardAuthStage(dst);
     const snap = await snapshot();
     for (const t of input.tables) {
       const stage = { ...t, qualified: stageName(t) };
@@ -37,8 +66,7 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
       await dst.unsafe(`alter table ${stage.qualified} enable row level security`);
       await move(t, stage);
     }
-    await dst`truncate spillway.auth_stage_changes`;
-    await dst`insert into spillway.auth_stage (id, snapshot, tables) values (true, ${snap}, ${input.tables.map((t) => t.name)})`;
+    await dst`insert into spillway.auth_stage (id, snapshot, tables, settings_version) values (true, ${snap}, ${names}, ${input.settingsVersion})`;
     return snap;
   };
   if (input.strategy === "fdw") {

@@ -230,11 +230,23 @@ export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Tab
  */
 export async function settleSessions(tx: Db, plan: AuthPlan): Promise<void> {
   if (!plan.tables) return;
-  await tx`select spillway.settle_auth_sequences(${plan.tables.map((t) => t.name)})`;
+  await settleAuthSequences(tx, plan.tables);
   if (plan.sessions.length === 0) return;
   await tx`set local session_replication_role = replica`;
   await tx.unsafe(LOAD_MARK);
   for (const t of plan.sessions) await tx.unsafe(`delete from ${t.qualified}`);
+}
+
+/**
+ * Moves the sequences of the carried Auth tables (refresh_tokens.id) past every id the
+ * standby's tables hold, in the transaction that wrote their rows: each committed batch of
+ * an incremental backup, and not only its last, may be what a forced switch finds.
+ *
+ * @example
+ * await settleAuthSequences(tx, plan.tables);
+ */
+export async function settleAuthSequences(tx: Db, tables: Table[]): Promise<void> {
+  await tx`select spillway.settle_auth_sequences(${tables.map((t) => t.name)})`;
 }
 
 /**

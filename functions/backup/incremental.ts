@@ -1,15 +1,16 @@
 import type { Run } from "../runs.ts";
 import { changeCounter } from "../status.ts";
 import { applyChanges } from "./apply.ts";
-import { AUTH_CHANGES } from "./auth.ts";
+import { AUTH_CHANGES, settleAuthSequences } from "./auth.ts";
 import { replicaStream } from "./position.ts";
 import { appliedAs, type BackupRun, recordSuccess } from "./run.ts";
 
 /**
  * An incremental backup: the active's changes since the standby's position, applied in
  * batches (`applyChanges`), each batch in one standby transaction with its position and
- * sequences; the run stops at a commit boundary once past its budget and says `more`. Its
- * success is recorded after the last batch.
+ * sequences (Auth's too, so that a switch after a batch finds them past its rows); the run
+ * stops at a commit boundary once past its budget and says `more`. Its success is recorded
+ * after the last batch.
  *
  * @example
  * const run = await incrementalBackup(planned);
@@ -18,6 +19,7 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   const { source, target, settings, auth } = run;
   // The plan builds on a position only when the standby has one.
   const position = run.position!;
+  const carried = auth.tables;
   const [[snap], counter] = await Promise.all([
     source.sql<{ at: Date }[]>`select now() as at`,
     changeCounter(source.sql, settings.schemas),
@@ -34,6 +36,8 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
     ]),
     deadline: run.started + run.budgetMs,
     sequences: settings.schemas,
+    // Auth's rows arrive through its change table: their sequences are settled by name.
+    settle: carried ? (tx) => settleAuthSequences(tx, carried) : undefined,
     onProgress: (rows, bytes) => run.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
   const done = await target.sql.begin("read write", (tx) =>

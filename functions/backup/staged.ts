@@ -139,7 +139,9 @@ async function continueStaging(run: BackupRun, staging: Staging): Promise<boolea
     bytes: staging.tables.reduce((n, t) => n + t.bytes, 0),
   };
   await transfer.prepare(source, target);
-  const authSnapshot = run.auth.tables ? await stageAuth({ source, target, tables: run.auth.tables, strategy: transfer.strategy }) : null;
+  const authSnapshot = run.auth.tables
+    ? await stageAuth({ source, target, tables: run.auth.tables, strategy: transfer.strategy, settingsVersion: run.settingsVersion })
+    : null;
 
   let worked = false;
   for (const [i, entry] of staging.tables.entries()) {

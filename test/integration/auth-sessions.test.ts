@@ -243,6 +243,28 @@ describe("authSessions: a full backup staged over several calls", () => {
     await assertAuthSame(pair, "after the staged backup");
     assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 2, tokens: 3, claims: 2 });
   });
+
+  test("authSessions turned off while a full backup is staged: it publishes without the sessions, and the next backup builds on it", async () => {
+    const { pair, t } = env;
+    const ctx = { projects: t.projects, events: t.events };
+    const first = await runBackup(ctx, { mode: "full", verify: false, staged: true, budgetMs: 0 });
+    assert.equal(first.status, "running", "the copy is staged over several calls");
+    assert.equal((await call(t, "PATCH", "/config", { authSessions: false })).status, 200);
+    await passwordSignIn(pair.primary, "ana@example.com", "pw-ana");
+    await signUp(pair.primary, "cat@example.com", "pw-cat");
+    let calls = 1;
+    while ((await runBackup(ctx, { mode: "full", verify: false, staged: true, budgetMs: 0 })).status !== "succeeded")
+      assert.ok(++calls < 20, "the staged backup never published");
+    assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin));
+    assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 0, tokens: 0, claims: 0 });
+    const [left] = await pair.secondary
+      .admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
+    assert.equal(left!.n, 0, "no stage table is left behind");
+    await signUp(pair.primary, "dot@example.com", "pw-dot");
+    assert.equal((await backup(t, "auto")).kind, "incremental");
+    assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin));
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  });
 });
 
 describe("authSessions off (projects with their own JWT secrets)", () => {
