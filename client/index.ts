@@ -1,6 +1,7 @@
 // getActiveClient(): a supabase-js client for whichever project Spillway has made active.
 // Runs in browsers, Node and Deno: it uses fetch and nothing of Node's.
 import { createClient, type Session, type SupabaseClient, type SupabaseClientOptions } from "@supabase/supabase-js";
+import { type AuthStorage, authStorage, forgetSession, sessionAfter } from "./sessions.js";
 
 /** The two projects, by name. */
 export type ProjectName = "primary" | "secondary";
@@ -17,7 +18,9 @@ export interface ActiveClientOptions {
   /**
    * How long a Data API write refused by the fence is held while a switch is under way,
    * in ms (default 10 000). It is sent to the new active project once that is published;
-   * only a switch that outlasts this surfaces the fence error.
+   * only a switch that outlasts this surfaces the fence error. An Auth request (sign-in,
+   * sign-up, refresh, sign-out) answered with a 5xx is held as long, and sent to the new
+   * active if one is published meanwhile; otherwise its answer is returned.
    */
   switchWaitMs?: number;
   fetch?: typeof fetch;
@@ -26,6 +29,8 @@ export interface ActiveClientOptions {
    * that the user stays signed in (default false). Only for deployments where both
    * projects share one JWT secret and Spillway carries sessions (setting `authSessions`,
    * docs/auth.md); elsewhere the new project refuses the session and users sign in again.
+   * The old project's client is then signed out on this device (no request is sent) and
+   * its auto-refresh stopped, so that it does not come back signed in at a failback.
    */
   keepSession?: boolean;
   /** Passed to `createClient` for both projects (each keeps its own auth storage key). */
@@ -65,6 +70,12 @@ interface Resolver {
   pending: Promise<ProjectName> | null;
   /** The session being handed to the new active's client; clients are handed out after it. */
   handover: Promise<void> | null;
+  /** With `keepSession`: each client's auth storage (null: supabase-js's own, unreachable). */
+  storages: Partial<Record<ProjectName, AuthStorage | null>>;
+  /** With `keepSession`: each client's Auth requests not yet answered (and noted). */
+  authInFlight: Record<ProjectName, Set<Promise<unknown>>>;
+  /** Clients whose auto-refresh was stopped when their session was handed on. */
+  refreshStopped: Set<ProjectName>;
 }
 
 const resolvers = new Map<string, Resolver>();
@@ -130,7 +141,17 @@ function resolverFor(options: ActiveClientOptions): Resolver {
   const key = JSON.stringify([options.projects, options.statusUrl ?? null, options.cacheTtlMs, options.timeoutMs, options.switchWaitMs]);
   let r = resolvers.get(key);
   if (!r) {
-    r = { options, clients: {}, sessions: {}, active: null, pending: null, handover: null };
+    r = {
+      options,
+      clients: {},
+      sessions: {},
+      active: null,
+      pending: null,
+      handover: null,
+      storages: {},
+      authInFlight: { primary: new Set(), secondary: new Set() },
+      refreshStopped: new Set(),
+    };
     resolvers.set(key, r);
   }
   r.options = options;
@@ -210,9 +231,10 @@ function clientFor(r: Resolver, name: ProjectName): SupabaseClient {
   if (existing) return existing;
   const p = r.options.projects[name];
   const userOptions = r.options.clientOptions ?? {};
+  const storage = r.options.keepSession ? storageFor(r, name) : null;
   const client = createClient(p.url, p.anonKey, {
     ...userOptions,
-    auth: { ...userOptions.auth, storageKey: `sb-spillway-${name}-auth` },
+    auth: { ...userOptions.auth, storageKey: storageKey(name), ...(storage ? { storage } : {}) },
     global: { ...userOptions.global, fetch: routedFetch(r, name, false) },
   });
   r.clients[name] = client;
@@ -250,46 +272,136 @@ function switched(r: Resolver, event: SwitchEvent): void {
   });
 }
 
+const storageKey = (name: ProjectName) => `sb-spillway-${name}-auth`;
+
+function storageFor(r: Resolver, name: ProjectName): AuthStorage | null {
+  if (r.storages[name] === undefined) r.storages[name] = authStorage(r.options.clientOptions?.auth);
+  return r.storages[name];
+}
+
 // Gives the session signed in on `from`'s client to `to`'s: the new project accepts the
-// access token (same JWT secret) and finds its session and refresh token (carried).
+// access token (same JWT secret) and finds its session and refresh token (carried). Then
+// `from`'s client is signed out on this device alone: kept, it would come back signed in
+// at a failback after the user signed out on `to`, and its auto-refresh would spend
+// refresh tokens `to` has rotated since (GoTrue takes that for a stolen token and ends
+// the session).
 async function handOver(r: Resolver, from: ProjectName | null, to: ProjectName): Promise<"kept" | "lost" | "none"> {
-  const session = from && r.clients[from] ? r.sessions[from] : null;
-  if (!session) return "none";
-  const { error } = await clientFor(r, to).auth.setSession({ access_token: session.access_token, refresh_token: session.refresh_token });
-  return error ? "lost" : "kept";
+  try {
+    // A sign-out (or refresh) the old client sent during the switch is held and then sent
+    // to the new active: its answer says what is left to hand over.
+    if (from) await Promise.allSettled([...r.authInFlight[from]]);
+    const session = from && r.clients[from] ? r.sessions[from] : null;
+    if (!session) {
+      await signOutHere(r, to, false);
+      return "none";
+    }
+    const client = clientFor(r, to);
+    const { error } = await client.auth.setSession({ access_token: session.access_token, refresh_token: session.refresh_token });
+    if (!error && r.refreshStopped.delete(to) && r.options.clientOptions?.auth?.autoRefreshToken !== false)
+      await client.auth.startAutoRefresh();
+    return error ? "lost" : "kept";
+  } finally {
+    if (from) await signOutHere(r, from, true);
+  }
+}
+
+// Drops `name`'s session without a request. With `persistSession: false` supabase-js keeps
+// the session where Spillway cannot reach it: the client is let go instead (its
+// auto-refresh stopped), and the next one made for `name` starts signed out.
+async function signOutHere(r: Resolver, name: ProjectName, stopRefresh: boolean): Promise<void> {
+  const client = r.clients[name];
+  const held = r.sessions[name];
+  r.sessions[name] = null;
+  const storage = storageFor(r, name);
+  if (storage) await forgetSession(storage, r.options.clientOptions?.auth?.userStorage, storageKey(name));
+  if (!client || !(stopRefresh || (!storage && held))) return;
+  await client.auth.stopAutoRefresh();
+  if (storage) r.refreshStopped.add(name);
+  else delete r.clients[name];
 }
 
 /** How often a held write asks again whether the switch has been published. */
 const HOLD_POLL_MS = 150;
 
 // Requests are built for project `origin`; with `follow` each goes to the project active at
-// the time. The fence refuses a write before it runs, so a Data API call refused by it
-// changed nothing and may be sent again: while the switch is under way ("being chosen") it
-// is held, then sent to the project published as active. Other failures are not retried:
-// the call may have taken effect.
+// the time. The fence refuses a write before it runs, so a request refused by it changed
+// nothing and may be sent again: while the switch is under way it is held, then sent to the
+// project published as active. Other failures are not retried: the call may have taken effect.
 function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof fetch {
   const base = r.options.fetch ?? fetch;
   return async (input, init) => {
     const request = new Request(input, init);
     const body = request.method === "GET" || request.method === "HEAD" ? undefined : await request.clone().arrayBuffer();
     const sendTo = (name: ProjectName) => (name === origin ? base(request.clone()) : base(...rewrite(r, request, body, origin, name)));
-    let current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
-    let response = await sendTo(current);
-    if (response.ok || !new URL(request.url).pathname.includes("/rest/v1/")) return response;
-    const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
-    for (;;) {
-      const error = (await response
-        .clone()
-        .json()
-        .catch(() => null)) as { code?: string; message?: string } | null;
-      if (error?.code !== FENCE_CODE) return response;
-      const named = adoptNamed(r, current, error.message ?? "");
-      if (Date.now() >= deadline) return response;
-      if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
-      current = named ?? (await resolveActive(r, true).catch(() => current));
-      response = await sendTo(current);
-    }
+    const path = new URL(request.url).pathname;
+    const exchange = (async () => {
+      const current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
+      const response = await sendTo(current);
+      if (response.ok) return response;
+      if (path.includes("/rest/v1/")) return await holdWrite(r, response, current, sendTo);
+      if (path.includes("/auth/v1/") && response.status >= 500) return await holdAuth(r, response, current, sendTo);
+      return response;
+    })();
+    if (follow || !r.options.keepSession || !path.includes("/auth/v1/")) return await exchange;
+    // The handover waits for these: what the old client holds is known once they are answered.
+    const noted = exchange.then(async (answer) => {
+      const session = await sessionAfter(request, answer);
+      if (session !== undefined) r.sessions[origin] = session;
+      return answer;
+    });
+    const inFlight = r.authInFlight[origin];
+    inFlight.add(noted);
+    const done = () => inFlight.delete(noted);
+    noted.then(done, done);
+    return await noted;
   };
+}
+
+// A Data API call refused by the fence (SQLSTATE SPWFN) is sent again, to the project the
+// fence names or the look-up publishes, until it is no longer refused (or `switchWaitMs`).
+async function holdWrite(
+  r: Resolver,
+  first: Response,
+  refusedBy: ProjectName,
+  sendTo: (name: ProjectName) => Promise<Response>,
+): Promise<Response> {
+  const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
+  let current = refusedBy;
+  let response = first;
+  for (;;) {
+    const error = (await response
+      .clone()
+      .json()
+      .catch(() => null)) as { code?: string; message?: string } | null;
+    if (error?.code !== FENCE_CODE) return response;
+    const named = adoptNamed(r, current, error.message ?? "");
+    if (Date.now() >= deadline) return response;
+    if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
+    current = named ?? (await resolveActive(r, true).catch(() => current));
+    response = await sendTo(current);
+  }
+}
+
+// GoTrue answers an Auth request whose database write the fence refused with a 5xx that
+// does not say why. Such a request changed nothing, so once a newer epoch publishes another
+// project as active it is sent there (sign-in, sign-up, refresh and sign-out are safe to
+// send there). A 5xx from a project nobody switches away from is answered after `switchWaitMs`.
+async function holdAuth(
+  r: Resolver,
+  first: Response,
+  refusedBy: ProjectName,
+  sendTo: (name: ProjectName) => Promise<Response>,
+): Promise<Response> {
+  const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
+  while (Date.now() < deadline) {
+    await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
+    const active = await resolveActive(r, true).catch(() => refusedBy);
+    if (active !== refusedBy) {
+      await first.body?.cancel();
+      return await sendTo(active);
+    }
+  }
+  return first;
 }
 
 // The fence names the new active project once it is published: trust that (a higher epoch

@@ -236,20 +236,22 @@ describe("review: keepSession and a sign-out made while the switch holds writes"
     const onPrimary = await getActiveClient(env.options);
     assert.equal((await onPrimary.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
     assert.equal(await backup(t, "auto"), "full");
-    let signOutError: unknown = "not called";
+    let signingOut = null as ReturnType<typeof onPrimary.auth.signOut> | null;
     await switchOver(
       {
         projects: t.projects,
         events: t.events,
         hooks: {
-          async step(name) {
-            // Ana presses "sign out" while the old active is fenced.
-            if (name === "fenced") signOutError = (await onPrimary.auth.signOut()).error;
+          step(name) {
+            // Ana presses "sign out" while the old active is fenced (the switch, another
+            // process, does not wait for the app).
+            if (name === "fenced") signingOut = onPrimary.auth.signOut();
           },
         },
       },
       { to: "secondary", force: false },
     );
+    const signOutError = signingOut ? (await signingOut).error : "not called";
     const now = await getActiveClient(env.options);
     const session = (await now.auth.getSession()).data.session;
     const live = await pair.secondary.admin`select 1 from auth.sessions where user_id = ${ana}`;

@@ -1,0 +1,160 @@
+// Auth requests during a switch, as the app's clients send them: refused by the fenced old
+// active, they are held and sent to the new one; a 5xx with no switch is answered after
+// switchWaitMs. With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts) and
+// PostgREST (test/support/postgrest.ts), which cannot run here.
+
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
+import { switchOver } from "../../functions/switchover.ts";
+import { type TestApp, testApp } from "../support/app.ts";
+import { APP_SCHEMA, installAuth, signUp } from "../support/gotrue.ts";
+import { startAuthApi } from "../support/gotrue-api.ts";
+import { applyToBoth, startTestPair } from "../support/postgres.ts";
+import { startDataApi } from "../support/postgrest.ts";
+
+const SECRET = "a-jwt-secret-both-projects-share-0123456789";
+const SWITCH_WAIT_MS = 1_500;
+
+type Name = "primary" | "secondary";
+
+async function setUp() {
+  const pair = await startTestPair();
+  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
+  await applyToBoth(pair, `${APP_SCHEMA}\ngrant select, insert on public.notes to anon;`);
+  const t = await testApp(pair);
+  const fronts: Array<{ close(): Promise<void> }> = [];
+  const urls = {} as Record<Name, string>;
+  for (const name of ["primary", "secondary"] as const) {
+    const data = await startDataApi(pair.urls[name]);
+    const auth = await startAuthApi(pair[name], { jwtSecret: SECRET, next: data.url });
+    fronts.push(auth, data);
+    urls[name] = auth.url;
+  }
+  // Every Auth request the app's clients send, and where.
+  const sent: string[] = [];
+  const recording: typeof fetch = (input, init) => {
+    const request = new Request(input, init);
+    if (request.url.includes("/auth/v1/")) sent.push(request.url);
+    return fetch(request);
+  };
+  const options = {
+    projects: { primary: { url: urls.primary, anonKey: "anon-primary" }, secondary: { url: urls.secondary, anonKey: "anon-secondary" } },
+    cacheTtlMs: 0,
+    switchWaitMs: SWITCH_WAIT_MS,
+    fetch: recording,
+    clientOptions: { auth: { autoRefreshToken: false } },
+  };
+  const close = async () => {
+    for (const f of fronts) await f.close();
+    await t?.close();
+    await pair?.destroy();
+  };
+  return { pair, t, urls, options, sent, close };
+}
+
+async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+describe("client: a sign-in refused by the fenced old active", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("is held and sent to the new active (createSpillwayClient, without keepSession)", async () => {
+    const { pair, t } = env;
+    const ana = await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "full" })).status, 200);
+    const app = createSpillwayClient(env.options);
+    let signingIn = null as ReturnType<typeof app.auth.signInWithPassword> | null;
+    await switchOver(
+      {
+        projects: t.projects,
+        events: t.events,
+        hooks: {
+          step(name) {
+            if (name === "fenced") signingIn = app.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" });
+          },
+        },
+      },
+      { to: "secondary", force: false },
+    );
+    const signedIn = await signingIn!;
+    assert.equal(signedIn.error, null, "the sign-in succeeded");
+    assert.equal(signedIn.data.user?.id, ana);
+    const sessions = await pair.secondary.admin`select 1 from auth.sessions where user_id = ${ana}`;
+    assert.equal(sessions.length, 1, "the session was made on the new active");
+    assert.ok(
+      env.sent.some((url) => url.startsWith(env.urls.secondary)),
+      "the request went to the new active",
+    );
+  });
+});
+
+describe("client: an Auth 5xx while no switch is under way", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("is answered after switchWaitMs and sent nowhere else", async () => {
+    const { pair } = env;
+    await signUp(pair.primary, "ana@example.com", "pw-ana");
+    // The active's database refuses new sessions (a failure of the project, not the fence).
+    await pair.primary.admin.unsafe(`
+      create function public.refuse_sessions() returns trigger language plpgsql as $$
+      begin raise exception 'disk full'; end $$;
+      create trigger refuse_sessions before insert on auth.sessions for each row execute function public.refuse_sessions();`);
+    const app = await getActiveClient(env.options);
+    env.sent.length = 0;
+    const started = Date.now();
+    const { error } = await app.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" });
+    const waited = Date.now() - started;
+    assert.equal(error?.status, 500, "the project's own answer");
+    assert.ok(waited >= SWITCH_WAIT_MS, `held while a switch could be under way (${waited} ms)`);
+    assert.ok(waited < SWITCH_WAIT_MS + 3_000, `not held longer (${waited} ms)`);
+    assert.deepEqual(
+      env.sent.map((url) => url.startsWith(env.urls.primary)),
+      [true],
+      "sent once, to the active",
+    );
+  });
+});
+
+describe("client: keepSession with persistSession false, after a sign-out on the new active and a failback", () => {
+  let env: Awaited<ReturnType<typeof setUp>>;
+  before(async () => {
+    env = await setUp();
+  });
+  after(async () => {
+    await env?.close();
+  });
+
+  test("the old project's client does not come back signed in", async () => {
+    const { pair, t } = env;
+    const options = { ...env.options, keepSession: true, clientOptions: { auth: { autoRefreshToken: false, persistSession: false } } };
+    const ana = await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
+    const onPrimary = await getActiveClient(options);
+    assert.equal((await onPrimary.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+    const onSecondary = await getActiveClient(options);
+    assert.equal((await onSecondary.auth.getUser()).data.user?.id, ana, "kept across the switch");
+    assert.equal((await onSecondary.auth.signOut()).error, null);
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+
+    assert.equal((await call(t, "POST", "/force-switch", { to: "primary" })).status, 200);
+    const back = await getActiveClient(options);
+    assert.equal((await back.auth.getSession()).data.session, null, "nobody is signed in after the failback");
+  });
+});
