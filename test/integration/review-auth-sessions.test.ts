@@ -7,9 +7,9 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { getActiveClient } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { switchOver } from "../../functions/switchover.ts";
 import { closeProjects, connectProjects } from "../../functions/project.ts";
 import { patchSettings } from "../../functions/settings.ts";
+import { switchOver } from "../../functions/switchover.ts";
 import { type TestApp, testApp } from "../support/app.ts";
 import { APP_SCHEMA, authFingerprint, installAuth, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
 import { startAuthApi } from "../support/gotrue-api.ts";
@@ -115,7 +115,10 @@ describe("review: authSessions turned on while the active could not be reached",
     assert.equal(await backup(t, "full"), "full");
     // PATCH /config while the active (primary) is unreachable: stored on the standby only,
     // under a newer version, which wins for every later run.
-    const oneUp = connectProjects({ primary: "postgres://postgres:x@127.0.0.1:9/postgres", secondary: pair.urls.secondary }, { connectTimeout: 2 });
+    const oneUp = connectProjects(
+      { primary: "postgres://postgres:x@127.0.0.1:9/postgres", secondary: pair.urls.secondary },
+      { connectTimeout: 2 },
+    );
     try {
       await patchSettings(oneUp, { authSessions: true });
     } finally {
@@ -276,7 +279,10 @@ describe("review: a settings change the standby missed (it was unreachable)", ()
     const { pair, t } = env;
     await signUp(pair.primary, "ana@example.com", "pw-ana");
     assert.equal(await backup(t, "full"), "full");
-    const oneUp = connectProjects({ primary: pair.urls.primary, secondary: "postgres://postgres:x@127.0.0.1:9/postgres" }, { connectTimeout: 2 });
+    const oneUp = connectProjects(
+      { primary: pair.urls.primary, secondary: "postgres://postgres:x@127.0.0.1:9/postgres" },
+      { connectTimeout: 2 },
+    );
     try {
       await patchSettings(oneUp, { backupThreshold: 0.8 });
     } finally {

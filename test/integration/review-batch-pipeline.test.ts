@@ -73,7 +73,8 @@ describe("review: pipelined apply", () => {
     const ok = await backup("incremental");
     assert.equal(ok.status, 200, JSON.stringify(ok.body).slice(0, 300));
     assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(a));
-    const [identity] = await pair.secondary.admin`select attidentity as kind from pg_attribute where attrelid = 'public.items'::regclass and attname = 'id'`;
+    const [identity] = await pair.secondary
+      .admin`select attidentity as kind from pg_attribute where attrelid = 'public.items'::regclass and attname = 'id'`;
     assert.equal(identity!.kind, "a");
     assert.deepEqual(rejections, []);
     await a`insert into public.items (code, n) values ('still writable', 1)`;
