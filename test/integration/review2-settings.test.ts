@@ -64,3 +64,50 @@ describe("review: auth turned off and on again while the standby could not be re
     );
   });
 });
+
+// PATCH /config while one project cannot be reached: stored on the other only.
+async function patchWithOneDown(pair: TestPair, down: "primary" | "secondary", patch: Record<string, unknown>): Promise<void> {
+  const urls = { ...pair.urls, [down]: "postgres://postgres:x@127.0.0.1:9/postgres" };
+  const oneUp = connectProjects(urls, { connectTimeout: 2 });
+  try {
+    await patchSettings(oneUp, patch);
+  } finally {
+    await closeProjects(oneUp, 1);
+  }
+}
+
+describe("review: two settings changes, each made while the other project could not be reached", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  before(async () => {
+    pair = await startTestPair();
+    await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
+    t = await testApp(pair);
+  });
+  after(async () => {
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  test("the user who signed up on the active reaches the standby", async () => {
+    await signUp(pair.primary, "ana@example.com", "pw-ana");
+    assert.equal(await backup(t, "full"), "full");
+    const switched = await call(t, "POST", "/force-switch", { to: "secondary" });
+    assert.equal(switched.status, 200, JSON.stringify(switched.body));
+    // The active (secondary) alone takes `auth: false`, as version 2: it stops capturing Auth.
+    await patchWithOneDown(pair, "primary", { auth: false });
+    await signUp(pair.secondary, "bob@example.com", "pw-bob");
+    // The standby (primary) alone takes another change, also as version 2, with `auth: true`.
+    await patchWithOneDown(pair, "secondary", { backupThreshold: 0.8 });
+    const versions = [
+      await pair.primary.admin`select version, data->>'auth' as auth from spillway.settings`,
+      await pair.secondary.admin`select version, data->>'auth' as auth from spillway.settings`,
+    ];
+    const kind = await backup(t, "auto");
+    assert.deepEqual(
+      await authFingerprint(pair.primary.admin),
+      await authFingerprint(pair.secondary.admin),
+      `the standby's Auth tables equal the active's (the backup was ${kind}; settings ${JSON.stringify(versions)})`,
+    );
+  });
+});
