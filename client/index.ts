@@ -19,7 +19,7 @@ export interface ActiveClientOptions {
    * How long a Data API write refused by the fence is held while a switch is under way,
    * in ms (default 10 000). It is sent to the new active project once that is published;
    * only a switch that outlasts this surfaces the fence error. An Auth request (sign-in,
-   * sign-up, refresh, sign-out) answered with a 5xx is held as long, and sent to the new
+   * sign-up, refresh, sign-out) answered with a 500 is held as long, and sent to the new
    * active if one is published meanwhile; otherwise its answer is returned.
    */
   switchWaitMs?: number;
@@ -259,8 +259,21 @@ function switched(r: Resolver, event: SwitchEvent): void {
   // clients back; the session is then lost, as without the option.
   const limit = r.options.timeoutMs ?? 5_000;
   let timer: ReturnType<typeof setTimeout> | undefined;
+  // A handover past its time is given up: it must not sign the new client in (or out)
+  // later, over what the user did there meanwhile.
+  const given = { up: false };
   const handover = (r.handover ?? Promise.resolve())
-    .then(() => Promise.race([handOver(r, event.from, event.to), new Promise<"lost">((done) => (timer = setTimeout(done, limit, "lost")))]))
+    .then(() =>
+      Promise.race([
+        handOver(r, event.from, event.to, given),
+        new Promise<"lost">((done) => {
+          timer = setTimeout(() => {
+            given.up = true;
+            done("lost");
+          }, limit);
+        }),
+      ]),
+    )
     .catch(() => "lost" as const)
     .finally(() => clearTimeout(timer))
     .then((session) => {
@@ -285,11 +298,12 @@ function storageFor(r: Resolver, name: ProjectName): AuthStorage | null {
 // at a failback after the user signed out on `to`, and its auto-refresh would spend
 // refresh tokens `to` has rotated since (GoTrue takes that for a stolen token and ends
 // the session).
-async function handOver(r: Resolver, from: ProjectName | null, to: ProjectName): Promise<"kept" | "lost" | "none"> {
+async function handOver(r: Resolver, from: ProjectName | null, to: ProjectName, given: { up: boolean }): Promise<"kept" | "lost" | "none"> {
   try {
     // A sign-out (or refresh) the old client sent during the switch is held and then sent
     // to the new active: its answer says what is left to hand over.
     if (from) await Promise.allSettled([...r.authInFlight[from]]);
+    if (given.up) return "lost";
     const session = from && r.clients[from] ? r.sessions[from] : null;
     if (!session) {
       await signOutHere(r, to, false);
@@ -339,7 +353,9 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
       const response = await sendTo(current);
       if (response.ok) return response;
       if (path.includes("/rest/v1/")) return await holdWrite(r, response, current, sendTo);
-      if (path.includes("/auth/v1/") && response.status >= 500) return await holdAuth(r, response, current, sendTo);
+      // GoTrue answers a database error (the fence's among them) with 500; a gateway's 502 or
+      // 504 may come after the request took effect, and is never resent.
+      if (path.includes("/auth/v1/") && response.status === 500) return await holdAuth(r, response, current, sendTo);
       return response;
     })();
     if (follow || !r.options.keepSession || !path.includes("/auth/v1/")) return await exchange;
@@ -382,10 +398,10 @@ async function holdWrite(
   }
 }
 
-// GoTrue answers an Auth request whose database write the fence refused with a 5xx that
+// GoTrue answers an Auth request whose database write the fence refused with a 500 that
 // does not say why. Such a request changed nothing, so once a newer epoch publishes another
 // project as active it is sent there (sign-in, sign-up, refresh and sign-out are safe to
-// send there). A 5xx from a project nobody switches away from is answered after `switchWaitMs`.
+// send there). A 500 from a project nobody switches away from is answered after `switchWaitMs`.
 async function holdAuth(
   r: Resolver,
   first: Response,

@@ -168,7 +168,7 @@ export async function readSettings(projects: Projects): Promise<StoredSettings> 
 /** Each project's stored settings (null: unreachable or not installed) and the winner. */
 interface BothSettings {
   winner: StoredSettings;
-  stored: Record<ProjectName, StoredSettings | null>;
+  stored: Record<ProjectName, (StoredSettings & { valid: boolean; text: string }) | null>;
 }
 
 async function readBoth(projects: Projects): Promise<BothSettings> {
@@ -188,10 +188,15 @@ async function readBoth(projects: Projects): Promise<BothSettings> {
     if (!o.value) continue;
     // Stored settings are trusted but may predate a newer field: defaults fill the gaps.
     const merged = settingsSchema.safeParse({ ...DEFAULT_SETTINGS, ...(o.value.data as object) });
-    stored[name] = { settings: merged.success ? merged.data : DEFAULT_SETTINGS, version: Number(o.value.version) };
+    stored[name] = {
+      settings: merged.success ? merged.data : DEFAULT_SETTINGS,
+      version: Number(o.value.version),
+      valid: merged.success,
+      text: JSON.stringify(merged.success ? merged.data : o.value.data),
+    };
     if (!best || best.version < stored[name].version) best = stored[name];
   }
-  if (best) return { winner: best, stored };
+  if (best) return { winner: { settings: best.settings, version: best.version }, stored };
   if (firstError) throw firstError;
   throw new SpillwayError("NOT_INSTALLED", 503, "neither project holds Spillway's settings");
 }
@@ -209,8 +214,13 @@ async function readBoth(projects: Projects): Promise<BothSettings> {
  */
 export async function convergeSettings(projects: Projects, events?: EventLog): Promise<StoredSettings & { repaired: ProjectName[] }> {
   const { winner, stored } = await readBoth(projects);
-  const behind = PROJECT_NAMES.filter((name) => stored[name] !== null && stored[name].version < winner.version);
-  if (behind.length === 0) return { ...winner, repaired: [] };
+  const best = PROJECT_NAMES.map((name) => stored[name]).find((s) => s !== null && s.version === winner.version)!;
+  // Behind: an older version, or the same version with other settings (two patches at once).
+  const behind = PROJECT_NAMES.filter(
+    (name) => stored[name] !== null && stored[name] !== best && (stored[name].version < winner.version || stored[name].text !== best.text),
+  );
+  // Stored settings that do not validate are read as the defaults: never copied over a project's own.
+  if (behind.length === 0 || !best.valid) return { ...winner, repaired: [] };
   const authDiffers = behind.some((name) => {
     const old = stored[name]!.settings;
     return old.auth !== winner.settings.auth || old.authSessions !== winner.settings.authSessions;
@@ -218,14 +228,18 @@ export async function convergeSettings(projects: Projects, events?: EventLog): P
   const repaired: ProjectName[] = [];
   for (const name of PROJECT_NAMES) {
     if (!behind.includes(name) && !(authDiffers && stored[name] !== null)) continue;
-    await projects[name].sql.begin("read write", async (tx) => {
-      // Only over an older version: a patch that landed meanwhile stays.
-      const moved = await tx`
-        update spillway.settings set data = ${tx.json(winner.settings as never)}, version = ${winner.version}, updated_at = now()
-        where id and version < ${winner.version}`;
-      if (moved.count > 0) repaired.push(name);
-      if (authDiffers) await tx`delete from spillway.auth_copy where id`;
-    });
+    // A project that cannot take the write now (unreachable, out of disk) is repaired at the
+    // next tick; what it carries of Auth is caught by the Auth copy record's generation.
+    await projects[name].sql
+      .begin("read write", async (tx) => {
+        // Only over an older version, or the same one: a patch that landed meanwhile stays.
+        const moved = await tx`
+          update spillway.settings set data = ${tx.json(winner.settings as never)}, version = ${winner.version}, updated_at = now()
+          where id and version <= ${winner.version} and data is distinct from ${tx.json(winner.settings as never)}`;
+        if (moved.count > 0) repaired.push(name);
+        if (authDiffers) await tx`delete from spillway.auth_copy where id`;
+      })
+      .catch(() => undefined);
   }
   if (repaired.length > 0) {
     await events?.record(

@@ -219,7 +219,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   // Under the settings the switch read, as a run's record: `auth` turned off and on since
   // leaves sign-ups on the new active that nothing captured.
   await planAuth(target, source, settings)
-    .then((auth) => source.sql.begin("read write", (tx) => recordAuthCopy(tx, to, auth.tables, settingsVersion)))
+    .then((auth) => source.sql.begin("read write", (tx) => recordAuthCopy(tx, to, auth.tables, settingsVersion, auth.generation)))
     .catch(() => undefined);
   // The old active feeds no backups any more: its slots would only hold WAL.
   await dropOtherSlots(source, from, to, null).catch(() => undefined);

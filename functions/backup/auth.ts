@@ -78,6 +78,11 @@ export interface AuthPlan {
   /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
   changes: Table;
   stageChanges: Table;
+  /**
+   * The active's `auth_generation`: what its capture followed, moved on by every change of
+   * its own `auth`/`authSessions` (null when nothing is carried).
+   */
+  generation: number | null;
 }
 
 /** The settings that say what of Auth is carried. */
@@ -103,15 +108,20 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
     diffs: [],
     changes: changeTable("auth_changes", "a"),
     stageChanges: changeTable("auth_stage_changes", ""),
+    generation: null,
   };
   if (!settings.auth || !(await hasUsers(source.sql))) return plan;
-  const [active, standby] = await Promise.all([readCatalog(source.sql, ["auth"]), readCatalog(target.sql, ["auth"])]);
+  const [active, standby, [generation]] = await Promise.all([
+    readCatalog(source.sql, ["auth"]),
+    readCatalog(target.sql, ["auth"]),
+    source.sql<{ n: string }[]>`select auth_generation::text as n from spillway.settings where id`,
+  ]);
   const a = carried(active, settings.authSessions);
   const diffs = schemaDiff(a, carried(standby, settings.authSessions));
   for (const t of a.tables)
     if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
   const sessions = settings.authSessions ? [] : SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
-  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs };
+  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs, generation: Number(generation?.n ?? 0) };
 }
 
 /**
@@ -209,14 +219,22 @@ export async function copyAuth(src: Db, dst: TransactionSql, tables: Table[], fo
 
 /**
  * Whether the standby's Auth tables are a copy of `source`'s carried tables that
- * incremental backups can build on.
+ * incremental backups can build on: made from the same tables while the active's capture
+ * followed what it follows now (its `generation`, see `AuthPlan`).
  *
  * @example
- * if (!(await authCopyBuildsOn(target.sql, "primary", plan.tables))) kind = "full";
+ * if (!(await authCopyBuildsOn(target.sql, "primary", plan.tables, plan.generation))) kind = "full";
  */
-export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Table[]): Promise<boolean> {
-  const [row] = await sql<{ source: string; tables: string[] }[]>`select source, tables from spillway.auth_copy where id`;
-  return row?.source === source && JSON.stringify([...row.tables].sort()) === JSON.stringify(tables.map((t) => t.name).sort());
+export async function authCopyBuildsOn(sql: Db, source: ProjectName, tables: Table[], generation: number | null): Promise<boolean> {
+  const [row] = await sql<
+    { source: string; tables: string[]; generation: string | null }[]
+  >`select source, tables, source_generation::text as generation from spillway.auth_copy where id`;
+  return (
+    row?.source === source &&
+    row.generation !== null &&
+    Number(row.generation) === generation &&
+    JSON.stringify([...row.tables].sort()) === JSON.stringify(tables.map((t) => t.name).sort())
+  );
 }
 
 /**
@@ -255,16 +273,22 @@ export async function settleAuthSequences(tx: Db, tables: Table[]): Promise<void
  * full one).
  *
  * @example
- * await recordAuthCopy(tx, "primary", plan.tables);
+ * await recordAuthCopy(tx, "primary", plan.tables, settingsVersion, plan.generation);
  */
-export async function recordAuthCopy(tx: Db, source: ProjectName | null, tables: Table[] | null, settingsVersion?: number): Promise<void> {
+export async function recordAuthCopy(
+  tx: Db,
+  source: ProjectName | null,
+  tables: Table[] | null,
+  settingsVersion: number | undefined,
+  generation: number | null,
+): Promise<void> {
   await tx`delete from spillway.auth_copy where id`;
   if (source === null || tables === null) return;
   // Only while the settings are those the run read: the `auth` setting switched off and on
   // during the run would leave changes that neither side captured.
   await tx`
-    insert into spillway.auth_copy (id, source, tables)
-    select true, ${source}, ${tables.map((t) => t.name)}
+    insert into spillway.auth_copy (id, source, tables, source_generation)
+    select true, ${source}, ${tables.map((t) => t.name)}, ${generation}::int8
     where ${settingsVersion ?? null}::int8 is null
        or exists (select 1 from spillway.settings s where s.id and s.version = ${settingsVersion ?? null}::int8)`;
 }

@@ -121,7 +121,7 @@ export async function planWithFacts(
       case "unpublished":
         return { unpublished: await unpublished(source.sql, PUBLICATION, read.sourceCatalog.tables) };
       case "authCopy":
-        return { authCopy: await authCopyBuildsOn(target.sql, source.name, read.auth.tables!) };
+        return { authCopy: await authCopyBuildsOn(target.sql, source.name, read.auth.tables!, read.auth.generation) };
       case "authRecaptured":
         // Read only by a run that would build on Auth's copy; the trigger is put back as it is found missing.
         return { authRecaptured: await ensureAuthCapture(source, read.auth.tables!) };

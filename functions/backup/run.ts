@@ -70,7 +70,7 @@ export function appliedAs(run: BackupRun, table: Table): Table {
  * await recordSuccess(dst, run, { tables: 3, rows: 120, bytes: 8192, snapshotAt, details: { slot } });
  */
 export async function recordSuccess(tx: Db, run: BackupRun, figures: RunFigures): Promise<Run> {
-  await recordAuthCopy(tx, run.auth.tables ? run.source.name : null, run.auth.tables, run.settingsVersion);
+  await recordAuthCopy(tx, run.auth.tables ? run.source.name : null, run.auth.tables, run.settingsVersion, run.auth.generation);
   await settleSessions(tx, run.auth);
   return await finishRun(tx, run.id, figures);
 }
