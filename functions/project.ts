@@ -49,6 +49,11 @@ export function connectProject(name: ProjectName, url: string, options: ConnectO
     max_lifetime: 60 * 30,
     // Prepared statements do not survive Supabase's transaction pooler.
     prepare: false,
+    // postgres.js waits before each new connection after failed ones, up to 20 s once a
+    // few have failed: a project that is down would make every tick wait that long, and
+    // one that is back would stay unused as long. A short, capped pause answers 503 at
+    // once while it is down and reconnects as soon as it is up.
+    backoff: (retries: number) => Math.min(retries, 5) * 0.1,
     onnotice: () => {},
     connection: { application_name: "spillway" },
   });
