@@ -60,10 +60,14 @@ export async function readFacts(
     readCatalog(target.sql, settings.schemas),
   ]);
   // The lease checked again where this run writes: a holder whose lease lapsed stops here.
+  // One query at a time on each project: a second connection opened for a query run
+  // alongside costs more than the query (a login, and a new backend's cold catalog caches).
   const [identities, position] = await Promise.all([
     readIdentities(source.sql, sourceCatalog.tables),
-    readPosition(target.sql),
-    requireLease(target.sql, holder),
+    readPosition(target.sql).then(async (position) => {
+      await requireLease(target.sql, holder);
+      return position;
+    }),
   ]);
   // After the catalogs, on the connections they leave idle.
   const auth = await planAuth(source, target, settings);

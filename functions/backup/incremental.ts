@@ -20,10 +20,9 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   // The plan builds on a position only when the standby has one.
   const position = run.position!;
   const carried = auth.tables;
-  const [[snap], counter] = await Promise.all([
-    source.sql<{ at: Date }[]>`select now() as at`,
-    changeCounter(source.sql, settings.schemas),
-  ]);
+  // One after the other: on one connection of the active's, not two.
+  const [snap] = await source.sql<{ at: Date }[]>`select now() as at`;
+  const counter = await changeCounter(source.sql, settings.schemas);
   // The apply alone, without the run's checks around it: how fast the standby follows the active.
   const applyStarted = Date.now();
   const result = await applyChanges({
