@@ -8,12 +8,11 @@ import { after, before, describe, test } from "node:test";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { createSpillwayClient, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { type TestApp, testApp } from "../support/app.ts";
+import type { TestApp } from "../support/app.ts";
+import { startAuthApp } from "../support/auth-app.ts";
 import { fingerprint } from "../support/compare.ts";
-import { APP_SCHEMA, authFingerprint, installAuth, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
-import { startAuthApi } from "../support/gotrue-api.ts";
-import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-import { startDataApi } from "../support/postgrest.ts";
+import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
+import type { TestPair } from "../support/postgres.ts";
 
 const ALL_AUTH = ["users", "identities", "mfa_factors", "sessions", "refresh_tokens", "mfa_amr_claims"];
 const SESSION_TABLES = ["sessions", "refresh_tokens", "mfa_amr_claims"];
@@ -23,28 +22,12 @@ const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
 type Name = "primary" | "secondary";
 
 async function setUp(secrets: Record<Name, string>) {
-  const pair = await startTestPair();
-  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
-  await applyToBoth(pair, `${APP_SCHEMA}\ngrant select, insert on public.notes to anon;`);
-  const t = await testApp(pair);
-  const fronts: Array<{ close(): Promise<void> }> = [];
-  const urls = {} as Record<Name, string>;
-  for (const name of ["primary", "secondary"] as const) {
-    const data = await startDataApi(pair.urls[name]);
-    const auth = await startAuthApi(pair[name], { jwtSecret: secrets[name], next: data.url });
-    fronts.push(auth, data);
-    urls[name] = auth.url;
-  }
+  const { pair, t, urls, close } = await startAuthApp(secrets);
   const options = {
     projects: { primary: { url: urls.primary, anonKey: ANON.primary }, secondary: { url: urls.secondary, anonKey: ANON.secondary } },
     cacheTtlMs: 0,
     keepSession: true,
     clientOptions: { auth: { autoRefreshToken: false } },
-  };
-  const close = async () => {
-    for (const f of fronts) await f.close();
-    await t?.close();
-    await pair?.destroy();
   };
   return { pair, t, options, close };
 }

@@ -7,30 +7,15 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import { type TestApp, testApp } from "../support/app.ts";
-import { APP_SCHEMA, installAuth, signUp } from "../support/gotrue.ts";
-import { startAuthApi } from "../support/gotrue-api.ts";
-import { applyToBoth, startTestPair } from "../support/postgres.ts";
-import { startDataApi } from "../support/postgrest.ts";
+import type { TestApp } from "../support/app.ts";
+import { startAuthApp } from "../support/auth-app.ts";
+import { signUp } from "../support/gotrue.ts";
 
 const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 const SWITCH_WAIT_MS = 1_500;
 
-type Name = "primary" | "secondary";
-
 async function setUp() {
-  const pair = await startTestPair();
-  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
-  await applyToBoth(pair, `${APP_SCHEMA}\ngrant select, insert on public.notes to anon;`);
-  const t = await testApp(pair);
-  const fronts: Array<{ close(): Promise<void> }> = [];
-  const urls = {} as Record<Name, string>;
-  for (const name of ["primary", "secondary"] as const) {
-    const data = await startDataApi(pair.urls[name]);
-    const auth = await startAuthApi(pair[name], { jwtSecret: SECRET, next: data.url });
-    fronts.push(auth, data);
-    urls[name] = auth.url;
-  }
+  const { pair, t, urls, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
   // Every Auth request the app's clients send, and where.
   const sent: string[] = [];
   const recording: typeof fetch = (input, init) => {
@@ -44,11 +29,6 @@ async function setUp() {
     switchWaitMs: SWITCH_WAIT_MS,
     fetch: recording,
     clientOptions: { auth: { autoRefreshToken: false } },
-  };
-  const close = async () => {
-    for (const f of fronts) await f.close();
-    await t?.close();
-    await pair?.destroy();
   };
   return { pair, t, urls, options, sent, close };
 }

@@ -10,30 +10,16 @@ import { runBackup } from "../../functions/backup.ts";
 import { closeProjects, connectProjects } from "../../functions/project.ts";
 import { patchSettings } from "../../functions/settings.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import { type TestApp, testApp } from "../support/app.ts";
-import { APP_SCHEMA, authFingerprint, installAuth, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
-import { startAuthApi } from "../support/gotrue-api.ts";
-import { applyToBoth, startTestPair } from "../support/postgres.ts";
-import { startDataApi } from "../support/postgrest.ts";
+import type { TestApp } from "../support/app.ts";
+import { startAuthApp } from "../support/auth-app.ts";
+import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
+import { applyToBoth } from "../support/postgres.ts";
 
 const ALL_AUTH = ["users", "identities", "mfa_factors", "sessions", "refresh_tokens", "mfa_amr_claims"];
 const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 
-type Name = "primary" | "secondary";
-
 async function setUp() {
-  const pair = await startTestPair();
-  await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
-  await applyToBoth(pair, `${APP_SCHEMA}\ngrant select, insert on public.notes to anon;`);
-  const t = await testApp(pair);
-  const fronts: Array<{ close(): Promise<void> }> = [];
-  const urls = {} as Record<Name, string>;
-  for (const name of ["primary", "secondary"] as const) {
-    const data = await startDataApi(pair.urls[name]);
-    const auth = await startAuthApi(pair[name], { jwtSecret: SECRET, next: data.url });
-    fronts.push(auth, data);
-    urls[name] = auth.url;
-  }
+  const { pair, t, urls, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
   // Every request the app's clients send, with the token it carries.
   const sent: Array<{ url: string; authorization: string | null }> = [];
   const recording: typeof fetch = (input, init) => {
@@ -47,11 +33,6 @@ async function setUp() {
     keepSession: true,
     fetch: recording,
     clientOptions: { auth: { autoRefreshToken: false } },
-  };
-  const close = async () => {
-    for (const f of fronts) await f.close();
-    await t?.close();
-    await pair?.destroy();
   };
   return { pair, t, options, sent, close };
 }
