@@ -121,7 +121,22 @@ describe("faults, against a real server process", () => {
     const [size] = await pair.primary.admin`select pg_database_size('postgres')::int8 as b`;
     await call(base, "PATCH", "/config", { quotaBytes: { primary: Math.floor(Number(size!.b) / 0.87), secondary: 1073741824 } });
     const before = Number((await pair.secondary.admin`select count(*)::int as n from spillway.runs`)[0]!.n);
-    const results = await Promise.all(Array.from({ length: 6 }, (_, i) => call(i % 2 ? other : base, "POST", "/tick")));
+    // The tick that takes the lease waits, before recording its run, until the other five
+    // have answered: they all meet it held, however fast a backup has become.
+    const lock = await pair.secondary.admin.reserve();
+    await lock`begin`;
+    await lock`lock table spillway.runs in share mode`;
+    const pending = Array.from({ length: 6 }, (_, i) => call(i % 2 ? other : base, "POST", "/tick"));
+    let answered = 0;
+    // Should two ticks ever hold the lease at once, both would wait here: let them go after a
+    // while, and the count below tells.
+    await new Promise<void>((resolve) => {
+      for (const p of pending) void p.then(() => ++answered === 5 && resolve());
+      setTimeout(resolve, 30_000).unref();
+    });
+    await lock`commit`;
+    lock.release();
+    const results = await Promise.all(pending);
     for (const r of results) assert.equal(r.status, 200);
     const actions = results.map((r) => r.body.action);
     assert.equal(actions.filter((a) => a === "backup").length, 1, actions.join(","));
