@@ -3,7 +3,7 @@ import { createHmac } from "node:crypto";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
-import { type TestApp, testApp } from "../support/app.ts";
+import { call, testApp } from "../support/app.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { ITEMS_SCHEMA } from "../support/writers.ts";
 
@@ -49,11 +49,6 @@ before(async () => {
 after(async () => {
   await pair?.destroy();
 });
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
-}
 
 async function waitFor(check: () => boolean, what: string, ms = 10_000): Promise<void> {
   const until = Date.now() + ms;

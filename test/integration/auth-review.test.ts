@@ -6,15 +6,10 @@ import { after, before, describe, test } from "node:test";
 import { runBackup } from "../../functions/backup.ts";
 import { patchSettings } from "../../functions/settings.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import { type TestApp, testApp } from "../support/app.ts";
+import { call, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, installAuth, signUp } from "../support/gotrue.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
-}
 
 // GoTrue's own migration that recreates a table (rename, create, copy, drop), run on both projects.
 const RECREATE_IDENTITIES = `

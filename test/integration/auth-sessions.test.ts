@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { createSpillwayClient, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import type { TestApp } from "../support/app.ts";
+import { call, type TestApp } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
@@ -30,11 +30,6 @@ async function setUp(secrets: Record<Name, string>) {
     clientOptions: { auth: { autoRefreshToken: false } },
   };
   return { pair, t, options, close };
-}
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
 async function backup(t: TestApp, mode: string): Promise<{ kind: string; reason: string }> {

@@ -5,7 +5,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
 import { runBackup } from "../../functions/backup.ts";
-import { expireLease, type TestApp, testApp } from "../support/app.ts";
+import { call, expireLease, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
@@ -16,11 +16,6 @@ async function setUp(): Promise<{ pair: TestPair; t: TestApp }> {
   await Promise.all([installAuth(pair.primary), installAuth(pair.secondary)]);
   await applyToBoth(pair, APP_SCHEMA);
   return { pair, t: await testApp(pair) };
-}
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
 // The app's writes, on the project it finds active (highest epoch), as `postgres`.

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import type { TestApp } from "../support/app.ts";
+import { call } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { signUp } from "../support/gotrue.ts";
 
@@ -31,11 +31,6 @@ async function setUp() {
     clientOptions: { auth: { autoRefreshToken: false } },
   };
   return { pair, t, urls, options, sent, close };
-}
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
 describe("client: a sign-in refused by the fenced old active", () => {

@@ -7,10 +7,8 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { getActiveClient } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { closeProjects, connectProjects } from "../../functions/project.ts";
-import { patchSettings } from "../../functions/settings.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import type { TestApp } from "../support/app.ts";
+import { call, patchWithOneDown, type TestApp } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
 import { applyToBoth } from "../support/postgres.ts";
@@ -35,11 +33,6 @@ async function setUp() {
     clientOptions: { auth: { autoRefreshToken: false } },
   };
   return { pair, t, options, sent, close };
-}
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
 }
 
 async function backup(t: TestApp, mode: string): Promise<string> {
@@ -96,15 +89,7 @@ describe("review: authSessions turned on while the active could not be reached",
     assert.equal(await backup(t, "full"), "full");
     // PATCH /config while the active (primary) is unreachable: stored on the standby only,
     // under a newer version, which wins for every later run.
-    const oneUp = connectProjects(
-      { primary: "postgres://postgres:x@127.0.0.1:9/postgres", secondary: pair.urls.secondary },
-      { connectTimeout: 2 },
-    );
-    try {
-      await patchSettings(oneUp, { authSessions: true });
-    } finally {
-      await closeProjects(oneUp, 1);
-    }
+    await patchWithOneDown(pair, "primary", { authSessions: true });
     assert.equal((await call(t, "GET", "/config")).body.settings.authSessions, true);
 
     const anas = (await passwordSignIn(pair.primary, "ana@example.com", "pw-ana"))!;
@@ -260,15 +245,7 @@ describe("review: a settings change the standby missed (it was unreachable)", ()
     const { pair, t } = env;
     await signUp(pair.primary, "ana@example.com", "pw-ana");
     assert.equal(await backup(t, "full"), "full");
-    const oneUp = connectProjects(
-      { primary: pair.urls.primary, secondary: "postgres://postgres:x@127.0.0.1:9/postgres" },
-      { connectTimeout: 2 },
-    );
-    try {
-      await patchSettings(oneUp, { backupThreshold: 0.8 });
-    } finally {
-      await closeProjects(oneUp, 1);
-    }
+    await patchWithOneDown(pair, "secondary", { backupThreshold: 0.8 });
     // A change that leaves Auth's copy as it was: nothing asks for a full backup.
     const runs: string[] = [];
     for (const who of ["bob", "cy", "dee"]) {

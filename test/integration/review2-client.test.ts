@@ -7,7 +7,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
-import { type TestApp, testApp } from "../support/app.ts";
+import { call, type TestApp, testApp } from "../support/app.ts";
 import { APP_SCHEMA, installAuth, signUp } from "../support/gotrue.ts";
 import { startAuthApi } from "../support/gotrue-api.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
@@ -18,11 +18,6 @@ const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 // than the handover's limit (the client's timeoutMs).
 const SLOW_ANSWER_MS = 3_000;
 const TIMEOUT_MS = 1_000;
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
-}
 
 describe("review: keepSession, a handover that outlasts timeoutMs", () => {
   let pair: TestPair;

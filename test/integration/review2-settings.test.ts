@@ -5,34 +5,14 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { closeProjects, connectProjects } from "../../functions/project.ts";
-import { patchSettings } from "../../functions/settings.ts";
-import { type TestApp, testApp } from "../support/app.ts";
+import { call, patchWithOneDown, type TestApp, testApp } from "../support/app.ts";
 import { authFingerprint, installAuth, signUp } from "../support/gotrue.ts";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-
-async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
-  return { status: res.status, body: JSON.parse(await res.text()) };
-}
 
 async function backup(t: TestApp, mode: string): Promise<string> {
   const r = await call(t, "POST", "/force-backup", { mode });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   return r.body.run.kind;
-}
-
-// PATCH /config while the standby (secondary) cannot be reached: stored on the active only.
-async function patchWithStandbyDown(pair: TestPair, patch: Record<string, unknown>): Promise<void> {
-  const oneUp = connectProjects(
-    { primary: pair.urls.primary, secondary: "postgres://postgres:x@127.0.0.1:9/postgres" },
-    { connectTimeout: 2 },
-  );
-  try {
-    await patchSettings(oneUp, patch);
-  } finally {
-    await closeProjects(oneUp, 1);
-  }
 }
 
 describe("review: auth turned off and on again while the standby could not be reached", () => {
@@ -51,10 +31,10 @@ describe("review: auth turned off and on again while the standby could not be re
   test("the user who signed up in the off window reaches the standby", async () => {
     await signUp(pair.primary, "ana@example.com", "pw-ana");
     assert.equal(await backup(t, "full"), "full");
-    await patchWithStandbyDown(pair, { auth: false });
+    await patchWithOneDown(pair, "secondary", { auth: false });
     // Not captured: the active's trigger follows its own settings (auth off).
     await signUp(pair.primary, "bob@example.com", "pw-bob");
-    await patchWithStandbyDown(pair, { auth: true });
+    await patchWithOneDown(pair, "secondary", { auth: true });
     await signUp(pair.primary, "cy@example.com", "pw-cy");
     const kind = await backup(t, "auto");
     assert.deepEqual(
@@ -64,17 +44,6 @@ describe("review: auth turned off and on again while the standby could not be re
     );
   });
 });
-
-// PATCH /config while one project cannot be reached: stored on the other only.
-async function patchWithOneDown(pair: TestPair, down: "primary" | "secondary", patch: Record<string, unknown>): Promise<void> {
-  const urls = { ...pair.urls, [down]: "postgres://postgres:x@127.0.0.1:9/postgres" };
-  const oneUp = connectProjects(urls, { connectTimeout: 2 });
-  try {
-    await patchSettings(oneUp, patch);
-  } finally {
-    await closeProjects(oneUp, 1);
-  }
-}
 
 describe("review: two settings changes, each made while the other project could not be reached", () => {
   let pair: TestPair;

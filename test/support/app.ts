@@ -3,7 +3,7 @@ import { type AlertConfig, AlertSender, type DeliveryOptions } from "../../funct
 import { createApp } from "../../functions/app.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
-import type { Runtime } from "../../functions/settings.ts";
+import { patchSettings, type Runtime } from "../../functions/settings.ts";
 import type { TestPair } from "./postgres.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
@@ -85,4 +85,32 @@ export async function testApp(
  */
 export async function expireLease(pair: TestPair): Promise<void> {
   for (const s of [pair.primary, pair.secondary]) await s.admin`update spillway.lease set expires_at = now() - interval '1 second'`;
+}
+
+/**
+ * One call to the app's HTTP API under `/spillway`, as an operator makes it: the status
+ * and the parsed body.
+ *
+ * @example
+ * const { status, body } = await call(t, "POST", "/force-backup", { mode: "full" });
+ */
+export async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+/**
+ * `PATCH /config` as made while `down` could not be reached: the change is stored in the
+ * other project only.
+ *
+ * @example
+ * await patchWithOneDown(pair, "secondary", { auth: false });
+ */
+export async function patchWithOneDown(pair: TestPair, down: "primary" | "secondary", patch: Record<string, unknown>): Promise<void> {
+  const oneUp = connectProjects({ ...pair.urls, [down]: "postgres://postgres:x@127.0.0.1:9/postgres" }, { connectTimeout: 2 });
+  try {
+    await patchSettings(oneUp, patch);
+  } finally {
+    await closeProjects(oneUp, 1);
+  }
 }
