@@ -111,10 +111,13 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
     generation: null,
   };
   if (!settings.auth || !(await hasUsers(source.sql))) return plan;
-  const [active, standby, [generation]] = await Promise.all([
-    readCatalog(source.sql, ["auth"]),
+  // One query at a time on each project (a second connection costs more than the query).
+  const [[active, [generation]], standby] = await Promise.all([
+    readCatalog(source.sql, ["auth"]).then(
+      async (catalog) =>
+        [catalog, await source.sql<{ n: string }[]>`select auth_generation::text as n from spillway.settings where id`] as const,
+    ),
     readCatalog(target.sql, ["auth"]),
-    source.sql<{ n: string }[]>`select auth_generation::text as n from spillway.settings where id`,
   ]);
   const a = carried(active, settings.authSessions);
   const diffs = schemaDiff(a, carried(standby, settings.authSessions));
