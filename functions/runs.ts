@@ -40,6 +40,8 @@ export interface RunDetails {
   slot?: string;
   verified?: boolean;
   perTable?: { table: string; rows: number; bytes: number }[];
+  /** A full copy's connections to the active that rows came through at once (fdw). */
+  lanes?: number;
   /** The commit position in the active's change stream the copy stands at. */
   appliedLsn?: string | null;
   transactions?: number;

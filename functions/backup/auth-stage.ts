@@ -85,7 +85,7 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
           return remote;
         },
       );
-      await dropForeignSchemas(dst, new Map([["auth", local]]));
+      await dropForeignSchemas(dst, [local]);
       return snap;
     });
   }

@@ -10,7 +10,7 @@ import { tableSet, writePosition } from "./position.ts";
 import { type BackupRun, guardOf, recordSuccess } from "./run.ts";
 import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
 import { dropOtherSlots, dropSlot, inSnapshot, newSlotName, prepareCapture } from "./source.ts";
-import type { Channel } from "./transfer.ts";
+import { type Channel, LinksApart } from "./transfer.ts";
 
 /**
  * A one-shot full backup: a new slot on the active first (then nothing falls between it and
@@ -59,56 +59,72 @@ async function load(run: BackupRun, slot: string): Promise<void> {
     const progress: Progress = { phase: "load", table: null, tablesDone: 0, tablesTotal: tables.length, rows: 0, bytes: 0 };
     run.progress.update({ ...progress });
 
-    await target.sql.begin(async (dst) => {
-      const rebuild = await beginLoad(dst, run.targetCatalog, tables);
-      const channel = await run.transfer.open(dst, src, schemas, tables);
-      const perTable: { table: string; rows: number; bytes: number }[] = [];
-      for (const table of tables) {
-        progress.table = `${table.schema}.${table.name}`;
-        run.progress.update({ ...progress });
-        const moved = await channel.move(table, table.qualified, (n) => {
-          progress.bytes += n;
+    // Links that could not be used together are tried again in a new standby transaction
+    // (this one rolled back before anything else is done in it), the last time over one.
+    for (let attempt = 1; ; attempt++) {
+      const loaded = await target.sql
+        .begin(async (dst) => {
+          const channel = await run.transfer.open(dst, src, schemas, tables, { lanes: attempt < LANE_ATTEMPTS ? undefined : 1 });
+          const rebuild = await beginLoad(dst, run.targetCatalog, tables);
+          const perTable: { table: string; rows: number; bytes: number }[] = [];
+          for (const table of tables) {
+            progress.table = `${table.schema}.${table.name}`;
+            run.progress.update({ ...progress });
+            const moved = await channel.move(table, table.qualified, (n) => {
+              progress.bytes += n;
+            });
+            progress.rows += moved.rows;
+            progress.tablesDone += 1;
+            perTable.push({ table: `${table.schema}.${table.name}`, ...moved });
+          }
+          if (run.auth.tables) {
+            const auth = await copyAuth(src, dst, run.auth.tables, channel.foreign);
+            progress.rows += auth.rows;
+            progress.bytes += auth.bytes;
+          }
+
+          progress.phase = "indexes";
+          progress.table = null;
+          run.progress.update({ ...progress });
+          await rebuildAfterLoad(dst, rebuild);
+          // Sequences are not transactional: read after the data, they are at least where the
+          // snapshot's rows need them. Read in the transaction the load already holds: a query on
+          // the pool would wait for a connection this run holds (forever, on a pool of one).
+          await setSequences(dst, (await readCatalog(src, schemas)).sequences);
+          if (run.verify) {
+            progress.phase = "verify";
+            run.progress.update({ ...progress });
+            await verify(channel, dst, tables);
+          }
+          await channel.close();
+
+          progress.phase = "commit";
+          run.progress.update({ ...progress });
+          run.keeper.check();
+          const position = { source: source.name, slot, baseSnapshot: channel.snapshot, appliedLsn: null, tables: tableSet(run.tables) };
+          await writePosition(dst, position, guardOf(run));
+          await recordSuccess(dst, run, {
+            tables: tables.length,
+            rows: progress.rows,
+            bytes: progress.bytes,
+            snapshotAt: snap!.at.toISOString(),
+            details: { changeCounter: counter, perTable, verified: run.verify, slot, lanes: channel.lanes },
+          });
+          return true;
+        })
+        .catch((e) => {
+          if (e instanceof LinksApart) return false;
+          throw e;
         });
-        progress.rows += moved.rows;
-        progress.tablesDone += 1;
-        perTable.push({ table: `${table.schema}.${table.name}`, ...moved });
-      }
-      if (run.auth.tables) {
-        const auth = await copyAuth(src, dst, run.auth.tables, channel.foreign);
-        progress.rows += auth.rows;
-        progress.bytes += auth.bytes;
-      }
-
-      progress.phase = "indexes";
-      progress.table = null;
-      run.progress.update({ ...progress });
-      await rebuildAfterLoad(dst, rebuild);
-      // Sequences are not transactional: read after the data, they are at least where the
-      // snapshot's rows need them. Read in the transaction the load already holds: a query on
-      // the pool would wait for a connection this run holds (forever, on a pool of one).
-      await setSequences(dst, (await readCatalog(src, schemas)).sequences);
-      if (run.verify) {
-        progress.phase = "verify";
-        run.progress.update({ ...progress });
-        await verify(channel, dst, tables);
-      }
-      await channel.close();
-
-      progress.phase = "commit";
-      run.progress.update({ ...progress });
-      run.keeper.check();
-      const position = { source: source.name, slot, baseSnapshot: channel.snapshot, appliedLsn: null, tables: tableSet(run.tables) };
-      await writePosition(dst, position, guardOf(run));
-      await recordSuccess(dst, run, {
-        tables: tables.length,
-        rows: progress.rows,
-        bytes: progress.bytes,
-        snapshotAt: snap!.at.toISOString(),
-        details: { changeCounter: counter, perTable, verified: run.verify, slot },
-      });
-    });
+      if (loaded) return;
+    }
   });
 }
+
+// A load over several links is tried this many times, the last over one: each try costs
+// the links' first round trips, and on a busy active a transaction may complete between
+// their snapshots every time.
+const LANE_ATTEMPTS = 3;
 
 // Both sides' checksums of every table, the active's read in the copy's snapshot; throws
 // 500 `VERIFY_FAILED` naming the tables that differ, which rolls the load back.

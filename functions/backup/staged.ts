@@ -196,7 +196,8 @@ async function stageTable(
     run.target.sql.begin(async (dst) => {
       await canonical(dst);
       await createStage(dst, table, entry.stage);
-      const channel = await run.transfer.open(dst, src, run.settings.schemas, [table]);
+      // One link: a staged table has no second transaction to try again in.
+      const channel = await run.transfer.open(dst, src, run.settings.schemas, [table], { lanes: 1 });
       const moved = await channel.move(table, entry.stage, onBytes);
       await channel.close();
       await keyStage(dst, table, entry.stage);
