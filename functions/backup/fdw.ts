@@ -62,13 +62,12 @@ async function ensureServer(
   login: Record<string, string>,
   exact: boolean,
 ): Promise<Record<string, string>> {
-  const read = async () => {
-    const [row] = await sql<
-      { options: string[] | null }[]
-    >`select srvoptions as options from pg_catalog.pg_foreign_server where srvname = ${name}`;
-    return row ? Object.fromEntries((row.options ?? []).map((o) => [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)])) : null;
-  };
-  const present = await read();
+  const [row] = await sql<
+    { options: string[] | null }[]
+  >`select srvoptions as options from pg_catalog.pg_foreign_server where srvname = ${name}`;
+  const present: Record<string, string> | null = row
+    ? Object.fromEntries((row.options ?? []).map((o) => [o.slice(0, o.indexOf("=")), o.slice(o.indexOf("=") + 1)]))
+    : null;
   // `create … options (k 'v')`, or `alter … options (set k 'v')` for what exists and `add` for what does not.
   const list = (o: Record<string, string>, verb: (k: string) => string = () => "") =>
     Object.entries(o)
@@ -85,7 +84,7 @@ async function ensureServer(
   >`select exists (select 1 from pg_catalog.pg_user_mappings where srvname = ${name} and usename = current_user) as ok`;
   if (!mapping?.ok) await sql.unsafe(`create user mapping for current_user server ${name} options (${list(login)})`);
   else await sql.unsafe(`alter user mapping for current_user server ${name} options (${list(login, () => "set ")})`);
-  return (await read())!;
+  return exact || !present ? options : { ...present, ...options };
 }
 
 function literal(value: string): string {

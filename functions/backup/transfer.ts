@@ -85,9 +85,11 @@ const fdw: Transfer = {
   prepare: (source, target) => ensureFdwLink(target.sql, source.url),
   fromSource: (source, body) => body(source.sql),
   async open(dst, src, schemas, tables, options = {}) {
-    const pages = await tablePages(src, tables);
+    // Sizes matter only to split tables between links.
+    const splits = (options.lanes ?? FDW_LANES.length) > 1 && (await asyncLinks(dst));
+    const pages = splits ? await tablePages(src, tables) : new Map<string, number>();
     const large = tables.filter((t) => (pages.get(t.qualified) ?? 0) >= SPLIT_PAGES);
-    const lanes = (options.lanes ?? FDW_LANES.length) > 1 && large.length > 0 && (await asyncLinks(dst)) ? FDW_LANES.length : 1;
+    const lanes = large.length > 0 ? FDW_LANES.length : 1;
     // The first remote query of each link fixes its snapshot: they name the rows' moment
     // for catching up, and the links are used together only when they see the same rows.
     let snapshot: string;
