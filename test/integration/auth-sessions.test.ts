@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { createSpillwayClient, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { call, type TestApp } from "../support/app.ts";
+import { call, forceBackup } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
@@ -30,12 +30,6 @@ async function setUp(secrets: Record<Name, string>) {
     clientOptions: { auth: { autoRefreshToken: false } },
   };
   return { pair, t, options, close };
-}
-
-async function backup(t: TestApp, mode: string): Promise<{ kind: string; reason: string }> {
-  const r = await call(t, "POST", "/force-backup", { mode });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return { kind: r.body.run.kind, reason: r.body.run.details?.reason ?? "" };
 }
 
 async function sessionCounts(pair: TestPair, name: Name): Promise<Record<string, number>> {
@@ -70,7 +64,7 @@ describe("authSessions: users stay signed in across a switch", () => {
     const { pair, t } = env;
     ana = await signUp(pair.primary, "ana@example.com", "pw-ana", { username: "ana" });
     await signUp(pair.primary, "dan@example.com", "pw-dan", { username: "dan" });
-    assert.equal((await backup(t, "full")).kind, "full");
+    assert.equal((await forceBackup(t, "full")).kind, "full");
     assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 0, tokens: 0, claims: 0 });
 
     const bad = await call(t, "PATCH", "/config", { authSessions: "yes" });
@@ -90,8 +84,8 @@ describe("authSessions: users stay signed in across a switch", () => {
     assert.equal((await drop.auth.signInWithPassword({ email: "dan@example.com", password: "pw-dan" })).error, null);
     assert.deepEqual(await sessionCounts(pair, "primary"), { sessions: 2, tokens: 2, claims: 2 });
 
-    const next = await backup(t, "auto");
-    assert.equal(next.kind, "full", next.reason);
+    const next = await forceBackup(t, "auto");
+    assert.equal(next.kind, "full", next.details?.reason);
     await assertAuthSame(pair, "after the full backup");
     assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 2, tokens: 2, claims: 2 });
   });
@@ -100,7 +94,7 @@ describe("authSessions: users stay signed in across a switch", () => {
     const { pair, t } = env;
     const bob = await signUp(pair.primary, "bob@example.com", "pw-bob", { username: "bob" });
     const bobs = (await passwordSignIn(pair.primary, "bob@example.com", "pw-bob"))!;
-    assert.equal((await backup(t, "incremental")).kind, "incremental");
+    assert.equal((await forceBackup(t, "incremental")).kind, "incremental");
     assert.equal(await pair.secondary.admin`select 1 from auth.sessions where id = ${bobs.sessionId}`.then((r) => r.length), 1);
 
     // Ana's token is refreshed on the active; bob signs out there.
@@ -108,8 +102,8 @@ describe("authSessions: users stay signed in across a switch", () => {
     assert.equal(refreshed.error, null, JSON.stringify(refreshed.error));
     anaToken = refreshed.data.session!.refresh_token;
     await signOut(pair.primary, bobs.sessionId);
-    const inc = await backup(t, "auto");
-    assert.equal(inc.kind, "incremental", inc.reason);
+    const inc = await forceBackup(t, "auto");
+    assert.equal(inc.kind, "incremental", inc.details?.reason);
     await assertAuthSame(pair, "after the incremental backup");
 
     // Carol signs in after the last backup: only the switch's final catch-up carries her session.
@@ -155,7 +149,7 @@ describe("authSessions: users stay signed in across a switch", () => {
 
     // The app keeps writing on the new active, and the next backup makes the projects equal again.
     assert.equal((await now.from("notes").insert({ owner: ana, body: "after the switch" })).error, null);
-    assert.equal((await backup(env.t, "auto")).kind, "incremental");
+    assert.equal((await forceBackup(env.t, "auto")).kind, "incremental");
     await assertAuthSame(pair, "after a backup the other way");
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
     assert.equal((await now.from("notes").insert({ owner: ana, body: "and on" })).error, null);
@@ -164,7 +158,7 @@ describe("authSessions: users stay signed in across a switch", () => {
     assert.equal((await call(env.t, "PATCH", "/config", { strategy: "fdw" })).status, 200);
     try {
       assert.equal((await now.auth.refreshSession()).error, null);
-      assert.equal((await backup(env.t, "full")).kind, "full");
+      assert.equal((await forceBackup(env.t, "full")).kind, "full");
       await assertAuthSame(pair, "after an fdw full backup");
       const verified = await call(env.t, "POST", "/verify");
       assert.equal(verified.body.verify.ok, true, JSON.stringify(verified.body));
@@ -177,8 +171,8 @@ describe("authSessions: users stay signed in across a switch", () => {
   test("turning authSessions off makes the next backup full and empties the standby's sessions again", async () => {
     const { pair, t } = env;
     assert.equal((await call(t, "PATCH", "/config", { authSessions: false })).status, 200);
-    const r = await backup(t, "auto");
-    assert.equal(r.kind, "full", r.reason);
+    const r = await forceBackup(t, "auto");
+    assert.equal(r.kind, "full", r.details?.reason);
     assert.deepEqual(await sessionCounts(pair, "primary"), { sessions: 0, tokens: 0, claims: 0 });
     assert.deepEqual(await authFingerprint(pair.primary.admin), await authFingerprint(pair.secondary.admin));
     // The capture trigger stays on the session tables, but captures nothing of them now.
@@ -239,7 +233,7 @@ describe("authSessions: a full backup staged over several calls", () => {
       .admin`select count(*)::int as n from pg_tables where schemaname = 'spillway' and tablename like 'auth_stage_%' and tablename <> 'auth_stage_changes'`;
     assert.equal(left!.n, 0, "no stage table is left behind");
     await signUp(pair.primary, "dot@example.com", "pw-dot");
-    assert.equal((await backup(t, "auto")).kind, "incremental");
+    assert.equal((await forceBackup(t, "auto")).kind, "incremental");
     assert.deepEqual(await authFingerprint(pair.secondary.admin), await authFingerprint(pair.primary.admin));
     assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   });
@@ -262,9 +256,9 @@ describe("authSessions off (projects with their own JWT secrets)", () => {
       const ana = await signUp(pair.primary, "ana@example.com", "pw-ana");
       const app = await getActiveClient(env.options);
       assert.equal((await app.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
-      assert.equal((await backup(t, "full")).kind, "full");
+      assert.equal((await forceBackup(t, "full")).kind, "full");
       await app.auth.refreshSession();
-      assert.equal((await backup(t, "incremental")).kind, "incremental");
+      assert.equal((await forceBackup(t, "incremental")).kind, "incremental");
       assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 0, tokens: 0, claims: 0 });
       assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
 

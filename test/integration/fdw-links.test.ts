@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
 import { sameCommitted } from "../../functions/backup/fdw.ts";
-import { call, type TestApp, testApp } from "../support/app.ts";
+import { call, forceBackup, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { loadFixture } from "../support/fixture.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
@@ -41,10 +41,9 @@ after(async () => {
 });
 
 async function backup(mode: "full" | "auto", verify = false) {
-  const r = await call(t, "POST", "/force-backup", { mode, verify });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  assert.equal(r.body.run.status, "succeeded");
-  return r.body.run;
+  const run = await forceBackup(t, mode, { verify });
+  assert.equal(run.status, "succeeded");
+  return run;
 }
 
 async function assertEqualProjects() {

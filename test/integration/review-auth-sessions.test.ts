@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import { getActiveClient } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
 import { switchOver } from "../../functions/switchover.ts";
-import { call, patchWithOneDown, type TestApp } from "../support/app.ts";
+import { call, forceBackup, patchWithOneDown } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
 import { applyToBoth } from "../support/postgres.ts";
@@ -33,12 +33,6 @@ async function setUp() {
     clientOptions: { auth: { autoRefreshToken: false } },
   };
   return { pair, t, options, sent, close };
-}
-
-async function backup(t: TestApp, mode: string): Promise<string> {
-  const r = await call(t, "POST", "/force-backup", { mode });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body.run.kind;
 }
 
 describe("review: authSessions turned on while a full backup is staged", () => {
@@ -86,18 +80,18 @@ describe("review: authSessions turned on while the active could not be reached",
   test("a sign-out on the active after the setting changed reaches the standby, and does not come back after a switch", async () => {
     const { pair, t } = env;
     await signUp(pair.primary, "ana@example.com", "pw-ana");
-    assert.equal(await backup(t, "full"), "full");
+    assert.equal((await forceBackup(t, "full")).kind, "full");
     // PATCH /config while the active (primary) is unreachable: stored on the standby only,
     // under a newer version, which wins for every later run.
     await patchWithOneDown(pair, "primary", { authSessions: true });
     assert.equal((await call(t, "GET", "/config")).body.settings.authSessions, true);
 
     const anas = (await passwordSignIn(pair.primary, "ana@example.com", "pw-ana"))!;
-    assert.equal(await backup(t, "auto"), "full");
+    assert.equal((await forceBackup(t, "auto")).kind, "full");
     assert.equal(await pair.secondary.admin`select 1 from auth.sessions where id = ${anas.sessionId}`.then((r) => r.length), 1);
     // Ana signs out on the active; the next backups carry it.
     await signOut(pair.primary, anas.sessionId);
-    assert.equal(await backup(t, "auto"), "incremental");
+    assert.equal((await forceBackup(t, "auto")).kind, "incremental");
     assert.deepEqual(
       await authFingerprint(pair.secondary.admin, ALL_AUTH),
       await authFingerprint(pair.primary.admin, ALL_AUTH),
@@ -124,7 +118,7 @@ describe("review: keepSession after a sign-out on the new active and a failback"
     assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
     const onPrimary = await getActiveClient(env.options);
     assert.equal((await onPrimary.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
-    assert.equal(await backup(t, "auto"), "full");
+    assert.equal((await forceBackup(t, "auto")).kind, "full");
     assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
 
     const onSecondary = await getActiveClient(env.options);
@@ -133,7 +127,7 @@ describe("review: keepSession after a sign-out on the new active and a failback"
     // Ana signs out on the new active; the backup the other way carries it.
     assert.equal((await onSecondary.auth.signOut()).error, null);
     assert.equal((await onSecondary.auth.getSession()).data.session, null);
-    await backup(t, "auto");
+    (await forceBackup(t, "auto")).kind;
     assert.equal(await pair.primary.admin`select 1 from auth.sessions where user_id = ${ana}`.then((r) => r.length), 0);
 
     // Failback.
@@ -162,7 +156,7 @@ describe("review: refresh_tokens ids after an incremental run that failed part-w
     await applyToBoth(pair, "create table public.bulk (id int primary key, code text unique)");
     await signUp(pair.primary, "ana@example.com", "pw-ana");
     assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
-    assert.equal(await backup(t, "auto"), "full");
+    assert.equal((await forceBackup(t, "auto")).kind, "full");
     // Sign-ins on the active, then more changes than one batch holds, then a row the
     // standby already holds under another key (the run fails in its second batch).
     for (let i = 0; i < 5; i++) await passwordSignIn(pair.primary, "ana@example.com", "pw-ana");
@@ -204,7 +198,7 @@ describe("review: keepSession and a sign-out made while the switch holds writes"
     assert.equal((await call(t, "PATCH", "/config", { authSessions: true })).status, 200);
     const onPrimary = await getActiveClient(env.options);
     assert.equal((await onPrimary.auth.signInWithPassword({ email: "ana@example.com", password: "pw-ana" })).error, null);
-    assert.equal(await backup(t, "auto"), "full");
+    assert.equal((await forceBackup(t, "auto")).kind, "full");
     let signingOut = null as ReturnType<typeof onPrimary.auth.signOut> | null;
     await switchOver(
       {
@@ -244,13 +238,13 @@ describe("review: a settings change the standby missed (it was unreachable)", ()
   test("backups stay incremental", async () => {
     const { pair, t } = env;
     await signUp(pair.primary, "ana@example.com", "pw-ana");
-    assert.equal(await backup(t, "full"), "full");
+    assert.equal((await forceBackup(t, "full")).kind, "full");
     await patchWithOneDown(pair, "secondary", { backupThreshold: 0.8 });
     // A change that leaves Auth's copy as it was: nothing asks for a full backup.
     const runs: string[] = [];
     for (const who of ["bob", "cy", "dee"]) {
       await signUp(pair.primary, `${who}@example.com`, `pw-${who}`);
-      runs.push(await backup(t, "auto"));
+      runs.push((await forceBackup(t, "auto")).kind);
     }
     assert.deepEqual(runs, ["incremental", "incremental", "incremental"]);
   });

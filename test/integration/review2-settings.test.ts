@@ -5,15 +5,9 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { call, patchWithOneDown, type TestApp, testApp } from "../support/app.ts";
+import { call, forceBackup, patchWithOneDown, type TestApp, testApp } from "../support/app.ts";
 import { authFingerprint, installAuth, signUp } from "../support/gotrue.ts";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-
-async function backup(t: TestApp, mode: string): Promise<string> {
-  const r = await call(t, "POST", "/force-backup", { mode });
-  assert.equal(r.status, 200, JSON.stringify(r.body));
-  return r.body.run.kind;
-}
 
 describe("review: auth turned off and on again while the standby could not be reached", () => {
   let pair: TestPair;
@@ -30,13 +24,13 @@ describe("review: auth turned off and on again while the standby could not be re
 
   test("the user who signed up in the off window reaches the standby", async () => {
     await signUp(pair.primary, "ana@example.com", "pw-ana");
-    assert.equal(await backup(t, "full"), "full");
+    assert.equal((await forceBackup(t, "full")).kind, "full");
     await patchWithOneDown(pair, "secondary", { auth: false });
     // Not captured: the active's trigger follows its own settings (auth off).
     await signUp(pair.primary, "bob@example.com", "pw-bob");
     await patchWithOneDown(pair, "secondary", { auth: true });
     await signUp(pair.primary, "cy@example.com", "pw-cy");
-    const kind = await backup(t, "auto");
+    const kind = (await forceBackup(t, "auto")).kind;
     assert.deepEqual(
       await authFingerprint(pair.secondary.admin),
       await authFingerprint(pair.primary.admin),
@@ -60,7 +54,7 @@ describe("review: two settings changes, each made while the other project could 
 
   test("the user who signed up on the active reaches the standby", async () => {
     await signUp(pair.primary, "ana@example.com", "pw-ana");
-    assert.equal(await backup(t, "full"), "full");
+    assert.equal((await forceBackup(t, "full")).kind, "full");
     const switched = await call(t, "POST", "/force-switch", { to: "secondary" });
     assert.equal(switched.status, 200, JSON.stringify(switched.body));
     // The active (secondary) alone takes `auth: false`, as version 2: it stops capturing Auth.
@@ -72,7 +66,7 @@ describe("review: two settings changes, each made while the other project could 
       await pair.primary.admin`select version, data->>'auth' as auth from spillway.settings`,
       await pair.secondary.admin`select version, data->>'auth' as auth from spillway.settings`,
     ];
-    const kind = await backup(t, "auto");
+    const kind = (await forceBackup(t, "auto")).kind;
     assert.deepEqual(
       await authFingerprint(pair.primary.admin),
       await authFingerprint(pair.secondary.admin),

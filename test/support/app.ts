@@ -1,3 +1,4 @@
+import assert from "node:assert/strict";
 import { installCrashGuards } from "../../cli/guards.ts";
 import { type AlertConfig, AlertSender, type DeliveryOptions } from "../../functions/alerts.ts";
 import { createApp } from "../../functions/app.ts";
@@ -97,6 +98,19 @@ export async function expireLease(pair: TestPair): Promise<void> {
 export async function call(t: TestApp, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await t.request(`/spillway${path}`, { method, body: body === undefined ? undefined : JSON.stringify(body) });
   return { status: res.status, body: JSON.parse(await res.text()) };
+}
+
+/**
+ * `POST /force-backup` in `mode` (with more of the body in `body`), asserted answered 200;
+ * answers the run.
+ *
+ * @example
+ * assert.equal((await forceBackup(t, "auto")).kind, "incremental");
+ */
+export async function forceBackup(t: TestApp, mode: string, body: Record<string, unknown> = {}): Promise<any> {
+  const r = await call(t, "POST", "/force-backup", { mode, ...body });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  return r.body.run;
 }
 
 /**
