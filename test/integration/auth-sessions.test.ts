@@ -8,7 +8,7 @@ import { after, before, describe, test } from "node:test";
 import type { SupabaseClient } from "@supabase/supabase-js";
 import { createSpillwayClient, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
 import { runBackup } from "../../functions/backup.ts";
-import { call, forceBackup } from "../support/app.ts";
+import { call, forceBackup, stageUntilPublished } from "../support/app.ts";
 import { startAuthApp } from "../support/auth-app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { authFingerprint, passwordSignIn, refreshToken, signOut, signUp } from "../support/gotrue.ts";
@@ -199,18 +199,11 @@ describe("authSessions: a full backup staged over several calls", () => {
     await signUp(pair.primary, "ben@example.com", "pw-ben");
     const anas = (await passwordSignIn(pair.primary, "ana@example.com", "pw-ana"))!;
     const bens = (await passwordSignIn(pair.primary, "ben@example.com", "pw-ben"))!;
-    let calls = 0;
-    for (;;) {
-      const run = await runBackup({ projects: t.projects, events: t.events }, { mode: "full", verify: false, staged: true, budgetMs: 0 });
-      calls += 1;
-      if (run.status === "succeeded") break;
-      assert.ok(calls < 20, "the staged backup never published");
-      if (calls === 1) {
-        await refreshToken(pair.primary, anas.refreshToken);
-        await signOut(pair.primary, bens.sessionId);
-        await passwordSignIn(pair.primary, "ben@example.com", "pw-ben");
-      }
-    }
+    const calls = await stageUntilPublished(t, async () => {
+      await refreshToken(pair.primary, anas.refreshToken);
+      await signOut(pair.primary, bens.sessionId);
+      await passwordSignIn(pair.primary, "ben@example.com", "pw-ben");
+    });
     assert.ok(calls > 1);
     await assertAuthSame(pair, "after the staged backup");
     assert.deepEqual(await sessionCounts(pair, "secondary"), { sessions: 2, tokens: 3, claims: 2 });

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { installCrashGuards } from "../../cli/guards.ts";
 import { type AlertConfig, AlertSender, type DeliveryOptions } from "../../functions/alerts.ts";
 import { createApp } from "../../functions/app.ts";
+import { runBackup } from "../../functions/backup.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import { patchSettings, type Runtime } from "../../functions/settings.ts";
@@ -111,6 +112,24 @@ export async function forceBackup(t: TestApp, mode: string, body: Record<string,
   const r = await call(t, "POST", "/force-backup", { mode, ...body });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   return r.body.run;
+}
+
+/**
+ * A full backup staged one call at a time (no budget) until it publishes, `afterFirstCall`
+ * run once between the first call and the second; answers how many calls it took.
+ *
+ * @example
+ * assert.ok((await stageUntilPublished(t, () => signUp(pair.primary, "ben@example.com", "pw"))) > 1);
+ */
+export async function stageUntilPublished(t: TestApp, afterFirstCall: () => Promise<unknown>): Promise<number> {
+  let calls = 0;
+  for (;;) {
+    const run = await runBackup({ projects: t.projects, events: t.events }, { mode: "full", verify: false, staged: true, budgetMs: 0 });
+    calls += 1;
+    if (run.status === "succeeded") return calls;
+    assert.ok(calls < 20, "the staged backup never published");
+    if (calls === 1) await afterFirstCall();
+  }
 }
 
 /**
