@@ -46,14 +46,7 @@ async function timed(command: string, args: string[], env: Record<string, string
   });
 }
 
-// Before each timed full copy (Spillway's or the baseline's): a checkpoint on both servers, so
-// that no measurement pays for the dirty pages and WAL the one before it left.
-async function settle(servers: { primary: TestServer; secondary: TestServer }): Promise<void> {
-  for (const s of [servers.primary, servers.secondary]) await s.admin`checkpoint`;
-}
-
 async function backupChild(servers: { primary: TestServer; secondary: TestServer }, mode: "full" | "auto") {
-  if (mode === "full") await settle(servers);
   const { stdout } = await timed(process.execPath, ["--import", "tsx", "bench/backup-child.ts"], {
     PRIMARY_URL: servers.primary.url,
     SECONDARY_URL: servers.secondary.url,
@@ -136,11 +129,7 @@ async function edgeFigures(
       ["copy", "0.3", "1.0"],
     ] as const) {
       await setStrategy([servers.primary, servers.secondary], strategy);
-      const runs = [];
-      for (let i = 0; i < 2; i++) {
-        await settle(servers);
-        runs.push(await edge.backup({ mode: "full" }));
-      }
+      const runs = [await edge.backup({ mode: "full" }), await edge.backup({ mode: "full" })];
       const cpuPer100Mb = Math.min(...runs.map((r) => r.cpuSeconds)) / (dataMb / 100);
       figure(`edge_full_backup_${strategy}_cpu_seconds_per_100mb`, cpuPer100Mb, `Deno process CPU; target ≤ ${cpuTarget}`, 3);
       figure(
@@ -190,7 +179,6 @@ async function main() {
     // Each time is the best of two runs (baseline, copy and fdw alike): two servers, the
     // bench and the OS share two cores, and one disturbed run swung the ratios by 0.3.
     const dumpRestore = async (compress = "") => {
-      await settle(servers);
       await secondary.admin`drop database if exists restore_target`;
       await secondary.admin`create database restore_target owner postgres`;
       return (
