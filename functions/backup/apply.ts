@@ -88,6 +88,7 @@ export async function applyChanges(input: {
       });
       batch.changes = peeked.changes;
       await writer.finish();
+      // Sequences move without changes to decode too (a standalone one, inserts rolled back).
       await setSequences(tx, peeked.sequences);
       if (batch.changes === 0) return;
       await input.settle?.(tx);
@@ -96,7 +97,6 @@ export async function applyChanges(input: {
         await stream.save(tx, result.appliedLsn);
       }
     });
-    // Sequences move without changes to decode (a standalone one, inserts rolled back).
     if (batch.changes === 0) break;
     // Only once the target has committed may the active forget these changes.
     await advanceSlot(source, stream.slot, lsnText(batch.endLsn));
