@@ -257,6 +257,18 @@ async function main() {
       3,
     );
 
+    // One transaction of 400 000 updated rows (fewer on a smaller dataset), carried by one
+    // incremental run in a process of its own: its peak memory, against the Edge Function's 256 MB.
+    const [large] = await primary.admin`
+      with u as (update public.orders set total_cents = total_cents + 1 where id <= 400000 returning 1) select count(*)::int as n from u`;
+    const big = await backupChild(servers, "auto");
+    figure(
+      "incremental_large_transaction_peak_rss_mb",
+      big.kind === "incremental" && big.rows >= large!.n ? big.maxRssMb : null,
+      `one UPDATE of ${large!.n} rows in one transaction; target ≤ 200`,
+      1,
+    );
+
     // A switch under a steady write load, 1 % changed since the last backup.
     for (const statement of churn(0.01)) await primary.admin.unsafe(statement);
     const writer = steadyWrites(primary.url);

@@ -1,15 +1,11 @@
-import { setImmediate } from "node:timers";
 import type { TransactionSql } from "postgres";
 import type { Project } from "../project.ts";
 import { BatchWriter, type Change, type Relation, type WrittenTable } from "./batch.ts";
 import { canonical, LOAD_MARK } from "./checksum.ts";
 import { setSequences } from "./load.ts";
-import { decode, lsn, lsnText, type Message } from "./pgoutput.ts";
+import { decode, fullXid, lsn, lsnText, type Txn } from "./pgoutput.ts";
 import type { ChangeStream } from "./position.ts";
 import { advanceSlot, flushWal, PEEK_CHANGES, peekChanges } from "./source.ts";
-
-/** Messages decoded between two turns of the event loop. */
-const YIELD_EVERY = 500;
 
 /** What applying changes moved. */
 export interface ApplyResult {
@@ -53,17 +49,7 @@ export async function applyChanges(input: {
 
   await flushWal(source);
   for (;;) {
-    const { changes, sequences } = await peekChanges(source, stream.slot, input.sequences);
-    if (changes.length === 0) {
-      // Sequences move without changes to decode (a standalone one, inserts rolled back).
-      if (sequences.length > 0) await target.sql.begin((tx) => setSequences(tx, sequences));
-      break;
-    }
-    const relations = new Map<number, Relation>();
-    const names = new Map<number, string>();
-    let endLsn = 0n;
-    let batchRows = 0;
-    let batchBytes = 0;
+    const batch = { changes: 0, rows: 0, bytes: 0, transactions: 0, endLsn: 0n };
     await target.sql.begin(async (tx) => {
       // A batch touches few rows of large tables: find each by its key, never by scanning.
       await canonical(
@@ -75,48 +61,51 @@ export async function applyChanges(input: {
         "set local enable_seqscan = off",
       );
       const writer = new BatchWriter(tx, input.tables);
-      let current: { xid: number; ops: Message[] } | null = null;
-      for (const [i, { data }] of changes.entries()) {
-        // The writer's statements go out on the event loop: letting it turn now and then
-        // has the standby apply one statement while the next is decoded.
-        if (i % YIELD_EVERY === YIELD_EVERY - 1) await new Promise((resolve) => setImmediate(resolve));
-        batchBytes += data.length;
-        const m = decode(data);
-        if (m.type === "relation") {
-          relations.set(m.relid, m);
-          names.set(m.relid, `${m.schema}.${m.table}`);
-        } else if (m.type === "begin") current = { xid: m.xid, ops: [] };
-        else if (m.type === "commit") {
-          endLsn = m.endLsn;
-          if (m.commitLsn > applied && current) {
-            let wrote = false;
-            for (const op of current.ops) {
-              const change = unseen(op as Change, current.xid, names, stream);
-              if (!change) continue;
-              batchRows += writer.add(change, relations);
-              wrote = true;
-            }
-            if (wrote) result.transactions += 1;
+      const relations = new Map<number, Relation>();
+      // The transaction being decoded, when it is to be applied (not applied before).
+      let txn: (Txn & { wrote: boolean }) | null = null;
+      // Each change is written into this transaction as it is decoded, in the active's
+      // order: a transaction of any size passes through without being held whole.
+      const peeked = await peekChanges(source, stream.slot, input.sequences, async (chunk, nextXid) => {
+        for (const { data } of chunk) {
+          batch.bytes += data.length;
+          const m = decode(data);
+          if (m.type === "relation") relations.set(m.relid, m);
+          else if (m.type === "begin")
+            txn = m.finalLsn > applied ? { xid: fullXid(m.xid, nextXid), commitLsn: m.finalLsn, wrote: false } : null;
+          else if (m.type === "commit") {
+            batch.endLsn = m.endLsn;
+            if (txn?.wrote) batch.transactions += 1;
+            if (m.commitLsn > applied) applied = m.commitLsn;
+            txn = null;
+          } else if (txn && m.type !== "other") {
+            const change = unseen(m, txn, relations, stream);
+            if (!change) continue;
+            batch.rows += await writer.add(change, relations);
+            txn.wrote = true;
           }
-          applied = m.commitLsn > applied ? m.commitLsn : applied;
-          current = null;
-        } else if (current && m.type !== "other") current.ops.push(m);
-      }
+        }
+      });
+      batch.changes = peeked.changes;
       await writer.finish();
-      await setSequences(tx, sequences);
+      // Sequences move without changes to decode too (a standalone one, inserts rolled back).
+      await setSequences(tx, peeked.sequences);
+      if (batch.changes === 0) return;
       await input.settle?.(tx);
       if (applied >= 0n) {
         result.appliedLsn = lsnText(applied);
         await stream.save(tx, result.appliedLsn);
       }
     });
+    if (batch.changes === 0) break;
     // Only once the target has committed may the active forget these changes.
-    await advanceSlot(source, stream.slot, lsnText(endLsn));
-    result.rows += batchRows;
-    result.bytes += batchBytes;
+    await advanceSlot(source, stream.slot, lsnText(batch.endLsn));
+    result.transactions += batch.transactions;
+    result.rows += batch.rows;
+    result.bytes += batch.bytes;
     input.onProgress?.(result.rows, result.bytes);
     // Fewer than asked for: the slot had no more (each peek decodes from the slot's start).
-    if (changes.length < PEEK_CHANGES) break;
+    if (batch.changes < PEEK_CHANGES) break;
     if (Date.now() > input.deadline) {
       result.more = true;
       break;
@@ -126,12 +115,15 @@ export async function applyChanges(input: {
 }
 
 // The part of a change the copy does not hold yet: nothing, all of it, or (a truncate of
-// several tables) the tables whose copy was taken before the transaction. `names` gives
-// each relation's "schema.name".
-function unseen(change: Change, xid: number, names: Map<number, string>, stream: ChangeStream): Change | null {
+// several tables) the tables whose copy was taken before the transaction.
+function unseen(change: Change, txn: Txn, relations: Map<number, Relation>, stream: ChangeStream): Change | null {
+  const name = (id: number) => {
+    const r = relations.get(id);
+    return r ? `${r.schema}.${r.table}` : "";
+  };
   if (change.type === "truncate") {
-    const relids = change.relids.filter((id) => !stream.seen(xid, names.get(id) ?? ""));
+    const relids = change.relids.filter((id) => !stream.seen(txn, name(id)));
     return relids.length === 0 ? null : { ...change, relids };
   }
-  return stream.seen(xid, names.get(change.relid) ?? "") ? null : change;
+  return stream.seen(txn, name(change.relid)) ? null : change;
 }

@@ -4,6 +4,7 @@ import { copiedColumns, qualify, quoteIdent, type Table } from "./catalog.ts";
 import { canonical } from "./checksum.ts";
 import { copyTable } from "./copy.ts";
 import { dropForeignSchemas, FDW_SERVER, pullTable, remoteSnapshot } from "./fdw.ts";
+import { SNAPSHOT_SQL } from "./source.ts";
 
 /** What staging Auth's tables for a staged full copy works with. */
 export interface AuthStageInput {
@@ -91,7 +92,7 @@ export async function stageAuth(input: AuthStageInput): Promise<string> {
   }
   return await input.source.sql.begin("isolation level repeatable read read only", async (src) => {
     await canonical(src);
-    const [row] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
+    const [row] = await src.unsafe<{ snapshot: string }[]>(`select ${SNAPSHOT_SQL} as snapshot`);
     return await input.target.sql.begin((dst) =>
       load(
         dst,

@@ -180,20 +180,44 @@ export function lsnText(value: bigint): string {
   return `${(value >> 32n).toString(16).toUpperCase()}/${(value & 0xffffffffn).toString(16).toUpperCase()}`;
 }
 
+/** A decoded transaction as a copy's snapshot is asked about it. */
+export interface Txn {
+  /** Its full (64-bit, epoch-aware) transaction id: see `fullXid`. */
+  xid: bigint;
+  /** The position of its commit record. */
+  commitLsn: bigint;
+}
+
 /**
- * Reads a snapshot given as `pg_current_snapshot()` text ("xmin:xmax:xip,…") once, and
- * answers whether a transaction id is visible in it, comparing 32-bit transaction ids the
- * way Postgres does (it is asked once per change).
+ * The full transaction id of a 32-bit one from the stream, as the one nearest to
+ * `nextXid` (the active's next full id, read when the slot was peeked). Exact for every
+ * transaction a slot decodes: the server stops assigning ids long before one is 2^31 away
+ * from the oldest the slot still needs.
  *
  * @example
- * visibleIn("120:130:")(100) // true
+ * fullXid(5, 4294967396n) // 4294967301n: epoch 1, past the wrap
  */
-export function visibleIn(snapshot: string): (xid: number) => boolean {
-  const [xminText, xmaxText, xipText] = snapshot.split(":");
-  const low = (v: string) => Number(BigInt(v) & 0xffffffffn);
-  const before = (a: number, b: number) => ((a - b) | 0) < 0;
-  const xmin = low(xminText!);
-  const xmax = low(xmaxText!);
-  const inProgress = new Set((xipText ?? "").split(",").filter(Boolean).map(low));
-  return (xid) => before(xid, xmin) || (before(xid, xmax) && !inProgress.has(xid));
+export function fullXid(xid: number, nextXid: bigint): bigint {
+  return nextXid + BigInt((xid - Number(nextXid & 0xffffffffn)) | 0);
+}
+
+/**
+ * Reads a copy's snapshot once and answers whether it saw a transaction. The snapshot is
+ * `pg_current_snapshot()` text with the active's WAL insert position read after it
+ * ("xmin:xmax:xip:lsn", see `SNAPSHOT_SQL`): every transaction the snapshot saw committed
+ * before that position, so one that committed at or after it is never taken for seen
+ * (whatever its id, however long after the copy); one before it is compared with the
+ * snapshot on full 64-bit ids. A snapshot recorded without the position (by an earlier
+ * version) compares every transaction, on full ids too.
+ *
+ * @example
+ * visibleIn("120:130::0/16B3748")({ xid: 100n, commitLsn: 0x16b0000n }) // true
+ */
+export function visibleIn(snapshot: string): (txn: Txn) => boolean {
+  const [xminText, xmaxText, xipText, boundText] = snapshot.split(":");
+  const xmin = BigInt(xminText!);
+  const xmax = BigInt(xmaxText!);
+  const inProgress = new Set((xipText ?? "").split(",").filter(Boolean).map(BigInt));
+  const bound = boundText ? lsn(boundText) : null;
+  return ({ xid, commitLsn }) => (bound === null || commitLsn < bound) && (xid < xmin || (xid < xmax && !inProgress.has(xid)));
 }

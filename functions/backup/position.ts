@@ -5,7 +5,7 @@ import type { Db } from "../project.ts";
 import { AUTH_CHANGES } from "./auth.ts";
 import type { Table } from "./catalog.ts";
 import { captureEntry } from "./drift.ts";
-import { visibleIn } from "./pgoutput.ts";
+import { type Txn, visibleIn } from "./pgoutput.ts";
 
 /** Where the standby's copy stands (`spillway.replica`). */
 export interface ReplicaPosition {
@@ -106,8 +106,8 @@ export interface ChangeStream {
   slot: string;
   /** The commit position of the last transaction applied; null when none was yet. */
   appliedLsn: string | null;
-  /** True when the copy already holds what transaction `xid` did to `table` ("schema.name"). */
-  seen(xid: number, table: string): boolean;
+  /** True when the copy already holds what transaction `txn` did to `table` ("schema.name"). */
+  seen(txn: Txn, table: string): boolean;
   /** Stores the new position inside the transaction that applied the changes up to it. */
   save(tx: Db, appliedLsn: string): Promise<void>;
 }
@@ -125,7 +125,7 @@ export function replicaStream(position: ReplicaPosition, holder: string): Change
   return {
     slot: position.slot,
     appliedLsn: position.appliedLsn,
-    seen: (xid) => visible?.(xid) ?? false,
+    seen: (txn) => visible?.(txn) ?? false,
     async save(tx, appliedLsn) {
       await claimPosition(tx, { holder, expected: { slot: position.slot, appliedLsn: expected } });
       await tx`update spillway.replica set applied_lsn = ${appliedLsn}::pg_lsn, updated_at = now() where id`;
@@ -253,7 +253,7 @@ export function stageStream(staging: Staging, authSnapshot: string | null, holde
   return {
     slot: staging.slot,
     appliedLsn: staging.appliedLsn,
-    seen: (xid, table) => snapshots.get(table)?.(xid) ?? false,
+    seen: (txn, table) => snapshots.get(table)?.(txn) ?? false,
     async save(tx, appliedLsn) {
       await holdLease(tx, holder);
       const moved = await tx`

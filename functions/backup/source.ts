@@ -8,6 +8,14 @@ import { makeIdentityFull, restoreIdentities } from "./identity.ts";
 export const PUBLICATION = "spillway";
 
 /**
+ * SQL for the snapshot a copy records, read in the transaction the copy reads in:
+ * `pg_current_snapshot()` text, then the WAL insert position read after the snapshot was
+ * taken ("xmin:xmax:xip:lsn"). Every transaction the snapshot sees committed before that
+ * position; `visibleIn` compares only those with the snapshot.
+ */
+export const SNAPSHOT_SQL = "pg_catalog.pg_current_snapshot()::text || ':' || pg_catalog.pg_current_wal_insert_lsn()::text";
+
+/**
  * Runs `body` in one repeatable-read, read-only transaction on the active, with row
  * security off (a copy reads every row): everything it reads is one point in time.
  *
@@ -136,27 +144,42 @@ export async function flushWal(source: Project): Promise<void> {
   });
 }
 
-/** Most changes one peek of the slot decodes. */
+/** Most changes one peek of the slot decodes (it always ends at a transaction's end). */
 export const PEEK_CHANGES = 20_000;
+
+/** Changes read from the active at a time: a transaction of any size passes through in pieces. */
+const PEEK_CHUNK = 1_000;
 
 /**
  * Decodes up to `PEEK_CHANGES` changes of the slot from its start, without consuming them
- * (only `advanceSlot`, once the standby committed them, does), and, with `schemas`, the
- * sequences read after them: every value their rows took from a sequence is at or below.
+ * (only `advanceSlot`, once the standby committed them, does), and hands them to `each`
+ * in pieces of `PEEK_CHUNK` as they arrive (a cursor: the active keeps the decoded
+ * changes, spilled to disk when large, and none is held here longer than its piece), with
+ * the active's next full transaction id (for `fullXid`). Answers how many changes came
+ * and, with `schemas`, the sequences read after them: every value their rows took from a
+ * sequence is at or below.
  *
  * @example
- * const { changes, sequences } = await peekChanges(source, slot, ["public"]);
+ * const { changes, sequences } = await peekChanges(source, slot, ["public"], async (chunk, nextXid) => apply(chunk, nextXid));
  */
 export async function peekChanges(
   source: Project,
   slot: string,
   schemas: string[] | undefined,
-): Promise<{ changes: { data: Uint8Array }[]; sequences: Sequence[] }> {
+  each: (chunk: { data: Uint8Array }[], nextXid: bigint) => Promise<void>,
+): Promise<{ changes: number; sequences: Sequence[] }> {
   return await source.sql.begin(async (tx) => {
     await canonical(tx, "set local extra_float_digits = 3");
-    const changes = await tx<{ data: Uint8Array }[]>`
+    const [next] = await tx<{ xid: string }[]>`select pg_catalog.pg_snapshot_xmax(pg_catalog.pg_current_snapshot())::text as xid`;
+    const nextXid = BigInt(next!.xid);
+    let changes = 0;
+    const cursor = tx<{ data: Uint8Array }[]>`
       select data from pg_catalog.pg_logical_slot_peek_binary_changes(${slot}, null, ${PEEK_CHANGES},
-        'proto_version', '1', 'publication_names', ${PUBLICATION})`;
+        'proto_version', '1', 'publication_names', ${PUBLICATION})`.cursor(PEEK_CHUNK);
+    for await (const chunk of cursor) {
+      changes += chunk.length;
+      await each(chunk, nextXid);
+    }
     const sequences: Sequence[] = schemas ? await readSequences(tx, schemas) : [];
     return { changes, sequences };
   });

@@ -166,8 +166,12 @@ async function continueStaging(run: BackupRun, staging: Staging): Promise<boolea
     target,
     stream: stageStream(staging, authSnapshot, run.holder),
     deadline,
+    // A stage table holds no unique constraint but its key (`keyStage`): no order of
+    // its rows' updates can meet one.
     tables: new Map([
-      ...staging.tables.map((e) => [e.table, { ...stageShape(appliedAs(run, byName.get(e.table)!)), into: e.stage }] as const),
+      ...staging.tables.map(
+        (e) => [e.table, { ...stageShape(appliedAs(run, byName.get(e.table)!)), uniqueColumns: [] as string[], into: e.stage }] as const,
+      ),
       [AUTH_CHANGES, run.auth.stageChanges],
     ]),
   });

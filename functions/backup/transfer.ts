@@ -14,7 +14,7 @@ import {
   SPLIT_PAGES,
   sameCommitted,
 } from "./fdw.ts";
-import { inSnapshot } from "./source.ts";
+import { inSnapshot, SNAPSHOT_SQL } from "./source.ts";
 
 /** How rows move from the active to the standby (the `strategy` setting, once resolved). */
 export type Strategy = "copy" | "fdw";
@@ -22,8 +22,8 @@ export type Strategy = "copy" | "fdw";
 /** Rows on their way from one snapshot of the active into one standby transaction. */
 export interface Channel {
   /**
-   * The snapshot the rows are read in (`pg_current_snapshot()` of the active), so that
-   * catching up skips the changes it already saw.
+   * The snapshot the rows are read in (`SNAPSHOT_SQL` on the active), so that catching up
+   * skips the changes it already saw.
    */
   snapshot: string;
   /** True when rows come through the fdw link (Auth's tables then come the same way). */
@@ -68,7 +68,7 @@ const copy: Transfer = {
   async prepare() {},
   fromSource: (source, body) => inSnapshot(source, body),
   async open(dst, src) {
-    const [row] = await src<{ snapshot: string }[]>`select pg_catalog.pg_current_snapshot()::text as snapshot`;
+    const [row] = await src.unsafe<{ snapshot: string }[]>(`select ${SNAPSHOT_SQL} as snapshot`);
     return {
       snapshot: row!.snapshot,
       foreign: false,
