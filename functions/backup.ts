@@ -38,6 +38,8 @@ export interface BackupContext {
   afterCommit?: () => void | Promise<void>;
   /** Told by the entry (default node): picks the strategy when the setting is `auto`. */
   runtime?: Runtime;
+  /** The runtime's wall-clock limit for one call, told by the entry: a tick's switch fits it (see `switchOver`). */
+  wallClockMs?: number;
 }
 
 const LEASE_SECONDS = 120;

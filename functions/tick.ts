@@ -42,6 +42,7 @@ const TICK_LEASE_SECONDS = 120;
  * const result = await tick({ projects, events });
  */
 export async function tick(ctx: BackupContext): Promise<TickResult> {
+  const started = Date.now();
   let lease: Lease;
   try {
     lease = await takeLease(ctx.projects, "tick", TICK_LEASE_SECONDS);
@@ -53,14 +54,14 @@ export async function tick(ctx: BackupContext): Promise<TickResult> {
   }
   const renew = setInterval(() => void renewLease(ctx.projects, lease, TICK_LEASE_SECONDS).catch(() => undefined), 40_000);
   try {
-    return await tickUnderLease(ctx, lease);
+    return await tickUnderLease(ctx, lease, started);
   } finally {
     clearInterval(renew);
     await lease.release();
   }
 }
 
-async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickResult> {
+async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number): Promise<TickResult> {
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([convergeSettings(projects, events), readStates(projects)]);
@@ -114,7 +115,8 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickRes
     if (decision.action === "backup") {
       result.run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
     } else if (decision.action === "switch") {
-      result.switch = await switchOver(ctx, { force: false }, lease);
+      // The switch's wall clock counts from the tick's start: the tick's call is the one limited.
+      result.switch = await switchOver(ctx, { force: false }, lease, started);
     } else if (decision.action === "alert") {
       await events.record("warn", "policy.alert", decision.reason, { project: winner.active });
     }

@@ -120,6 +120,21 @@ export async function slotRetainedBytes(source: Project, slot: string): Promise<
 }
 
 /**
+ * Where a slot stands: the WAL it has consumed (its confirmed position, in bytes from the
+ * start of WAL) and the WAL on the active it has not; null when it does not exist.
+ *
+ * @example
+ * const { consumedBytes, pendingBytes } = (await slotProgress(source, slot))!;
+ */
+export async function slotProgress(source: Project, slot: string): Promise<{ consumedBytes: number; pendingBytes: number } | null> {
+  const [row] = await source.sql<{ consumed: string; pending: string }[]>`
+    select pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::int8::text as consumed,
+      greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8::text as pending
+    from pg_catalog.pg_replication_slots where slot_name = ${slot} and confirmed_flush_lsn is not null`;
+  return row ? { consumedBytes: Number(row.consumed), pendingBytes: Number(row.pending) } : null;
+}
+
+/**
  * Flushes the active's WAL up to its latest commit. Decoding reads only WAL that is
  * flushed, and a commit made with `synchronous_commit = off` is acknowledged before it is;
  * one synchronous commit of ours flushes everything before it, so every write acknowledged
