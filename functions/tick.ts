@@ -1,3 +1,4 @@
+import { unpublishUnidentified } from "./backup/identity.ts";
 import { readPosition, readStaging, type Staging } from "./backup/position.ts";
 import { cleanSlots } from "./backup/slots.ts";
 import { dropSlot, slotRetainedBytes } from "./backup/source.ts";
@@ -65,9 +66,13 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([convergeSettings(projects, events), readStates(projects)]);
-  // Tables an app's migration created since the last tick get the fence trigger (where the
-  // event trigger that does it at once could not be installed).
-  await onBoth(projects, (p) => ensureFence(p, settings.schemas));
+  // Tables an app's migration created since the last tick get the fence trigger, and tables
+  // it left without a replica identity leave change capture (where the event triggers that
+  // do both at once could not be installed).
+  await onBoth(projects, async (p) => {
+    await ensureFence(p, settings.schemas);
+    await unpublishUnidentified(p);
+  });
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
   // Only while the lease is still this tick's: the next holder's copy makes its slot before a record names it.
   await requireLease(projects[winner.active].sql, lease.holder)

@@ -189,6 +189,34 @@ export async function advanceSlot(source: Project, slot: string, lsn: string): P
 }
 
 /**
+ * Marks where the active's WAL stands (a logical message that no change stream carries),
+ * answering the mark's position: once a run has applied every change its peeks found and
+ * flushed past the mark, nothing before it is left to carry (`skipToMark`).
+ *
+ * @example
+ * const mark = await markWal(source); // "0/3000148"
+ */
+export async function markWal(source: Project): Promise<string> {
+  const [row] = await source.sql<{ lsn: string }[]>`select pg_catalog.pg_logical_emit_message(false, 'spillway', '')::text as lsn`;
+  return row!.lsn;
+}
+
+/**
+ * Advances the slot to `mark` when it stands before it: the WAL between holds nothing the
+ * standby lacks (the app's writes in schemas that are not replicated, vacuum, other
+ * databases), and a slot that keeps it grows on a quiet app until the retention guard drops
+ * it. Call only once every change committed before the mark is applied on the standby.
+ *
+ * @example
+ * await skipToMark(source, slot, mark);
+ */
+export async function skipToMark(source: Project, slot: string, mark: string): Promise<void> {
+  await source.sql`
+    select pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn) from pg_catalog.pg_replication_slots
+    where slot_name = ${slot} and confirmed_flush_lsn < ${mark}::pg_lsn`;
+}
+
+/**
  * The bytes `tables` take on the active (what a full copy of them moves, roughly).
  *
  * @example
