@@ -30,7 +30,9 @@ export function catchUpBeforeFenceUntil(clock: SwitchClock): number {
 
 /**
  * When the catch-up behind the fence must have ended (ms since the epoch): 70 % of the
- * limit, leaving 10 % for the sequences, the reverse slot and publishing, and 20 % margin.
+ * limit, leaving 10 % for the sequences, the reverse slot and publishing, and 20 % margin
+ * (which also holds the fence's wait for transactions in flight, at most 10 s, by which
+ * the switch moves this end).
  *
  * @example
  * catchUpBehindFenceUntil({ limitMs: 150_000, startedAt: 0 }) // 105_000

@@ -183,7 +183,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let newSlot: string | null = null;
   let publishing = false;
   try {
-    run = await catchUp(ctx, lease, clock ? { until: catchUpBehindFenceUntil(clock), mustEnd: true } : {});
+    // The fence's own wait for transactions in flight (at most 10 s) moves the end: the margin holds it.
+    const fenceWaitMs = Date.now() - fencedAt;
+    run = await catchUp(ctx, lease, clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true } : {});
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
     await target.sql.begin("read write", (tx) => setSequences(tx, sequences, { gapSteps: SEQUENCE_GAP_STEPS }));
