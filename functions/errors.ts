@@ -60,8 +60,9 @@ export const PG = {
 /**
  * A Postgres error that is the data's or the schema's fault, or the server's lack of room,
  * as a named error: 409 `ROWS_REFUSED` for a row a project would not take (SQLSTATE classes
- * 22 and 23: a constraint, an enum label, a value out of range) or a statement its schema
- * cannot run (class 42: a column, type or operator it lacks), 409 `PERMISSION_DENIED`, 503
+ * 22, 23, 54 and P0: a constraint, an enum label, a value out of range or too large for an
+ * index, a function a constraint calls raising) or a statement its schema cannot run (class
+ * 42: a column, type or operator it lacks), 409 `PERMISSION_DENIED`, 503
  * `PROJECT_OUT_OF_RESOURCES` (class 53: disk full, out of memory, too many connections).
  * The object Postgres names (schema, table, column, constraint) is in the message and the
  * details. Answers null for any other error.
@@ -83,7 +84,7 @@ export function fromPostgres(e: unknown, during: string): SpillwayError | null {
   if (code === PG.insufficientPrivilege) {
     return new SpillwayError("PERMISSION_DENIED", 409, `${during} was refused a privilege: ${said}`, details);
   }
-  if (code.startsWith("22") || code.startsWith("23") || code.startsWith("42")) {
+  if (["22", "23", "42", "54", "P0"].includes(code.slice(0, 2))) {
     return new SpillwayError(
       "ROWS_REFUSED",
       409,
