@@ -197,7 +197,11 @@ export async function advanceSlot(source: Project, slot: string, lsn: string): P
  * const mark = await markWal(source); // "0/3000148"
  */
 export async function markWal(source: Project): Promise<string> {
-  const [row] = await source.sql<{ lsn: string }[]>`select pg_catalog.pg_logical_emit_message(false, 'spillway', '')::text as lsn`;
+  // Read-write of its own: a project past its quota may be read-only by default.
+  const [row] = await source.sql.begin(
+    "read write",
+    (tx) => tx<{ lsn: string }[]>`select pg_catalog.pg_logical_emit_message(false, 'spillway', '')::text as lsn`,
+  );
   return row!.lsn;
 }
 
