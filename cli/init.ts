@@ -31,7 +31,11 @@ export async function init(urls: { primary: string; secondary: string }, functio
           }
         }
       });
-      const [scheduled] = await sql.begin("read write", (tx) => tx<{ ok: boolean }[]>`select spillway.schedule_tick() as ok`);
+      // The retention job too, for pg_cron enabled after the migrations ran.
+      const [scheduled] = await sql.begin(
+        "read write",
+        (tx) => tx<{ ok: boolean }[]>`select spillway.schedule_tick() as ok, spillway.schedule_retention_guard() as guarded`,
+      );
       lines.push(
         `${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`,
       );

@@ -35,6 +35,8 @@ export interface AppDeps {
   staticFiles?: Map<string, StaticFile>;
   /** Where the entry runs (default node): the `auto` strategy follows it. */
   runtime?: Runtime;
+  /** The runtime's wall-clock limit for one call (the Edge Function's 150 s): a switch fits it or refuses before fencing. */
+  wallClockMs?: number;
 }
 
 /** How long `GET /active` reuses one reading of the state. */
@@ -54,7 +56,7 @@ type Env = { Variables: { caller: "admin" | "cron" } };
  */
 export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>();
-  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const) };
+  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const), wallClockMs: deps.wallClockMs };
 
   api.use(
     "*",

@@ -6,7 +6,7 @@ import { adoptStaging } from "./backup/position.ts";
 import type { BackupRun } from "./backup/run.ts";
 import { dropSlot } from "./backup/source.ts";
 import { stagedBackup } from "./backup/staged.ts";
-import { describeError, SpillwayError } from "./errors.ts";
+import { describeError, fromPostgres, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
 import type { ProjectName } from "./names.ts";
@@ -38,6 +38,8 @@ export interface BackupContext {
   afterCommit?: () => void | Promise<void>;
   /** Told by the entry (default node): picks the strategy when the setting is `auto`. */
   runtime?: Runtime;
+  /** The runtime's wall-clock limit for one call, told by the entry: a tick's switch fits it (see `switchOver`). */
+  wallClockMs?: number;
 }
 
 const LEASE_SECONDS = 120;
@@ -221,7 +223,8 @@ async function requireReachable(
 
 // A failure in the middle of a copy is a connection error from one side or the other:
 // name the side that no longer answers.
+// Otherwise a Postgres error the data or the schema caused gets its name.
 async function classify(e: unknown, source: Project, target: Project): Promise<unknown> {
   if (e instanceof SpillwayError) return e;
-  return (await probe(target)) ?? (await probe(source)) ?? e;
+  return (await probe(target)) ?? (await probe(source)) ?? fromPostgres(e, "the backup") ?? e;
 }

@@ -57,6 +57,47 @@ export const PG = {
   fenced: "SPWFN",
 } as const;
 
+/**
+ * A Postgres error that is the data's or the schema's fault, or the server's lack of room,
+ * as a named error: 409 `ROWS_REFUSED` for a row a project would not take (SQLSTATE classes
+ * 22, 23, 54 and P0: a constraint, an enum label, a value out of range or too large for an
+ * index, a function a constraint calls raising) or a statement its schema cannot run (class
+ * 42: a column, type or operator it lacks), 409 `PERMISSION_DENIED`, 503
+ * `PROJECT_OUT_OF_RESOURCES` (class 53: disk full, out of memory, too many connections).
+ * The object Postgres names (schema, table, column, constraint) is in the message and the
+ * details. Answers null for any other error.
+ *
+ * @example
+ * throw fromPostgres(e, "the backup") ?? e;
+ */
+export function fromPostgres(e: unknown, during: string): SpillwayError | null {
+  if (!(e instanceof Error)) return null;
+  const f = e as { code?: unknown; schema_name?: string; table_name?: string; column_name?: string; constraint_name?: string };
+  const code = typeof f.code === "string" && /^[0-9A-Z]{5}$/.test(f.code) ? f.code : null;
+  if (!code) return null;
+  const table = f.table_name ? `${f.schema_name ? `${f.schema_name}.` : ""}${f.table_name}` : null;
+  const object = [table, f.column_name && `column ${f.column_name}`, f.constraint_name && `constraint ${f.constraint_name}`]
+    .filter(Boolean)
+    .join(", ");
+  const details = { sqlstate: code, object: object || null };
+  const said = `${describeError(e)}${object ? ` (${object})` : ""}`;
+  if (code === PG.insufficientPrivilege) {
+    return new SpillwayError("PERMISSION_DENIED", 409, `${during} was refused a privilege: ${said}`, details);
+  }
+  if (["22", "23", "42", "54", "P0"].includes(code.slice(0, 2))) {
+    return new SpillwayError(
+      "ROWS_REFUSED",
+      409,
+      `${during} stopped: Postgres refused it: ${said}; the two projects' schemas or data differ there: migrate them alike, then run it again`,
+      details,
+    );
+  }
+  if (code.startsWith("53")) {
+    return new SpillwayError("PROJECT_OUT_OF_RESOURCES", 503, `${during} stopped: a project is out of resources: ${said}`, details);
+  }
+  return null;
+}
+
 const CONNECTION_ERRNOS = new Set([
   "ECONNREFUSED",
   "ECONNRESET",

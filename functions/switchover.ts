@@ -1,11 +1,11 @@
 import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/load.ts";
-import { tableSet, writePosition } from "./backup/position.ts";
-import { dropOtherSlots, dropSlot, newSlotName, prepareCapture } from "./backup/source.ts";
+import { readPosition, tableSet, writePosition } from "./backup/position.ts";
+import { dropOtherSlots, dropSlot, newSlotName, prepareCapture, slotProgress } from "./backup/source.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { runBackup } from "./backup.ts";
-import { describeError, SpillwayError } from "./errors.ts";
+import { describeError, fromPostgres, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
 import { type Lease, renewLease, takeLease } from "./lease.ts";
@@ -16,6 +16,14 @@ import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
+import {
+  type Backlog,
+  catchUpBeforeFenceUntil,
+  catchUpBehindFenceUntil,
+  fitsBehindFence,
+  type SwitchClock,
+  switchTooLong,
+} from "./switch-budget.ts";
 import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-switch` asks for. */
@@ -42,12 +50,14 @@ interface Context {
   projects: Projects;
   events: EventLog;
   runtime?: Runtime;
+  /** The runtime's wall-clock limit for one call (the Edge Function's 150 s), told by the entry; unset: none. */
+  wallClockMs?: number;
   /** Called after each step; the crash tests end the process there. */
   hooks?: { step(name: SwitchStep): void | Promise<void> };
 }
 
 const LEASE_SECONDS = 120;
-/** Catch-up runs at most before the fence; the rest is caught up behind it. */
+/** Catch-up runs at most before the fence without a wall clock; the rest is caught up behind it. */
 const PRE_FENCE_RUNS = 4;
 /**
  * Steps the new active's sequences move past the old active's at the switch: the fenced old
@@ -65,24 +75,30 @@ const OPERATOR_WAIT_MS = 10_000;
  * fenced. The same operation fails back. Refuses with 409 `TARGET_UNFIT` when the target is
  * unreachable, has never received a backup, or would be at or over its switch threshold
  * (`force` overrides only the last); with the active unreachable it needs `force` and says
- * how far behind the target may be.
+ * how far behind the target may be. Under a wall clock (`wallClockMs`, counted from
+ * `startedAt`) the whole switch fits it with margin, or it refuses with 409
+ * `SWITCH_TOO_LONG` before fencing. A Postgres error the data or the schema caused is a
+ * named error (`fromPostgres`).
  *
  * @example
  * const result = await switchOver({ projects, events }, { force: false });
  */
-export async function switchOver(ctx: Context, request: SwitchRequest, heldLease?: Lease): Promise<SwitchResult> {
+export async function switchOver(ctx: Context, request: SwitchRequest, heldLease?: Lease, startedAt = Date.now()): Promise<SwitchResult> {
   const lease = heldLease ?? (await takeLease(ctx.projects, "switch", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS }));
   const renew = setInterval(() => void renewLease(ctx.projects, lease, LEASE_SECONDS).catch(() => undefined), (LEASE_SECONDS / 3) * 1000);
+  const clock = ctx.wallClockMs ? { limitMs: ctx.wallClockMs, startedAt } : null;
   try {
     await settle(ctx.projects, ctx.events).catch(() => undefined);
-    return await switchUnderLease(ctx, request, lease);
+    return await switchUnderLease(ctx, request, lease, clock);
+  } catch (e) {
+    throw fromPostgres(e, "the switch") ?? e;
   } finally {
     clearInterval(renew);
     if (!heldLease) await lease.release();
   }
 }
 
-async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lease): Promise<SwitchResult> {
+async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lease, clock: SwitchClock | null): Promise<SwitchResult> {
   const { projects, events } = ctx;
   const started = Date.now();
   const state = await readActive(projects);
@@ -153,7 +169,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   await ensureFence(source, fencedSchemas(settings));
   // Catch up while apps still write, so that the catch-up behind the fence is a short one
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
-  await catchUp(ctx, lease, PRE_FENCE_RUNS);
+  if (clock) await catchUpToFit(ctx, lease, clock, { from, to });
+  else await catchUp(ctx, lease, { maxRuns: PRE_FENCE_RUNS });
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: fencedSchemas(settings) });
@@ -166,7 +183,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let newSlot: string | null = null;
   let publishing = false;
   try {
-    run = await catchUp(ctx, lease);
+    // The fence's own wait for transactions in flight (at most 10 s) moves the end: the margin holds it.
+    const fenceWaitMs = Date.now() - fencedAt;
+    run = await catchUp(ctx, lease, clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true } : {});
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
     await target.sql.begin("read write", (tx) => setSequences(tx, sequences, { gapSteps: SEQUENCE_GAP_STEPS }));
@@ -240,14 +259,53 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
 
 // Behind the fence nothing new comes: incremental runs go on until one ends with nothing
 // left (each stops at the budget), so the target holds every change before it is published.
-// Before the fence, `maxRuns` bounds it.
-async function catchUp(ctx: Context, lease: Lease, maxRuns = Infinity): Promise<Run> {
+// Before the fence, `maxRuns` or `until` bounds it; with `until` each run's budget ends
+// there, and with `mustEnd` a run still behind past it fails the switch.
+async function catchUp(ctx: Context, lease: Lease, bound: { maxRuns?: number; until?: number; mustEnd?: boolean }): Promise<Run> {
   let rows = 0;
   for (let n = 1; ; n++) {
-    const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false }, lease);
+    const budgetMs = bound.until === undefined ? undefined : Math.max(0, bound.until - Date.now());
+    const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false, budgetMs }, lease);
     rows += run.rows;
-    if (run.details.more !== true || n >= maxRuns) return { ...run, rows };
+    if (run.details.more !== true) return { ...run, rows };
+    if (bound.until !== undefined && Date.now() >= bound.until) {
+      if (!bound.mustEnd) return { ...run, rows };
+      throw new SpillwayError(
+        "SWITCH_TOO_LONG",
+        409,
+        "the catch-up behind the fence did not end within this runtime's wall clock (apps wrote faster than estimated before the fence); the fence was lifted, try again",
+      );
+    }
+    if (n >= (bound.maxRuns ?? Infinity)) return { ...run, rows };
   }
+}
+
+// Under a wall clock: catch up while apps still write until a third of it has passed, then
+// fence only if what is left fits behind the fence at the speed the catch-up went.
+async function catchUpToFit(ctx: Context, lease: Lease, clock: SwitchClock, p: { from: ProjectName; to: ProjectName }): Promise<void> {
+  const source = ctx.projects[p.from];
+  const target = ctx.projects[p.to];
+  const where = async () => {
+    const position = await readPosition(target.sql);
+    return position?.source === p.from ? { slot: position.slot, progress: await slotProgress(source, position.slot) } : null;
+  };
+  const before = await where();
+  const started = Date.now();
+  await catchUp(ctx, lease, { until: catchUpBeforeFenceUntil(clock) });
+  const caughtUpMs = Date.now() - started;
+  const after = await where();
+  if (!after?.progress) return;
+  // A full copy made a new slot: its speed is not the catch-up's, which then counts as unmeasured.
+  const moved = before?.slot === after.slot && before.progress ? after.progress.consumedBytes - before.progress.consumedBytes : 0;
+  const backlog: Backlog = { pendingBytes: after.progress.pendingBytes, caughtUpBytes: Math.max(0, moved), caughtUpMs };
+  const estimate = fitsBehindFence(clock, Date.now(), backlog);
+  if (estimate.fits) return;
+  const error = switchTooLong(clock, estimate, backlog);
+  await ctx.events.record("warn", "switch.refused", `switch to ${p.to} refused: ${error.message}`, {
+    project: p.to,
+    data: error.details as Record<string, unknown>,
+  });
+  throw error;
 }
 
 async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {

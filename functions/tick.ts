@@ -1,3 +1,4 @@
+import { unpublishUnidentified } from "./backup/identity.ts";
 import { readPosition, readStaging, type Staging } from "./backup/position.ts";
 import { cleanSlots } from "./backup/slots.ts";
 import { dropSlot, slotRetainedBytes } from "./backup/source.ts";
@@ -42,6 +43,7 @@ const TICK_LEASE_SECONDS = 120;
  * const result = await tick({ projects, events });
  */
 export async function tick(ctx: BackupContext): Promise<TickResult> {
+  const started = Date.now();
   let lease: Lease;
   try {
     lease = await takeLease(ctx.projects, "tick", TICK_LEASE_SECONDS);
@@ -53,20 +55,24 @@ export async function tick(ctx: BackupContext): Promise<TickResult> {
   }
   const renew = setInterval(() => void renewLease(ctx.projects, lease, TICK_LEASE_SECONDS).catch(() => undefined), 40_000);
   try {
-    return await tickUnderLease(ctx, lease);
+    return await tickUnderLease(ctx, lease, started);
   } finally {
     clearInterval(renew);
     await lease.release();
   }
 }
 
-async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickResult> {
+async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number): Promise<TickResult> {
   const { projects, events } = ctx;
   await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([convergeSettings(projects, events), readStates(projects)]);
-  // Tables an app's migration created since the last tick get the fence trigger (where the
-  // event trigger that does it at once could not be installed).
-  await onBoth(projects, (p) => ensureFence(p, settings.schemas));
+  // Tables an app's migration created since the last tick get the fence trigger, and tables
+  // it left without a replica identity leave change capture (where the event triggers that
+  // do both at once could not be installed).
+  await onBoth(projects, async (p) => {
+    await ensureFence(p, settings.schemas);
+    await unpublishUnidentified(p);
+  });
   const staging = await guardRetention(projects, winner.active, winner.standby, settings.maxRetainedBytes, events).catch(() => null);
   // Only while the lease is still this tick's: the next holder's copy makes its slot before a record names it.
   await requireLease(projects[winner.active].sql, lease.holder)
@@ -114,7 +120,8 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease): Promise<TickRes
     if (decision.action === "backup") {
       result.run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
     } else if (decision.action === "switch") {
-      result.switch = await switchOver(ctx, { force: false }, lease);
+      // The switch's wall clock counts from the tick's start: the tick's call is the one limited.
+      result.switch = await switchOver(ctx, { force: false }, lease, started);
     } else if (decision.action === "alert") {
       await events.record("warn", "policy.alert", decision.reason, { project: winner.active });
     }

@@ -148,6 +148,8 @@ function carried(catalog: Catalog, sessions: boolean): Catalog {
     foreignKeys: catalog.foreignKeys.filter((f) => names.has(f.table) && names.has(f.references)),
     indexes: [],
     sequences: [],
+    rules: [],
+    enums: [],
   };
 }
 

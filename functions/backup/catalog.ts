@@ -73,12 +73,33 @@ export interface Sequence {
   bound: string;
 }
 
+/**
+ * A definition the rows must satisfy on both sides alike, or applying the active's rows on
+ * the standby fails or computes other values: a check, unique or exclusion constraint, a
+ * unique index, a generated column's expression (by table), a domain (`table` null).
+ */
+export interface Rule {
+  /** `schema.name` of the table; null for a domain. */
+  table: string | null;
+  kind: "check constraint" | "unique constraint" | "exclusion constraint" | "unique index" | "generated column" | "domain";
+  name: string;
+  definition: string;
+}
+
+/** An enum type a replicated column uses (directly, as an array or through a domain), with its labels. */
+export interface EnumType {
+  name: string;
+  labels: string[];
+}
+
 /** What a backup needs to know about one side. */
 export interface Catalog {
   tables: Table[];
   foreignKeys: ForeignKey[];
   indexes: Index[];
   sequences: Sequence[];
+  rules: Rule[];
+  enums: EnumType[];
 }
 
 /**
@@ -139,11 +160,13 @@ interface CatalogRows {
     index_def: string;
     constraint_def: string | null;
   }[];
+  rules: Rule[];
+  enums: EnumType[];
 }
 
 async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
   const [rows] = await sql<CatalogRows[]>`
-    with tabs as (
+    with recursive tabs as (
       select c.oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
       from pg_catalog.pg_class c
       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
@@ -154,6 +177,16 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
         and (n.nspname = any(${schemas}) or (c.relispartition and exists (
           select 1 from pg_catalog.pg_class r join pg_catalog.pg_namespace rn on rn.oid = r.relnamespace
           where r.oid = pg_catalog.pg_partition_root(c.oid) and rn.nspname = any(${schemas}))))
+    ),
+    -- The types the tables' columns use, and what those are made of (an array's element, a
+    -- domain's base): an enum or a domain reached this way decides which values apply.
+    used(oid) as (
+      select a.atttypid from pg_catalog.pg_attribute a
+      where a.attrelid in (select oid from tabs) and a.attnum > 0 and not a.attisdropped
+      union
+      select case when t.typtype = 'd' then t.typbasetype else t.typelem end
+      from used u join pg_catalog.pg_type t on t.oid = u.oid
+      where t.typtype = 'd' or (t.typcategory = 'A' and t.typelem <> 0)
     )
     select
       (select coalesce(pg_catalog.json_agg(x order by x.schema, x.name), '[]')
@@ -206,7 +239,41 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
              where f.contype = 'f' and f.conindid = i.indexrelid
            )
            and not exists (select 1 from pg_catalog.pg_depend d where d.refobjid = i.indexrelid and d.classid = 'pg_catalog.pg_class'::regclass and d.deptype = 'i')
-       ) x) as indexes`;
+       ) x) as indexes,
+      (select coalesce(pg_catalog.json_agg(x order by x."table", x.kind, x.name), '[]')
+       from (
+         select n.nspname || '.' || t.relname as "table",
+           case c.contype when 'c' then 'check constraint' when 'u' then 'unique constraint' else 'exclusion constraint' end as kind,
+           c.conname as name, pg_catalog.pg_get_constraintdef(c.oid) as definition
+         from pg_catalog.pg_constraint c
+         join pg_catalog.pg_class t on t.oid = c.conrelid join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+         where c.contype in ('c', 'u', 'x') and c.conrelid in (select oid from tabs)
+         union all
+         select n.nspname || '.' || t.relname, 'unique index', ic.relname, pg_catalog.pg_get_indexdef(i.indexrelid)
+         from pg_catalog.pg_index i
+         join pg_catalog.pg_class ic on ic.oid = i.indexrelid
+         join pg_catalog.pg_class t on t.oid = i.indrelid join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+         where i.indrelid in (select oid from tabs) and i.indisunique and not i.indisprimary
+           and not exists (select 1 from pg_catalog.pg_constraint k where k.conindid = i.indexrelid and k.conrelid = i.indrelid)
+         union all
+         select n.nspname || '.' || t.relname, 'generated column', a.attname, pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+         from pg_catalog.pg_attribute a
+         join pg_catalog.pg_attrdef d on d.adrelid = a.attrelid and d.adnum = a.attnum
+         join pg_catalog.pg_class t on t.oid = a.attrelid join pg_catalog.pg_namespace n on n.oid = t.relnamespace
+         where a.attrelid in (select oid from tabs) and a.attgenerated <> '' and not a.attisdropped
+         union all
+         select null, 'domain', pg_catalog.format_type(t.oid, null),
+           pg_catalog.format_type(t.typbasetype, t.typtypmod) || case when t.typnotnull then ' NOT NULL' else '' end
+             || coalesce((select pg_catalog.string_agg(' ' || pg_catalog.pg_get_constraintdef(c.oid), '' order by c.conname)
+                          from pg_catalog.pg_constraint c where c.contypid = t.oid), '')
+         from pg_catalog.pg_type t where t.typtype = 'd' and t.oid in (select oid from used)
+       ) x) as rules,
+      (select coalesce(pg_catalog.json_agg(x order by x.name), '[]')
+       from (
+         select pg_catalog.format_type(t.oid, null) as name, array_agg(e.enumlabel::text order by e.enumsortorder) as labels
+         from pg_catalog.pg_type t join pg_catalog.pg_enum e on e.enumtypid = t.oid
+         where t.oid in (select oid from used)
+         group by t.oid) x) as enums`;
   const { tables: tableRows, columns: columnRows, keys: pkRows, uniques: uniqueRows, foreign_keys: fkRows, indexes: indexRows } = rows!;
 
   const tables: Table[] = tableRows.map((t) => {
@@ -256,6 +323,8 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
     })),
     indexes,
     sequences: await readSequences(sql, schemas),
+    rules: rows!.rules,
+    enums: rows!.enums,
   };
 }
 

@@ -10,7 +10,7 @@ import { unpublished } from "./drift.ts";
 import { type Identity, identityProblems, readIdentities } from "./identity.ts";
 import { type BackupFacts, type BackupPlan, fullCopyFits, type Need, planBackup } from "./plan.ts";
 import { type ReplicaPosition, readPosition, type Staging, tableSet } from "./position.ts";
-import { schemaDiff } from "./schema-diff.ts";
+import { ruleDiff, schemaDiff } from "./schema-diff.ts";
 import { slotHealth } from "./slots.ts";
 import { PUBLICATION, tablesSize } from "./source.ts";
 import { continuableStaging } from "./staged.ts";
@@ -74,7 +74,11 @@ export async function readFacts(
   const facts: BackupFacts = {
     request: { mode: request.mode, continuable: request.continuable ?? true, staged: request.staged },
     source: source.name,
-    diffs: [...schemaDiff(sourceCatalog, targetCatalog), ...auth.diffs],
+    diffs: [
+      ...schemaDiff(sourceCatalog, targetCatalog),
+      ...ruleDiff(sourceCatalog, targetCatalog, { active: source.name, standby: target.name }),
+      ...auth.diffs,
+    ],
     identityProblems: identityProblems(sourceCatalog.tables, identities),
     position,
     tables: tableSet(sourceCatalog.tables),

@@ -8,7 +8,7 @@ import { checksumTable, compareChecksums, type TableChecksum } from "./checksum.
 import { beginLoad, rebuildAfterLoad, setSequences } from "./load.ts";
 import { tableSet, writePosition } from "./position.ts";
 import { type BackupRun, guardOf, recordSuccess } from "./run.ts";
-import { schemaDiff, schemaMismatch } from "./schema-diff.ts";
+import { ruleDiff, schemaDiff, schemaMismatch } from "./schema-diff.ts";
 import { dropOtherSlots, dropSlot, inSnapshot, newSlotName, prepareCapture } from "./source.ts";
 import { type Channel, LinksApart } from "./transfer.ts";
 
@@ -51,7 +51,10 @@ async function load(run: BackupRun, slot: string): Promise<void> {
   await inSnapshot(source, async (src) => {
     // The tables as this snapshot sees them, checked again: DDL may have come since the run's check.
     const catalog = await readCatalog(src, schemas);
-    const diffs = schemaDiff(catalog, run.targetCatalog);
+    const diffs = [
+      ...schemaDiff(catalog, run.targetCatalog),
+      ...ruleDiff(catalog, run.targetCatalog, { active: source.name, standby: target.name }),
+    ];
     if (diffs.length > 0) throw schemaMismatch(diffs);
     const tables = foreignKeyOrder(catalog.tables, catalog.foreignKeys);
     const [snap] = await src<{ at: Date }[]>`select now() as at`;

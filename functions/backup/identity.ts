@@ -61,6 +61,21 @@ export function identityUnsupported(problems: string[]): SpillwayError {
 }
 
 /**
+ * Takes every published table that lost its replica identity (primary key or identity
+ * index dropped, or NOTHING set) out of the publication, as the event trigger does when the
+ * DDL runs (where it could not be installed, the tick does it): Postgres would refuse the
+ * app's updates and deletes of it. Each gets a warn event `backup.identity_lost` in the
+ * project; the next backup is a full one. Answers the tables.
+ *
+ * @example
+ * const unpublished = await unpublishUnidentified(source); // ["public.likes"]
+ */
+export async function unpublishUnidentified(project: Project): Promise<string[]> {
+  const [row] = await project.sql<{ tables: string[] }[]>`select spillway.unpublish_unidentified() as tables`;
+  return row?.tables ?? [];
+}
+
+/**
  * The table as its changes are applied: keyed by what the stream sends to find a row. With
  * REPLICA IDENTITY USING INDEX that is the index's columns (unique and not null), not the
  * primary key, whose columns arrive empty in an old row.

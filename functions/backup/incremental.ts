@@ -4,6 +4,7 @@ import { applyChanges } from "./apply.ts";
 import { AUTH_CHANGES, settleAuthSequences } from "./auth.ts";
 import { replicaStream } from "./position.ts";
 import { appliedAs, type BackupRun, recordSuccess } from "./run.ts";
+import { markWal, skipToMark } from "./source.ts";
 
 /**
  * An incremental backup: the active's changes since the standby's position, applied in
@@ -23,6 +24,7 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   // One after the other: on one connection of the active's, not two.
   const [snap] = await source.sql<{ at: Date }[]>`select now() as at`;
   const counter = await changeCounter(source.sql, settings.schemas);
+  const mark = await markWal(source);
   // The apply alone, without the run's checks around it: how fast the standby follows the active.
   const applyStarted = Date.now();
   const result = await applyChanges({
@@ -39,6 +41,9 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
     settle: carried ? (tx) => settleAuthSequences(tx, carried) : undefined,
     onProgress: (rows, bytes) => run.progress.update({ phase: "load", table: null, tablesDone: 0, tablesTotal: 0, rows, bytes }),
   });
+  // Every change committed before the mark is on the standby: what else the slot holds up to
+  // it has nothing to carry.
+  if (!result.more) await skipToMark(source, position.slot, mark);
   const done = await target.sql.begin("read write", (tx) =>
     recordSuccess(tx, run, {
       tables: run.targetCatalog.tables.length,

@@ -1,5 +1,6 @@
 import { SpillwayError } from "../errors.ts";
-import type { Catalog, Table } from "./catalog.ts";
+import type { ProjectName } from "../names.ts";
+import type { Catalog, Rule, Table } from "./catalog.ts";
 
 /**
  * Every difference between the active's and the standby's replicated tables that would make
@@ -66,6 +67,72 @@ function foreignKeyDiff(active: Catalog, standby: Catalog): string[] {
       diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} is ${fk.definition} on the active, ${other.definition} on the standby`);
   }
   for (const [key, fk] of s) if (!a.has(key)) diffs.push(`${labels.get(fk.table)}: foreign key ${fk.name} exists only on the standby`);
+  return diffs;
+}
+
+/** Which project is which, for differences that name the project to migrate. */
+export interface Sides {
+  active: ProjectName;
+  standby: ProjectName;
+}
+
+/**
+ * The differences in what the rows must satisfy, on the tables both sides replicate, that
+ * would make applying the active's rows on the standby fail (or compute other values): an
+ * enum label only the active has; a check, unique or exclusion constraint, a unique index,
+ * a NOT NULL, a generated column's expression or a domain that is not the same on both
+ * sides. Each names the object and the project to migrate. A label only the standby has is
+ * allowed: the standby is migrated first.
+ *
+ * @example
+ * ruleDiff(active, standby, { active: "primary", standby: "secondary" })
+ * // ['type public.status: label "archived" exists only on primary (the active); migrate secondary: alter type public.status add value \'archived\'']
+ */
+export function ruleDiff(active: Catalog, standby: Catalog, sides: Sides): string[] {
+  const a = `${sides.active} (the active)`;
+  const s = `${sides.standby} (the standby)`;
+  const diffs: string[] = [];
+  const standbyEnums = new Map(standby.enums.map((e) => [e.name, new Set(e.labels)]));
+  for (const e of active.enums) {
+    const labels = standbyEnums.get(e.name);
+    if (!labels) continue;
+    for (const label of e.labels.filter((l) => !labels.has(l))) {
+      const literal = `'${label.replace(/'/g, "''")}'`;
+      diffs.push(
+        `type ${e.name}: label "${label}" exists only on ${a}; migrate ${sides.standby}: alter type ${e.name} add value ${literal}`,
+      );
+    }
+  }
+  const label = (t: Table) => `${t.schema}.${t.name}`;
+  const both = new Set(active.tables.map(label).filter((n) => standby.tables.some((t) => label(t) === n)));
+  const standbyTables = new Map(standby.tables.map((t) => [label(t), t]));
+  for (const t of active.tables.filter((t) => both.has(label(t)))) {
+    const other = new Map(standbyTables.get(label(t))!.columns.map((c) => [c.name, c]));
+    for (const c of t.columns) {
+      const sc = other.get(c.name);
+      if (!sc || sc.notNull === c.notNull) continue;
+      diffs.push(
+        sc.notNull
+          ? `${label(t)}: column ${c.name} is NOT NULL only on ${s}; migrate ${sides.active} the same way, or drop the NOT NULL on ${sides.standby}`
+          : `${label(t)}: column ${c.name} is NOT NULL only on ${a}; migrate ${sides.standby}: alter table ${label(t)} alter column ${c.name} set not null`,
+      );
+    }
+  }
+  const key = (r: Rule) => `${r.table ?? ""}|${r.kind}|${r.name}`;
+  const compared = (rules: Rule[]) => new Map(rules.filter((r) => r.table === null || both.has(r.table)).map((r) => [key(r), r]));
+  const onActive = compared(active.rules);
+  const onStandby = compared(standby.rules);
+  const what = (r: Rule) => `${r.table ? `${r.table}: ` : ""}${r.kind} ${r.name}`;
+  for (const [k, r] of onActive) {
+    const other = onStandby.get(k);
+    if (!other) diffs.push(`${what(r)} exists only on ${a}; migrate ${sides.standby}: ${r.definition}`);
+    else if (other.definition !== r.definition)
+      diffs.push(`${what(r)} is ${r.definition} on ${a}, ${other.definition} on ${s}; migrate ${sides.standby} to match ${sides.active}`);
+  }
+  for (const [k, r] of onStandby) {
+    if (!onActive.has(k))
+      diffs.push(`${what(r)} exists only on ${s}; migrate ${sides.active} the same way, or drop it from ${sides.standby}: ${r.definition}`);
+  }
   return diffs;
 }
 

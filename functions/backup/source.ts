@@ -128,6 +128,21 @@ export async function slotRetainedBytes(source: Project, slot: string): Promise<
 }
 
 /**
+ * Where a slot stands: the WAL it has consumed (its confirmed position, in bytes from the
+ * start of WAL) and the WAL on the active it has not; null when it does not exist.
+ *
+ * @example
+ * const { consumedBytes, pendingBytes } = (await slotProgress(source, slot))!;
+ */
+export async function slotProgress(source: Project, slot: string): Promise<{ consumedBytes: number; pendingBytes: number } | null> {
+  const [row] = await source.sql<{ consumed: string; pending: string }[]>`
+    select pg_catalog.pg_wal_lsn_diff(confirmed_flush_lsn, '0/0')::int8::text as consumed,
+      greatest(pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), confirmed_flush_lsn), 0)::int8::text as pending
+    from pg_catalog.pg_replication_slots where slot_name = ${slot} and confirmed_flush_lsn is not null`;
+  return row ? { consumedBytes: Number(row.consumed), pendingBytes: Number(row.pending) } : null;
+}
+
+/**
  * Flushes the active's WAL up to its latest commit. Decoding reads only WAL that is
  * flushed, and a commit made with `synchronous_commit = off` is acknowledged before it is;
  * one synchronous commit of ours flushes everything before it, so every write acknowledged
@@ -194,6 +209,38 @@ export async function peekChanges(
  */
 export async function advanceSlot(source: Project, slot: string, lsn: string): Promise<void> {
   await source.sql`select pg_catalog.pg_replication_slot_advance(${slot}, ${lsn}::pg_lsn)`;
+}
+
+/**
+ * Marks where the active's WAL stands (a logical message that no change stream carries),
+ * answering the mark's position: once a run has applied every change its peeks found and
+ * flushed past the mark, nothing before it is left to carry (`skipToMark`).
+ *
+ * @example
+ * const mark = await markWal(source); // "0/3000148"
+ */
+export async function markWal(source: Project): Promise<string> {
+  // Read-write of its own: a project past its quota may be read-only by default.
+  const [row] = await source.sql.begin(
+    "read write",
+    (tx) => tx<{ lsn: string }[]>`select pg_catalog.pg_logical_emit_message(false, 'spillway', '')::text as lsn`,
+  );
+  return row!.lsn;
+}
+
+/**
+ * Advances the slot to `mark` when it stands before it: the WAL between holds nothing the
+ * standby lacks (the app's writes in schemas that are not replicated, vacuum, other
+ * databases), and a slot that keeps it grows on a quiet app until the retention guard drops
+ * it. Call only once every change committed before the mark is applied on the standby.
+ *
+ * @example
+ * await skipToMark(source, slot, mark);
+ */
+export async function skipToMark(source: Project, slot: string, mark: string): Promise<void> {
+  await source.sql`
+    select pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn) from pg_catalog.pg_replication_slots
+    where slot_name = ${slot} and confirmed_flush_lsn < ${mark}::pg_lsn`;
 }
 
 /**

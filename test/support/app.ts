@@ -26,7 +26,7 @@ export interface TestApp {
 
 /**
  * Wires the app to the pair's own URLs, or to `urls` (a pooler's, say) with the fdw link
- * at `fdwUrls`; `max` connections per project (default 4), `runtime` as an entry tells it.
+ * at `fdwUrls`; `max` connections per project (default 4), `runtime` and `wallClockMs` as an entry tells them.
  *
  * @example
  * const t = await testApp(pair);
@@ -41,6 +41,7 @@ export async function testApp(
     fdwUrls?: Partial<TestPair["urls"]>;
     max?: number;
     runtime?: Runtime;
+    wallClockMs?: number;
   } = {},
 ): Promise<TestApp> {
   installCrashGuards();
@@ -58,6 +59,7 @@ export async function testApp(
     corsOrigins: ["*"],
     alerts: options.alerts ?? null,
     runtime: options.runtime,
+    wallClockMs: options.wallClockMs,
   });
   return {
     app,

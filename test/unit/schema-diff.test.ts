@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import type { Catalog, ForeignKey, Table } from "../../functions/backup/catalog.ts";
-import { schemaDiff } from "../../functions/backup/schema-diff.ts";
+import type { Catalog, ForeignKey, Rule, Table } from "../../functions/backup/catalog.ts";
+import { ruleDiff, schemaDiff } from "../../functions/backup/schema-diff.ts";
 
 const table = (name: string): Table => ({
   oid: 1,
@@ -26,6 +26,8 @@ const catalog = (foreignKeys: ForeignKey[]): Catalog => ({
   foreignKeys,
   indexes: [],
   sequences: [],
+  rules: [],
+  enums: [],
 });
 
 test("foreign keys between replicated tables must be the same on both sides", () => {
@@ -52,4 +54,32 @@ test("a foreign key to a table only one side replicates is not compared: the tab
     foreignKeys: [fk("orders", "orders_team_fkey", "FOREIGN KEY (id) REFERENCES teams(id)", "teams")],
   };
   assert.deepEqual(schemaDiff(active, catalog([])), ["public.teams: table is missing on the standby"]);
+});
+
+test("a label, constraint, unique index, NOT NULL, generated expression or domain on one side only is named with the project to migrate", () => {
+  const sides = { active: "primary", standby: "secondary" } as const;
+  const status = { name: "public.status", labels: ["todo", "done"] };
+  const unique: Rule = { table: "public.orders", kind: "unique index", name: "orders_id_key", definition: "CREATE UNIQUE INDEX ..." };
+  const check: Rule = { table: "public.orders", kind: "check constraint", name: "orders_id_check", definition: "CHECK ((id > 0))" };
+  const total: Rule = { table: "public.orders", kind: "generated column", name: "total", definition: "(id * 2)" };
+  const domain: Rule = { table: null, kind: "domain", name: "public.email", definition: "text CHECK ((VALUE ~~ '%@%'::text))" };
+  const active: Catalog = { ...catalog([]), enums: [{ ...status, labels: ["todo", "done", "archived"] }], rules: [check, total, domain] };
+  const standby: Catalog = {
+    ...catalog([]),
+    tables: [{ ...table("users"), columns: [{ ...table("users").columns[0]!, name: "id", notNull: false }] }, table("orders")],
+    enums: [status],
+    rules: [unique, check, { ...total, definition: "(id * 3)" }, { ...domain, definition: "text" }],
+  };
+  assert.deepEqual(ruleDiff(active, standby, sides), [
+    "type public.status: label \"archived\" exists only on primary (the active); migrate secondary: alter type public.status add value 'archived'",
+    "public.users: column id is NOT NULL only on primary (the active); migrate secondary: alter table public.users alter column id set not null",
+    "public.orders: generated column total is (id * 2) on primary (the active), (id * 3) on secondary (the standby); migrate secondary to match primary",
+    "domain public.email is text CHECK ((VALUE ~~ '%@%'::text)) on primary (the active), text on secondary (the standby); migrate secondary to match primary",
+    "public.orders: unique index orders_id_key exists only on secondary (the standby); migrate primary the same way, or drop it from secondary: CREATE UNIQUE INDEX ...",
+  ]);
+  // A label only the standby has is allowed (the standby is migrated first); the same rules in any order are alike.
+  assert.deepEqual(
+    ruleDiff({ ...standby, enums: [status] }, { ...standby, rules: [...standby.rules].reverse(), enums: active.enums }, sides),
+    [],
+  );
 });

@@ -58,6 +58,8 @@ if (config?.dbUrls && config.adminToken) {
     corsOrigins: config.corsOrigins,
     alerts: config.alerts,
     runtime: "edge",
+    // Supabase ends an Edge Function's call after 150 s of wall clock.
+    wallClockMs: 150_000,
   });
   // Supabase may end an isolate once its answer is sent: alerts queued by a request are
   // handed to EdgeRuntime.waitUntil so they are still delivered (absent outside Supabase).
