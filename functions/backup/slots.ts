@@ -1,3 +1,4 @@
+import { pendingSlots } from "../divergent.ts";
 import type { EventLog } from "../events.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
 import type { Project, Projects } from "../project.ts";
@@ -61,6 +62,9 @@ export type Dropped = Record<ProjectName, string[]>;
 export async function cleanSlots(projects: Projects, active: ProjectName, standby: ProjectName, events: EventLog): Promise<Dropped> {
   const [position, staging] = await Promise.all([readPosition(projects[standby].sql), readStaging(projects[standby].sql)]);
   const needed = new Set([position, staging].filter((r) => r?.source === active).map((r) => r!.slot));
+  // A project failed away from keeps its slot until its divergent changes are listed.
+  const pending = await pendingSlots(projects[active].sql).catch(() => null);
+  if (!pending) return { primary: [], secondary: [] };
   const dropped: Dropped = { primary: [], secondary: [] };
   let standbySlots = 0;
   for (const name of PROJECT_NAMES) {
@@ -69,7 +73,7 @@ export async function cleanSlots(projects: Projects, active: ProjectName, standb
       select slot_name, (wal_status = 'lost' or restart_lsn is null) as lost, active
       from pg_catalog.pg_replication_slots where slot_type = 'logical' and database = current_database()`;
     const rows = all.filter((r) => !r.active);
-    const kept = new Set(name === active ? needed : []);
+    const kept = new Set([...(name === active ? needed : []), ...pending[name]]);
     const unneeded = orphans(
       rows.map((r) => r.slot_name),
       kept,
