@@ -90,6 +90,7 @@ export async function resolveFailovers(
   events: EventLog,
   s: { copies: Record<ProjectName, Outcome<ProjectState>>; winner: ActiveState },
 ): Promise<number> {
+  if (!s.copies[s.winner.active].ok) return 0;
   const active = projects[s.winner.active];
   const pending = await active.sql<{ epoch: string; from_project: ProjectName; slot: string | null; carried_lsn: string | null }[]>`
     select epoch::text, from_project, slot, carried_lsn::text from spillway.failover where resolved_at is null order by epoch`;
@@ -156,9 +157,9 @@ async function insertDivergent(tx: Db, epoch: number, project: ProjectName, chan
   if (changes.length === 0) return;
   await tx`
     insert into spillway.divergent (epoch, commit_lsn, seq, project, table_name, key, operation, committed_at)
-    select ${epoch}, c.lsn::pg_lsn, c.seq, ${project}, c.tab, c.k, c.op, c.at
+    select ${epoch}, c.lsn::pg_lsn, c.seq, ${project}, c.tab, c.k::jsonb, c.op, c.at
     from unnest(${changes.map((c) => c.commitLsn)}::text[], ${changes.map((c) => c.seq)}::int[], ${changes.map((c) => c.table)}::text[],
-      ${changes.map((c) => (c.key === null ? null : JSON.stringify(c.key)))}::jsonb[], ${changes.map((c) => c.operation)}::text[],
+      ${changes.map((c) => (c.key === null ? null : JSON.stringify(c.key)))}::text[], ${changes.map((c) => c.operation)}::text[],
       ${changes.map((c) => c.committedAt)}::timestamptz[]) as c(lsn, seq, tab, k, op, at)
     on conflict do nothing`;
 }
