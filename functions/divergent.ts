@@ -13,6 +13,8 @@ export interface DivergentChange {
   table: string;
   /** The row's key columns (all its columns for a table without a key); null for a truncate. */
   key: Record<string, string | null> | null;
+  /** The row's values as text (the new row; the old one for a delete; a TOAST value left unchanged is left out); null for a truncate. */
+  row: Record<string, string | null> | null;
   operation: "insert" | "update" | "delete" | "truncate";
   committedAt: string;
   commitLsn: string;
@@ -44,6 +46,14 @@ export function divergentChanges(messages: Message[], afterLsn: string | null): 
     const r = relations.get(relid);
     return r ? `${r.schema}.${r.table}` : `relation ${relid}`;
   };
+  const rowOf = (relid: number, row: Value[]) => {
+    const out: Record<string, string | null> = {};
+    for (const [i, c] of (relations.get(relid)?.columns ?? []).entries()) {
+      const v = row[i];
+      if (v !== undefined && v !== UNCHANGED) out[c.name] = v;
+    }
+    return out;
+  };
   const keyOf = (relid: number, row: Value[]) => {
     const columns = relations.get(relid)?.columns ?? [];
     const keyed = columns.some((c) => c.key) ? columns.filter((c) => c.key) : columns;
@@ -57,10 +67,14 @@ export function divergentChanges(messages: Message[], afterLsn: string | null): 
   for (const m of messages) {
     if (m.type === "relation") relations.set(m.relid, m);
     else if (m.type === "begin") current = { at: new Date(PG_EPOCH_MS + Number(m.commitTime / 1000n)).toISOString(), ops: [] };
-    else if (m.type === "insert") current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.row), operation: "insert" });
-    else if (m.type === "update") current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.old ?? m.row), operation: "update" });
-    else if (m.type === "delete") current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.old), operation: "delete" });
-    else if (m.type === "truncate") for (const id of m.relids) current?.ops.push({ table: name(id), key: null, operation: "truncate" });
+    else if (m.type === "insert")
+      current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.row), row: rowOf(m.relid, m.row), operation: "insert" });
+    else if (m.type === "update")
+      current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.old ?? m.row), row: rowOf(m.relid, m.row), operation: "update" });
+    else if (m.type === "delete")
+      current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.old), row: rowOf(m.relid, m.old), operation: "delete" });
+    else if (m.type === "truncate")
+      for (const id of m.relids) current?.ops.push({ table: name(id), key: null, row: null, operation: "truncate" });
     else if (m.type === "commit") {
       endLsn = m.endLsn;
       if (current && m.commitLsn > after) {
@@ -156,11 +170,12 @@ async function listDivergent(
 async function insertDivergent(tx: Db, epoch: number, project: ProjectName, changes: DivergentChange[]): Promise<void> {
   if (changes.length === 0) return;
   await tx`
-    insert into spillway.divergent (epoch, commit_lsn, seq, project, table_name, key, operation, committed_at)
-    select ${epoch}, c.lsn::pg_lsn, c.seq, ${project}, c.tab, c.k::jsonb, c.op, c.at
+    insert into spillway.divergent (epoch, commit_lsn, seq, project, table_name, key, "row", operation, committed_at)
+    select ${epoch}, c.lsn::pg_lsn, c.seq, ${project}, c.tab, c.k::jsonb, c.r::jsonb, c.op, c.at
     from unnest(${changes.map((c) => c.commitLsn)}::text[], ${changes.map((c) => c.seq)}::int[], ${changes.map((c) => c.table)}::text[],
-      ${changes.map((c) => (c.key === null ? null : JSON.stringify(c.key)))}::text[], ${changes.map((c) => c.operation)}::text[],
-      ${changes.map((c) => c.committedAt)}::timestamptz[]) as c(lsn, seq, tab, k, op, at)
+      ${changes.map((c) => (c.key === null ? null : JSON.stringify(c.key)))}::text[],
+      ${changes.map((c) => (c.row === null ? null : JSON.stringify(c.row)))}::text[], ${changes.map((c) => c.operation)}::text[],
+      ${changes.map((c) => c.committedAt)}::timestamptz[]) as c(lsn, seq, tab, k, r, op, at)
     on conflict do nothing`;
 }
 
@@ -185,12 +200,13 @@ export async function readDivergent(sql: Db): Promise<DivergentStatus> {
       project: ProjectName;
       table_name: string;
       key: Record<string, string | null> | null;
+      row: Record<string, string | null> | null;
       operation: DivergentChange["operation"];
       committed_at: Date;
       total: number;
     }[]
   >`
-    select epoch::text, commit_lsn::text, seq, project, table_name, key, operation, committed_at, count(*) over ()::int as total
+    select epoch::text, commit_lsn::text, seq, project, table_name, key, "row", operation, committed_at, count(*) over ()::int as total
     from spillway.divergent order by epoch desc, commit_lsn desc, seq desc limit 100`;
   return {
     count: rows[0]?.total ?? 0,
@@ -199,6 +215,7 @@ export async function readDivergent(sql: Db): Promise<DivergentStatus> {
       project: r.project,
       table: r.table_name,
       key: r.key,
+      row: r.row,
       operation: r.operation,
       committedAt: r.committed_at.toISOString(),
       commitLsn: r.commit_lsn,

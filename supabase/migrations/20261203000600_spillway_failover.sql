@@ -21,7 +21,8 @@ create table if not exists spillway.failover (
 
 -- spillway.divergent, in the project failed over to: every change the old active committed
 -- after the last carried position, never applied: table, key, operation and commit time,
--- for the operator to review (docs/failover.md).
+-- and the row's values as text (the new row; the old one for a delete), for the operator to
+-- review (docs/failover.md) after the old active has been backed up to again.
 create table if not exists spillway.divergent (
   epoch bigint not null,
   commit_lsn pg_lsn not null,
@@ -29,6 +30,7 @@ create table if not exists spillway.divergent (
   project text not null check (project in ('primary', 'secondary')),
   table_name text not null,
   key jsonb,
+  "row" jsonb,
   operation text not null check (operation in ('insert', 'update', 'delete', 'truncate')),
   committed_at timestamptz not null,
   listed_at timestamptz not null default now(),

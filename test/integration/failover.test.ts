@@ -176,8 +176,8 @@ describe("failover when the active project is down", () => {
     }
     for (const id of divergent) assert.ok(!stillOnSecondary.has(id), `${id} was applied to the new active`);
     const [row] = await pair.secondary.admin`
-      select operation, committed_at, project from spillway.divergent where epoch = 2 and key->>'id' = 'returned-1'`;
-    assert.deepEqual([row?.operation, row?.project], ["insert", "primary"]);
+      select operation, committed_at, project, "row" from spillway.divergent where epoch = 2 and key->>'id' = 'returned-1'`;
+    assert.deepEqual([row?.operation, row?.project, row?.row], ["insert", "primary", { id: "returned-1", writer: "99" }]);
     assert.ok(Math.abs(Date.now() - row!.committed_at.getTime()) < 60_000);
     const told = await waitForAlert("failover.divergent", backAlerts);
     assert.match(told.message, new RegExp(`primary answers again and is fenced; ${divergent.size} changes it committed`));
