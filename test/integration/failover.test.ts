@@ -3,7 +3,7 @@ import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
-import { createSpillwayClient } from "../../client/index.ts";
+import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
 import { tick } from "../../functions/tick.ts";
 import { call, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
@@ -47,26 +47,24 @@ after(async () => {
   await pair?.destroy();
 });
 
-// The app, unchanged: the drop-in client over both projects' Data API (STAND-IN for PostgREST).
-const supabase = () =>
-  createSpillwayClient({
-    projects: {
-      primary: { url: apis.primary.url, anonKey: ANON.primary },
-      secondary: { url: apis.secondary.url, anonKey: ANON.secondary },
-    },
-    cacheTtlMs: 300,
-    switchWaitMs: 20_000,
-  });
+// The app, unchanged: the drop-in client, or getActiveClient(), over both projects' Data API (STAND-IN for PostgREST).
+const options = (urls = { primary: apis.primary.url, secondary: apis.secondary.url }, switchWaitMs = 20_000) => ({
+  projects: { primary: { url: urls.primary, anonKey: ANON.primary }, secondary: { url: urls.secondary, anonKey: ANON.secondary } },
+  cacheTtlMs: 300,
+  switchWaitMs,
+});
+const supabase = () => createSpillwayClient(options());
 
-// Writers through the client, each write's id kept once it was acknowledged.
-function startWriters(prefix: string, count: number) {
-  const client = supabase();
+// Writers, each write's id kept once it was acknowledged: writer 0 through the drop-in
+// client, writer 1 through the client getActiveClient() gave it before anything happened.
+async function startWriters(prefix: string, count: number) {
+  const clients = [supabase(), await getActiveClient(options())];
   const acked: string[] = [];
   let stopped = false;
   const loops = Array.from({ length: count }, async (_, w) => {
     for (let i = 0; !stopped; i++) {
       const id = `${prefix}-${w}-${i}`;
-      const { error } = await client.from("items").insert({ id, writer: w });
+      const { error } = await clients[w]!.from("items").insert({ id, writer: w });
       if (!error) acked.push(id);
       await new Promise((done) => setTimeout(done, 20));
     }
@@ -128,7 +126,7 @@ describe("failover when the active project is down", () => {
     const first = await tick(ctx());
     assert.equal(first.action, "backup");
     assert.equal(first.run?.kind, "full");
-    const writers = startWriters("a", 2);
+    const writers = await startWriters("a", 2);
     await new Promise((done) => setTimeout(done, 300));
     const follow = await tick(ctx());
     assert.deepEqual([follow.phase, follow.action, follow.run?.kind], ["normal", "backup", "incremental"]);
@@ -153,7 +151,11 @@ describe("failover when the active project is down", () => {
     await new Promise((done) => setTimeout(done, 500));
     const acked = await writers.stop();
     const onSecondary = await ids("secondary");
-    assert.ok(acked.filter((id) => onSecondary.has(id)).length > 0);
+    for (const w of [0, 1])
+      assert.ok(
+        acked.some((id) => id.startsWith(`a-${w}-`) && onSecondary.has(id)),
+        `writer ${w} writes on the new active`,
+      );
 
     // The old active comes back, unfenced at first: an app still connected there writes.
     await pair.primary.restart();
@@ -199,7 +201,7 @@ describe("failover when the active project is down", () => {
   });
 
   test("the active is killed while a backup runs: what that run carried is not divergent, what came after is", async () => {
-    const writers = startWriters("b", 1);
+    const writers = await startWriters("b", 1);
     await new Promise((done) => setTimeout(done, 300));
     const ackedBefore = await writers.stop();
     // The standby's apply waits on a row the test holds (its key, written and not committed), while the active goes down.
@@ -241,5 +243,21 @@ describe("failover when the active project is down", () => {
     const { error } = await supabase().from("items").insert({ id: "after-second-failover", writer: 1 });
     assert.equal(error, null);
     assert.ok((await ids("secondary")).has("after-second-failover"));
+  });
+
+  test("a write the active cannot take is held up to switchWaitMs, then fails with a clear error when nothing takes over", async () => {
+    // The active (secondary, epoch 4) refuses connections; the primary answers, fenced, naming it.
+    const dead = "http://127.0.0.1:9";
+    const opts = options({ primary: apis.primary.url, secondary: dead }, 600);
+    for (const client of [createSpillwayClient(opts), await getActiveClient(opts)]) {
+      const started = Date.now();
+      const { error } = await client.from("items").insert({ id: "never-sent", writer: 1 });
+      assert.ok(Date.now() - started >= 600, "held for switchWaitMs");
+      assert.match(
+        error?.message ?? "",
+        /ActiveProjectUnreachable: secondary, the active project, could not be reached for 600 ms and no other project was published as active meanwhile; the request was not sent/,
+      );
+    }
+    assert.ok(!(await ids("primary")).has("never-sent") && !(await ids("secondary")).has("never-sent"));
   });
 });
