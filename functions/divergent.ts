@@ -1,4 +1,4 @@
-import { decode, lsn, lsnText, type Message, UNCHANGED, type Value } from "./backup/pgoutput.ts";
+import { decode, lsn, lsnText, type Message, UNCHANGED, type Value, visibleIn } from "./backup/pgoutput.ts";
 import { advanceSlot, flushWal, PEEK_CHANGES, peekChanges, slotRetainedBytes } from "./backup/source.ts";
 import { discardStaging } from "./backup/staged.ts";
 import { describeError } from "./errors.ts";
@@ -28,19 +28,24 @@ const PG_EPOCH_MS = 946_684_800_000;
 type Relation = Extract<Message, { type: "relation" }>;
 
 /**
- * The changes of the transactions among `messages` (pgoutput, in commit order) that
- * committed after `afterLsn` (all of them when null): table, key, operation, and commit
- * time from each transaction's Begin message. Also answers the end of the last transaction
- * read, to advance the slot to.
+ * The changes of the transactions among `messages` (pgoutput, in commit order) that the
+ * copy does not hold: committed after `carried.lsn` (all of them when null) and not seen by
+ * the snapshot of the full copy it builds on (`carried.snapshot`), as incremental runs skip them:
+ * table, key, row, operation, and commit time from each transaction's Begin message. Also
+ * answers the end of the last transaction read, to advance the slot to.
  *
  * @example
- * const { changes } = divergentChanges(messages, "0/1A2B3C4");
+ * const { changes } = divergentChanges(messages, { lsn: "0/1A2B3C4", snapshot: null });
  */
-export function divergentChanges(messages: Message[], afterLsn: string | null): { changes: DivergentChange[]; endLsn: bigint } {
-  const after = afterLsn === null ? -1n : lsn(afterLsn);
+export function divergentChanges(
+  messages: Message[],
+  carried: { lsn: string | null; snapshot: string | null },
+): { changes: DivergentChange[]; endLsn: bigint } {
+  const after = carried.lsn === null ? -1n : lsn(carried.lsn);
+  const seen = carried.snapshot === null ? () => false : visibleIn(carried.snapshot);
   const relations = new Map<number, Relation>();
   const changes: DivergentChange[] = [];
-  let current: { at: string; ops: Omit<DivergentChange, "committedAt" | "commitLsn" | "seq">[] } | null = null;
+  let current: { xid: number; at: string; ops: Omit<DivergentChange, "committedAt" | "commitLsn" | "seq">[] } | null = null;
   let endLsn = 0n;
   const name = (relid: number) => {
     const r = relations.get(relid);
@@ -66,7 +71,7 @@ export function divergentChanges(messages: Message[], afterLsn: string | null): 
   };
   for (const m of messages) {
     if (m.type === "relation") relations.set(m.relid, m);
-    else if (m.type === "begin") current = { at: new Date(PG_EPOCH_MS + Number(m.commitTime / 1000n)).toISOString(), ops: [] };
+    else if (m.type === "begin") current = { xid: m.xid, at: new Date(PG_EPOCH_MS + Number(m.commitTime / 1000n)).toISOString(), ops: [] };
     else if (m.type === "insert")
       current?.ops.push({ table: name(m.relid), key: keyOf(m.relid, m.row), row: rowOf(m.relid, m.row), operation: "insert" });
     else if (m.type === "update")
@@ -77,7 +82,7 @@ export function divergentChanges(messages: Message[], afterLsn: string | null): 
       for (const id of m.relids) current?.ops.push({ table: name(id), key: null, row: null, operation: "truncate" });
     else if (m.type === "commit") {
       endLsn = m.endLsn;
-      if (current && m.commitLsn > after) {
+      if (current && m.commitLsn > after && !seen(current.xid)) {
         const at = current.at;
         changes.push(...current.ops.map((op, seq) => ({ ...op, committedAt: at, commitLsn: lsnText(m.commitLsn), seq })));
       }
@@ -106,8 +111,10 @@ export async function resolveFailovers(
 ): Promise<number> {
   if (!s.copies[s.winner.active].ok) return 0;
   const active = projects[s.winner.active];
-  const pending = await active.sql<{ epoch: string; from_project: ProjectName; slot: string | null; carried_lsn: string | null }[]>`
-    select epoch::text, from_project, slot, carried_lsn::text from spillway.failover where resolved_at is null order by epoch`;
+  const pending = await active.sql<
+    { epoch: string; from_project: ProjectName; slot: string | null; base_snapshot: string | null; carried_lsn: string | null }[]
+  >`
+    select epoch::text, from_project, slot, base_snapshot, carried_lsn::text from spillway.failover where resolved_at is null order by epoch`;
   let resolved = 0;
   for (const f of pending) {
     if (f.from_project === s.winner.active || !s.copies[f.from_project].ok) continue;
@@ -118,7 +125,7 @@ export async function resolveFailovers(
     const epoch = Number(f.epoch);
     let note: string | null = null;
     try {
-      note = await listDivergent(old, active, { epoch, slot: f.slot, carriedLsn: f.carried_lsn });
+      note = await listDivergent(old, active, { epoch, slot: f.slot, carried: { lsn: f.carried_lsn, snapshot: f.base_snapshot } });
     } catch (e) {
       note = `its changes could not be read (${describeError(e)})`;
     }
@@ -146,7 +153,7 @@ export async function resolveFailovers(
 async function listDivergent(
   old: Project,
   active: Project,
-  f: { epoch: number; slot: string | null; carriedLsn: string | null },
+  f: { epoch: number; slot: string | null; carried: { lsn: string | null; snapshot: string | null } },
 ): Promise<string | null> {
   if (!f.slot) return "no change capture slot recorded its position, so what it committed after the failover's copy is not known";
   if ((await slotRetainedBytes(old, f.slot)) === null) {
@@ -158,7 +165,7 @@ async function listDivergent(
     if (rows.length === 0) return null;
     const { changes, endLsn } = divergentChanges(
       rows.map((r) => decode(r.data)),
-      f.carriedLsn,
+      f.carried,
     );
     await active.sql.begin("read write", (tx) => insertDivergent(tx, f.epoch, old.name, changes));
     // Listed: the slot may forget them (a listing cut short goes on from here).

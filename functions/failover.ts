@@ -96,8 +96,9 @@ async function failOver(
   const carried = position?.source === from ? position : null;
   await publishFailover(target, { epoch }, async (tx) => {
     await tx`
-      insert into spillway.failover (epoch, from_project, to_project, slot, carried_lsn, carried_until, silent_after)
-      values (${epoch}, ${from}, ${to}, ${carried?.slot ?? null}, ${carried?.appliedLsn ?? null}::pg_lsn, ${p.inStepAt}::timestamptz, ${p.silentAfter}::timestamptz)
+      insert into spillway.failover (epoch, from_project, to_project, slot, base_snapshot, carried_lsn, carried_until, silent_after)
+      values (${epoch}, ${from}, ${to}, ${carried?.slot ?? null}, ${carried?.baseSnapshot ?? null}, ${carried?.appliedLsn ?? null}::pg_lsn,
+        ${p.inStepAt}::timestamptz, ${p.silentAfter}::timestamptz)
       on conflict (epoch) do nothing`;
     await setSequences(tx, await readSequences(tx, p.settings.schemas), { gapSteps: FAILOVER_SEQUENCE_GAP_STEPS });
   });

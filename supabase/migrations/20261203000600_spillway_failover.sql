@@ -10,6 +10,7 @@ create table if not exists spillway.failover (
   from_project text not null check (from_project in ('primary', 'secondary')),
   to_project text not null check (to_project in ('primary', 'secondary')),
   slot text,
+  base_snapshot text,
   carried_lsn pg_lsn,
   carried_until timestamptz,
   silent_after timestamptz,
