@@ -230,18 +230,3 @@ export async function readDivergent(sql: Db): Promise<DivergentStatus> {
     })),
   };
 }
-
-/**
- * The slots each project's unresolved failovers still have to be read from: kept until
- * their divergent changes are listed.
- *
- * @example
- * const keep = await pendingSlots(projects.secondary.sql); // { primary: ["spillway_primary_to_secondary_1a2b3c4d"], secondary: [] }
- */
-export async function pendingSlots(sql: Db): Promise<Record<ProjectName, string[]>> {
-  const rows = await sql<{ from_project: ProjectName; slot: string }[]>`
-    select from_project, slot from spillway.failover where resolved_at is null and slot is not null`;
-  const out: Record<ProjectName, string[]> = { primary: [], secondary: [] };
-  for (const r of rows) out[r.from_project].push(r.slot);
-  return out;
-}

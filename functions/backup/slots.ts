@@ -1,7 +1,6 @@
-import { pendingSlots } from "../divergent.ts";
 import type { EventLog } from "../events.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
-import type { Project, Projects } from "../project.ts";
+import type { Db, Project, Projects } from "../project.ts";
 import { releaseCapture } from "./identity.ts";
 import { readPosition, readStaging } from "./position.ts";
 import { dropSlot, slotPrefix } from "./source.ts";
@@ -41,6 +40,21 @@ export async function slotHealth(source: Project, slot: string): Promise<SlotHea
 export function orphans(slots: string[], needed: Set<string>): string[] {
   const prefixes = PROJECT_NAMES.flatMap((from) => PROJECT_NAMES.filter((to) => to !== from).map((to) => slotPrefix(from, to)));
   return slots.filter((s) => prefixes.some((p) => s.startsWith(p)) && !needed.has(s));
+}
+
+/**
+ * The slots the unresolved failovers recorded in `sql`'s project still have to be read from
+ * (`divergent.ts`), by the project failed away from: kept until its divergent changes are listed.
+ *
+ * @example
+ * const keep = await pendingSlots(projects.secondary.sql); // { primary: ["spillway_primary_to_secondary_1a2b3c4d"], secondary: [] }
+ */
+export async function pendingSlots(sql: Db): Promise<Record<ProjectName, string[]>> {
+  const rows = await sql<{ from_project: ProjectName; slot: string }[]>`
+    select from_project, slot from spillway.failover where resolved_at is null and slot is not null`;
+  const out: Record<ProjectName, string[]> = { primary: [], secondary: [] };
+  for (const r of rows) out[r.from_project].push(r.slot);
+  return out;
 }
 
 /** What `cleanSlots` dropped, by project. */
