@@ -20,7 +20,11 @@ export interface ActiveClientOptions {
    * in ms (default 10 000). It is sent to the new active project once that is published;
    * only a switch that outlasts this surfaces the fence error. An Auth request (sign-in,
    * sign-up, refresh, sign-out) answered with a 500 is held as long, and sent to the new
-   * active if one is published meanwhile; otherwise its answer is returned.
+   * active if one is published meanwhile; otherwise its answer is returned. A Data API
+   * request the active project could not take at all (connection refused, or PostgREST
+   * could not reach its database: 503 PGRST000–PGRST002) is held as long while another
+   * project may be published as active (a failover), then sent there; past this it fails
+   * with `ActiveProjectUnreachable`.
    */
   switchWaitMs?: number;
   fetch?: typeof fetch;
@@ -55,6 +59,19 @@ export class ActiveProjectUnknown extends Error {
   constructor(message: string) {
     super(message);
     this.name = "ActiveProjectUnknown";
+  }
+}
+
+/**
+ * Thrown for a Data API request that could not be sent: the active project did not take it
+ * (connection refused, or its Data API could not reach the database) and no other project
+ * was published as active within `switchWaitMs`. supabase-js answers it as `{ error }`.
+ */
+export class ActiveProjectUnreachable extends Error {
+  readonly code = "SPILLWAY_UNREACHABLE";
+  constructor(message: string) {
+    super(message);
+    this.name = "ActiveProjectUnreachable";
   }
 }
 
@@ -350,9 +367,10 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
     const path = new URL(request.url).pathname;
     const exchange = (async () => {
       const current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
-      const response = await sendTo(current);
+      const dataApi = path.includes("/rest/v1/");
+      const response = dataApi ? await holdUnsent(r, current, sendTo) : await sendTo(current);
       if (response.ok) return response;
-      if (path.includes("/rest/v1/")) return await holdWrite(r, response, current, sendTo);
+      if (dataApi) return await holdWrite(r, response, current, sendTo);
       // GoTrue answers a database error (the fence's among them) with 500; a gateway's 502 or
       // 504 may come after the request took effect, and is never resent.
       if (path.includes("/auth/v1/") && response.status === 500) return await holdAuth(r, response, current, sendTo);
@@ -371,6 +389,57 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
     noted.then(done, done);
     return await noted;
   };
+}
+
+/** Connection errors that leave a request unsent: it never reached the server. */
+const UNSENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENETUNREACH", "EAI_AGAIN", "UND_ERR_CONNECT_TIMEOUT"]);
+/** PostgREST's codes for "could not reach the database": the request did not run. */
+const NO_DATABASE_CODES = new Set(["PGRST000", "PGRST001", "PGRST002"]);
+
+// Whether a failed fetch never reached the server. Node names the cause; a browser says
+// only "Failed to fetch" (a TypeError), which is taken as a connection that could not be made.
+function unsentError(e: unknown): boolean {
+  if ((e as Error | null)?.name === "AbortError") return false;
+  const cause = (e as { cause?: { code?: string; errors?: { code?: string }[] } } | null)?.cause;
+  const code = cause?.code ?? cause?.errors?.[0]?.code;
+  return code ? UNSENT_CODES.has(code) : e instanceof TypeError;
+}
+
+async function unsentResponse(response: Response): Promise<boolean> {
+  if (response.status !== 503) return false;
+  const body = (await response
+    .clone()
+    .json()
+    .catch(() => null)) as { code?: string } | null;
+  return NO_DATABASE_CODES.has(body?.code ?? "");
+}
+
+// A Data API request the active project could not take never ran: while another project
+// may be published as active (a failover once the active stays down), it is held, asked
+// again, and sent to the project that answers as active with the highest epoch. Past
+// `switchWaitMs` it fails with `ActiveProjectUnreachable` (or the Data API's own 503).
+async function holdUnsent(r: Resolver, first: ProjectName, sendTo: (name: ProjectName) => Promise<Response>): Promise<Response> {
+  const wait = r.options.switchWaitMs ?? 10_000;
+  const deadline = Date.now() + wait;
+  let current = first;
+  for (;;) {
+    let response: Response | null = null;
+    try {
+      response = await sendTo(current);
+      if (!(await unsentResponse(response))) return response;
+    } catch (e) {
+      if (!unsentError(e)) throw e;
+    }
+    if (Date.now() >= deadline) {
+      if (response) return response;
+      throw new ActiveProjectUnreachable(
+        `${current}, the active project, could not be reached for ${wait} ms and no other project was published as active meanwhile; the request was not sent`,
+      );
+    }
+    await response?.body?.cancel();
+    await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, Math.max(0, deadline - Date.now()))));
+    current = await resolveActive(r, true).catch(() => current);
+  }
 }
 
 // A Data API call refused by the fence (SQLSTATE SPWFN) is sent again, to the project the

@@ -37,12 +37,15 @@ const ALERT_KINDS = new Set([
   "switch.forced",
   "project.unreachable",
   "project.reachable",
+  "failover.completed",
+  "failover.divergent",
+  "failover.unresolved",
 ]);
 
 /**
  * Whether an operator is told of an event by an alert: phase changes, backup and switch
- * outcomes (refusals and forced switches included), retention guard drops and a project
- * unreachable for more than one tick. `alert.failed` never is, so a dead webhook cannot
+ * outcomes (refusals and forced switches included), retention guard drops, a project
+ * unreachable for more than one tick, a failover and the divergent changes it left. `alert.failed` never is, so a dead webhook cannot
  * feed itself.
  *
  * @example

@@ -133,6 +133,23 @@ export async function writePublished(project: Project, p: { to: ProjectName; epo
 }
 
 /**
+ * Publishes `to` as the active project at `epoch` in its own copy of the state, without
+ * fencing the old active (a failover: it cannot be reached), in one transaction with
+ * `within` (what the failover records there).
+ *
+ * @example
+ * await publishFailover(projects.secondary, { epoch: 2 }, (tx) => recordFailover(tx, row));
+ */
+export async function publishFailover(to: Project, p: { epoch: number }, within: (tx: Db) => Promise<void>): Promise<void> {
+  await onProject(to, (sql) =>
+    sql.begin("read write", async (tx) => {
+      await within(tx);
+      await writeState(tx, to.name, { to: to.name, epoch: p.epoch });
+    }),
+  );
+}
+
+/**
  * Publishes a switch from `from` (fenced at `oldEpoch` by the lease `holder`) to `to`: the
  * target's copy of the state first, then the old active's, whose state row is locked (and
  * checked to be still fenced by this switch) before the target is touched, so that nothing

@@ -24,6 +24,8 @@ export interface PolicyInput {
   };
   /** How far below a threshold usage must fall before the phase steps down. Default 0.01. */
   hysteresis?: number;
+  /** The standby follows the active at every tick, in every phase (setting `failover` on). */
+  followAlways?: boolean;
 }
 
 /** The policy's answer. */
@@ -82,7 +84,69 @@ export function decide(input: PolicyInput): Decision {
   if (decision.action === "none" && input.standby.continues && input.standby.reachable && input.activeUsage !== null) {
     return { ...decision, action: "backup", reason: `${decision.reason}; the staged full backup continues` };
   }
+  // With failover on, a standby a tick behind is what bounds the data a failover loses.
+  if (decision.action === "none" && input.followAlways && input.autoBackup && input.standby.reachable && input.activeUsage !== null) {
+    return { ...decision, action: "backup", reason: `${decision.reason}; failover is on: the standby follows the active` };
+  }
   return decision;
+}
+
+/** The figures a failover is decided from, all as a tick found them. */
+export interface FailoverInput {
+  /** The setting: null when failover is off. */
+  failover: { afterSeconds: number; maxLagSeconds: number } | null;
+  activeReachable: boolean;
+  /** Ticks in a row that found the active unreachable, and for how long (seconds since the first). */
+  down: { ticks: number; seconds: number } | null;
+  standby: { reachable: boolean; hasBackup: boolean };
+  /** When the standby last held every change of the active (its latest complete copy's moment); null when never. */
+  inStepAt: string | null;
+  /** When the active went silent: the last time a tick reached it. */
+  silentAfter: string | null;
+}
+
+/** Whether to fail over, why, and how far behind the standby was when the active went silent. */
+export interface FailoverDecision {
+  failover: boolean;
+  reason: string;
+  lagSeconds: number | null;
+}
+
+/**
+ * Whether the standby is published as the active project because the active is down: every
+ * tick for `afterSeconds` found it unreachable, the standby answers and holds a copy of it,
+ * and that copy was in step no more than `maxLagSeconds` before the active went silent.
+ *
+ * @example
+ * decideFailover({ failover: { afterSeconds: 180, maxLagSeconds: 60 }, activeReachable: false,
+ *   down: { ticks: 4, seconds: 190 }, standby: { reachable: true, hasBackup: true },
+ *   inStepAt: "2026-12-03T10:00:00Z", silentAfter: "2026-12-03T10:00:30Z" })
+ * // { failover: true, lagSeconds: 30, reason: "..." }
+ */
+export function decideFailover(input: FailoverInput): FailoverDecision {
+  const no = (reason: string, lagSeconds: number | null = null) => ({ failover: false, reason, lagSeconds });
+  const f = input.failover;
+  if (!f) return no("failover is off");
+  if (input.activeReachable) return no("the active project answers");
+  if (!input.down || input.down.ticks < 2 || input.down.seconds < f.afterSeconds) {
+    return no(`the active project has been unreachable for ${Math.floor(input.down?.seconds ?? 0)} s; failover waits ${f.afterSeconds} s`);
+  }
+  if (!input.standby.reachable) return no("the standby is unreachable too");
+  if (!input.standby.hasBackup || input.inStepAt === null) return no("the standby holds no complete copy of the active project");
+  const silent = input.silentAfter === null ? Number.NaN : Date.parse(input.silentAfter);
+  const lagSeconds = Number.isNaN(silent) ? null : Math.max(0, Math.round((silent - Date.parse(input.inStepAt)) / 1000));
+  if (lagSeconds === null) return no("when the active project went silent is not known");
+  if (lagSeconds > f.maxLagSeconds) {
+    return no(
+      `the standby's copy was ${lagSeconds} s behind when the active project went silent, over maxLagSeconds (${f.maxLagSeconds} s)`,
+      lagSeconds,
+    );
+  }
+  return {
+    failover: true,
+    lagSeconds,
+    reason: `the active project has been unreachable for ${Math.floor(input.down.seconds)} s (${input.down.ticks} ticks), over afterSeconds (${f.afterSeconds} s), and the standby was ${lagSeconds} s behind when it went silent`,
+  };
 }
 
 function decideFromUsage(input: PolicyInput): Decision {

@@ -59,6 +59,27 @@ const settingsShape = {
     .int("must be a whole number of bytes")
     .min(1048576, "must be at least 1048576 (1 MB)")
     .max(Number.MAX_SAFE_INTEGER, "is too large"),
+  // Off (null), or when to publish the standby with the active unreachable (docs/failover.md).
+  failover: z
+    .object(
+      {
+        afterSeconds: z
+          .number({ invalid_type_error: "must be a number of seconds" })
+          .int("must be a whole number of seconds")
+          .min(1, "must be at least 1")
+          .max(86400, "must be at most 86400")
+          .default(180),
+        maxLagSeconds: z
+          .number({ invalid_type_error: "must be a number of seconds" })
+          .int("must be a whole number of seconds")
+          .min(0, "must be at least 0")
+          .max(86400, "must be at most 86400")
+          .default(60),
+      },
+      { invalid_type_error: 'must be null or {"afterSeconds": 180, "maxLagSeconds": 60}' },
+    )
+    .strict()
+    .nullable(),
 };
 
 const settingsSchema = z.object(settingsShape).strict();
@@ -89,6 +110,8 @@ export const DEFAULT_SETTINGS: Settings = {
   // this on once both projects share one (docs/auth.md).
   authSessions: false,
   maxRetainedBytes: 134217728,
+  // Off until the operator opts in: a failover may lose the active's last changes.
+  failover: null,
 };
 
 /** Where the process runs, as its entry says: the Edge Function runtime, or Node (local server, CLI, tests). */

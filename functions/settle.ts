@@ -1,3 +1,5 @@
+import { resolveFailovers } from "./divergent.ts";
+import { describeError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { fence, liftFence, writePublished } from "./fence.ts";
 import { PROJECT_NAMES } from "./names.ts";
@@ -17,8 +19,10 @@ export interface Settled {
  * Brings both copies of the state in line with the highest epoch, after anything that was
  * interrupted: a copy left at a lower epoch gets the winner's state (fenced, when it is not
  * the active project), and an active project left fenced by a switch that never finished is
- * unfenced (its epoch did not move, so it is still the one apps must use). Must run under
- * the operation lease, so that no switch is in progress.
+ * unfenced (its epoch did not move, so it is still the one apps must use). An old active
+ * failed away from is fenced at once when it answers again, and its divergent changes are
+ * listed (`resolveFailovers`). Must run under the operation lease, so that no switch is in
+ * progress.
  *
  * @example
  * await settle(projects, events);
@@ -39,6 +43,18 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
       { project: name },
     );
   }
+  // An old active failed away from is fenced just above, the first time it answers; what it
+  // committed that the failover did not carry is listed now, never applied.
+  await resolveFailovers(projects, events, { copies, winner }).catch((e) =>
+    events.record(
+      "error",
+      "failover.unresolved",
+      `the changes of a project failed away from could not be listed yet: ${describeError(e)}`,
+      {
+        project: winner.standby,
+      },
+    ),
+  );
   // The standby takes no app writes before it is the published active: they would be
   // overwritten by the next backup, or collide with the rows it brings.
   const standbyCopy = copies[winner.standby];

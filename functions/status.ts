@@ -1,4 +1,6 @@
+import { readActivity } from "./activity.ts";
 import { userCount } from "./backup/auth.ts";
+import { type DivergentStatus, readDivergent } from "./divergent.ts";
 import { describeError } from "./errors.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { type Db, onBoth, type Project, type Projects } from "./project.ts";
@@ -20,6 +22,8 @@ export interface ProjectStatus {
   largestTables: TableSize[];
   /** Users in the project's Supabase Auth; null when Auth is absent or not carried. */
   users: number | null;
+  /** When a tick last reached it (measured it and wrote its sample): what keeps a Free project from pausing. */
+  lastActivityAt: string | null;
   error: string | null;
 }
 
@@ -35,6 +39,8 @@ export interface Status {
   standbyLagSeconds: number | null;
   forecast: Forecast;
   samples: Record<ProjectName, { at: string; usedBytes: number }[]>;
+  /** Changes an old active committed after a failover's last carried position, never applied (docs/failover.md); null when unknown. */
+  divergent: DivergentStatus | null;
 }
 
 /** Samples per project: at the local server's 5 s ticks, 20 minutes, more than a forecast needs. */
@@ -80,7 +86,11 @@ export async function changeCounter(sql: Db, schemas: string[]): Promise<string>
  * const status = await readStatus(projects, redact);
  */
 export async function readStatus(projects: Projects, redact: (text: string) => string): Promise<Status> {
-  const [{ copies, winner }, { settings }] = await Promise.all([readStates(projects), readSettings(projects)]);
+  const [{ copies, winner }, { settings }, activity] = await Promise.all([
+    readStates(projects),
+    readSettings(projects),
+    readActivity(projects),
+  ]);
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
   const measured = await onBoth(projects, async (p) => {
     const [m, samples, lastBackup, users] = await Promise.all([
@@ -104,6 +114,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
       role: name === winner.active ? ("active" as const) : ("standby" as const),
       quotaBytes,
       fenced: copy.ok ? copy.value.fenced : null,
+      lastActivityAt: activity[name],
     };
     if (o.ok) {
       const { m } = o.value;
@@ -158,5 +169,6 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     standbyLagSeconds: lag,
     forecast: activeForecast,
     samples,
+    divergent: await readDivergent(projects[winner.active].sql).catch(() => null),
   };
 }

@@ -1,3 +1,4 @@
+import { recordActivity } from "./activity.ts";
 import { unpublishUnidentified } from "./backup/identity.ts";
 import { readPosition, readStaging, type Staging } from "./backup/position.ts";
 import { cleanSlots } from "./backup/slots.ts";
@@ -6,6 +7,7 @@ import { discardStaging } from "./backup/staged.ts";
 import { type BackupContext, runBackup } from "./backup.ts";
 import { describeError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import { considerFailover } from "./failover.ts";
 import { ensureFence } from "./fence.ts";
 import { type Lease, renewLease, requireLease, takeLease } from "./lease.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
@@ -84,11 +86,15 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
     return m;
   });
   await trackReachability(projects, measured, events).catch(() => undefined);
+  await recordActivity(projects, measured).catch(() => undefined);
   const usage = { primary: null, secondary: null } as Record<ProjectName, number | null>;
   for (const name of PROJECT_NAMES) {
     const o = measured[name];
     if (o.ok) usage[name] = o.value.usedBytes / settings.quotaBytes[name];
   }
+  const failover = await considerFailover(ctx, { winner, settings, measured });
+  if (failover.result)
+    return { action: "switch", reason: `failover: ${failover.decision.reason}`, phase: "normal", usage, switch: failover.result };
 
   const activeCopy = copies[winner.active];
   const previous: Phase = activeCopy.ok ? activeCopy.value.phase : "normal";
@@ -106,6 +112,7 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
       usageAfterSwitch: standby.ok ? await standbyAfterSwitch(projects, winner.active, winner.standby, standby.value, settings) : null,
       continues: staging?.source === winner.active,
     },
+    followAlways: settings.failover !== null,
   });
   if (decision.phase !== previous) {
     await events.record(

@@ -8,7 +8,7 @@ export type Value = string | null | typeof UNCHANGED;
 
 /** A decoded pgoutput (protocol 1) message. */
 export type Message =
-  | { type: "begin"; finalLsn: bigint; xid: number }
+  | { type: "begin"; finalLsn: bigint; xid: number /** Microseconds since 2000-01-01 UTC. */; commitTime: bigint }
   | { type: "commit"; commitLsn: bigint; endLsn: bigint }
   | { type: "relation"; relid: number; schema: string; table: string; columns: { name: string; key: boolean; typeOid: number }[] }
   | { type: "insert"; relid: number; row: Value[] }
@@ -103,8 +103,8 @@ export function decode(data: Uint8Array): Message {
   switch (r.char()) {
     case "B": {
       const finalLsn = r.u64();
-      r.u64(); // commit time
-      return { type: "begin", finalLsn, xid: r.u32() };
+      const commitTime = r.u64();
+      return { type: "begin", finalLsn, commitTime, xid: r.u32() };
     }
     case "C": {
       r.u8(); // flags

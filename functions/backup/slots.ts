@@ -1,6 +1,6 @@
 import type { EventLog } from "../events.ts";
 import { PROJECT_NAMES, type ProjectName } from "../names.ts";
-import type { Project, Projects } from "../project.ts";
+import type { Db, Project, Projects } from "../project.ts";
 import { releaseCapture } from "./identity.ts";
 import { readPosition, readStaging } from "./position.ts";
 import { dropSlot, slotPrefix } from "./source.ts";
@@ -42,6 +42,21 @@ export function orphans(slots: string[], needed: Set<string>): string[] {
   return slots.filter((s) => prefixes.some((p) => s.startsWith(p)) && !needed.has(s));
 }
 
+/**
+ * The slots the unresolved failovers recorded in `sql`'s project still have to be read from
+ * (`divergent.ts`), by the project failed away from: kept until its divergent changes are listed.
+ *
+ * @example
+ * const keep = await pendingSlots(projects.secondary.sql); // { primary: ["spillway_primary_to_secondary_1a2b3c4d"], secondary: [] }
+ */
+export async function pendingSlots(sql: Db): Promise<Record<ProjectName, string[]>> {
+  const rows = await sql<{ from_project: ProjectName; slot: string }[]>`
+    select from_project, slot from spillway.failover where resolved_at is null and slot is not null`;
+  const out: Record<ProjectName, string[]> = { primary: [], secondary: [] };
+  for (const r of rows) out[r.from_project].push(r.slot);
+  return out;
+}
+
 /** What `cleanSlots` dropped, by project. */
 export type Dropped = Record<ProjectName, string[]>;
 
@@ -61,6 +76,9 @@ export type Dropped = Record<ProjectName, string[]>;
 export async function cleanSlots(projects: Projects, active: ProjectName, standby: ProjectName, events: EventLog): Promise<Dropped> {
   const [position, staging] = await Promise.all([readPosition(projects[standby].sql), readStaging(projects[standby].sql)]);
   const needed = new Set([position, staging].filter((r) => r?.source === active).map((r) => r!.slot));
+  // A project failed away from keeps its slot until its divergent changes are listed.
+  const pending = await pendingSlots(projects[active].sql).catch(() => null);
+  if (!pending) return { primary: [], secondary: [] };
   const dropped: Dropped = { primary: [], secondary: [] };
   let standbySlots = 0;
   for (const name of PROJECT_NAMES) {
@@ -69,7 +87,7 @@ export async function cleanSlots(projects: Projects, active: ProjectName, standb
       select slot_name, (wal_status = 'lost' or restart_lsn is null) as lost, active
       from pg_catalog.pg_replication_slots where slot_type = 'logical' and database = current_database()`;
     const rows = all.filter((r) => !r.active);
-    const kept = new Set(name === active ? needed : []);
+    const kept = new Set([...(name === active ? needed : []), ...pending[name]]);
     const unneeded = orphans(
       rows.map((r) => r.slot_name),
       kept,

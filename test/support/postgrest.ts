@@ -8,7 +8,8 @@ import postgres from "postgres";
  * database. `GET /rest/v1/<table>?select=a,b` and `POST /rest/v1/<table>` (a JSON object
  * or array), run as the `anon` role; errors are `{code, message, details, hint}` with
  * PostgREST's status codes (409 for a unique violation, 401 for a missing privilege, 400
- * for anything else raised by the database, such as Spillway's fence).
+ * for anything else raised by the database, such as Spillway's fence; 503 PGRST000 when the
+ * database refuses the connection, as PostgREST answers when it cannot reach it).
  *
  * @example
  * const api = await startDataApi(pair.urls.primary);
@@ -19,6 +20,8 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
   const sql = postgres(dbUrl, {
     max: 4,
     onnotice: () => {},
+    // PostgREST answers at once while its database is down (503), never after a growing wait.
+    backoff: () => 0,
     types: { int8: { to: 20, from: [20], parse: (x: string) => Number(x), serialize: (x: number) => String(x) } },
   });
   let hanging = false;
@@ -70,6 +73,15 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
       return send(405, { code: "PGRST105", message: "method not allowed", details: null, hint: null });
     } catch (e) {
       const err = e as { code?: string; message?: string; detail?: string; hint?: string };
+      // As PostgREST answers when it cannot connect to its database (the request did not run).
+      if (err.code === "ECONNREFUSED" || err.code === "57P03") {
+        return send(503, {
+          code: "PGRST000",
+          message: "Could not connect with the database due to an incorrect db-uri or due to the PostgreSQL service not running.",
+          details: err.message ?? null,
+          hint: null,
+        });
+      }
       const status = err.code === "23505" ? 409 : err.code === "42501" ? 401 : 400;
       return send(status, {
         code: err.code ?? "PGRST000",
