@@ -1,7 +1,7 @@
-// Review of authSessions and keepSession: sequences that leave the two projects' sessions
-// different, or a client signed in as a user who signed out. With STAND-INS for Supabase
-// Auth (test/support/gotrue.ts, gotrue-api.ts) and PostgREST (test/support/postgrest.ts),
-// which cannot run here. These tests show bugs: they fail on the code they review.
+// Auth sessions and keepSession: sequences that could leave the two projects' sessions
+// different, or a client signed in as a user who signed out, end with the same sessions on
+// both. With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts) and
+// PostgREST (test/support/postgrest.ts), which cannot run here.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

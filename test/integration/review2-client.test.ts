@@ -1,8 +1,7 @@
-// Review of the client's session handover (keepSession): a handover that outlasts its time
-// limit is reported lost but goes on, and later replaces whatever the new active's client
-// holds by then. With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts)
-// and PostgREST (test/support/postgrest.ts), which cannot run here. This test shows a bug:
-// it fails on the code it reviews.
+// The client's session handover (keepSession): a handover that outlasts its time limit is
+// reported lost and must not later replace whatever the new active's client holds by then.
+// With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts) and PostgREST
+// (test/support/postgrest.ts), which cannot run here.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
