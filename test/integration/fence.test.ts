@@ -13,6 +13,9 @@ import { fingerprint } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
+
 let pair: TestPair;
 let t: TestApp;
 let apis: Record<"primary" | "secondary", Awaited<ReturnType<typeof startDataApi>>>;
@@ -31,7 +34,10 @@ before(async () => {
   await applyToBoth(pair, SCHEMA);
   await pair.primary.admin`insert into public.readings select date '2025-06-01' + (i % 400), i from generate_series(1, 300) i`;
   t = await testApp(pair);
-  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+  apis = {
+    primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+  };
   await post("/force-backup", { mode: "full" });
 });
 after(async () => {
@@ -49,7 +55,10 @@ async function post(path: string, body: unknown = {}): Promise<any> {
 }
 
 function projects() {
-  return { primary: { url: apis.primary.url, anonKey: "anon-primary" }, secondary: { url: apis.secondary.url, anonKey: "anon-secondary" } };
+  return {
+    primary: { url: apis.primary.url, anonKey: apis.primary.anonKey },
+    secondary: { url: apis.secondary.url, anonKey: apis.secondary.anonKey },
+  };
 }
 
 async function state(name: "primary" | "secondary") {

@@ -23,6 +23,7 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
   let t: TestApp;
   const fronts: Array<{ close(): Promise<void> }> = [];
   const urls = {} as Record<"primary" | "secondary", string>;
+  const anonKeys = {} as Record<"primary" | "secondary", string>;
   let slowRefresh = false;
   let refreshSent: () => void = () => undefined;
   before(async () => {
@@ -31,7 +32,8 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
     await applyToBoth(pair, APP_SCHEMA);
     t = await testApp(pair);
     for (const name of ["primary", "secondary"] as const) {
-      const data = await startDataApi(pair.urls[name]);
+      const data = await startDataApi(pair.urls[name], SECRET);
+      anonKeys[name] = data.anonKey;
       const auth = await startAuthApi(pair[name], { jwtSecret: SECRET, next: data.url });
       fronts.push(auth, data);
       urls[name] = auth.url;
@@ -56,7 +58,10 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
       return response;
     };
     const options = {
-      projects: { primary: { url: urls.primary, anonKey: "anon-primary" }, secondary: { url: urls.secondary, anonKey: "anon-secondary" } },
+      projects: {
+        primary: { url: urls.primary, anonKey: anonKeys.primary },
+        secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
+      },
       cacheTtlMs: 0,
       timeoutMs: TIMEOUT_MS,
       keepSession: true,
