@@ -105,7 +105,9 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     for (const [i, name] of ["primary", "secondary"].entries()) {
       assert.match(
         lines[i]!,
-        new RegExp(`^${name}: function URL and cron token stored in spillway\\.secrets \\(no Vault here\\); pg_cron job spillway-tick runs every minute$`),
+        new RegExp(
+          `^${name}: function URL and cron token stored in spillway\\.secrets \\(no Vault here\\); pg_cron job spillway-tick runs every minute$`,
+        ),
       );
     }
     const [stored] = await primary.admin`select count(*)::int as n from spillway.secrets`;
