@@ -1,3 +1,11 @@
+// Full backups killed mid-table at random moments, and money moved during backups: the
+// standby always holds one complete copy.
+//
+// Mutation it catches (run on purpose, then reverted): runs left by a killed process never
+// marked failed (functions/runs.ts, failInterrupted doing nothing) fails "the standby always
+// holds a complete earlier copy, and the next backup completes" (killed runs are marked
+// interrupted).
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";

@@ -1,3 +1,10 @@
+// Full backups with either strategy: every table and sequence equal on both sides, verified;
+// and the refusals around them.
+//
+// Mutation it catches (run on purpose, then reverted): the full copy without setting the
+// standby's sequences after the load (functions/backup/full.ts, setSequences) fails "copy:
+// every table and sequence ends equal on both sides, verified".
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { type TestApp, testApp } from "../support/app.ts";

@@ -2,6 +2,11 @@
 // until the new active is published, REPEATABLE READ writers, writes after the target's
 // publish failed half-way, replica-mode sessions, tables created later, and partitions in
 // other schemas. Data API calls go through the PostgREST STAND-IN (test/support/postgrest.ts).
+//
+// Mutation it catches (run on purpose, then reverted): the fence guard reading the state row
+// without `for share` (supabase/migrations/20261129000500_spillway_fence_gate.sql) fails "a
+// REPEATABLE READ transaction whose snapshot predates the fence cannot commit a write after
+// it" and "no write fails, none is missing, and after one more backup the projects are equal".
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

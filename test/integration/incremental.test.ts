@@ -1,3 +1,12 @@
+// Incremental backups: what moves, kills inside a run with writes going on, the retention guard.
+//
+// Mutation it catches (run on purpose, then reverted): the batch writer not sending its
+// keyed deletes (functions/backup/batch.ts) fails "inserts, updates ... and only they" and
+// "killed at random moments ...". Run too, and NOT caught: dropping the check that skips a
+// transaction at or before the applied position (functions/backup/apply.ts,
+// `m.commitLsn > applied`): it matters only for a kill between the standby's commit and the
+// slot's advance, which the random kills did not hit.
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";

@@ -1,3 +1,11 @@
+// Staged full backups: over several calls while money moves, killed inside its calls, 202
+// over HTTP until published, with fdw, by ticks, past the retention guard, across a switch.
+//
+// Mutation it catches (run on purpose, then reverted): a call that publishes without first
+// catching up the changes made since each table was staged (functions/backup/staged.ts,
+// applyChanges) fails "continues over calls while money moves, and publishes one consistent
+// copy" (its publish fails on a duplicate key).
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import { runBackup } from "../../functions/backup.ts";
