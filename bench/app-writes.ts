@@ -3,6 +3,9 @@
 import { createSpillwayClient } from "../client/index.ts";
 import { startDataApi } from "../test/support/postgrest.ts";
 
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
+
 /** One acknowledged or failed write: when it was sent and how long the app waited. */
 export interface TimedWrite {
   startedAt: number;
@@ -19,11 +22,14 @@ export interface TimedWrite {
  * const writes = await app.stop();
  */
 export async function appWrites(dbUrls: { primary: string; secondary: string }, loops: number): Promise<{ stop(): Promise<TimedWrite[]> }> {
-  const apis = { primary: await startDataApi(dbUrls.primary), secondary: await startDataApi(dbUrls.secondary) };
+  const apis = {
+    primary: await startDataApi(dbUrls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(dbUrls.secondary, JWT_SECRETS.secondary),
+  };
   const client = createSpillwayClient({
     projects: {
-      primary: { url: apis.primary.url, anonKey: "anon-primary" },
-      secondary: { url: apis.secondary.url, anonKey: "anon-secondary" },
+      primary: { url: apis.primary.url, anonKey: apis.primary.anonKey },
+      secondary: { url: apis.secondary.url, anonKey: apis.secondary.anonKey },
     },
     cacheTtlMs: 1000,
   });

@@ -6,6 +6,7 @@ import { writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { freePort, startServer } from "../cli/server.ts";
+import { EDGE_LIMITS } from "../test/support/edge.ts";
 import { startTestServer, systemBinDir, type TestServer } from "../test/support/postgres.ts";
 import { loopUntilStopped } from "../test/support/writers.ts";
 import { appWrites, quantile } from "./app-writes.ts";
@@ -114,8 +115,9 @@ async function captureCost(server: TestServer): Promise<number> {
 }
 
 // Full backups through the Edge entry under real Deno, each strategy last so that the copy
-// strategy's is the latest full copy: the Deno process's CPU per 100 MB (the Edge runtime
-// allows 2 s a request) and the time a caller of POST /force-backup waits, best of 2 each.
+// strategy's is the latest full copy: the Deno process's CPU per 100 MB and the time a caller
+// of POST /force-backup waits, best of 2 each; from both, the largest database one Edge
+// request (2 s of CPU, 150 s of wall clock) backs up in full.
 async function edgeFigures(
   servers: { primary: TestServer; secondary: TestServer },
   dataMb: number,
@@ -131,11 +133,16 @@ async function edgeFigures(
       await setStrategy([servers.primary, servers.secondary], strategy);
       const runs = [await edge.backup({ mode: "full" }), await edge.backup({ mode: "full" })];
       const cpuPer100Mb = Math.min(...runs.map((r) => r.cpuSeconds)) / (dataMb / 100);
+      const wallPer100Mb = Math.min(...runs.map((r) => r.seconds)) / (dataMb / 100);
       figure(`edge_full_backup_${strategy}_cpu_seconds_per_100mb`, cpuPer100Mb, `Deno process CPU; target ≤ ${cpuTarget}`, 3);
+      figure(`edge_full_backup_${strategy}_wall_seconds_per_100mb`, wallPer100Mb, "the caller's wait; informative", 3);
+      // One request may use 2 s of CPU and 150 s of wall clock: whichever runs out first bounds it.
+      const byCpu = (EDGE_LIMITS.cpuSeconds / cpuPer100Mb) * 100;
+      const byWall = (EDGE_LIMITS.wallClockSeconds / wallPer100Mb) * 100;
       figure(
-        `edge_full_backup_${strategy}_fits_2s_cpu_mb`,
-        2 / (cpuPer100Mb / 100),
-        "largest database whose full backup fits the Edge runtime's 2 s of CPU; informative",
+        `edge_full_backup_${strategy}_fits_one_request_mb`,
+        Math.min(byCpu, byWall),
+        `largest database whose full backup fits one Edge request (${byCpu < byWall ? "CPU" : "wall clock"} binds: ${Math.round(byCpu)} MB by 2 s of CPU, ${Math.round(byWall)} MB by 150 s); informative`,
         0,
       );
       figure(
@@ -149,6 +156,12 @@ async function edgeFigures(
         `the same against an uncompressed dump (pg_dump -Fc -Z0), the faster baseline; target ≤ ${ratioTarget}`,
       );
     }
+    figure(
+      "edge_peak_rss_mb",
+      edge.peakRssMb(),
+      `the Deno process's peak resident memory; the Edge Function allows ${EDGE_LIMITS.memoryMb} MB`,
+      0,
+    );
   } finally {
     await edge.stop();
   }

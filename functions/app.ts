@@ -133,7 +133,7 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   api.get("/logs", admin, async (c) => {
-    const query = parseLogQuery(c.req.query());
+    const query = parseLogQuery(c.req.queries());
     return c.json({ events: await deps.events.list(query) });
   });
 
@@ -231,10 +231,16 @@ async function readJson(c: Context, code: string): Promise<unknown> {
   }
 }
 
-function parseLogQuery(q: Record<string, string>): { limit: number; level?: Level; before?: string } {
+// A parameter given twice is refused: which of its values would count is the caller's guess.
+function parseLogQuery(given: Record<string, string[]>): { limit: number; level?: Level; before?: string } {
   const fields: Record<string, string> = {};
   const allowed = new Set(["limit", "level", "before"]);
-  for (const key of Object.keys(q)) if (!allowed.has(key)) fields[key] = "is not a query parameter of /logs";
+  const q: Record<string, string> = {};
+  for (const [key, values] of Object.entries(given)) {
+    if (!allowed.has(key)) fields[key] = "is not a query parameter of /logs";
+    else if (values.length > 1) fields[key] = "is given more than once";
+    q[key] = values[0] ?? "";
+  }
   let limit = 50;
   if (q.limit !== undefined) {
     limit = Number(q.limit);

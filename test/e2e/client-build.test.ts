@@ -18,6 +18,9 @@ import { launchBrowser, OUTPUT_DIR } from "../support/browser.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
+
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
 let server: RunningServer;
@@ -40,7 +43,10 @@ before(async () => {
     dataDir: `${pair.primary.dir}/../data-dir`,
     tickSeconds: 3600,
   });
-  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+  apis = {
+    primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+  };
   browser = await launchBrowser();
 });
 after(async () => {
@@ -72,8 +78,8 @@ describe("the built client", () => {
       script,
       `
       import { createSpillwayClient } from "spillway/client";
-      const [primary, secondary, statusUrl] = process.argv.slice(2);
-      const supabase = createSpillwayClient({ projects: { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } }, statusUrl });
+      const [primary, secondary, statusUrl, primaryKey, secondaryKey] = process.argv.slice(2);
+      const supabase = createSpillwayClient({ projects: { primary: { url: primary, anonKey: primaryKey }, secondary: { url: secondary, anonKey: secondaryKey } }, statusUrl });
       const { error } = await supabase.from("items").insert({ label: "from plain node" });
       const { data } = await supabase.from("items").select("label");
       console.log(JSON.stringify({ error, labels: data.map((r) => r.label) }));
@@ -83,7 +89,15 @@ describe("the built client", () => {
     // Run without blocking: the server and the Data API stand-in answer from this process.
     const { stdout } = await promisify(execFile)(
       process.execPath,
-      ["--experimental-websocket", script, apis.primary.url, apis.secondary.url, `${server.url}/spillway`],
+      [
+        "--experimental-websocket",
+        script,
+        apis.primary.url,
+        apis.secondary.url,
+        `${server.url}/spillway`,
+        apis.primary.anonKey,
+        apis.secondary.anonKey,
+      ],
       { cwd: root, timeout: 60_000 },
     );
     assert.deepEqual(JSON.parse(stdout.trim()), { error: null, labels: ["from plain node"] });
@@ -109,12 +123,12 @@ describe("the built client", () => {
       await page.goto(`${server.url}/__test/page.html`);
       const write = (label: string) =>
         page.evaluate(
-          async ({ label, statusUrl, primary, secondary }) => {
+          async ({ label, statusUrl, primary, secondary, keys }) => {
             const w = window as unknown as { supabase?: any };
             if (!w.supabase) {
               const { createSpillwayClient } = await import("/__test/client.js" as string);
               w.supabase = createSpillwayClient({
-                projects: { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } },
+                projects: { primary: { url: primary, anonKey: keys[0] }, secondary: { url: secondary, anonKey: keys[1] } },
                 statusUrl,
                 cacheTtlMs: 0,
               });
@@ -123,7 +137,13 @@ describe("the built client", () => {
             const { data } = await w.supabase.from("items").select("label");
             return { error, labels: (data as { label: string }[]).map((r) => r.label) };
           },
-          { label, statusUrl: `${server.url}/spillway`, primary: apis.primary.url, secondary: apis.secondary.url },
+          {
+            label,
+            statusUrl: `${server.url}/spillway`,
+            primary: apis.primary.url,
+            secondary: apis.secondary.url,
+            keys: [apis.primary.anonKey, apis.secondary.anonKey],
+          },
         );
 
       assert.equal((await write("browser 1")).error, null);

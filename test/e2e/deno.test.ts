@@ -1,50 +1,29 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { fileURLToPath } from "node:url";
 import postgres from "postgres";
-import { freePort } from "../../cli/server.ts";
 import { ADMIN_TOKEN } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
+import { EDGE_LIMITS, type EdgeEntry, startEdgeEntry } from "../support/edge.ts";
 import { addRows, loadFixture } from "../support/fixture.ts";
 import { startTestPair, type TestPair } from "../support/postgres.ts";
-import { type Child, run } from "../support/process.ts";
+import type { Child } from "../support/process.ts";
 
-const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
+let edge: EdgeEntry;
 let deno: Child;
 let base: string;
+const cpuPerRequest: number[] = [];
 
 before(async () => {
   pair = await startTestPair();
   await loadFixture(pair);
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  deno = run(
-    `${root}node_modules/.bin/deno`,
-    [
-      "run",
-      "--allow-net",
-      "--allow-env",
-      "--allow-read",
-      "--config",
-      "supabase/functions/spillway/deno.json",
-      "supabase/functions/spillway/index.ts",
-    ],
-    {
-      SPILLWAY_PRIMARY_DB_URL: pair.urls.primary,
-      SPILLWAY_SECONDARY_DB_URL: pair.urls.secondary,
-      SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN,
-      PORT: String(port),
-      NO_COLOR: "1",
-    },
-    root,
-  );
-  await deno.waitFor(/Listening on/, 180_000);
+  edge = await startEdgeEntry(pair.urls, { SPILLWAY_ADMIN_TOKEN: ADMIN_TOKEN });
+  deno = edge.deno;
+  base = edge.base;
 });
 
 after(async () => {
-  deno?.proc.kill("SIGTERM");
-  await deno?.exited;
+  await edge?.stop();
   await pair?.destroy();
 });
 
@@ -65,15 +44,20 @@ test("under Deno, admin endpoints still want the token and /active is public", a
   assert.ok(!deno.output().includes(pair.primary.password));
 });
 
+// Each admin call through the entry under the Edge Function's limits: an answer within the
+// 150 s wall clock (the harness fails it otherwise) and within 2 s of CPU.
 async function call(path: string, body: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(`${base}/spillway${path}`, {
+  const answer = await edge.request(`/spillway${path}`, {
     method: path === "/config" ? "PATCH" : "POST",
     headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" },
     body: JSON.stringify(body),
-    // A run waiting on a connection it holds itself never answers: fail instead of hanging.
-    signal: AbortSignal.timeout(60_000),
   });
-  return { status: res.status, body: await res.json() };
+  cpuPerRequest.push(answer.cpuSeconds);
+  assert.ok(
+    answer.cpuSeconds <= EDGE_LIMITS.cpuSeconds,
+    `${path} used ${answer.cpuSeconds.toFixed(2)} s of CPU, over the Edge Function's ${EDGE_LIMITS.cpuSeconds} s`,
+  );
+  return { status: answer.status, body: answer.body };
 }
 
 async function backup(mode: string): Promise<any> {
@@ -126,4 +110,12 @@ test("under Deno, a switch and a switch back; the app keeps writing on the activ
   } finally {
     await app2.end();
   }
+});
+
+test("the entry ran within the Edge Function's memory cap, and every call within its CPU time", () => {
+  // Deno ran with V8's heap capped at 256 MB; its whole resident memory stayed under the cap too.
+  assert.match(deno.proc.spawnargs.join(" "), /--v8-flags=--max-old-space-size=256/);
+  const peak = edge.peakRssMb();
+  assert.ok(peak > 0 && peak <= EDGE_LIMITS.memoryMb, `peak resident memory ${peak.toFixed(0)} MB`);
+  assert.ok(cpuPerRequest.length >= 8, `only ${cpuPerRequest.length} calls measured`);
 });

@@ -48,9 +48,8 @@ describe("npm start on two embedded Postgres servers", () => {
   before(async () => {
     port = await freePort();
     child = npmStart(port);
-    const started = Date.now();
+    // It prints the token once both servers are up and migrated; waitFor fails after 60 s.
     token = (await child.waitFor(/Token:\s+(\S+)/, 60_000))[1]!;
-    assert.ok(Date.now() - started < 60_000);
   });
 
   after(async () => {

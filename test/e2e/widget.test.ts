@@ -11,6 +11,9 @@ import { installAuth, signUp } from "../support/gotrue.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
+
 const root = fileURLToPath(new URL("../../", import.meta.url));
 let pair: TestPair;
 let server: RunningServer;
@@ -214,7 +217,10 @@ describe("getActiveClient() in the browser", () => {
       write: false,
       logLevel: "silent",
     });
-    const apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+    const apis = {
+      primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+      secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+    };
     const page = await browser.newPage();
     try {
       await page.route(`${server.url}/__test/client.js`, (route) =>
@@ -225,16 +231,21 @@ describe("getActiveClient() in the browser", () => {
       );
       await page.goto(`${server.url}/__test/page.html`);
       const result = await page.evaluate(
-        async ({ statusUrl, primary, secondary }) => {
+        async ({ statusUrl, primary, secondary, keys }) => {
           const { getActiveClient } = await import("/__test/client.js" as string);
-          const projects = { primary: { url: primary, anonKey: "anon-primary" }, secondary: { url: secondary, anonKey: "anon-secondary" } };
+          const projects = { primary: { url: primary, anonKey: keys[0] }, secondary: { url: secondary, anonKey: keys[1] } };
           const viaStatus = await getActiveClient({ projects, statusUrl });
           const viaDataApi = await getActiveClient({ projects, cacheTtlMs: 0 });
           const a = await viaStatus.from("items").select("id");
           const b = await viaDataApi.from("spillway_active").select("active,epoch");
           return { count: a.data?.length ?? -1, error: a.error, state: b.data };
         },
-        { statusUrl: `${server.url}/spillway`, primary: apis.primary.url, secondary: apis.secondary.url },
+        {
+          statusUrl: `${server.url}/spillway`,
+          primary: apis.primary.url,
+          secondary: apis.secondary.url,
+          keys: [apis.primary.anonKey, apis.secondary.anonKey],
+        },
       );
       assert.equal(result.error, null);
       assert.equal(result.count, 500);

@@ -17,14 +17,16 @@ import type { TestPair } from "../support/postgres.ts";
 const ALL_AUTH = ["users", "identities", "mfa_factors", "sessions", "refresh_tokens", "mfa_amr_claims"];
 const SESSION_TABLES = ["sessions", "refresh_tokens", "mfa_amr_claims"];
 const SHARED_SECRET = "a-jwt-secret-both-projects-share-0123456789";
-const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
 
 type Name = "primary" | "secondary";
 
 async function setUp(secrets: Record<Name, string>) {
-  const { pair, t, urls, close } = await startAuthApp(secrets);
+  const { pair, t, urls, anonKeys, close } = await startAuthApp(secrets);
   const options = {
-    projects: { primary: { url: urls.primary, anonKey: ANON.primary }, secondary: { url: urls.secondary, anonKey: ANON.secondary } },
+    projects: {
+      primary: { url: urls.primary, anonKey: anonKeys.primary },
+      secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
+    },
     cacheTtlMs: 0,
     keepSession: true,
     clientOptions: { auth: { autoRefreshToken: false } },
@@ -147,8 +149,15 @@ describe("authSessions: users stay signed in across a switch", () => {
     assert.equal((await drop.auth.getUser()).data.user?.email, "dan@example.com");
     assert.equal((await drop.auth.refreshSession()).error, null);
 
-    // The app keeps writing on the new active, and the next backup makes the projects equal again.
+    // The app keeps writing on the new active as ana: the notes' RLS policy (owner =
+    // auth.uid()) takes her rows and refuses one in dan's name.
     assert.equal((await now.from("notes").insert({ owner: ana, body: "after the switch" })).error, null);
+    const [dan] = await pair.secondary.admin`select id from auth.users where email = 'dan@example.com'`;
+    const asDan = await now.from("notes").insert({ owner: dan!.id, body: "not ana's to write" });
+    assert.equal(asDan.error?.code, "42501", JSON.stringify(asDan));
+    const mine = await now.from("notes").select("owner,body");
+    assert.deepEqual(mine.data, [{ owner: ana, body: "after the switch" }]);
+    // The next backup makes the projects equal again.
     assert.equal((await forceBackup(env.t, "auto")).kind, "incremental");
     await assertAuthSame(pair, "after a backup the other way");
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));

@@ -15,7 +15,7 @@ const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 const SWITCH_WAIT_MS = 1_500;
 
 async function setUp() {
-  const { pair, t, urls, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
+  const { pair, t, urls, anonKeys, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
   // Every Auth request the app's clients send, and where.
   const sent: string[] = [];
   const recording: typeof fetch = (input, init) => {
@@ -24,7 +24,10 @@ async function setUp() {
     return fetch(request);
   };
   const options = {
-    projects: { primary: { url: urls.primary, anonKey: "anon-primary" }, secondary: { url: urls.secondary, anonKey: "anon-secondary" } },
+    projects: {
+      primary: { url: urls.primary, anonKey: anonKeys.primary },
+      secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
+    },
     cacheTtlMs: 0,
     switchWaitMs: SWITCH_WAIT_MS,
     fetch: recording,

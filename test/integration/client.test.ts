@@ -3,13 +3,15 @@ import { after, before, describe, test } from "node:test";
 import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
 import { ActiveProjectUnknown, getActiveClient, onSwitch, type SwitchEvent } from "../../client/index.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
+import { signJwt } from "../support/jwt.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 
 let pair: TestPair;
 let server: RunningServer;
 let apis: Record<"primary" | "secondary", Awaited<ReturnType<typeof startDataApi>>>;
-const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
 
 before(async () => {
   pair = await startTestPair();
@@ -26,7 +28,10 @@ before(async () => {
     dataDir: `${pair.primary.dir}/../data-dir`,
     tickSeconds: 3600,
   });
-  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+  apis = {
+    primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+  };
 });
 after(async () => {
   await apis?.primary.close();
@@ -36,7 +41,10 @@ after(async () => {
 });
 
 function projects() {
-  return { primary: { url: apis.primary.url, anonKey: ANON.primary }, secondary: { url: apis.secondary.url, anonKey: ANON.secondary } };
+  return {
+    primary: { url: apis.primary.url, anonKey: apis.primary.anonKey },
+    secondary: { url: apis.secondary.url, anonKey: apis.secondary.anonKey },
+  };
 }
 
 async function admin(path: string, body: unknown = {}) {
@@ -52,6 +60,57 @@ async function admin(path: string, body: unknown = {}) {
 async function ids(name: "primary" | "secondary"): Promise<string[]> {
   return (await pair[name].admin`select id from public.items order by id`).map((r) => r.id as string);
 }
+
+describe("the Data API stand-in is as strict as PostgREST", () => {
+  test("401 for no key, a key of the other project, an expired or forged one; 200 for the project's own", async () => {
+    const now = Math.floor(Date.now() / 1000);
+    const read = (key?: string) =>
+      fetch(`${apis.primary.url}/rest/v1/items?select=id`, {
+        headers: key === undefined ? {} : { apikey: key, Authorization: `Bearer ${key}` },
+      });
+    const keys: Record<string, string | undefined> = {
+      none: undefined,
+      "the other project's": apis.secondary.anonKey,
+      expired: signJwt(JWT_SECRETS.primary, { role: "anon", iat: now - 7200, exp: now - 3600 }),
+      forged: `${apis.primary.anonKey.split(".").slice(0, 2).join(".")}.${Buffer.from("not the signature").toString("base64url")}`,
+      "not a JWT": "anon-key-primary",
+      "an unknown role": signJwt(JWT_SECRETS.primary, { role: "postgres", exp: now + 60 }),
+    };
+    for (const [what, key] of Object.entries(keys)) {
+      const res = await read(key);
+      assert.equal(res.status, 401, `${what}: ${res.status} ${await res.text()}`);
+    }
+    const expired = await (await read(keys.expired)).json();
+    assert.deepEqual(expired, { code: "PGRST303", message: "JWT expired", details: null, hint: null });
+    assert.equal((await read(apis.primary.anonKey)).status, 200);
+  });
+
+  test("each request runs as the token's role with its claims set, so RLS on the claims applies", async () => {
+    await pair.primary.admin.unsafe(`
+      create table if not exists public.diary (owner text not null default current_setting('request.jwt.claim.sub', true), body text not null);
+      alter table public.diary enable row level security;
+      grant select, insert on public.diary to authenticated;
+      create policy own on public.diary to authenticated
+        using (owner = (current_setting('request.jwt.claims', true)::jsonb ->> 'sub'))
+        with check (owner = (current_setting('request.jwt.claims', true)::jsonb ->> 'sub'))`);
+    const now = Math.floor(Date.now() / 1000);
+    const as = (sub: string) => signJwt(JWT_SECRETS.primary, { role: "authenticated", sub, exp: now + 60 });
+    const send = (key: string, method: "GET" | "POST", body?: unknown) =>
+      fetch(`${apis.primary.url}/rest/v1/diary${method === "GET" ? "?select=owner,body" : ""}`, {
+        method,
+        headers: { apikey: apis.primary.anonKey, Authorization: `Bearer ${key}`, "Content-Type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
+    assert.equal((await send(as("ana"), "POST", { body: "ana's" })).status, 201);
+    assert.equal((await send(as("bob"), "POST", { body: "bob's" })).status, 201);
+    const other = await send(as("bob"), "POST", { owner: "ana", body: "in ana's name" });
+    assert.equal(other.status, 403, await other.text());
+    assert.deepEqual(await (await send(as("ana"), "GET")).json(), [{ owner: "ana", body: "ana's" }]);
+    // The anon key has no grant on the table: PostgREST's 401 for anon.
+    assert.equal((await send(apis.primary.anonKey, "GET")).status, 401);
+    await pair.primary.admin`drop table public.diary`;
+  });
+});
 
 describe("through the function's /active (the real local server)", () => {
   test("after a switch, a fenced write is retried once on the new active; later clients point there", async () => {

@@ -16,7 +16,7 @@ let t: TestApp;
 let apis: Record<Name, Awaited<ReturnType<typeof startDataApi>>>;
 let hook: Server;
 const alerts: { kind: string; message: string; data: Record<string, unknown> }[] = [];
-const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
 
 before(async () => {
   pair = await startTestPair();
@@ -35,7 +35,10 @@ before(async () => {
   await new Promise<void>((done) => hook.listen(0, "127.0.0.1", done));
   const webhookUrl = `http://127.0.0.1:${(hook.address() as AddressInfo).port}/hook`;
   t = await testApp(pair, { alerts: { webhookUrl, secret: null }, delivery: { retryDelaysMs: [50], timeoutMs: 2000 } });
-  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+  apis = {
+    primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+  };
   const patched = await call(t, "PATCH", "/config", { failover: { afterSeconds: 2, maxLagSeconds: 30 } });
   assert.equal(patched.status, 200, JSON.stringify(patched.body));
 });
@@ -49,7 +52,10 @@ after(async () => {
 
 // The app, unchanged: the drop-in client, or getActiveClient(), over both projects' Data API (STAND-IN for PostgREST).
 const options = (urls = { primary: apis.primary.url, secondary: apis.secondary.url }, switchWaitMs = 20_000) => ({
-  projects: { primary: { url: urls.primary, anonKey: ANON.primary }, secondary: { url: urls.secondary, anonKey: ANON.secondary } },
+  projects: {
+    primary: { url: urls.primary, anonKey: apis.primary.anonKey },
+    secondary: { url: urls.secondary, anonKey: apis.secondary.anonKey },
+  },
   cacheTtlMs: 300,
   switchWaitMs,
 });

@@ -103,10 +103,9 @@ describe("fdw over two links", () => {
     } finally {
       assert.ok((await writes.stop()) > 0);
     }
-    assert.ok(
-      lanes.every((n) => n === 1 || n === 2),
-      lanes.join(","),
-    );
+    // The two links were used together while the app wrote (a run falls back to one link
+    // only after its snapshots differed three times).
+    assert.ok(lanes.includes(2), `lanes of the three runs: ${lanes.join(",")}`);
     const caught = await backup("auto");
     assert.equal(caught.kind, "incremental");
     await assertEqualProjects();

@@ -2,6 +2,11 @@
 // until the new active is published, REPEATABLE READ writers, writes after the target's
 // publish failed half-way, replica-mode sessions, tables created later, and partitions in
 // other schemas. Data API calls go through the PostgREST STAND-IN (test/support/postgrest.ts).
+//
+// Mutation it catches (run on purpose, then reverted): the fence guard reading the state row
+// without `for share` (supabase/migrations/20261129000500_spillway_fence_gate.sql) fails "a
+// REPEATABLE READ transaction whose snapshot predates the fence cannot commit a write after
+// it" and "no write fails, none is missing, and after one more backup the projects are equal".
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -12,6 +17,9 @@ import { type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
+
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
 
 let pair: TestPair;
 let t: TestApp;
@@ -31,7 +39,10 @@ before(async () => {
   await applyToBoth(pair, SCHEMA);
   await pair.primary.admin`insert into public.readings select date '2025-06-01' + (i % 400), i from generate_series(1, 300) i`;
   t = await testApp(pair);
-  apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+  apis = {
+    primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+    secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+  };
   await post("/force-backup", { mode: "full" });
 });
 after(async () => {
@@ -49,7 +60,10 @@ async function post(path: string, body: unknown = {}): Promise<any> {
 }
 
 function projects() {
-  return { primary: { url: apis.primary.url, anonKey: "anon-primary" }, secondary: { url: apis.secondary.url, anonKey: "anon-secondary" } };
+  return {
+    primary: { url: apis.primary.url, anonKey: apis.primary.anonKey },
+    secondary: { url: apis.secondary.url, anonKey: apis.secondary.anonKey },
+  };
 }
 
 async function state(name: "primary" | "secondary") {
@@ -201,8 +215,10 @@ describe("writers that passed the fence check", () => {
     const outcome = await tx;
     await app.end();
     const onNewActive = await pair.primary.admin`select 1 from public.notes where body = 'slipped'`;
-    assert.ok(outcome !== null || onNewActive.length === 1, "the write either failed or is on the new active");
-    assert.equal((await pair.secondary.admin`select 1 from public.notes where body = 'slipped'`).length, onNewActive.length);
+    // The guard's share lock on the state row, changed by the fence since the snapshot, fails it.
+    assert.equal(outcome?.code, "40001", `the write after the fence was not refused: ${JSON.stringify(outcome)}`);
+    assert.equal(onNewActive.length, 0);
+    assert.equal((await pair.secondary.admin`select 1 from public.notes where body = 'slipped'`).length, 0);
   });
 });
 

@@ -1,7 +1,7 @@
-// Review of authSessions and keepSession: sequences that leave the two projects' sessions
-// different, or a client signed in as a user who signed out. With STAND-INS for Supabase
-// Auth (test/support/gotrue.ts, gotrue-api.ts) and PostgREST (test/support/postgrest.ts),
-// which cannot run here. These tests show bugs: they fail on the code they review.
+// Auth sessions and keepSession: sequences that could leave the two projects' sessions
+// different, or a client signed in as a user who signed out, end with the same sessions on
+// both. With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts) and
+// PostgREST (test/support/postgrest.ts), which cannot run here.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -17,7 +17,7 @@ const ALL_AUTH = ["users", "identities", "mfa_factors", "sessions", "refresh_tok
 const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 
 async function setUp() {
-  const { pair, t, urls, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
+  const { pair, t, urls, anonKeys, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
   // Every request the app's clients send, with the token it carries.
   const sent: Array<{ url: string; authorization: string | null }> = [];
   const recording: typeof fetch = (input, init) => {
@@ -26,13 +26,16 @@ async function setUp() {
     return fetch(request);
   };
   const options = {
-    projects: { primary: { url: urls.primary, anonKey: "anon-primary" }, secondary: { url: urls.secondary, anonKey: "anon-secondary" } },
+    projects: {
+      primary: { url: urls.primary, anonKey: anonKeys.primary },
+      secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
+    },
     cacheTtlMs: 0,
     keepSession: true,
     fetch: recording,
     clientOptions: { auth: { autoRefreshToken: false } },
   };
-  return { pair, t, options, sent, close };
+  return { pair, t, options, sent, anonKeys, close };
 }
 
 describe("review: authSessions turned on while a full backup is staged", () => {
@@ -136,7 +139,7 @@ describe("review: keepSession after a sign-out on the new active and a failback"
     const session = (await back.auth.getSession()).data.session;
     env.sent.length = 0;
     await back.from("notes").insert({ owner: ana, body: "after ana signed out" });
-    const carried = env.sent.filter((s) => s.url.includes("/rest/v1/notes") && s.authorization !== "Bearer anon-primary");
+    const carried = env.sent.filter((s) => s.url.includes("/rest/v1/notes") && s.authorization !== `Bearer ${env.anonKeys.primary}`);
     assert.equal(session?.user.id ?? null, null, "ana signed out: nobody is signed in after the failback");
     assert.deepEqual(carried, [], "no request carries ana's token after she signed out");
   });

@@ -1,8 +1,7 @@
-// Review of the client's session handover (keepSession): a handover that outlasts its time
-// limit is reported lost but goes on, and later replaces whatever the new active's client
-// holds by then. With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts)
-// and PostgREST (test/support/postgrest.ts), which cannot run here. This test shows a bug:
-// it fails on the code it reviews.
+// The client's session handover (keepSession): a handover that outlasts its time limit is
+// reported lost and must not later replace whatever the new active's client holds by then.
+// With STAND-INS for Supabase Auth (test/support/gotrue.ts, gotrue-api.ts) and PostgREST
+// (test/support/postgrest.ts), which cannot run here.
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
@@ -24,6 +23,7 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
   let t: TestApp;
   const fronts: Array<{ close(): Promise<void> }> = [];
   const urls = {} as Record<"primary" | "secondary", string>;
+  const anonKeys = {} as Record<"primary" | "secondary", string>;
   let slowRefresh = false;
   let refreshSent: () => void = () => undefined;
   before(async () => {
@@ -32,7 +32,8 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
     await applyToBoth(pair, APP_SCHEMA);
     t = await testApp(pair);
     for (const name of ["primary", "secondary"] as const) {
-      const data = await startDataApi(pair.urls[name]);
+      const data = await startDataApi(pair.urls[name], SECRET);
+      anonKeys[name] = data.anonKey;
       const auth = await startAuthApi(pair[name], { jwtSecret: SECRET, next: data.url });
       fronts.push(auth, data);
       urls[name] = auth.url;
@@ -57,7 +58,10 @@ describe("review: keepSession, a handover that outlasts timeoutMs", () => {
       return response;
     };
     const options = {
-      projects: { primary: { url: urls.primary, anonKey: "anon-primary" }, secondary: { url: urls.secondary, anonKey: "anon-secondary" } },
+      projects: {
+        primary: { url: urls.primary, anonKey: anonKeys.primary },
+        secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
+      },
       cacheTtlMs: 0,
       timeoutMs: TIMEOUT_MS,
       keepSession: true,

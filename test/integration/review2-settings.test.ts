@@ -1,7 +1,6 @@
-// Review of settings convergence under the lease: sequences in which the standby's Auth copy
-// record outlives a window in which the active did not capture Auth's changes. With a
-// STAND-IN for Supabase Auth (test/support/gotrue.ts). These tests show bugs: they fail on
-// the code they review.
+// Settings convergence under the lease: sequences in which the standby's Auth copy record
+// outlives a window in which the active did not capture Auth's changes. With a STAND-IN for
+// Supabase Auth (test/support/gotrue.ts).
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";

@@ -7,59 +7,67 @@ import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migra
 import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
+import { installNet, startNetWorker } from "../support/pg-net.ts";
 import { startTestServer, systemBinDir, type TestServer } from "../support/postgres.ts";
 
 const major = systemBinDir().split("/").at(-2);
 
-// pg_net cannot be installed here. STAND-IN for net.http_post: same name and signature,
-// performs the same HTTP POST (with curl, run by the server as the superuser that owns the
-// stand-in) and keeps the response in net._responses for the test to read.
-const NET_STAND_IN = `
-create schema if not exists net;
-create table if not exists net._responses (id bigserial primary key, url text, body text);
-create or replace function net.http_post(url text, body jsonb default '{}', params jsonb default '{}',
-  headers jsonb default '{"Content-Type": "application/json"}', timeout_milliseconds integer default 5000)
-returns bigint language plpgsql security definer set search_path = '' as $$
-declare
-  q text := chr(39);
-  args text := '';
-  h record;
-  id bigint;
-begin
-  for h in select key, value from jsonb_each_text(headers) loop
-    args := args || ' -H ' || q || replace(h.key || ': ' || h.value, q, q || '\\' || q || q) || q;
-  end loop;
-  create temporary table if not exists _out (line text) on commit drop;
-  execute format('copy _out from program %L', 'curl -s -m 60 -X POST' || args || ' --data ' || q || replace(body::text, q, q || '\\' || q || q) || q || ' ' || q || url || q);
-  insert into net._responses (url, body) select url, string_agg(line, E'\\n') from _out returning _responses.id into id;
-  return id;
-end $$;
-grant usage on schema net to postgres;
-grant execute on function net.http_post(text, jsonb, jsonb, jsonb, integer) to postgres;
-grant select on net._responses to postgres;
-`;
+// pg_net cannot be installed here: the STAND-IN for pg_net (test/support/pg-net.ts) queues
+// each net.http_post in net.http_request_queue and its worker sends it after commit, as the
+// real extension does. Both projects run the machine's PostgreSQL with pg_cron, as hosted
+// Supabase projects do; a third, plain server has no pg_cron.
+
+/** The answer pg_net's worker stored for request `id`, once it has one (or after 10 s, null). */
+async function response(server: TestServer, id: number): Promise<{ status_code: number; content: string } | null> {
+  for (const end = Date.now() + 10_000; Date.now() < end; await new Promise((r) => setTimeout(r, 50))) {
+    const [row] = await server.admin`select status_code, content from net._http_response where id = ${id}`;
+    if (row) return row as unknown as { status_code: number; content: string };
+  }
+  return null;
+}
+
+/** Runs the project's own pg_cron job command as `postgres` (what pg_cron runs each minute). */
+async function runJob(server: TestServer): Promise<number | null> {
+  const [job] = await server.admin`select command from cron.job where jobname = 'spillway-tick'`;
+  const sql = postgres(server.url, { max: 1, onnotice: () => {} });
+  try {
+    const [row] = await sql.unsafe(`${job!.command} as id`);
+    return row!.id === null ? null : Number(row!.id);
+  } finally {
+    await sql.end();
+  }
+}
 
 describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
   let primary: TestServer;
   let secondary: TestServer;
+  let plain: TestServer;
   let server: RunningServer;
+  const workers: Array<{ close(): Promise<void> }> = [];
 
   before(async () => {
     assert.ok(
       existsSync(`/usr/share/postgresql/${major}/extension/pg_cron.control`),
       `pg_cron for PostgreSQL ${major} is not installed (.ci/run installs postgresql-${major}-cron)`,
     );
-    primary = await startTestServer({
-      system: true,
-      migrate: false,
-      settings: { shared_preload_libraries: "pg_cron", "cron.database_name": "postgres" },
-    });
-    // As Supabase's dashboard does: the superuser enables pg_cron and lets postgres use it.
-    await primary.admin.unsafe(`create extension if not exists pg_cron; grant usage on schema cron to postgres; ${NET_STAND_IN}`);
-    const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
-    await applyMigrations(sql, listMigrations(MIGRATIONS_DIR));
-    await sql.end();
-    secondary = await startTestServer();
+    const withCron = async () => {
+      const db = await startTestServer({
+        system: true,
+        migrate: false,
+        settings: { shared_preload_libraries: "pg_cron", "cron.database_name": "postgres" },
+      });
+      // As Supabase's dashboard does: the superuser enables pg_cron and pg_net and lets postgres use pg_cron.
+      await db.admin.unsafe("create extension if not exists pg_cron; grant usage on schema cron to postgres");
+      await installNet(db);
+      const sql = postgres(db.url, { max: 1, onnotice: () => {} });
+      await applyMigrations(sql, listMigrations(MIGRATIONS_DIR));
+      await sql.end();
+      workers.push(startNetWorker(db));
+      return db;
+    };
+    primary = await withCron();
+    secondary = await withCron();
+    plain = await startTestServer();
     server = await startServer({
       dbUrls: { primary: primary.url, secondary: secondary.url },
       adminToken: ADMIN_TOKEN,
@@ -72,31 +80,37 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
   });
   after(async () => {
     await server?.close();
+    for (const w of workers) await w.close();
     await primary?.destroy();
     await secondary?.destroy();
+    await plain?.destroy();
   });
 
-  test("the migration scheduled spillway-tick every minute, as postgres; none where pg_cron is absent", async () => {
-    const jobs = await primary.admin`select schedule, command, username from cron.job where jobname = 'spillway-tick'`;
-    assert.deepEqual([...jobs], [{ schedule: "* * * * *", command: "select spillway.call_tick()", username: "postgres" }]);
-    const [none] = await secondary.admin`select to_regnamespace('cron') is null as absent`;
-    assert.equal(none!.absent, true);
+  test("the migration scheduled spillway-tick every minute, as postgres, on each project; none where pg_cron is absent", async () => {
+    for (const db of [primary, secondary]) {
+      const jobs = await db.admin`select schedule, command, username from cron.job where jobname = 'spillway-tick'`;
+      assert.deepEqual([...jobs], [{ schedule: "* * * * *", command: "select spillway.call_tick()", username: "postgres" }]);
+    }
+    const [none] = await plain.admin`select to_regnamespace('cron') is null as absent, spillway.schedule_tick() as scheduled`;
+    assert.deepEqual({ ...none }, { absent: true, scheduled: false });
   });
 
   test("without init the job's command warns and posts nothing", async () => {
-    const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
-    const [row] = await sql`select spillway.call_tick() as id`;
-    await sql.end();
-    assert.equal(row!.id, null);
+    assert.equal(await runJob(primary), null);
+    const [queued] = await primary.admin`select count(*)::int as n from net.http_request_queue`;
+    assert.equal(queued!.n, 0);
   });
 
-  test("after spillway init, the job's command reaches the running server's /tick with the cron token", async () => {
+  test("after spillway init, the job's POST is sent once its transaction commits, and reaches the running server's /tick with the cron token", async () => {
     const lines = await init({ primary: primary.url, secondary: secondary.url }, `${server.url}/spillway`, CRON_TOKEN);
-    assert.match(
-      lines[0]!,
-      /^primary: function URL and cron token stored in spillway\.secrets \(no Vault here\); pg_cron job spillway-tick runs every minute$/,
-    );
-    assert.match(lines[1]!, /^secondary: .*pg_cron is not enabled/);
+    for (const [i, name] of ["primary", "secondary"].entries()) {
+      assert.match(
+        lines[i]!,
+        new RegExp(
+          `^${name}: function URL and cron token stored in spillway\\.secrets \\(no Vault here\\); pg_cron job spillway-tick runs every minute$`,
+        ),
+      );
+    }
     const [stored] = await primary.admin`select count(*)::int as n from spillway.secrets`;
     assert.equal(stored!.n, 2);
     await assert.rejects(
@@ -107,18 +121,60 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
       /permission denied/,
     );
 
+    // Inside the caller's transaction the request is only queued: nothing is sent before commit.
     const [job] = await primary.admin`select command from cron.job where jobname = 'spillway-tick'`;
-    const before = Number((await primary.admin`select count(*) from spillway.usage_samples`)[0]!.count);
     const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
-    const [row] = await sql.unsafe(`${job!.command} as id`);
+    let id = 0;
+    await sql.begin(async (tx) => {
+      const [row] = await tx.unsafe(`${job!.command} as id`);
+      id = Number(row!.id);
+      assert.ok(id > 0);
+      await new Promise((r) => setTimeout(r, 300));
+      const [sent] = await primary.admin`select count(*)::int as n from net._http_response where id = ${id}`;
+      assert.equal(sent!.n, 0, "sent before its transaction committed");
+    });
     await sql.end();
-    assert.ok(Number(row!.id) > 0);
-    const [response] = await primary.admin`select url, body from net._responses where id = ${row!.id}`;
-    assert.equal(response!.url, `${server.url}/spillway/tick`);
-    const tick = JSON.parse(response!.body);
-    assert.ok(["none", "backup", "alert"].includes(tick.action), response!.body);
-    const afterCount = Number((await primary.admin`select count(*) from spillway.usage_samples`)[0]!.count);
-    assert.equal(afterCount, before + 1, "the tick measured and stored a sample");
+    const answer = await response(primary, id);
+    assert.ok(answer, "no answer stored after the commit");
+    assert.equal(answer.status_code, 200, answer.content);
+    const tick = JSON.parse(answer.content);
+    assert.ok(["none", "backup", "alert", "busy"].includes(tick.action), answer.content);
+  });
+
+  test("a caller that rolls back sends nothing", async () => {
+    const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
+    let id = 0;
+    await sql
+      .begin(async (tx) => {
+        const [row] = await tx`select spillway.call_tick() as id`;
+        id = Number(row!.id);
+        throw new Error("the caller rolls back");
+      })
+      .catch((e) => assert.match((e as Error).message, /rolls back/));
+    await sql.end();
+    assert.ok(id > 0);
+    await new Promise((r) => setTimeout(r, 500));
+    const [left] = await primary.admin`
+      select (select count(*)::int from net.http_request_queue where id = ${id}) as queued,
+             (select count(*)::int from net._http_response where id = ${id}) as sent`;
+    assert.deepEqual({ ...left }, { queued: 0, sent: 0 });
+  });
+
+  test("with the active made read-only, its own job cannot queue the POST; the standby's job brings the tick", async () => {
+    // What Supabase does to a project past its quota.
+    await primary.admin`alter database postgres set default_transaction_read_only = on`;
+    try {
+      await assert.rejects(runJob(primary), /read-only transaction/);
+      const id = await runJob(secondary);
+      assert.ok(id !== null && id > 0);
+      const answer = await response(secondary, id);
+      assert.ok(answer, "the standby's request was not sent");
+      assert.equal(answer.status_code, 200, answer.content);
+      const tick = JSON.parse(answer.content);
+      assert.ok(["none", "backup", "alert", "busy"].includes(tick.action), answer.content);
+    } finally {
+      await primary.admin`alter database postgres reset default_transaction_read_only`;
+    }
   });
 
   test("past maxRetainedBytes with no tick running, the database's own job drops Spillway's slot (never an app's) and says why; the next backup is full", async () => {
@@ -164,8 +220,8 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     assert.equal(event!.level, "warn");
     assert.match(event!.message, /held \d+ bytes of WAL, over the limit of 1048576 \(maxRetainedBytes\).*the next backup is a full one/);
     await primary.admin`select pg_drop_replication_slot('app_cdc')`;
-    const [none] = await secondary.admin`select spillway.schedule_retention_guard() as scheduled`;
-    assert.equal(none!.scheduled, false, "no pg_cron on the secondary: nothing scheduled, nothing failed");
+    const [none] = await plain.admin`select spillway.schedule_retention_guard() as scheduled`;
+    assert.equal(none!.scheduled, false, "no pg_cron: nothing scheduled, nothing failed");
 
     const { run } = await api("POST", "/force-backup", { mode: "auto" });
     assert.equal(run.kind, "full");

@@ -8,6 +8,9 @@ import { fingerprint, sequencePositions } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
 import { startDataApi } from "../support/postgrest.ts";
 
+// Each project's JWT secret, which its Data API stand-in verifies tokens with.
+const JWT_SECRETS = { primary: "the-primary-projects-jwt-secret-0123456789", secondary: "the-secondary-projects-jwt-secret-0123456789" };
+
 type Name = "primary" | "secondary";
 
 async function post(t: TestApp, path: string, body: unknown = {}): Promise<{ status: number; body: any }> {
@@ -62,7 +65,10 @@ describe("sequences follow every incremental run and the switch", () => {
     pair = await startTestPair();
     await applyToBoth(pair, SCHEMA);
     t = await testApp(pair);
-    apis = { primary: await startDataApi(pair.urls.primary), secondary: await startDataApi(pair.urls.secondary) };
+    apis = {
+      primary: await startDataApi(pair.urls.primary, JWT_SECRETS.primary),
+      secondary: await startDataApi(pair.urls.secondary, JWT_SECRETS.secondary),
+    };
   });
   after(async () => {
     await apis?.primary.close();
@@ -76,8 +82,8 @@ describe("sequences follow every incremental run and the switch", () => {
   async function appWrites(round: string): Promise<void> {
     const client = await getActiveClient({
       projects: {
-        primary: { url: apis.primary.url, anonKey: "anon-primary" },
-        secondary: { url: apis.secondary.url, anonKey: "anon-secondary" },
+        primary: { url: apis.primary.url, anonKey: apis.primary.anonKey },
+        secondary: { url: apis.secondary.url, anonKey: apis.secondary.anonKey },
       },
       cacheTtlMs: 0,
     });

@@ -1,3 +1,9 @@
+// Switches and failbacks under writers, and the refusals of a switch.
+//
+// Mutation it catches (run on purpose, then reverted): a switch without the catch-up behind
+// the fence (functions/switchover.ts, `run = await catchUp(ctx, lease)`) fails "every
+// acknowledged write is on the final active; fenced writers got the documented error".
+
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";

@@ -1,7 +1,7 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { AddressInfo } from "node:net";
 import { passwordSignIn, refreshToken, type SignedIn } from "./gotrue.ts";
+import { checkJwt, signJwt } from "./jwt.ts";
 import type { TestServer } from "./postgres.ts";
 
 /**
@@ -83,8 +83,11 @@ export async function startAuthApi(
         }
         return fail(400, "validation_failed", "unsupported_grant_type");
       }
-      const claims = verifyJwt(options.jwtSecret, /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "");
-      if (!claims) return fail(403, "bad_jwt", "invalid JWT: unable to parse or verify signature");
+      const checked = checkJwt(options.jwtSecret, /^Bearer (.+)$/.exec(req.headers.authorization ?? "")?.[1] ?? "");
+      // GoTrue takes only its own access tokens here, which always carry an expiry.
+      if ("refused" in checked || typeof checked.claims.exp !== "number")
+        return fail(403, "bad_jwt", "invalid JWT: unable to parse or verify signature");
+      const claims = checked.claims;
       const [live] = await db.admin`select user_id from auth.sessions where id = ${String(claims.session_id)}::uuid`;
       if (!live) return fail(403, "session_not_found", "Session from session_id claim in JWT does not exist");
       if (route === "GET /user") {
@@ -133,24 +136,6 @@ function userJson(u: Record<string, unknown>) {
     updated_at: u.updated_at,
     is_anonymous: u.is_anonymous,
   };
-}
-
-const b64 = (x: Buffer | string) => Buffer.from(x).toString("base64url");
-
-function signJwt(secret: string, payload: Record<string, unknown>): string {
-  const head = `${b64(JSON.stringify({ alg: "HS256", typ: "JWT" }))}.${b64(JSON.stringify(payload))}`;
-  return `${head}.${b64(createHmac("sha256", secret).update(head).digest())}`;
-}
-
-// The claims of an HS256 token signed with `secret` and not expired; null otherwise.
-function verifyJwt(secret: string, token: string): Record<string, unknown> | null {
-  const [header, payload, signature] = token.split(".");
-  if (!header || !payload || !signature) return null;
-  const expected = createHmac("sha256", secret).update(`${header}.${payload}`).digest();
-  const given = Buffer.from(signature, "base64url");
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) return null;
-  const claims = JSON.parse(Buffer.from(payload, "base64url").toString()) as Record<string, unknown>;
-  return typeof claims.exp === "number" && claims.exp > Date.now() / 1000 ? claims : null;
 }
 
 async function read(req: IncomingMessage): Promise<string> {

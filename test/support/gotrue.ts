@@ -4,7 +4,7 @@ import type { TestServer } from "./postgres.ts";
 /**
  * STAND-IN for Supabase Auth (GoTrue), which cannot run here: its schema `auth`, shaped
  * like GoTrue's current tables (users, identities, sessions, refresh_tokens,
- * mfa_amr_claims, mfa_factors, and their enums), owned by GoTrue's role `supabase_auth_admin`, with the rights hosted
+ * mfa_amr_claims, mfa_factors, their enums, and `auth.uid()`), owned by GoTrue's role `supabase_auth_admin`, with the rights hosted
  * Supabase gives `postgres` on them (read, write, truncate, reference, put triggers on;
  * never alter or publish). Its writes below run as `supabase_auth_admin`, as GoTrue's do;
  * passwords are bcrypt hashes (pgcrypto), as GoTrue stores them.
@@ -125,7 +125,13 @@ alter table auth.sessions enable row level security;
 alter table auth.refresh_tokens enable row level security;
 alter table auth.mfa_amr_claims enable row level security;
 alter table auth.mfa_factors enable row level security;
+-- The request's user, from the claims the Data API sets for each request (GoTrue's own).
+create function auth.uid() returns uuid language sql stable as $$
+  select coalesce(nullif(current_setting('request.jwt.claim.sub', true), ''),
+    (nullif(current_setting('request.jwt.claims', true), '')::jsonb ->> 'sub'))::uuid
+$$;
 reset role;
+grant usage on schema auth to anon, authenticated, service_role;
 grant usage on schema auth to postgres;
 grant select, insert, update, delete, truncate, references, trigger on all tables in schema auth to postgres;
 grant usage, select, update on all sequences in schema auth to postgres;

@@ -1,21 +1,41 @@
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import postgres from "postgres";
+import { checkJwt, signJwt } from "./jwt.ts";
+
+/** The roles PostgREST's authenticator may switch to on Supabase. */
+const API_ROLES = new Set(["anon", "authenticated", "service_role"]);
+
+/** A Data API stand-in: its URL, the project's anon key, and switches for the tests. */
+export interface DataApi {
+  url: string;
+  /** The project's anon key: an HS256 JWT with role `anon`, signed with the project's secret. */
+  anonKey: string;
+  hang(on: boolean): void;
+  close(): Promise<void>;
+}
 
 /**
  * STAND-IN for PostgREST (the Supabase Data API), which cannot run here: the smallest part
  * of it that the client helper uses, answering as PostgREST does and backed by the real
  * database. `GET /rest/v1/<table>?select=a,b` and `POST /rest/v1/<table>` (a JSON object
- * or array), run as the `anon` role; errors are `{code, message, details, hint}` with
- * PostgREST's status codes (409 for a unique violation, 401 for a missing privilege, 400
- * for anything else raised by the database, such as Spillway's fence; 503 PGRST000 when the
- * database refuses the connection, as PostgREST answers when it cannot reach it).
+ * or array). As PostgREST behind Supabase's gateway, it takes the bearer token (else the
+ * `apikey` header), verifies it (HS256 with the project's JWT secret, not past `exp`) and
+ * answers 401 otherwise; each request runs in a transaction as the token's `role`, with
+ * `request.jwt.claims` (and `request.jwt.claim.sub`, `.role`) set locally, so RLS policies
+ * using `auth.uid()` apply. Errors are `{code, message, details, hint}` with PostgREST's
+ * status codes (409 for a unique violation, 401/403 for a missing privilege as anon/as a
+ * user, 400 for anything else raised by the database, such as Spillway's fence; 503
+ * PGRST000 when the database refuses the connection, as PostgREST answers when it cannot
+ * reach it).
  *
  * @example
- * const api = await startDataApi(pair.urls.primary);
- * const res = await fetch(`${api.url}/rest/v1/spillway_active?select=active,epoch`);
+ * const api = await startDataApi(pair.urls.primary, "the-projects-jwt-secret-0123456789");
+ * const res = await fetch(`${api.url}/rest/v1/spillway_active?select=active,epoch`, { headers: { apikey: api.anonKey } });
  */
-export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(on: boolean): void; close(): Promise<void> }> {
+export async function startDataApi(dbUrl: string, jwtSecret: string): Promise<DataApi> {
+  const now = Math.floor(Date.now() / 1000);
+  const anonKey = signJwt(jwtSecret, { iss: "supabase", ref: "stand-in", role: "anon", iat: now, exp: now + 10 * 365 * 86400 });
   // PostgREST renders bigint as a JSON number.
   const sql = postgres(dbUrl, {
     max: 4,
@@ -45,13 +65,41 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
     }
     if (!match) return send(404, { code: "PGRST125", message: "Invalid path specified in request URL", details: null, hint: null });
     const table = match[1]!;
+    const token = /^Bearer (.+)$/i.exec(req.headers.authorization ?? "")?.[1] ?? req.headers.apikey;
+    if (typeof token !== "string")
+      return send(401, { message: "No API key found in request", hint: "No `apikey` request header or url param was found." });
+    const checked = checkJwt(jwtSecret, token);
+    if ("refused" in checked) {
+      res.setHeader(
+        "WWW-Authenticate",
+        `Bearer error="invalid_token", error_description="${checked.refused === "expired" ? "JWT expired" : "JWSError JWSInvalidSignature"}"`,
+      );
+      return checked.refused === "expired"
+        ? send(401, { code: "PGRST303", message: "JWT expired", details: null, hint: null })
+        : send(401, {
+            code: "PGRST301",
+            message: checked.refused === "malformed" ? "Expected 3 parts in JWT; got 1" : "JWSError JWSInvalidSignature",
+            details: null,
+            hint: null,
+          });
+    }
+    const claims = checked.claims;
+    const role = typeof claims.role === "string" ? claims.role : "anon";
+    if (!API_ROLES.has(role)) return send(401, { code: "PGRST301", message: `role "${role}" does not exist`, details: null, hint: null });
+    // As PostgREST does before the request's query: the token's role and claims, for this transaction only.
+    const asToken = async (tx: postgres.TransactionSql) => {
+      await tx`select set_config('role', ${role}, true), set_config('request.jwt.claims', ${JSON.stringify(claims)}, true),
+        set_config('request.jwt.claim.sub', ${typeof claims.sub === "string" ? claims.sub : ""}, true),
+        set_config('request.jwt.claim.role', ${role}, true), set_config('request.method', ${req.method ?? ""}, true),
+        set_config('request.path', ${url.pathname}, true)`;
+    };
     try {
       if (req.method === "GET") {
         const columns = (url.searchParams.get("select") ?? "*").split(",").map((c) => c.trim());
         if (!columns.every((c) => c === "*" || /^[a-z_][a-z0-9_]*$/.test(c)))
           return send(400, { code: "PGRST100", message: "bad select", details: null, hint: null });
         const rows = await sql.begin(async (tx) => {
-          await tx`set local role anon`;
+          await asToken(tx);
           return columns[0] === "*"
             ? await tx`select * from ${tx(`public.${table}`)}`
             : await tx`select ${tx(columns)} from ${tx(`public.${table}`)}`;
@@ -64,7 +112,7 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
         const parsed = JSON.parse(Buffer.concat(chunks).toString() || "{}");
         const rows = Array.isArray(parsed) ? parsed : [parsed];
         const inserted = await sql.begin(async (tx) => {
-          await tx`set local role anon`;
+          await asToken(tx);
           return await tx`insert into ${tx(`public.${table}`)} ${tx(rows)} returning *`;
         });
         const wantsRows = /return=representation/.test(String(req.headers.prefer ?? ""));
@@ -82,7 +130,7 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
           hint: null,
         });
       }
-      const status = err.code === "23505" ? 409 : err.code === "42501" ? 401 : 400;
+      const status = err.code === "23505" ? 409 : err.code === "42501" ? (role === "anon" ? 401 : 403) : 400;
       return send(status, {
         code: err.code ?? "PGRST000",
         message: err.message ?? String(e),
@@ -95,6 +143,7 @@ export async function startDataApi(dbUrl: string): Promise<{ url: string; hang(o
   const { port } = server.address() as AddressInfo;
   return {
     url: `http://127.0.0.1:${port}`,
+    anonKey,
     hang(on) {
       hanging = on;
     },
