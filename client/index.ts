@@ -408,7 +408,14 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
       const current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
       const response = await sendTo(current);
       if (response.ok) return response;
-      if (path.includes("/rest/v1/")) return await holdWrite(r, response, current, sendTo);
+      if (path.includes("/rest/v1/")) return await holdWrite(r, response, current, sendTo, (e) => e?.code === FENCE_CODE);
+      // Storage refuses an upload or delete on a fenced project with the fence's message (its
+      // row in storage.objects was refused: nothing was stored); a 5xx is held like Auth's.
+      if (path.includes("/storage/v1/object") && request.method !== "GET" && request.method !== "HEAD") {
+        const fenced = (e: FenceAnswer | null) => FENCE_MESSAGE.test(e?.message ?? "");
+        if (fenced(await answerOf(response))) return await holdWrite(r, response, current, sendTo, fenced);
+        if (response.status >= 500) return await holdAuth(r, response, current, sendTo);
+      }
       // GoTrue answers a database error (the fence's among them) with 500; a gateway's 502 or
       // 504 may come after the request took effect, and is never resent.
       if (path.includes("/auth/v1/") && response.status === 500) return await holdAuth(r, response, current, sendTo);
@@ -429,25 +436,34 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
   };
 }
 
-// A Data API call refused by the fence (SQLSTATE SPWFN) is sent again, to the project the
-// fence names or the look-up publishes, until it is no longer refused (or `switchWaitMs`).
+/** How Storage words the fence's refusal (its answer has no SQLSTATE). */
+const FENCE_MESSAGE = /spillway: project \S+ is fenced/;
+
+type FenceAnswer = { code?: string; message?: string };
+
+const answerOf = async (response: Response) =>
+  (await response
+    .clone()
+    .json()
+    .catch(() => null)) as FenceAnswer | null;
+
+// A Data API or Storage call refused by the fence is sent again, to the project the fence
+// names or the look-up publishes, until it is no longer refused (or `switchWaitMs`).
 async function holdWrite(
   r: Resolver,
   first: Response,
   refusedBy: ProjectName,
   sendTo: (name: ProjectName) => Promise<Response>,
+  fenced: (answer: FenceAnswer | null) => boolean,
 ): Promise<Response> {
   const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
   let current = refusedBy;
   let response = first;
   for (;;) {
-    const error = (await response
-      .clone()
-      .json()
-      .catch(() => null)) as { code?: string; message?: string } | null;
-    if (error?.code !== FENCE_CODE) return response;
+    const error = await answerOf(response);
+    if (!fenced(error)) return response;
     r.suspectedUntil = Math.max(r.suspectedUntil, deadline);
-    const named = adoptNamed(r, current, error.message ?? "");
+    const named = adoptNamed(r, current, error?.message ?? "");
     if (Date.now() >= deadline) return response;
     if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
     current = named ?? (await resolveActive(r, true).catch(() => current));

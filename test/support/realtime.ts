@@ -1,7 +1,8 @@
 import { createHmac, randomUUID, timingSafeEqual } from "node:crypto";
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import postgres from "postgres";
+import { passOn } from "./pass-on.ts";
 import type { TestServer } from "./postgres.ts";
 import { acceptWebSocket, type ServerSocket } from "./websocket.ts";
 
@@ -134,7 +135,7 @@ export async function startRealtime(
     }
   }
 
-  const server: Server = createServer((req, res) => void pass(req, res, options.next));
+  const server: Server = createServer((req, res) => void passOn(req, res, options.next));
   server.on("upgrade", (req, socket) => {
     const url = new URL(req.url ?? "/", "http://stand-in");
     if (url.pathname !== "/realtime/v1/websocket" || url.searchParams.get("apikey") !== options.anonKey) {
@@ -236,20 +237,4 @@ function decodeBroadcastPush(data: ArrayBuffer): Message {
   const rest = bytes.subarray(at);
   const payload = encoding === 1 ? JSON.parse(text.decode(rest)) : rest;
   return [joinRef || null, ref || null, topic, "broadcast", { type: "broadcast", event, payload }];
-}
-
-async function pass(req: IncomingMessage, res: ServerResponse, next: string): Promise<void> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  const headers = new Headers();
-  for (const [k, v] of Object.entries(req.headers)) if (typeof v === "string" && k !== "host" && k !== "connection") headers.set(k, v);
-  const body = req.method === "GET" || req.method === "HEAD" ? undefined : Buffer.concat(chunks);
-  try {
-    const answer = await fetch(`${next}${req.url}`, { method: req.method, headers, body });
-    const passed = Object.fromEntries([...answer.headers].filter(([k]) => k !== "content-length" && k !== "content-encoding"));
-    res.writeHead(answer.status, passed);
-    res.end(Buffer.from(await answer.arrayBuffer()));
-  } catch {
-    res.writeHead(502).end();
-  }
 }

@@ -1,0 +1,88 @@
+// Storage is fenced with the tables: an upload or delete on the fenced old active is refused,
+// and the drop-in client holds it and sends it to the new active. With STAND-INS for the
+// Storage API (test/support/storage.ts: rows written as supabase_storage_admin, bytes in its
+// own store) and PostgREST (test/support/postgrest.ts), which cannot run here.
+import assert from "node:assert/strict";
+import { after, before, describe, test } from "node:test";
+import { createClient } from "@supabase/supabase-js";
+import { createSpillwayClient } from "../../client/index.ts";
+import { call, forceBackup, type TestApp, testApp } from "../support/app.ts";
+import { fingerprint } from "../support/compare.ts";
+import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
+import { startDataApi } from "../support/postgrest.ts";
+import { installStorage, startStorageApi } from "../support/storage.ts";
+
+type Name = "primary" | "secondary";
+const ANON = { primary: "anon-key-primary", secondary: "anon-key-secondary" };
+const SERVICE = { primary: "service-key-primary", secondary: "service-key-secondary" };
+
+describe("Storage is fenced with the rest", () => {
+  let pair: TestPair;
+  let t: TestApp;
+  const fronts: Array<{ close(): Promise<void> }> = [];
+  const storage = {} as Record<Name, Awaited<ReturnType<typeof startStorageApi>>>;
+  const projects = {} as Record<Name, { url: string; anonKey: string }>;
+
+  before(async () => {
+    pair = await startTestPair();
+    await Promise.all([installStorage(pair.primary), installStorage(pair.secondary)]);
+    await applyToBoth(pair, "create table public.notes (id text primary key); grant select, insert on public.notes to anon");
+    t = await testApp(pair);
+    for (const name of ["primary", "secondary"] as const) {
+      const data = await startDataApi(pair.urls[name]);
+      storage[name] = await startStorageApi(pair[name], { anonKey: ANON[name], serviceKey: SERVICE[name], next: data.url });
+      fronts.push(storage[name], data);
+      projects[name] = { url: storage[name].url, anonKey: ANON[name] };
+      // The app's setup: a bucket and one object in each project.
+      const admin = createClient(storage[name].url, SERVICE[name]).storage;
+      assert.equal((await admin.createBucket("avatars", { public: true })).error, null);
+      assert.equal((await admin.from("avatars").upload("shared.png", new Blob(["shared"]))).error, null);
+    }
+    await forceBackup(t, "full");
+  });
+  after(async () => {
+    for (const f of fronts) await f.close();
+    await t?.close();
+    await pair?.destroy();
+  });
+
+  const names = async (on: Name) =>
+    (await pair[on].admin`select name from storage.objects where bucket_id = 'avatars' order by name`).map((r) => r.name as string);
+
+  test("an upload or delete on the fenced old active is refused, held by the client and sent to the new active", async () => {
+    // Two apps that last looked before the switch (and do not watch): they still send to the primary.
+    const uploader = createSpillwayClient({ projects, cacheTtlMs: 60_000, watchMs: 0 });
+    const remover = createSpillwayClient({ projects, cacheTtlMs: 60_001, watchMs: 0 });
+    assert.equal((await uploader.from("notes").insert({ id: "before" })).error, null);
+    assert.equal((await remover.from("notes").select("id")).error, null);
+
+    const r = await call(t, "POST", "/force-switch", { to: "secondary" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+
+    // Straight to the fenced old active: refused, nothing stored there.
+    const direct = await createClient(projects.primary.url, ANON.primary)
+      .storage.from("avatars")
+      .upload("lost.png", new Blob(["x"]));
+    assert.match(direct.error?.message ?? "", /spillway: project primary is fenced; the active project is secondary/);
+    assert.equal(storage.primary.bytes.has("avatars/lost.png"), false);
+
+    const up = await uploader.storage.from("avatars").upload("after.png", new Blob(["after-switch"]), { contentType: "image/png" });
+    assert.equal(up.error, null, JSON.stringify(up.error));
+    const gone = await remover.storage.from("avatars").remove(["shared.png"]);
+    assert.equal(gone.error, null, JSON.stringify(gone.error));
+    assert.deepEqual(await names("primary"), ["shared.png"], "the fenced old active kept what it had, and nothing more");
+    assert.deepEqual(await names("secondary"), ["after.png"]);
+    assert.equal(storage.secondary.bytes.get("avatars/after.png")?.toString(), "after-switch");
+    const { data } = await uploader.storage.from("avatars").download("after.png");
+    assert.equal(await data?.text(), "after-switch");
+
+    // A failback: the app keeps working, unchanged, and the projects hold the same rows.
+    const back = await call(t, "POST", "/force-switch", { to: "primary" });
+    assert.equal(back.status, 200, JSON.stringify(back.body));
+    assert.equal((await uploader.storage.from("avatars").upload("failback.png", new Blob(["fb"]))).error, null);
+    assert.deepEqual(await names("primary"), ["failback.png", "shared.png"]);
+    assert.equal((await uploader.from("notes").insert({ id: "after-failback" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+});
