@@ -12,6 +12,7 @@ import type { Projects } from "./project.ts";
 import { patchSettings, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
+import { type StorageApis, type StorageStatus, storageStatus } from "./storage.ts";
 import { switchOver } from "./switchover.ts";
 import { tick } from "./tick.ts";
 import { verify } from "./verify.ts";
@@ -35,6 +36,8 @@ export interface AppDeps {
   staticFiles?: Map<string, StaticFile>;
   /** Where the entry runs (default node): the `auto` strategy follows it. */
   runtime?: Runtime;
+  /** Both projects' Storage APIs: Storage is carried with every backup (null or absent: not carried). */
+  storage?: StorageApis;
 }
 
 /** How long `GET /active` reuses one reading of the state. */
@@ -54,7 +57,7 @@ type Env = { Variables: { caller: "admin" | "cron" } };
  */
 export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>();
-  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const) };
+  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const), storage: deps.storage ?? null };
 
   api.use(
     "*",
@@ -104,11 +107,13 @@ export function createApp(deps: AppDeps): Hono {
 
   // Callers who ask while a reading is under way share it: an answer is at most one reading
   // old, and 200 dashboards polling at once cost one reading, not 200.
-  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>>> | null = null;
+  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>> & { storage: StorageStatus }> | null = null;
   api.get("/status", admin, async (c) => {
-    statusReading ??= readStatus(deps.projects, (t) => deps.events.redact(t)).finally(() => {
-      statusReading = null;
-    });
+    statusReading ??= Promise.all([readStatus(deps.projects, (t) => deps.events.redact(t)), storageStatus(deps.projects, ctx.storage)])
+      .then(([status, storage]) => ({ ...status, storage }))
+      .finally(() => {
+        statusReading = null;
+      });
     return c.json(await statusReading);
   });
 
@@ -152,7 +157,9 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
-  api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));
+  api.post("/verify", admin, async (c) =>
+    c.json({ verify: await verify({ projects: deps.projects, events: deps.events, storage: ctx.storage }) }),
+  );
 
   api.post("/tick", requireCaller(true), async (c) => c.json(await tick(ctx)));
 

@@ -14,6 +14,7 @@ import { type Outcome, onProject, type Project, type Projects, probe } from "./p
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
 import type { Runtime } from "./settings.ts";
 import { readStates } from "./state.ts";
+import { carryStorageAfter, type StorageApis } from "./storage.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -38,6 +39,8 @@ export interface BackupContext {
   afterCommit?: () => void | Promise<void>;
   /** Told by the entry (default node): picks the strategy when the setting is `auto`. */
   runtime?: Runtime;
+  /** Both projects' Storage APIs: Storage is carried after each backup that succeeds (null or absent: not carried). */
+  storage?: StorageApis;
 }
 
 const LEASE_SECONDS = 120;
@@ -58,7 +61,9 @@ export async function runBackup(ctx: BackupContext, request: BackupRequest, held
   const lease = heldLease ?? (await takeLease(ctx.projects, "backup", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS }));
   const keeper = keepLease(ctx.projects, lease, LEASE_SECONDS);
   try {
-    return await backupUnderLease(ctx, request, lease.holder, keeper);
+    const run = await backupUnderLease(ctx, request, lease.holder, keeper);
+    if (run.status === "succeeded" && ctx.storage) await carryStorageAfter(ctx, ctx.storage, run);
+    return run;
   } finally {
     keeper.stop();
     if (!heldLease) await lease.release();

@@ -27,17 +27,19 @@ describe("Storage is fenced with the rest", () => {
     pair = await startTestPair();
     await Promise.all([installStorage(pair.primary), installStorage(pair.secondary)]);
     await applyToBoth(pair, "create table public.notes (id text primary key); grant select, insert on public.notes to anon");
-    t = await testApp(pair);
+    const apis = {} as Record<Name, { url: string; serviceKey: string }>;
     for (const name of ["primary", "secondary"] as const) {
       const data = await startDataApi(pair.urls[name]);
       storage[name] = await startStorageApi(pair[name], { anonKey: ANON[name], serviceKey: SERVICE[name], next: data.url });
       fronts.push(storage[name], data);
       projects[name] = { url: storage[name].url, anonKey: ANON[name] };
+      apis[name] = { url: storage[name].url, serviceKey: SERVICE[name] };
       // The app's setup: a bucket and one object in each project.
       const admin = createClient(storage[name].url, SERVICE[name]).storage;
       assert.equal((await admin.createBucket("avatars", { public: true })).error, null);
       assert.equal((await admin.from("avatars").upload("shared.png", new Blob(["shared"]))).error, null);
     }
+    t = await testApp(pair, { storage: apis });
     await forceBackup(t, "full");
   });
   after(async () => {
@@ -80,9 +82,71 @@ describe("Storage is fenced with the rest", () => {
     const back = await call(t, "POST", "/force-switch", { to: "primary" });
     assert.equal(back.status, 200, JSON.stringify(back.body));
     assert.equal((await uploader.storage.from("avatars").upload("failback.png", new Blob(["fb"]))).error, null);
-    assert.deepEqual(await names("primary"), ["failback.png", "shared.png"]);
+    // The failback's catch-up carried Storage back: the primary now holds what the secondary held.
+    assert.deepEqual(await names("primary"), ["after.png", "failback.png"]);
     assert.equal((await uploader.from("notes").insert({ id: "after-failback" })).error, null);
     await forceBackup(t, "auto");
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+
+  test("buckets and objects follow the database: carried with every backup (only what changed), checked by /verify, in step at a switch", async () => {
+    const app = createSpillwayClient({ projects });
+    const admin = createClient(projects.primary.url, SERVICE.primary).storage;
+    assert.equal((await admin.createBucket("docs", { public: false, fileSizeLimit: 1000 })).error, null);
+    assert.equal((await app.storage.from("docs").upload("a.txt", new Blob(["alpha"]), { contentType: "text/plain" })).error, null);
+    assert.equal((await app.storage.from("avatars").upload("sub/b.png", new Blob(["bee"]))).error, null);
+    const carried = () => t.sunk.filter((e) => e.kind === "storage.carried").map((e) => e.data);
+
+    await forceBackup(t, "auto");
+    const [bucket] = await pair.secondary.admin`select public, file_size_limit from storage.buckets where id = 'docs'`;
+    assert.deepEqual({ ...bucket }, { public: false, file_size_limit: "1000" });
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.equal(storage.secondary.bytes.get("docs/a.txt")?.toString(), "alpha");
+    assert.equal(storage.secondary.bytes.get("avatars/sub/b.png")?.toString(), "bee");
+    const verified = await call(t, "POST", "/verify");
+    assert.equal(verified.body.verify.storage.equal, true, JSON.stringify(verified.body.verify));
+    assert.equal(verified.body.verify.ok, true);
+
+    // Only what changed since: one overwrite and one delete.
+    const before = carried().length;
+    await forceBackup(t, "auto");
+    assert.equal(carried().length, before, "a backup with nothing changed in Storage copies nothing");
+    assert.equal((await app.storage.from("docs").upload("a.txt", new Blob(["alpha-2"]), { upsert: true })).error, null);
+    assert.equal((await app.storage.from("avatars").remove(["sub/b.png"])).error, null);
+    assert.equal((await call(t, "POST", "/verify")).body.verify.storage.equal, false, "/verify sees the objects differ");
+    await forceBackup(t, "auto");
+    assert.deepEqual({ copied: carried().at(-1)?.copied, deleted: carried().at(-1)?.deleted }, { copied: 1, deleted: 1 });
+    assert.equal(storage.secondary.bytes.get("avatars/sub/b.png"), undefined);
+
+    // At the switch the objects are in step: the app reads its file on the new active.
+    const upload = app.storage.from("docs").upload("c.txt", new Blob(["gamma"]));
+    assert.equal((await upload).error, null);
+    const r = await call(t, "POST", "/force-switch", { to: "secondary" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.equal(await (await app.storage.from("docs").download("c.txt")).data?.text(), "gamma");
+    assert.equal(await (await app.storage.from("docs").download("a.txt")).data?.text(), "alpha-2");
+
+    const status = await call(t, "GET", "/status");
+    assert.equal(status.body.storage.carried, true);
+    const [count] = await pair.secondary.admin`select count(*)::int as n from storage.objects`;
+    assert.equal(status.body.storage.projects.secondary.objects, count!.n);
+    assert.equal(status.body.storage.projects.secondary.lastCopied.from, "primary");
+    const bare = await testApp(pair);
+    try {
+      const plain = await call(bare, "GET", "/status");
+      assert.equal(plain.body.storage.carried, false);
+      assert.match(plain.body.storage.reason, /SPILLWAY_PRIMARY_API_URL/);
+    } finally {
+      await bare.close();
+    }
+
+    // A failback, and the app keeps working; the projects hold the same rows.
+    assert.equal((await call(t, "POST", "/force-switch", { to: "primary" })).status, 200);
+    assert.equal((await app.storage.from("docs").upload("d.txt", new Blob(["delta"]))).error, null);
+    assert.equal((await app.from("notes").insert({ id: "storage-carried" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
 });

@@ -6,6 +6,7 @@ import { runBackup } from "../../functions/backup.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import { patchSettings, type Runtime } from "../../functions/settings.ts";
+import type { StorageApis } from "../../functions/storage.ts";
 import type { TestPair } from "./postgres.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
@@ -41,6 +42,7 @@ export async function testApp(
     fdwUrls?: Partial<TestPair["urls"]>;
     max?: number;
     runtime?: Runtime;
+    storage?: StorageApis;
   } = {},
 ): Promise<TestApp> {
   installCrashGuards();
@@ -58,6 +60,7 @@ export async function testApp(
     corsOrigins: ["*"],
     alerts: options.alerts ?? null,
     runtime: options.runtime,
+    storage: options.storage,
   });
   return {
     app,

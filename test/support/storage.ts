@@ -42,7 +42,7 @@ export async function installStorage(server: TestServer): Promise<void> {
  * paths storage-js calls. It writes `storage.objects` and `storage.buckets` rows as
  * Storage's own role (`supabase_storage_admin`), one transaction per request, and keeps
  * the bytes in its own store (memory), never in the database:
- * - `POST /storage/v1/bucket` (service key) `{id, name?, public?, file_size_limit?, allowed_mime_types?}`;
+ * - `POST /storage/v1/bucket`, `PUT /storage/v1/bucket/<id>` (service key) `{id, name?, public?, file_size_limit?, allowed_mime_types?}`;
  *   `GET /storage/v1/bucket`: the buckets.
  * - `POST|PUT /storage/v1/object/<bucket>/<name>`: an upload (`x-upsert: true` replaces);
  *   its row is written before the bytes are kept, so a refused row keeps nothing.
@@ -94,6 +94,16 @@ export async function startStorageApi(
             values (${b.id}, ${b.name ?? b.id}, ${b.public ?? false}, ${b.file_size_limit ?? null}, ${b.allowed_mime_types ?? null})`,
         );
         return send(200, { name: b.id });
+      }
+      const bucketId = /^\/bucket\/([^/]+)$/.exec(path)?.[1];
+      if (bucketId && req.method === "PUT") {
+        if (role !== "service_role") return fail(403, "Unauthorized", "new row violates row-level security policy");
+        const b = JSON.parse(body.toString() || "{}");
+        await asStorage(
+          (tx) => tx`update storage.buckets set public = ${b.public ?? false}, file_size_limit = ${b.file_size_limit ?? null},
+            allowed_mime_types = ${b.allowed_mime_types ?? null}, updated_at = now() where id = ${decodeURIComponent(bucketId)}`,
+        );
+        return send(200, { message: "Successfully updated" });
       }
       const object = /^\/object\/(?:(public|authenticated)\/)?([^/]+)(?:\/(.+))?$/.exec(path);
       if (!object) return fail(404, "not_found", "Route not found");
