@@ -9,6 +9,7 @@ import { describeError, invalid, isConnectionError, SpillwayError } from "./erro
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
+import { type RealtimeStatus, realtimeStatus } from "./realtime.ts";
 import { patchSettings, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
@@ -107,10 +108,14 @@ export function createApp(deps: AppDeps): Hono {
 
   // Callers who ask while a reading is under way share it: an answer is at most one reading
   // old, and 200 dashboards polling at once cost one reading, not 200.
-  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>> & { storage: StorageStatus }> | null = null;
+  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>> & { storage: StorageStatus; realtime: RealtimeStatus }> | null = null;
   api.get("/status", admin, async (c) => {
-    statusReading ??= Promise.all([readStatus(deps.projects, (t) => deps.events.redact(t)), storageStatus(deps.projects, ctx.storage)])
-      .then(([status, storage]) => ({ ...status, storage }))
+    statusReading ??= Promise.all([
+      readStatus(deps.projects, (t) => deps.events.redact(t)),
+      storageStatus(deps.projects, ctx.storage),
+      realtimeStatus(deps.projects),
+    ])
+      .then(([status, storage, realtime]) => ({ ...status, storage, realtime }))
       .finally(() => {
         statusReading = null;
       });

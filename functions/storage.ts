@@ -35,10 +35,17 @@ export interface StorageCarry {
   bytes: number;
   /** Objects that could not be copied this time (the next run tries them again). */
   failed: string[];
+  /** Objects left for the next run when this one reached its time budget. */
+  pending: number;
 }
 
 /** How long the standby lets one object's copy through its fence, in seconds. */
 const COPY_WINDOW_SECONDS = 600;
+/**
+ * How long one run copies objects, in ms: within an Edge Function call's 150 s beside the
+ * database's backup; what is left is copied by the next run.
+ */
+export const STORAGE_BUDGET_MS = 60_000;
 
 /**
  * Which objects the standby lacks or holds differently (copy), and which it holds that the
@@ -77,7 +84,9 @@ export async function carryStorage(
   from: ProjectName,
   to: ProjectName,
   fetchImpl: typeof fetch = fetch,
+  budgetMs = STORAGE_BUDGET_MS,
 ): Promise<StorageCarry | null> {
+  const deadline = Date.now() + budgetMs;
   const { settings } = await readSettings(projects);
   if (!settings.storage || !(await hasStorage(projects[from])) || !(await hasStorage(projects[to]))) return null;
   const source = apis[from];
@@ -95,7 +104,7 @@ export async function carryStorage(
       );
     return res;
   };
-  const carry: StorageCarry = { buckets: 0, copied: 0, deleted: 0, bytes: 0, failed: [] };
+  const carry: StorageCarry = { buckets: 0, copied: 0, deleted: 0, bytes: 0, failed: [], pending: 0 };
 
   const [sourceBuckets, targetBuckets] = await Promise.all([readBuckets(projects[from]), readBuckets(projects[to])]);
   const have = new Map(targetBuckets.map((b) => [b.id, JSON.stringify(b)]));
@@ -120,7 +129,11 @@ export async function carryStorage(
   const { copy, remove } = objectsToCarry(active, standby);
   await allowCopies(projects[to], [...copy, ...remove]);
   try {
-    for (const o of copy) {
+    for (const [i, o] of copy.entries()) {
+      if (Date.now() > deadline) {
+        carry.pending = copy.length - i;
+        break;
+      }
       try {
         const got = await call(source, `/object/authenticated/${objectPath(o)}`);
         await call(target, `/object/${objectPath(o)}`, {
@@ -152,7 +165,7 @@ export async function carryStorage(
   } finally {
     await closeCopies(projects[to]);
   }
-  if (carry.failed.length === 0) await recordCopied(projects[to], from, active);
+  if (carry.failed.length === 0 && carry.pending === 0) await recordCopied(projects[to], from, active);
   return carry;
 }
 
@@ -173,11 +186,13 @@ export async function carryStorageAfter(
   const to = run.target as ProjectName;
   try {
     const carried = await carryStorage(ctx.projects, apis, from, to);
-    if (carried && carried.failed.length > 0) {
+    if (carried && carried.failed.length + carried.pending > 0) {
+      const failed = carried.failed.length ? `${carried.failed.length} could not be copied (${carried.failed.slice(0, 5).join(", ")})` : "";
+      const pending = carried.pending ? `${carried.pending} were left for lack of time` : "";
       await ctx.events.record(
         "warn",
         "storage.incomplete",
-        `${carried.failed.length} Storage object(s) could not be copied to ${to} (${carried.failed.slice(0, 5).join(", ")}); the next backup tries them again`,
+        `Storage objects not yet on ${to}: ${[failed, pending].filter(Boolean).join(", ")}; the next backup copies them`,
         { project: to, data: { ...carried } },
       );
     } else if (carried && carried.copied + carried.deleted + carried.buckets > 0) {
@@ -246,8 +261,14 @@ export interface StorageStatus {
   carried: boolean;
   /** Why not, when it is not carried. */
   reason: string | null;
-  projects: Record<ProjectName, { objects: number; bytes: number; lastCopied: { at: string; from: string } | null } | null>;
+  projects: Record<
+    ProjectName,
+    { objects: number; bytes: number; quotaBytes: number; lastCopied: { at: string; from: string } | null } | null
+  >;
 }
+
+/** Storage's own quota on the Free plan (1 GB), apart from the database's. */
+export const STORAGE_QUOTA_BYTES = 1_073_741_824;
 
 /**
  * What `GET /status` says of Storage: "not carried" with the reason (the setting is off,
@@ -267,7 +288,9 @@ export async function storageStatus(projects: Projects, apis: StorageApis): Prom
   const one = async (project: Project) => {
     try {
       const digest = await storageDigest(project);
-      return digest && { objects: digest.objects, bytes: digest.bytes, lastCopied: await lastCopied(project) };
+      return (
+        digest && { objects: digest.objects, bytes: digest.bytes, quotaBytes: STORAGE_QUOTA_BYTES, lastCopied: await lastCopied(project) }
+      );
     } catch {
       return null;
     }

@@ -148,5 +148,10 @@ describe("Storage is fenced with the rest", () => {
     await forceBackup(t, "auto");
     assert.deepEqual(await names("secondary"), await names("primary"));
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+
+    // /status shows the tables each project publishes to Realtime, and when they differ.
+    await pair.primary.admin`create publication supabase_realtime for table public.notes`;
+    const { realtime } = (await call(t, "GET", "/status")).body;
+    assert.deepEqual(realtime, { projects: { primary: { publishedTables: ["public.notes"] }, secondary: null }, inStep: false });
   });
 });
