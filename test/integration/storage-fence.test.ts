@@ -107,6 +107,17 @@ describe("Storage is fenced with the rest", () => {
     assert.equal(verified.body.verify.storage.equal, true, JSON.stringify(verified.body.verify));
     assert.equal(verified.body.verify.ok, true);
 
+    // An object the standby's store fails is named, and copied by the next run; the others are copied.
+    storage.secondary.refused.add("docs/e.txt");
+    for (const n of ["e.txt", "f.txt"]) assert.equal((await app.storage.from("docs").upload(n, new Blob([n]))).error, null);
+    await forceBackup(t, "auto");
+    const incomplete = t.sunk.filter((e) => e.kind === "storage.incomplete").at(-1);
+    assert.deepEqual(incomplete?.data?.failed, ["docs/e.txt"]);
+    assert.equal(storage.secondary.bytes.get("docs/f.txt")?.toString(), "f.txt");
+    storage.secondary.refused.clear();
+    await forceBackup(t, "auto");
+    assert.equal(storage.secondary.bytes.get("docs/e.txt")?.toString(), "e.txt");
+
     // Only what changed since: one overwrite and one delete.
     const before = carried().length;
     await forceBackup(t, "auto");

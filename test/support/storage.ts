@@ -59,9 +59,11 @@ export async function installStorage(server: TestServer): Promise<void> {
 export async function startStorageApi(
   db: TestServer,
   options: { anonKey: string; serviceKey: string; next: string },
-): Promise<{ url: string; bytes: Map<string, Buffer>; close(): Promise<void> }> {
+): Promise<{ url: string; bytes: Map<string, Buffer>; refused: Set<string>; close(): Promise<void> }> {
   const sql = postgres(db.adminUrl, { max: 3, onnotice: () => {} });
   const bytes = new Map<string, Buffer>();
+  // Uploads of these `bucket/name`s fail with a 500 (a test's broken store).
+  const refused = new Set<string>();
   const asStorage = <T>(work: (tx: postgres.TransactionSql) => Promise<T>) =>
     sql.begin(async (tx) => {
       await tx`set local role supabase_storage_admin`;
@@ -111,6 +113,7 @@ export async function startStorageApi(
       const [, access, bucket, rawName] = object;
       const name = rawName === undefined ? undefined : decodeURIComponent(rawName);
       if ((req.method === "POST" || req.method === "PUT") && name) {
+        if (refused.has(`${bucket}/${name}`)) return fail(500, "InternalError", "the store failed");
         const file = await fileOf(body, String(req.headers["content-type"] ?? "application/octet-stream"));
         const size = file.bytes.length;
         const etag = `"${createHash("md5").update(file.bytes).digest("hex")}"`;
@@ -164,6 +167,7 @@ export async function startStorageApi(
   return {
     url: `http://127.0.0.1:${port}`,
     bytes,
+    refused,
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
