@@ -11,6 +11,7 @@ interface Member {
   ws: ServerSocket;
   topic: string;
   joinRef: string;
+  role: string;
   bindings: Binding[];
   broadcast: { self?: boolean; ack?: boolean };
   presenceKey: string;
@@ -39,7 +40,7 @@ type Message = [string | null, string | null, string, string, any];
 export async function startRealtime(
   db: TestServer,
   options: { anonKey: string; next: string; jwtSecret?: string },
-): Promise<{ url: string; members(topic: string): number; close(): Promise<void> }> {
+): Promise<{ url: string; members(topic: string): number; roles(topic: string): string[]; close(): Promise<void> }> {
   const admin = postgres(db.adminUrl, { max: 2, onnotice: () => {} });
   await admin.unsafe(TRIGGER_FUNCTION);
   const members = new Set<Member>();
@@ -81,6 +82,7 @@ export async function startRealtime(
       ws,
       topic,
       joinRef: joinRef ?? ref ?? "",
+      role,
       bindings,
       broadcast: config.broadcast ?? {},
       presenceKey: config.presence?.key || randomUUID(),
@@ -119,7 +121,13 @@ export async function startRealtime(
       leave(member);
       return ok();
     }
-    if (event === "access_token") return ok();
+    if (event === "access_token") {
+      const role = roleOf(payload?.access_token, options);
+      if (!role)
+        return ws.send(JSON.stringify([joinRef, ref, topic, "phx_reply", { status: "error", response: { reason: "Invalid token" } }]));
+      member.role = role;
+      return ok();
+    }
     if (event === "broadcast") {
       for (const m of inTopic(topic))
         if (m !== member || member.broadcast.self)
@@ -153,6 +161,10 @@ export async function startRealtime(
   return {
     url: `http://127.0.0.1:${port}`,
     members: (topic) => inTopic(topic).length,
+    roles: (topic) =>
+      inTopic(topic)
+        .map((m) => m.role)
+        .sort(),
     async close() {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
