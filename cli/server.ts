@@ -8,6 +8,7 @@ import { describeError } from "../functions/errors.ts";
 import { EventLog } from "../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../functions/project.ts";
 import { readStatus } from "../functions/status.ts";
+import type { StorageApis } from "../functions/storage.ts";
 import { tick } from "../functions/tick.ts";
 import { installCrashGuards } from "./guards.ts";
 import { writeUsageFiles } from "./usage-files.ts";
@@ -26,6 +27,8 @@ export interface ServerOptions {
   tickSeconds: number;
   /** Where alerts are posted; none when absent. */
   alerts?: AlertConfig | null;
+  /** Both projects' Storage APIs (see `Config.storageApis`); Storage is not carried when absent. */
+  storageApis?: StorageApis;
   /** Called with each tick's failure (the scheduler itself never stops). */
   onTickError?: (message: string) => void;
 }
@@ -98,6 +101,8 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     options.cronToken,
     options.alerts?.webhookUrl,
     options.alerts?.secret,
+    options.storageApis?.primary.serviceKey,
+    options.storageApis?.secondary.serviceKey,
     ...[...Object.values(options.dbUrls), ...Object.values(options.fdwUrls ?? {})].map((u) => decodeURIComponent(new URL(u).password)),
   ].filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets });
@@ -113,6 +118,7 @@ export async function startServer(options: ServerOptions): Promise<RunningServer
     cronToken: options.cronToken,
     corsOrigins: options.corsOrigins,
     alerts: options.alerts ?? null,
+    storage: options.storageApis ?? null,
     staticFiles: loadWidgetFiles(WIDGET_DIR),
   });
   let server: ServerType;

@@ -80,6 +80,7 @@ export async function start(config: Config, print: (line: string) => void, optio
       dataDir: config.dataDir,
       tickSeconds: config.tickSeconds,
       alerts: config.alerts,
+      storageApis: config.storageApis,
       onTickError: (m) => print(`tick failed: ${m}`),
     });
     print("");

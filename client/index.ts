@@ -1,6 +1,8 @@
 // getActiveClient(): a supabase-js client for whichever project Spillway has made active.
 // Runs in browsers, Node and Deno: it uses fetch and nothing of Node's.
 import { createClient, type Session, type SupabaseClient, type SupabaseClientOptions } from "@supabase/supabase-js";
+import { followingRealtime } from "./realtime.js";
+import { WATCH_MS, watchActive } from "./routing.js";
 import { type AuthStorage, authStorage, forgetSession, sessionAfter } from "./sessions.js";
 
 /** The two projects, by name. */
@@ -15,6 +17,13 @@ export interface ActiveClientOptions {
   cacheTtlMs?: number;
   /** How long one look-up may take, in ms (default 5 000). */
   timeoutMs?: number;
+  /**
+   * How often the published state of both projects is read in the background, in ms
+   * (default 1 000; every 500 ms while a switch is suspected; 0: only when the app sends a
+   * request), so that reads and Realtime channels reach the new active within 2 s of a
+   * switch without app traffic. Each read is one small Data API request per project.
+   */
+  watchMs?: number;
   /**
    * How long a Data API write refused by the fence is held while a switch is under way,
    * in ms (default 10 000). It is sent to the new active project once that is published;
@@ -93,24 +102,34 @@ interface Resolver {
   authInFlight: Record<ProjectName, Set<Promise<unknown>>>;
   /** Clients whose auto-refresh was stopped when their session was handed on. */
   refreshStopped: Set<ProjectName>;
+  /** Stops the background look-ups (null: not watching yet). */
+  watching: (() => void) | null;
+  /** Until when (ms since the epoch) a switch is suspected: look-ups are then more frequent. */
+  suspectedUntil: number;
+  /** Told the active project whenever a look-up (or a fence error) names it. */
+  followers: Set<(name: ProjectName) => void>;
 }
 
 const resolvers = new Map<string, Resolver>();
 const listeners = new Set<(event: SwitchEvent) => void>();
 
 /**
- * Resolves to a supabase-js client for the active project. The answer is cached for
+ * Resolves to a supabase-js client for the active project, pinned to it: its sessions
+ * belong to that project (see `keepSession`). Keep it until `onSwitch` reports a switch,
+ * which the background look-ups (`watchMs`) notice within 2 s, then ask again; or use
+ * `createSpillwayClient`, whose one client follows by itself. The answer is cached for
  * `cacheTtlMs`; a Data API call that fails with Spillway's fence error (SQLSTATE SPWFN) is
  * held while the switch is under way (up to `switchWaitMs`) and then sent to the project
  * that was published as the new active one. With `keepSession`, the client for a new active
  * project is handed the session signed in on the old one's before it is returned.
  *
  * @example
- * const supabase = await getActiveClient({ projects: { primary: { url, anonKey }, secondary: { url: url2, anonKey: key2 } } });
+ * let supabase = await getActiveClient(options);
+ * onSwitch(async () => { supabase = await getActiveClient(options); }); // the new active's client
  * await supabase.from("todos").insert({ title: "milk" });
  */
 export async function getActiveClient(options: ActiveClientOptions): Promise<SupabaseClient> {
-  const resolver = resolverFor(options);
+  const resolver = watched(resolverFor(options));
   const name = await resolveActive(resolver, false);
   await resolver.handover;
   return clientFor(resolver, name);
@@ -120,9 +139,11 @@ export async function getActiveClient(options: ActiveClientOptions): Promise<Sup
  * Returns one supabase-js client, at once, whose every Data API, Auth, Storage and
  * Functions request goes to the project that is active when it is sent: an app replaces
  * `createClient(url, key)` with it and changes nothing else. Which project is active is
- * looked up as for `getActiveClient` (cached for `cacheTtlMs`); writes refused by the fence
- * during a switch are held and sent to the new active. Realtime channels stay on the
- * primary's URL. Auth: sign-in and sign-up go to the active project; a session from one
+ * read in the background (`watchMs`), so reads reach the new active within 2 s of a
+ * switch without app traffic; writes refused by the fence during a switch are held and
+ * sent to the new active. Realtime channels follow too: at a switch the socket is reopened
+ * on the new active and every channel rejoins there with its callbacks, filters and token
+ * (and its tracked presence). Auth: sign-in and sign-up go to the active project; a session from one
  * project is only valid on the other when both share a JWT secret and Spillway carries
  * sessions (setting `authSessions`): then its one session goes on working after a switch.
  *
@@ -131,13 +152,22 @@ export async function getActiveClient(options: ActiveClientOptions): Promise<Sup
  * await supabase.from("todos").insert({ title: "milk" });
  */
 export function createSpillwayClient(options: ActiveClientOptions): SupabaseClient {
-  const resolver = resolverFor(options);
+  const resolver = watched(resolverFor(options));
   const home = options.projects.primary;
   const userOptions = options.clientOptions ?? {};
-  return createClient(home.url, home.anonKey, {
+  const realtime = followingRealtime({
+    projects: options.projects,
+    origin: "primary",
+    current: () => resolver.active?.name ?? "primary",
+    options: userOptions.realtime,
+  });
+  const client = createClient(home.url, home.anonKey, {
     ...userOptions,
+    realtime: realtime.options,
     global: { ...userOptions.global, fetch: routedFetch(resolver, "primary", true) },
   });
+  resolver.followers.add(realtime.follow);
+  return client;
 }
 
 /**
@@ -155,7 +185,14 @@ export function onSwitch(callback: (event: SwitchEvent) => void): () => void {
 }
 
 function resolverFor(options: ActiveClientOptions): Resolver {
-  const key = JSON.stringify([options.projects, options.statusUrl ?? null, options.cacheTtlMs, options.timeoutMs, options.switchWaitMs]);
+  const key = JSON.stringify([
+    options.projects,
+    options.statusUrl ?? null,
+    options.cacheTtlMs,
+    options.timeoutMs,
+    options.switchWaitMs,
+    options.watchMs,
+  ]);
   let r = resolvers.get(key);
   if (!r) {
     r = {
@@ -168,10 +205,28 @@ function resolverFor(options: ActiveClientOptions): Resolver {
       storages: {},
       authInFlight: { primary: new Set(), secondary: new Set() },
       refreshStopped: new Set(),
+      watching: null,
+      suspectedUntil: 0,
+      followers: new Set(),
     };
     resolvers.set(key, r);
   }
   r.options = options;
+  return r;
+}
+
+// Starts the background look-ups for `r` (once): the active project is then known within
+// `watchMs` of a publish, whether the app sends requests or not.
+function watched(r: Resolver): Resolver {
+  r.watching ??= watchActive({
+    lookUp: () =>
+      resolveActive(r, true).catch((e) => {
+        r.suspectedUntil = Date.now() + (r.options.switchWaitMs ?? 10_000);
+        throw e;
+      }),
+    suspected: () => Date.now() < r.suspectedUntil,
+    everyMs: r.options.watchMs ?? WATCH_MS,
+  });
   return r;
 }
 
@@ -194,6 +249,7 @@ async function lookUp(r: Resolver): Promise<ProjectName> {
   }
   r.active = { name: found.name, epoch: found.epoch, at: Date.now() };
   if (previous && previous.name !== found.name) switched(r, { from: previous.name, to: found.name, epoch: found.epoch });
+  for (const f of r.followers) f(found.name);
   return found.name;
 }
 
@@ -370,7 +426,14 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
       const dataApi = path.includes("/rest/v1/");
       const response = dataApi ? await holdUnsent(r, current, sendTo) : await sendTo(current);
       if (response.ok) return response;
-      if (dataApi) return await holdWrite(r, response, current, sendTo);
+      if (dataApi) return await holdWrite(r, response, current, sendTo, (e) => e?.code === FENCE_CODE);
+      // Storage refuses an upload or delete on a fenced project with the fence's message (its
+      // row in storage.objects was refused: nothing was stored); a 5xx is held like Auth's.
+      if (path.includes("/storage/v1/object") && request.method !== "GET" && request.method !== "HEAD") {
+        const fenced = (e: FenceAnswer | null) => FENCE_MESSAGE.test(e?.message ?? "");
+        if (fenced(await answerOf(response))) return await holdWrite(r, response, current, sendTo, fenced);
+        if (response.status >= 500) return await holdAuth(r, response, current, sendTo);
+      }
       // GoTrue answers a database error (the fence's among them) with 500; a gateway's 502 or
       // 504 may come after the request took effect, and is never resent.
       if (path.includes("/auth/v1/") && response.status === 500) return await holdAuth(r, response, current, sendTo);
@@ -442,24 +505,34 @@ async function holdUnsent(r: Resolver, first: ProjectName, sendTo: (name: Projec
   }
 }
 
-// A Data API call refused by the fence (SQLSTATE SPWFN) is sent again, to the project the
-// fence names or the look-up publishes, until it is no longer refused (or `switchWaitMs`).
+/** How Storage words the fence's refusal (its answer has no SQLSTATE). */
+const FENCE_MESSAGE = /spillway: project \S+ is fenced/;
+
+type FenceAnswer = { code?: string; message?: string };
+
+const answerOf = async (response: Response) =>
+  (await response
+    .clone()
+    .json()
+    .catch(() => null)) as FenceAnswer | null;
+
+// A Data API or Storage call refused by the fence is sent again, to the project the fence
+// names or the look-up publishes, until it is no longer refused (or `switchWaitMs`).
 async function holdWrite(
   r: Resolver,
   first: Response,
   refusedBy: ProjectName,
   sendTo: (name: ProjectName) => Promise<Response>,
+  fenced: (answer: FenceAnswer | null) => boolean,
 ): Promise<Response> {
   const deadline = Date.now() + (r.options.switchWaitMs ?? 10_000);
   let current = refusedBy;
   let response = first;
   for (;;) {
-    const error = (await response
-      .clone()
-      .json()
-      .catch(() => null)) as { code?: string; message?: string } | null;
-    if (error?.code !== FENCE_CODE) return response;
-    const named = adoptNamed(r, current, error.message ?? "");
+    const error = await answerOf(response);
+    if (!fenced(error)) return response;
+    r.suspectedUntil = Math.max(r.suspectedUntil, deadline);
+    const named = adoptNamed(r, current, error?.message ?? "");
     if (Date.now() >= deadline) return response;
     if (!named) await new Promise((done) => setTimeout(done, Math.min(HOLD_POLL_MS, deadline - Date.now())));
     current = named ?? (await resolveActive(r, true).catch(() => current));
@@ -499,6 +572,7 @@ function adoptNamed(r: Resolver, refusedBy: ProjectName, message: string): Proje
   const previous = r.active;
   r.active = { name: named[1] as ProjectName, epoch, at: Date.now() };
   switched(r, { from: previous?.name ?? refusedBy, to: r.active.name, epoch });
+  for (const f of r.followers) f(r.active.name);
   return r.active.name;
 }
 

@@ -9,9 +9,11 @@ import { describeError, invalid, isConnectionError, SpillwayError } from "./erro
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
+import { type RealtimeStatus, realtimeStatus } from "./realtime.ts";
 import { patchSettings, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
+import { type StorageApis, type StorageStatus, storageStatus } from "./storage.ts";
 import { switchOver } from "./switchover.ts";
 import { tick } from "./tick.ts";
 import { verify } from "./verify.ts";
@@ -37,6 +39,8 @@ export interface AppDeps {
   runtime?: Runtime;
   /** The runtime's wall-clock limit for one call (the Edge Function's 150 s): a switch fits it or refuses before fencing. */
   wallClockMs?: number;
+  /** Both projects' Storage APIs: Storage is carried with every backup (null or absent: not carried). */
+  storage?: StorageApis;
 }
 
 /** How long `GET /active` reuses one reading of the state. */
@@ -56,7 +60,13 @@ type Env = { Variables: { caller: "admin" | "cron" } };
  */
 export function createApp(deps: AppDeps): Hono {
   const api = new Hono<Env>();
-  const ctx = { projects: deps.projects, events: deps.events, runtime: deps.runtime ?? ("node" as const), wallClockMs: deps.wallClockMs };
+  const ctx = {
+    projects: deps.projects,
+    events: deps.events,
+    runtime: deps.runtime ?? ("node" as const),
+    wallClockMs: deps.wallClockMs,
+    storage: deps.storage ?? null,
+  };
 
   api.use(
     "*",
@@ -106,11 +116,17 @@ export function createApp(deps: AppDeps): Hono {
 
   // Callers who ask while a reading is under way share it: an answer is at most one reading
   // old, and 200 dashboards polling at once cost one reading, not 200.
-  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>>> | null = null;
+  let statusReading: Promise<Awaited<ReturnType<typeof readStatus>> & { storage: StorageStatus; realtime: RealtimeStatus }> | null = null;
   api.get("/status", admin, async (c) => {
-    statusReading ??= readStatus(deps.projects, (t) => deps.events.redact(t)).finally(() => {
-      statusReading = null;
-    });
+    statusReading ??= Promise.all([
+      readStatus(deps.projects, (t) => deps.events.redact(t)),
+      storageStatus(deps.projects, ctx.storage),
+      realtimeStatus(deps.projects),
+    ])
+      .then(([status, storage, realtime]) => ({ ...status, storage, realtime }))
+      .finally(() => {
+        statusReading = null;
+      });
     return c.json(await statusReading);
   });
 
@@ -154,7 +170,9 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
-  api.post("/verify", admin, async (c) => c.json({ verify: await verify({ projects: deps.projects, events: deps.events }) }));
+  api.post("/verify", admin, async (c) =>
+    c.json({ verify: await verify({ projects: deps.projects, events: deps.events, storage: ctx.storage }) }),
+  );
 
   api.post("/tick", requireCaller(true), async (c) => c.json(await tick(ctx)));
 

@@ -14,6 +14,7 @@ import { type Outcome, onProject, type Project, type Projects, probe } from "./p
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
 import type { Runtime } from "./settings.ts";
 import { readStates } from "./state.ts";
+import { carryStorageAfter, type StorageApis } from "./storage.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -40,6 +41,8 @@ export interface BackupContext {
   runtime?: Runtime;
   /** The runtime's wall-clock limit for one call, told by the entry: a tick's switch fits it (see `switchOver`). */
   wallClockMs?: number;
+  /** Both projects' Storage APIs: Storage is carried after each backup that succeeds (null or absent: not carried). */
+  storage?: StorageApis;
 }
 
 const LEASE_SECONDS = 120;
@@ -60,7 +63,9 @@ export async function runBackup(ctx: BackupContext, request: BackupRequest, held
   const lease = heldLease ?? (await takeLease(ctx.projects, "backup", LEASE_SECONDS, { waitMs: OPERATOR_WAIT_MS }));
   const keeper = keepLease(ctx.projects, lease, LEASE_SECONDS);
   try {
-    return await backupUnderLease(ctx, request, lease.holder, keeper);
+    const run = await backupUnderLease(ctx, request, lease.holder, keeper);
+    if (run.status === "succeeded" && ctx.storage) await carryStorageAfter(ctx, ctx.storage, run);
+    return run;
   } finally {
     keeper.stop();
     if (!heldLease) await lease.release();

@@ -1,4 +1,5 @@
 import type { AlertConfig } from "./alerts.ts";
+import type { StorageApis } from "./storage.ts";
 
 /** Process configuration, read once from the environment by the entries (never below them). */
 export interface Config {
@@ -19,6 +20,11 @@ export interface Config {
   tickSeconds: number;
   /** Where alerts are posted (`SPILLWAY_ALERT_WEBHOOK_URL`, `SPILLWAY_ALERT_SECRET`); null: none. */
   alerts: AlertConfig | null;
+  /**
+   * Each project's API URL and service key (`SPILLWAY_<PROJECT>_API_URL`,
+   * `SPILLWAY_<PROJECT>_SERVICE_KEY`), for carrying Storage; null: Storage is not carried.
+   */
+  storageApis: StorageApis;
 }
 
 /** Thrown by `loadConfig` with one line per problem, each naming its variable. */
@@ -112,6 +118,8 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (alertSecret !== null && alertSecret.length < MIN_TOKEN_LENGTH)
     problems.push(`SPILLWAY_ALERT_SECRET must be at least ${MIN_TOKEN_LENGTH} characters`);
 
+  const storageApis = readStorageApis(value, problems);
+
   if (problems.length > 0) throw new ConfigError(problems);
   return {
     dbUrls: primary && secondary ? { primary, secondary } : null,
@@ -123,6 +131,35 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     port,
     tickSeconds,
     alerts: webhookUrl ? { webhookUrl, secret: alertSecret } : null,
+    storageApis,
+  };
+}
+
+// The four variables come together or not at all; the keys are secrets: problems name the
+// variable, never its value.
+function readStorageApis(value: (name: string) => string | null, problems: string[]): StorageApis {
+  const names = [
+    "SPILLWAY_PRIMARY_API_URL",
+    "SPILLWAY_PRIMARY_SERVICE_KEY",
+    "SPILLWAY_SECONDARY_API_URL",
+    "SPILLWAY_SECONDARY_SERVICE_KEY",
+  ];
+  const [primaryUrl, primaryKey, secondaryUrl, secondaryKey] = names.map(value);
+  const set = names.filter((_, i) => [primaryUrl, primaryKey, secondaryUrl, secondaryKey][i] !== null);
+  if (set.length === 0) return null;
+  if (set.length < names.length) {
+    problems.push(`${names.filter((n) => !set.includes(n)).join(", ")} must be set too (Storage is carried with all four, or none)`);
+    return null;
+  }
+  for (const [name, url] of [
+    ["SPILLWAY_PRIMARY_API_URL", primaryUrl],
+    ["SPILLWAY_SECONDARY_API_URL", secondaryUrl],
+  ] as const) {
+    if (!isHttpUrl(url!)) problems.push(`${name} must be an http:// or https:// URL like https://<ref>.supabase.co`);
+  }
+  return {
+    primary: { url: primaryUrl!, serviceKey: primaryKey! },
+    secondary: { url: secondaryUrl!, serviceKey: secondaryKey! },
   };
 }
 

@@ -30,10 +30,12 @@ export async function ensureFence(project: Project, schemas: string[]): Promise<
   );
 }
 
-// The fence trigger on every table of `schemas` and of those the settings carry (Auth's).
+// The fence trigger on every table of `schemas` and of those the settings carry (Auth's),
+// and on Storage's objects where the setting `storage` is on.
 async function guardTables(tx: Db, schemas: string[]): Promise<number> {
   const [row] = await tx<{ added: number }[]>`
-    select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s)) as added`;
+    select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s))
+         + spillway.ensure_storage_fence() as added`;
   return row?.added ?? 0;
 }
 

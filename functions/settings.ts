@@ -54,6 +54,7 @@ const settingsShape = {
     .max(3600, "must be at most 3600"),
   auth: z.boolean({ invalid_type_error: "must be true or false" }),
   authSessions: z.boolean({ invalid_type_error: "must be true or false" }),
+  storage: z.boolean({ invalid_type_error: "must be true or false" }),
   maxRetainedBytes: z
     .number({ invalid_type_error: "must be a number of bytes" })
     .int("must be a whole number of bytes")
@@ -109,6 +110,8 @@ export const DEFAULT_SETTINGS: Settings = {
   // Sessions are only good on the project whose JWT secret signed them: the operator turns
   // this on once both projects share one (docs/auth.md).
   authSessions: false,
+  // Fence Supabase Storage's objects with the tables (docs/storage.md).
+  storage: true,
   maxRetainedBytes: 134217728,
   // Off until the operator opts in: a failover may lose the active's last changes.
   failover: null,

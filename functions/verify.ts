@@ -2,9 +2,11 @@ import { carriedAuthTables } from "./backup/auth.ts";
 import { readCatalog } from "./backup/catalog.ts";
 import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
 import type { EventLog } from "./events.ts";
+import type { ProjectName } from "./names.ts";
 import { onProject, type Projects } from "./project.ts";
 import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
+import { type StorageApis, type StorageDigest, storageDigest } from "./storage.ts";
 
 /** The answer of `POST /verify`. */
 export interface VerifyResult {
@@ -13,18 +15,21 @@ export interface VerifyResult {
   standby: string;
   checkedAt: string;
   tables: { table: string; activeRows: number; standbyRows: number; equal: boolean }[];
+  /** Storage's objects on each side (count and a digest of names, sizes, etags); null where a project has no Storage. */
+  storage: { active: StorageDigest | null; standby: StorageDigest | null; equal: boolean } | null;
   mismatches: string[];
 }
 
 /**
- * Compares every replicated table's row count and checksum (and the carried Auth tables')
+ * Compares every replicated table's row count and checksum (and the carried Auth tables',
+ * and, where Storage is carried, the objects' count and digest)
  * on the active (one snapshot) and the standby. Differences are expected when the active changed since the last backup;
  * they are recorded as an error event naming the tables.
  *
  * @example
  * const result = await verify({ projects, events });
  */
-export async function verify(ctx: { projects: Projects; events: EventLog }): Promise<VerifyResult> {
+export async function verify(ctx: { projects: Projects; events: EventLog; storage?: StorageApis }): Promise<VerifyResult> {
   const state = await readActive(ctx.projects);
   const { settings } = await readSettings(ctx.projects);
   const sums = async (name: "primary" | "secondary"): Promise<TableChecksum[]> =>
@@ -40,12 +45,18 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
     );
   const [active, standby] = await Promise.all([sums(state.active), sums(state.standby)]);
   const mismatches = compareChecksums(active, standby);
+  const storage = settings.storage && ctx.storage ? await compareStorage(ctx.projects, state.active, state.standby) : null;
+  if (storage && !storage.equal)
+    mismatches.push(
+      `storage: ${storage.active?.objects ?? 0} object(s) on the active, ${storage.standby?.objects ?? 0} on the standby, or their names, sizes or etags differ`,
+    );
   const standbyByTable = new Map(standby.map((c) => [c.table, c]));
   const result: VerifyResult = {
     ok: mismatches.length === 0,
     active: state.active,
     standby: state.standby,
     checkedAt: new Date().toISOString(),
+    storage,
     tables: active.map((a) => {
       const s = standbyByTable.get(a.table);
       return { table: a.table, activeRows: a.rows, standbyRows: s?.rows ?? 0, equal: !!s && s.rows === a.rows && s.sum === a.sum };
@@ -71,4 +82,11 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
     );
   }
   return result;
+}
+
+// Storage's objects on both sides; null when neither has Storage.
+async function compareStorage(projects: Projects, active: ProjectName, standby: ProjectName): Promise<VerifyResult["storage"]> {
+  const [a, s] = await Promise.all([storageDigest(projects[active]), storageDigest(projects[standby])]);
+  if (!a && !s) return null;
+  return { active: a, standby: s, equal: !!a && !!s && a.objects === s.objects && a.digest === s.digest };
 }

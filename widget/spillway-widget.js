@@ -447,6 +447,8 @@ export class SpillwayWidget extends HTMLElement {
       ),
       el("div", { class: "muted", text: `marks: backup ${pct(status.thresholds.backup)}, switch ${pct(status.thresholds.switch)}` }),
       typeof p.users !== "number" ? null : el("div", { class: "users", text: `${p.users} ${p.users === 1 ? "user" : "users"} in Auth` }),
+      this.storageLine(name, status),
+      this.realtimeLine(name, status),
       el(
         "div",
         { class: "flags" },
@@ -454,6 +456,37 @@ export class SpillwayWidget extends HTMLElement {
         p.fenced ? el("span", { class: "flag", text: "fenced" }) : null,
         p.error ? el("span", { class: "flag bad", text: p.error }) : null,
       ),
+    );
+  }
+
+  // Storage: the project's objects against Storage's own quota and when they were last
+  // carried here, or why Storage is not carried.
+  storageLine(name, status) {
+    const st = status.storage;
+    if (!st) return null;
+    const p = st.projects[name];
+    if (!st.carried) return el("div", { class: "storage muted", text: `Storage not carried: ${st.reason}` });
+    if (!p) return el("div", { class: "storage muted", text: "Storage: none here" });
+    const copied = p.lastCopied ? `, last copied here ${when(p.lastCopied.at)}` : "";
+    return el("div", {
+      class: "storage",
+      text: `Storage: ${p.objects} ${p.objects === 1 ? "object" : "objects"}, ${bytes(p.bytes)} of ${bytes(p.quotaBytes)}${copied}`,
+    });
+  }
+
+  // Realtime: the tables the project publishes; channels moved here at a switch hear only these.
+  realtimeLine(name, status) {
+    const rt = status.realtime;
+    if (!rt) return null;
+    const p = rt.projects[name];
+    const text = p
+      ? `Realtime: ${p.publishedTables.length} ${p.publishedTables.length === 1 ? "table" : "tables"} published`
+      : "Realtime: no publication";
+    return el(
+      "div",
+      { class: "realtime" },
+      el("span", { text }),
+      rt.inStep ? null : el("span", { class: "flag bad", text: "differs from the other project" }),
     );
   }
 

@@ -78,6 +78,15 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.equal(await page.locator("section.project[data-project=secondary] .users").textContent(), "0 users in Auth");
   });
 
+  test("each project's Storage and Realtime state is shown", async () => {
+    // This server is given no Storage API: the card says so rather than saying nothing.
+    assert.match(
+      (await page.locator("section.project[data-project=primary] .storage").textContent()) ?? "",
+      /^Storage not carried: SPILLWAY_PRIMARY_API_URL/,
+    );
+    assert.equal(await page.locator("section.project[data-project=secondary] .realtime").textContent(), "Realtime: no publication");
+  });
+
   test("Force backup runs and the last-backup panel updates", async () => {
     assert.match((await page.locator("#last-backup").textContent()) ?? "", /No backup yet/);
     await page.click("#force-backup");

@@ -117,7 +117,7 @@ describe("through the function's /active (the real local server)", () => {
     const statusUrl = `${server.url}/spillway`;
     const switches: SwitchEvent[] = [];
     const off = onSwitch((e) => switches.push(e));
-    const cached = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    const cached = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000, watchMs: 0 });
     const first = await cached.from("items").insert({ id: "before-switch", writer: 1 });
     assert.equal(first.error, null);
     assert.deepEqual(await ids("primary"), ["before-switch"]);
@@ -127,7 +127,7 @@ describe("through the function's /active (the real local server)", () => {
     assert.equal(result.switch.to, "secondary");
 
     // The cached client still points at the primary: its write hits the fence, is retried once, lands on the secondary.
-    const again = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    const again = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000, watchMs: 0 });
     assert.equal(again, cached);
     const write = await again.from("items").insert({ id: "after-switch", writer: 2 });
     assert.equal(write.error, null, JSON.stringify(write.error));
@@ -135,7 +135,7 @@ describe("through the function's /active (the real local server)", () => {
     assert.ok(!(await ids("primary")).includes("after-switch"));
     assert.deepEqual(switches, [{ from: "primary", to: "secondary", epoch: 2 }]);
 
-    const next = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000 });
+    const next = await getActiveClient({ projects: projects(), statusUrl, cacheTtlMs: 60_000, watchMs: 0 });
     assert.notEqual(next, cached, "the next client is the secondary's");
     assert.equal((await next.from("items").insert({ id: "next", writer: 3 })).error, null);
     assert.ok((await ids("secondary")).includes("next"));

@@ -6,6 +6,7 @@ import { runBackup } from "../../functions/backup.ts";
 import { EventLog, type SpillwayEvent } from "../../functions/events.ts";
 import { claimProject, closeProjects, connectProjects, type Projects } from "../../functions/project.ts";
 import { patchSettings, type Runtime } from "../../functions/settings.ts";
+import type { StorageApis } from "../../functions/storage.ts";
 import type { TestPair } from "./postgres.ts";
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
@@ -42,6 +43,7 @@ export async function testApp(
     max?: number;
     runtime?: Runtime;
     wallClockMs?: number;
+    storage?: StorageApis;
   } = {},
 ): Promise<TestApp> {
   installCrashGuards();
@@ -60,6 +62,7 @@ export async function testApp(
     alerts: options.alerts ?? null,
     runtime: options.runtime,
     wallClockMs: options.wallClockMs,
+    storage: options.storage,
   });
   return {
     app,

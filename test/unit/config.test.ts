@@ -74,3 +74,26 @@ test("the fdw link's URLs are optional, per project, and checked", () => {
   });
   assert.throws(() => loadConfig({ SPILLWAY_SECONDARY_FDW_URL: "https://x" }), /SPILLWAY_SECONDARY_FDW_URL must be a postgres/);
 });
+
+test("Storage's API variables come all four together; the keys never appear in a problem", () => {
+  assert.equal(loadConfig({}).storageApis, null);
+  const both = {
+    SPILLWAY_PRIMARY_API_URL: "https://a.supabase.co",
+    SPILLWAY_PRIMARY_SERVICE_KEY: "secret-key-a",
+    SPILLWAY_SECONDARY_API_URL: "https://b.supabase.co",
+    SPILLWAY_SECONDARY_SERVICE_KEY: "secret-key-b",
+  };
+  assert.deepEqual(loadConfig(both).storageApis, {
+    primary: { url: "https://a.supabase.co", serviceKey: "secret-key-a" },
+    secondary: { url: "https://b.supabase.co", serviceKey: "secret-key-b" },
+  });
+  assert.throws(
+    () => loadConfig({ ...both, SPILLWAY_SECONDARY_SERVICE_KEY: "", SPILLWAY_PRIMARY_API_URL: "ftp://a" }),
+    (e: unknown) => {
+      const text = (e as ConfigError).problems.join("\n");
+      assert.match(text, /SPILLWAY_SECONDARY_SERVICE_KEY must be set too/);
+      assert.doesNotMatch(text, /secret-key/);
+      return true;
+    },
+  );
+});

@@ -40,6 +40,8 @@ if (config?.dbUrls && config.adminToken) {
     config.cronToken,
     config.alerts?.webhookUrl,
     config.alerts?.secret,
+    config.storageApis?.primary.serviceKey,
+    config.storageApis?.secondary.serviceKey,
     ...[...Object.values(config.dbUrls), ...Object.values(config.fdwUrls)].map((u) => decodeURIComponent(new URL(u).password)),
   ].filter((s): s is string => Boolean(s));
   const events = new EventLog(projects, { secrets, sinks: [(e) => console.log(JSON.stringify(e))] });
@@ -57,6 +59,7 @@ if (config?.dbUrls && config.adminToken) {
     cronToken: config.cronToken,
     corsOrigins: config.corsOrigins,
     alerts: config.alerts,
+    storage: config.storageApis,
     runtime: "edge",
     // Supabase ends an Edge Function's call after 150 s of wall clock.
     wallClockMs: 150_000,
