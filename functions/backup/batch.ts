@@ -303,8 +303,8 @@ export class BatchWriter {
         params,
       );
       const done = new Set(written.map((r) => Number(r.n) - 1));
-      const one = `update ${into} as t set ${g.columns.map((c, i) => `${quoteIdent(c)} = $${i + 1}::${type(c)}`).join(", ")} where ${pk
-        .map((k, i) => `t.${quoteIdent(k)} = $${n + i + 1}::${type(k)}`)
+      const one = `update ${into} as t set ${g.columns.map((c, i) => `${quoteIdent(c)} = $${i + 1}::text::${type(c)}`).join(", ")} where ${pk
+        .map((k, i) => `t.${quoteIdent(k)} = $${n + i + 1}::text::${type(k)}`)
         .join(" and ")}`;
       for (const [i, row] of g.rows.entries()) {
         if (!done.has(i)) await this.send(one, [...row.map(text), ...g.where[i]!.map(text)]);
