@@ -66,27 +66,85 @@ export async function replicatedBytes(project: Project, schemas: string[]): Prom
   return Number(row!.bytes);
 }
 
+/**
+ * How `freshCopyBytes` estimates what a fresh copy of the active's tables would hold, as
+ * `/status` states it in `afterSwitch.basis`.
+ */
+export const FRESH_COPY_BASIS =
+  "the active's replicated tables with their indexes and TOAST (pg_total_relation_size), each scaled by its live rows' share of live and dead rows (n_live_tup / (n_live_tup + n_dead_tup)): the dead rows a fresh copy leaves behind";
+
+/**
+ * Bytes the active's replicated tables would take in a fresh copy: each table's size,
+ * indexes and TOAST included, without the share its dead rows take (a copy writes only the
+ * live ones). Tables the statistics have not counted yet count whole.
+ *
+ * @example
+ * const bytes = await freshCopyBytes(projects.primary, ["public"]);
+ */
+export async function freshCopyBytes(project: Project, schemas: string[]): Promise<number> {
+  const [row] = await project.sql<{ bytes: string }[]>`
+    select coalesce(sum(pg_catalog.pg_total_relation_size(c.oid) * case
+      when coalesce(s.n_live_tup + s.n_dead_tup, 0) > 0 then s.n_live_tup::float8 / (s.n_live_tup + s.n_dead_tup) else 1 end), 0)::int8::text as bytes
+    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+    left join pg_catalog.pg_stat_user_tables s on s.relid = c.oid
+    where n.nspname = any(${schemas}) and c.relkind = 'r'`;
+  return Number(row!.bytes);
+}
+
 /** What `usageAfterSwitch` needs to know of the two projects. */
 export interface SwitchFigures {
   targetUsedBytes: number;
   targetQuotaBytes: number;
-  /** The replicated tables' bytes on each side; null for the source when it cannot be read. */
-  sourceReplicatedBytes: number | null;
+  /** The source's replicated tables as a fresh copy would hold them (`freshCopyBytes`); null when they cannot be read. */
+  sourceCopyBytes: number | null;
+  /** The bytes the target's copy of the replicated tables takes now. */
   targetReplicatedBytes: number;
 }
 
 /**
- * The target's usage once it holds what the source holds now: its own size plus what the
- * source's replicated tables outgrew the target's copy by. The one formula the tick's policy
- * and the switch's `TARGET_UNFIT` check share, so that a tick never chooses a switch that
- * the switch refuses. With the source unreadable, the target as it is.
+ * The target's bytes once it holds what the source holds now: its own size plus what the
+ * source's tables, as a fresh copy holds them, outgrew the target's copy by. The one formula
+ * the tick's policy, the switch's `TARGET_UNFIT` check and `/status`'s `afterSwitch` share,
+ * so that a tick never chooses a switch that the switch refuses. With the source
+ * unreadable, the target as it is.
  *
  * @example
- * usageAfterSwitch({ targetUsedBytes: 100, targetQuotaBytes: 1000, sourceReplicatedBytes: 300, targetReplicatedBytes: 250 }) // 0.15
+ * bytesAfterSwitch({ targetUsedBytes: 100, targetQuotaBytes: 1000, sourceCopyBytes: 300, targetReplicatedBytes: 250 }) // 150
+ */
+export function bytesAfterSwitch(f: SwitchFigures): number {
+  const growth = f.sourceCopyBytes === null ? 0 : Math.max(0, f.sourceCopyBytes - f.targetReplicatedBytes);
+  return f.targetUsedBytes + growth;
+}
+
+/**
+ * `bytesAfterSwitch` as a share of the target's quota.
+ *
+ * @example
+ * usageAfterSwitch({ targetUsedBytes: 100, targetQuotaBytes: 1000, sourceCopyBytes: 300, targetReplicatedBytes: 250 }) // 0.15
  */
 export function usageAfterSwitch(f: SwitchFigures): number {
-  const growth = f.sourceReplicatedBytes === null ? 0 : Math.max(0, f.sourceReplicatedBytes - f.targetReplicatedBytes);
-  return (f.targetUsedBytes + growth) / f.targetQuotaBytes;
+  return bytesAfterSwitch(f) / f.targetQuotaBytes;
+}
+
+/**
+ * Reads the figures `usageAfterSwitch` needs for a switch from `source` to `target`; the
+ * target's size comes from `targetUsedBytes` when already measured.
+ *
+ * @example
+ * const after = usageAfterSwitch(await switchFigures(projects.primary, projects.secondary, settings));
+ */
+export async function switchFigures(
+  source: Project,
+  target: Project,
+  settings: { schemas: string[]; quotaBytes: Record<string, number> },
+  targetUsedBytes?: number,
+): Promise<SwitchFigures> {
+  const [used, sourceCopyBytes, targetReplicatedBytes] = await Promise.all([
+    targetUsedBytes ?? measure(target).then((m) => m.usedBytes),
+    freshCopyBytes(source, settings.schemas).catch(() => null),
+    replicatedBytes(target, settings.schemas),
+  ]);
+  return { targetUsedBytes: used, targetQuotaBytes: settings.quotaBytes[target.name]!, sourceCopyBytes, targetReplicatedBytes };
 }
 
 /**
@@ -118,40 +176,53 @@ export async function readSamples(sql: Sql, project: string, limit: number): Pro
 export interface Forecast {
   /** Least-squares growth over the samples, in bytes per hour; null when there is no forecast. */
   bytesPerHour: number | null;
-  /** ISO time each threshold is crossed: now when already crossed, null when not forecast. */
+  /** ISO time each threshold is crossed (see `crossed`), null when not forecast. */
   backupAt: string | null;
   switchAt: string | null;
+  /** A threshold the latest sample is already at or over: its time is when the samples crossed it. */
+  crossed: { backup: boolean; switch: boolean };
+  /** The samples the line is drawn through: how many, the time they span, and how far they scatter around it (bytes, root mean square). */
+  samples: { count: number; spanMs: number; spreadBytes: number | null };
   /** Why there is no forecast (too short a stretch of samples, say), or null. */
   reason: string | null;
 }
 
 /** The shortest stretch of samples a growth is drawn from: seconds of them say little. */
-export const MIN_FORECAST_SPAN_MS = 10 * 60_000;
+export const MIN_FORECAST_SPAN_MS = 60_000;
 
 /**
- * Fits a line through the samples and projects when usage reaches each threshold. Samples
- * spanning less than `MIN_FORECAST_SPAN_MS` give no growth, and `reason` says why.
+ * Fits a line through the samples and projects when usage reaches each threshold; a
+ * threshold the latest sample is at or over is given the time the samples crossed it.
+ * Samples spanning less than `MIN_FORECAST_SPAN_MS` give no growth, and `reason` says why;
+ * from then on the fit comes with its span and spread, for the reader to weigh.
  *
  * @example
  * forecast(samples, 524288000, { backup: 0.85, switch: 0.9 }, new Date())
  */
 export function forecast(samples: Sample[], quotaBytes: number, thresholds: { backup: number; switch: number }, now: Date): Forecast {
   const latest = samples.at(-1);
-  const span = latest ? Date.parse(latest.at) - Date.parse(samples[0]!.at) : 0;
-  const slope = span >= MIN_FORECAST_SPAN_MS ? growthPerMs(samples) : null;
+  const spanMs = latest ? Date.parse(latest.at) - Date.parse(samples[0]!.at) : 0;
+  const fit = spanMs >= MIN_FORECAST_SPAN_MS ? fitLine(samples) : null;
+  const slope = fit?.slope ?? null;
+  const crossedAt = (threshold: number): string | null => {
+    const target = threshold * quotaBytes;
+    if (!latest || latest.usedBytes < target) return null;
+    let i = samples.length - 1;
+    while (i > 0 && samples[i - 1]!.usedBytes >= target) i--;
+    return samples[i]!.at;
+  };
   const at = (threshold: number): string | null => {
     if (!latest) return null;
-    const target = threshold * quotaBytes;
-    if (latest.usedBytes >= target) return now.toISOString();
+    const crossed = crossedAt(threshold);
+    if (crossed) return crossed;
     if (slope === null || slope <= 0) return null;
-    const ms = Date.parse(latest.at) + (target - latest.usedBytes) / slope;
+    const ms = Date.parse(latest.at) + (threshold * quotaBytes - latest.usedBytes) / slope;
     return new Date(Math.max(ms, now.getTime())).toISOString();
   };
-  const minutes = MIN_FORECAST_SPAN_MS / 60_000;
   const reason = !latest
     ? "no samples yet"
-    : span < MIN_FORECAST_SPAN_MS
-      ? `the samples span ${Math.floor(span / 60_000)} min; a forecast needs ${minutes}`
+    : spanMs < MIN_FORECAST_SPAN_MS
+      ? `the samples span ${Math.floor(spanMs / 1000)} s; a forecast needs ${MIN_FORECAST_SPAN_MS / 60_000} min`
       : slope === null
         ? "the samples do not show a growth"
         : null;
@@ -159,11 +230,13 @@ export function forecast(samples: Sample[], quotaBytes: number, thresholds: { ba
     bytesPerHour: slope === null ? null : slope * 3_600_000,
     backupAt: at(thresholds.backup),
     switchAt: at(thresholds.switch),
+    crossed: { backup: crossedAt(thresholds.backup) !== null, switch: crossedAt(thresholds.switch) !== null },
+    samples: { count: samples.length, spanMs, spreadBytes: fit ? fit.spread : null },
     reason,
   };
 }
 
-function growthPerMs(samples: Sample[]): number | null {
+function fitLine(samples: Sample[]): { slope: number; spread: number } | null {
   if (samples.length < 2) return null;
   const xs = samples.map((s) => Date.parse(s.at));
   const x0 = xs[0]!;
@@ -181,7 +254,10 @@ function growthPerMs(samples: Sample[]): number | null {
   });
   const denominator = n * sxx - sx * sx;
   if (denominator === 0) return null;
-  return (n * sxy - sx * sy) / denominator;
+  const slope = (n * sxy - sx * sy) / denominator;
+  const intercept = (sy - slope * sx) / n;
+  const squares = samples.reduce((sum, s, i) => sum + (s.usedBytes - (intercept + slope * (xs[i]! - x0))) ** 2, 0);
+  return { slope, spread: Math.sqrt(squares / n) };
 }
 
 /**
