@@ -63,7 +63,7 @@ test("equal quotas: from the first tick in the backup phase, /status and the CLI
 });
 
 test("in the backup phase the standby following the active is one summary event, not a started/finished pair per tick", async () => {
-  const [{ since }] = (await pair.primary.admin<{ since: Date }[]>`select now() as since`) as [{ since: Date }];
+  const since = (await pair.primary.admin<{ t: Date }[]>`select now() as t`)[0]!.t;
   for (let i = 0; i < 3; i++) {
     await pair.primary.admin`insert into public.notes (body) select md5(g::text) from generate_series(1, 10) g`;
     const tick = await ok("POST", "/tick");
