@@ -692,10 +692,12 @@ export class SpillwayWidget extends HTMLElement {
     const low = Math.max(0, Math.floor((Math.min(status.thresholds.backup, ...all.map((p) => p.u)) - 0.1) * 10) / 10);
     const y = (u) => T + (H - T - B) * (1 - (Math.min(1, Math.max(low, u)) - low) / (1 - low));
     chart.append(svg("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#d0d7de" }));
+    // Labels go on last, each on a white outline, so that no line crosses their letters.
+    const labels = [];
     const text = (x, yy, label, attrs = {}) => {
-      const node = svg("text", { x, y: yy, "font-size": 12, ...attrs });
+      const node = svg("text", { x, y: yy, "font-size": 12, stroke: "#fff", "stroke-width": 3, "paint-order": "stroke", ...attrs });
       node.textContent = label;
-      chart.append(node);
+      labels.push(node);
     };
     // The two thresholds are a few pixels apart: the switch label sits above its line and the
     // backup label below its own, so they never overlap.
@@ -708,7 +710,7 @@ export class SpillwayWidget extends HTMLElement {
     }
     text(W - R - 4, T + 13, "100%", { fill: "#57606a", "text-anchor": "end" });
     text(W - R - 4, H - B - 4, `${Math.round(low * 100)}%`, { fill: "#57606a", "text-anchor": "end" });
-    if (all.length === 0) return;
+    if (all.length === 0) return chart.append(...labels);
     const t0 = Math.min(...all.map((p) => p.t));
     const t1 = Math.max(...all.map((p) => p.t));
     const x = (t) => L + (W - L - R) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
@@ -719,7 +721,8 @@ export class SpillwayWidget extends HTMLElement {
         undefined,
         short ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" },
       );
-    const marks = t1 === t0 ? [t1] : Array.from({ length: W >= 480 ? 4 : 3 }, (_, i, a) => t0 + ((t1 - t0) * i) / (a.length - 1));
+    const n = W >= 480 ? 4 : 3;
+    const marks = t1 === t0 ? [t1] : Array.from({ length: n }, (_, i) => t0 + ((t1 - t0) * i) / (n - 1));
     marks.forEach((t, i) => {
       const anchor = marks.length === 1 || i === marks.length - 1 ? "end" : i === 0 ? "start" : "middle";
       chart.append(svg("line", { x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4, stroke: "#57606a" }));
@@ -741,6 +744,7 @@ export class SpillwayWidget extends HTMLElement {
         }),
       );
     }
+    chart.append(...labels);
   }
 
   eventsPanel() {
