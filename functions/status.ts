@@ -1,7 +1,7 @@
 import { userCount } from "./backup/auth.ts";
 import { readPosition } from "./backup/position.ts";
 import { slotRetainedBytes } from "./backup/source.ts";
-import { describeError } from "./errors.ts";
+import { describeError, PG } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { type AfterSwitch, assessHealth, type Health } from "./health.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
@@ -18,8 +18,10 @@ import {
   phase,
   readSamples,
   type Sample,
+  STATUS_LOCK_WAIT_MS,
   switchFigures,
   type TableSize,
+  withLockWait,
 } from "./usage.ts";
 
 /** One project in `GET /status`. */
@@ -104,10 +106,14 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const measured = await onBoth(projects, async (p) => {
     const standby = p.name === winner.standby;
     const [m, samples, lastBackup, users, position] = await Promise.all([
-      measure(p),
+      measure(p, { lockWaitMs: STATUS_LOCK_WAIT_MS }),
       readSamples(p.sql, p.name, HISTORY),
       standby ? latestRun(p.sql) : null,
-      userCount(p.sql, settings.auth),
+      // Auth's tables are held too while a load replaces them: then the count is unknown.
+      withLockWait(p.sql, STATUS_LOCK_WAIT_MS, (db) => userCount(db, settings.auth)).catch((e) => {
+        if ((e as { code?: string }).code === PG.lockNotAvailable) return null;
+        throw e;
+      }),
       standby ? readPosition(p.sql) : null,
     ]);
     // The latest run is often the latest success too: ask again only when it is not.
@@ -228,7 +234,7 @@ async function afterSwitchOf(
   settings: Settings,
   growth: Forecast,
 ): Promise<AfterSwitch> {
-  const bytes = bytesAfterSwitch(await switchFigures(projects[active], projects[standby], settings, usedBytes));
+  const bytes = bytesAfterSwitch(await switchFigures(projects[active], projects[standby], settings, usedBytes, STATUS_LOCK_WAIT_MS));
   const quota = settings.quotaBytes[standby];
   const headroomBytes = Math.round(settings.switchThreshold * quota - bytes);
   const perDay = growth.bytesPerHour === null ? null : growth.bytesPerHour * 24;

@@ -1,5 +1,6 @@
 import type { Sql } from "postgres";
-import type { Project } from "./project.ts";
+import { PG } from "./errors.ts";
+import type { Db, Project } from "./project.ts";
 
 /** One table among the heaviest of a database. */
 export interface TableSize {
@@ -22,18 +23,32 @@ export interface Sample {
   usedBytes: number;
 }
 
+/** How long `/status` waits for a table a running load holds, before it measures without the tables. */
+export const STATUS_LOCK_WAIT_MS = 1000;
+
 /**
  * Measures a project: database size, heaviest tables, and whether the database itself is
  * set read-only (what Supabase does to a free project past its quota). Read from the
  * catalog rather than the session: behind a pooler, a session's setting may be another
- * client's leftover.
+ * client's leftover. With `lockWaitMs`, a table a full backup's load holds is waited for no
+ * longer than that: the size is then measured without the heaviest tables, so that
+ * `/status` still answers (with the run's progress) while a copy loads.
  *
  * @example
  * const m = await measure(projects.primary);
  */
-export async function measure(project: Project): Promise<Measurement> {
-  const [row] = await project.sql<{ used_bytes: string; largest_tables: TableSize[]; read_only: boolean; now: Date }[]>`
-    select u.used_bytes, u.largest_tables, now(),
+export async function measure(project: Project, options: { lockWaitMs?: number } = {}): Promise<Measurement> {
+  try {
+    return await withLockWait(project.sql, options.lockWaitMs, (db) => readMeasurement(db, project.name, true));
+  } catch (e) {
+    if ((e as { code?: string }).code !== PG.lockNotAvailable) throw e;
+    return await readMeasurement(project.sql, project.name, false);
+  }
+}
+
+async function readMeasurement(db: Db, name: string, withTables: boolean): Promise<Measurement> {
+  const [row] = await db<{ used_bytes: string; largest_tables: TableSize[]; read_only: boolean; now: Date }[]>`
+    select u.used_bytes, case when ${withTables} then u.largest_tables else '[]'::jsonb end as largest_tables, now(),
       exists (
         select 1 from pg_catalog.pg_db_role_setting s
         cross join lateral unnest(s.setconfig) as c(setting)
@@ -42,7 +57,7 @@ export async function measure(project: Project): Promise<Measurement> {
           and lower(c.setting) in ('default_transaction_read_only=on', 'default_transaction_read_only=true', 'default_transaction_read_only=1')
       ) as read_only
     from spillway.usage u`;
-  if (!row) throw new Error(`project ${project.name} has no spillway.project row yet`);
+  if (!row) throw new Error(`project ${name} has no spillway.project row yet`);
   return {
     usedBytes: Number(row.used_bytes),
     largestTables: row.largest_tables.map((t) => ({ schema: t.schema, table: t.table, bytes: Number(t.bytes) })),
@@ -52,18 +67,35 @@ export async function measure(project: Project): Promise<Measurement> {
 }
 
 /**
+ * Runs `read` in a read-only transaction whose lock waits end after `ms` with 55P03
+ * (`lock_not_available`), or on the connection as is when `ms` is undefined.
+ *
+ * @example
+ * const n = await withLockWait(project.sql, 1000, (db) => userCount(db, true));
+ */
+export async function withLockWait<T>(sql: Sql, ms: number | undefined, read: (db: Db) => Promise<T>): Promise<T> {
+  if (ms === undefined) return await read(sql);
+  return (await sql.begin("read only", async (tx) => {
+    await tx`select pg_catalog.set_config('lock_timeout', ${`${ms}ms`}, true)`;
+    return await read(tx);
+  })) as T;
+}
+
+/**
  * Bytes the replicated tables of a project take, indexes and TOAST included: what a backup
  * makes the standby hold of the active's data.
  *
  * @example
  * const bytes = await replicatedBytes(projects.primary, ["public"]);
  */
-export async function replicatedBytes(project: Project, schemas: string[]): Promise<number> {
-  const [row] = await project.sql<{ bytes: string }[]>`
-    select coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::text as bytes
-    from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
-    where n.nspname = any(${schemas}) and c.relkind = 'r'`;
-  return Number(row!.bytes);
+export async function replicatedBytes(project: Project, schemas: string[], lockWaitMs?: number): Promise<number> {
+  return await withLockWait(project.sql, lockWaitMs, async (db) => {
+    const [row] = await db<{ bytes: string }[]>`
+      select coalesce(sum(pg_catalog.pg_total_relation_size(c.oid)), 0)::text as bytes
+      from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = any(${schemas}) and c.relkind = 'r'`;
+    return Number(row!.bytes);
+  });
 }
 
 /**
@@ -128,7 +160,8 @@ export function usageAfterSwitch(f: SwitchFigures): number {
 
 /**
  * Reads the figures `usageAfterSwitch` needs for a switch from `source` to `target`; the
- * target's size comes from `targetUsedBytes` when already measured.
+ * target's size comes from `targetUsedBytes` when already measured. `lockWaitMs` bounds the
+ * wait for the target's tables (a load holding them fails the read with 55P03).
  *
  * @example
  * const after = usageAfterSwitch(await switchFigures(projects.primary, projects.secondary, settings));
@@ -138,11 +171,12 @@ export async function switchFigures(
   target: Project,
   settings: { schemas: string[]; quotaBytes: Record<string, number> },
   targetUsedBytes?: number,
+  lockWaitMs?: number,
 ): Promise<SwitchFigures> {
   const [used, sourceCopyBytes, targetReplicatedBytes] = await Promise.all([
     targetUsedBytes ?? measure(target).then((m) => m.usedBytes),
     freshCopyBytes(source, settings.schemas).catch(() => null),
-    replicatedBytes(target, settings.schemas),
+    replicatedBytes(target, settings.schemas, lockWaitMs),
   ]);
   return { targetUsedBytes: used, targetQuotaBytes: settings.quotaBytes[target.name]!, sourceCopyBytes, targetReplicatedBytes };
 }

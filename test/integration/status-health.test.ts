@@ -80,3 +80,32 @@ test("in the backup phase the standby following the active is one summary event,
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   await pair.primary.admin`insert into public.notes (body) values ('the app keeps writing')`;
 });
+
+test("while a full backup's load holds the standby's tables, /status still answers, with the run's progress", async () => {
+  // A reader on the standby: the load waits for it before it can empty the table.
+  const reader = await pair.secondary.admin.reserve();
+  await reader`begin`;
+  await reader`lock table public.notes in access share mode`;
+  const backup = call(t, "POST", "/force-backup", { mode: "full" });
+  try {
+    let status: any;
+    for (const until = Date.now() + 20_000; Date.now() < until; ) {
+      const started = Date.now();
+      status = await ok("GET", "/status");
+      assert.ok(Date.now() - started < 5_000, `/status took ${Date.now() - started} ms`);
+      if (status.lastBackup?.status === "running") break;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    assert.equal(status.lastBackup.status, "running", JSON.stringify(status.lastBackup));
+    assert.equal(status.lastBackup.kind, "full");
+    assert.equal(typeof status.lastBackup.progress, "object");
+    assert.equal(status.projects.secondary.reachable, true);
+    assert.ok(status.projects.secondary.usedBytes > 0);
+  } finally {
+    await reader`commit`;
+    reader.release();
+  }
+  assert.equal((await backup).status, 200);
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  await pair.primary.admin`insert into public.notes (body) values ('the app keeps writing')`;
+});
