@@ -47,8 +47,9 @@ export async function measure(project: Project, options: { lockWaitMs?: number }
 }
 
 async function readMeasurement(db: Db, name: string, withTables: boolean): Promise<Measurement> {
+  // Without the tables, the view is not read at all: its heaviest tables' sizes lock them.
   const [row] = await db<{ used_bytes: string; largest_tables: TableSize[]; read_only: boolean; now: Date }[]>`
-    select u.used_bytes, case when ${withTables} then u.largest_tables else '[]'::jsonb end as largest_tables, now(),
+    select ${withTables ? db`u.used_bytes, u.largest_tables` : db`pg_catalog.pg_database_size(pg_catalog.current_database()) as used_bytes, '[]'::jsonb as largest_tables`}, now(),
       exists (
         select 1 from pg_catalog.pg_db_role_setting s
         cross join lateral unnest(s.setconfig) as c(setting)
@@ -56,7 +57,7 @@ async function readMeasurement(db: Db, name: string, withTables: boolean): Promi
           and s.setrole in (0, (select oid from pg_catalog.pg_roles where rolname = current_user))
           and lower(c.setting) in ('default_transaction_read_only=on', 'default_transaction_read_only=true', 'default_transaction_read_only=1')
       ) as read_only
-    from spillway.usage u`;
+    from ${withTables ? db`spillway.usage u` : db`spillway.project p`}`;
   if (!row) throw new Error(`project ${name} has no spillway.project row yet`);
   return {
     usedBytes: Number(row.used_bytes),

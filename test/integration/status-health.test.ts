@@ -88,14 +88,17 @@ test("while a full backup's load holds the standby's tables, /status still answe
   await reader`lock table public.notes in access share mode`;
   const backup = call(t, "POST", "/force-backup", { mode: "full" });
   try {
-    let status: any;
-    for (const until = Date.now() + 20_000; Date.now() < until; ) {
-      const started = Date.now();
-      status = await ok("GET", "/status");
-      assert.ok(Date.now() - started < 5_000, `/status took ${Date.now() - started} ms`);
-      if (status.lastBackup?.status === "running") break;
-      await new Promise((r) => setTimeout(r, 200));
+    // Until the load waits for the table: from then on a reader of its size queues behind it.
+    for (const until = Date.now() + 20_000; ; ) {
+      const [waiting] = await pair.secondary.admin`
+        select count(*)::int as n from pg_locks where relation = 'public.notes'::regclass and mode = 'AccessExclusiveLock' and not granted`;
+      if (waiting!.n > 0) break;
+      assert.ok(Date.now() < until, "the load never waited for the table");
+      await new Promise((r) => setTimeout(r, 100));
     }
+    const started = Date.now();
+    const status = await ok("GET", "/status");
+    assert.ok(Date.now() - started < 5_000, `/status took ${Date.now() - started} ms`);
     assert.equal(status.lastBackup.status, "running", JSON.stringify(status.lastBackup));
     assert.equal(status.lastBackup.kind, "full");
     assert.equal(typeof status.lastBackup.progress, "object");
