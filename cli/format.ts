@@ -28,23 +28,64 @@ export function formatBytes(bytes: number | null): string {
  * console.log(formatStatus(status));
  */
 export function formatStatus(s: Status): string {
-  const lines = [
+  const lines = [`health: ${s.health.state.toUpperCase()}`, ...s.health.reasons.map((r) => `  - ${r.message}`)];
+  lines.push(
     `active: ${s.active} (epoch ${s.epoch})   phase: ${s.phase}   thresholds: backup ${pct(s.thresholds.backup)}, switch ${pct(s.thresholds.switch)}`,
-  ];
+  );
   for (const [name, p] of Object.entries(s.projects)) {
     const state = p.reachable
       ? `${formatBytes(p.usedBytes)} / ${formatBytes(p.quotaBytes)}  ${pct(p.usage)}${p.readOnly ? "  read-only" : ""}${p.fenced ? "  fenced" : ""}`
       : `unreachable: ${p.error}`;
     lines.push(`  ${name.padEnd(10)} ${p.role.toUpperCase().padEnd(8)} ${state}`);
   }
+  const a = s.afterSwitch;
+  lines.push(
+    a
+      ? `after a switch: ${a.project} at ${pct(a.usage)}, ${a.headroomBytes >= 0 ? `${formatBytes(a.headroomBytes)} below` : `${formatBytes(-a.headroomBytes)} over`} its switch threshold${a.days === null ? "" : `, ${formatDays(a.days)} at the current growth`}`
+      : "after a switch: unknown (a project cannot be read)",
+  );
+  lines.push(`forecast: ${formatForecast(s.forecast)}`);
   const b = s.lastBackup;
   lines.push(
-    b
-      ? `last backup: ${b.kind} ${b.status} at ${b.startedAt}, ${b.rows} rows, ${formatBytes(b.bytes)}${b.durationMs === null ? "" : `, ${b.durationMs} ms`}${b.error ? ` (${b.error})` : ""}`
-      : "last backup: none yet",
+    !b
+      ? "last backup: none yet"
+      : b.details?.origin === "switch"
+        ? `last backup: in step at the switch (${b.finishedAt}): ${b.target} held the same data as ${b.source}; no backup has run since`
+        : `last backup: ${b.kind} ${b.status} at ${b.startedAt}, ${b.rows} rows, ${formatBytes(b.bytes)}${b.durationMs === null ? "" : `, ${b.durationMs} ms`}${b.error ? ` (${b.error})` : ""}`,
   );
   if (s.standbyLagSeconds !== null) lines.push(`standby lag: ${s.standbyLagSeconds} s`);
   return lines.join("\n");
+}
+
+/**
+ * A forecast for people: growth with the samples it is drawn from, and when each threshold
+ * is (or was) crossed.
+ *
+ * @example
+ * formatForecast(status.forecast) // "+1.2 MB/h from 14 samples over 12 min (spread 3.0 KB); backup threshold in 2.5 days, …"
+ */
+export function formatForecast(f: Status["forecast"]): string {
+  const from = `${f.samples.count} samples over ${formatSpan(f.samples.spanMs)}`;
+  if (f.bytesPerHour === null && !f.crossed.backup) return `none: ${f.reason}`;
+  const growth =
+    f.bytesPerHour === null
+      ? `no growth yet (${f.reason})`
+      : `${f.bytesPerHour < 0 ? "-" : "+"}${formatBytes(Math.abs(f.bytesPerHour))}/h from ${from}${f.samples.spreadBytes === null ? "" : ` (spread ${formatBytes(Math.round(f.samples.spreadBytes))})`}`;
+  const at = (name: string, iso: string | null, crossed: boolean) =>
+    crossed ? `${name} threshold crossed at ${iso}` : iso ? `${name} threshold at ${iso}` : `${name} threshold not forecast`;
+  return `${growth}; ${at("backup", f.backupAt, f.crossed.backup)}; ${at("switch", f.switchAt, f.crossed.switch)}`;
+}
+
+function formatSpan(ms: number): string {
+  return ms < 120_000
+    ? `${Math.round(ms / 1000)} s`
+    : ms < 7_200_000
+      ? `${Math.round(ms / 60_000)} min`
+      : `${(ms / 3_600_000).toFixed(1)} h`;
+}
+
+function formatDays(days: number): string {
+  return days < 1 ? `about ${Math.max(1, Math.round(days * 24))} h` : `about ${days.toFixed(1)} days`;
 }
 
 /**

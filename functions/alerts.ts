@@ -43,9 +43,10 @@ const ALERT_KINDS = new Set([
 ]);
 
 /**
- * Whether an operator is told of an event by an alert: phase changes, backup and switch
- * outcomes (refusals and forced switches included), retention guard drops, a project
- * unreachable for more than one tick, a failover and the divergent changes it left. `alert.failed` never is, so a dead webhook cannot
+ * Whether an operator is told of an event by an alert: health entering `degraded` or
+ * `critical`, phase changes, backup and switch outcomes (refusals and forced switches
+ * included), retention guard drops, a project unreachable for more than one tick, a failover
+ * and the divergent changes it left. `alert.failed` never is, so a dead webhook cannot
  * feed itself.
  *
  * @example
@@ -53,6 +54,7 @@ const ALERT_KINDS = new Set([
  */
 export function isAlert(event: Pick<SpillwayEvent, "kind" | "data">): boolean {
   if (event.kind === "switch.started") return event.data.force === true;
+  if (event.kind === "health.changed") return event.data.state !== "ok";
   return ALERT_KINDS.has(event.kind);
 }
 

@@ -10,7 +10,7 @@ import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
 import { type RealtimeStatus, realtimeStatus } from "./realtime.ts";
-import { patchSettings, type Runtime, readSettings } from "./settings.ts";
+import { patchSettingsTelling, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
 import { type StorageApis, type StorageStatus, storageStatus } from "./storage.ts";
@@ -141,10 +141,16 @@ export function createApp(deps: AppDeps): Hono {
 
   api.patch("/config", admin, async (c) => {
     const patch = await readJson(c, "INVALID_CONFIG");
-    const settings = await patchSettings(deps.projects, patch);
-    await deps.events.record("info", "config.changed", `settings changed: ${Object.keys(patch as object).join(", ")}`, {
-      data: { patch: patch as Record<string, unknown> },
-    });
+    const { settings, changed } = await patchSettingsTelling(deps.projects, patch);
+    const names = Object.keys(changed);
+    await deps.events.record(
+      "info",
+      "config.changed",
+      names.length === 0
+        ? "settings saved; nothing changed"
+        : `settings changed: ${names.map((n) => `${n} ${JSON.stringify(changed[n]!.from)} → ${JSON.stringify(changed[n]!.to)}`).join(", ")}`,
+      { data: { changed } },
+    );
     return c.json({ settings });
   });
 

@@ -29,6 +29,11 @@ export interface BackupRequest {
   staged?: boolean;
   /** This call's budget, instead of the `budgetSeconds` setting. */
   budgetMs?: number;
+  /**
+   * The standby following the active at a tick: an incremental run that succeeds records no
+   * events of its own (the tick summarises them, `backup.following`); failures still do.
+   */
+  follows?: boolean;
 }
 
 /** What a backup works with. */
@@ -94,6 +99,7 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
 
   const kind = plan.kind === "incremental" ? "incremental" : "full";
   const staged = plan.kind === "staged";
+  const quiet = request.follows === true && kind === "incremental";
   const { reason } = plan;
   const strategy = read.transfer.strategy;
   const started = Date.now();
@@ -109,16 +115,17 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
         source: source.name,
         target: target.name,
         strategy,
-        details: { reason, verify: request.verify, staged },
+        details: { reason, verify: request.verify, staged, ...(quiet ? { follows: true } : {}) },
       });
       if (staging) await adoptStaging(tx, id);
     });
-    await events.record(
-      "info",
-      "backup.started",
-      `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${strategy}${staged && !plan.continues ? ", staged: it may continue over several calls" : ""})`,
-      { project: target.name, data: { runId: id, kind, strategy, reason, staged } },
-    );
+    if (!quiet)
+      await events.record(
+        "info",
+        "backup.started",
+        `${kind} backup from ${source.name} to ${target.name} started (${reason}, strategy ${strategy}${staged && !plan.continues ? ", staged: it may continue over several calls" : ""})`,
+        { project: target.name, data: { runId: id, kind, strategy, reason, staged } },
+      );
   }
 
   const progress = progressWriter(target, id);
@@ -161,23 +168,24 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
       );
       return run;
     }
-    await events.record(
-      "info",
-      "backup.succeeded",
-      `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
-      {
-        project: target.name,
-        data: {
-          runId: id,
-          kind,
-          tables: run.tables,
-          rows: run.rows,
-          bytes: run.bytes,
-          durationMs: run.durationMs,
-          snapshotAt: run.snapshotAt,
+    if (!quiet)
+      await events.record(
+        "info",
+        "backup.succeeded",
+        `${kind} backup to ${target.name} finished: ${run.tables} tables, ${run.rows} rows, ${run.bytes} bytes in ${run.durationMs} ms${request.verify && kind === "full" ? ", verified" : ""}`,
+        {
+          project: target.name,
+          data: {
+            runId: id,
+            kind,
+            tables: run.tables,
+            rows: run.rows,
+            bytes: run.bytes,
+            durationMs: run.durationMs,
+            snapshotAt: run.snapshotAt,
+          },
         },
-      },
-    );
+      );
     if (read.auth.tables) await pruneAuthChanges(source).catch(() => undefined);
     return run;
   } catch (e) {

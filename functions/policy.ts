@@ -33,6 +33,8 @@ export interface Decision {
   action: Action;
   phase: Phase;
   reason: string;
+  /** The backup only keeps the standby following the active (told in a summary, not run by run). */
+  follows?: boolean;
 }
 
 const RANK: Record<Phase, number> = { normal: 0, backup: 1, critical: 2 };
@@ -213,5 +215,5 @@ function decideFromUsage(input: PolicyInput): Decision {
 function follow(input: PolicyInput, phase: Phase, why: string): Decision {
   const s = input.standby;
   if (!input.autoBackup || !s.reachable || !s.hasBackup) return { action: "none", phase, reason: why };
-  return { action: "backup", phase, reason: `${why}; the standby follows the active` };
+  return { action: "backup", phase, reason: `${why}; the standby follows the active`, follows: true };
 }

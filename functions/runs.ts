@@ -51,6 +51,8 @@ export interface RunDetails {
   applyMs?: number;
   /** The error's details of a failed run. */
   failure?: unknown;
+  /** An incremental run of the standby following the active, told in a summary rather than by its own events. */
+  follows?: boolean;
   /** `switch`: recorded by a switch, which left both projects holding the same data. */
   origin?: "switch";
 }
@@ -156,6 +158,26 @@ export async function lastCopySpeed(sql: Sql, minBytes: number): Promise<number 
     where kind = 'full' and status = 'succeeded' and not coalesce((details->>'staged')::boolean, false) and bytes >= ${minBytes} and duration_ms > 0
     order by started_at desc limit 1`;
   return last ? Number(last.bytes) / (Number(last.duration_ms) / 1000) : null;
+}
+
+/** What the standby following the active did over a stretch of time. */
+export interface Following {
+  runs: number;
+  rows: number;
+  firstAt: string | null;
+}
+
+/**
+ * The following runs (`details.follows`) that succeeded after `since` (all when null).
+ *
+ * @example
+ * const f = await followingSince(projects.secondary.sql, lastSummaryAt);
+ */
+export async function followingSince(sql: Sql, since: string | null): Promise<Following> {
+  const [row] = await sql<{ runs: number; rows: string; first_at: Date | null }[]>`
+    select count(*)::int as runs, coalesce(sum(rows), 0)::text as rows, min(started_at) as first_at from spillway.runs
+    where status = 'succeeded' and (details->>'follows')::boolean and (${since}::timestamptz is null or finished_at > ${since}::timestamptz)`;
+  return { runs: row!.runs, rows: Number(row!.rows), firstAt: row!.first_at?.toISOString() ?? null };
 }
 
 /**

@@ -279,6 +279,28 @@ export async function convergeSettings(projects: Projects, events?: EventLog): P
 }
 
 /**
+ * The settings a change really changed, by dotted name (`quotaBytes.primary`), with their
+ * values before and after: a form that sends every field changes only what differs.
+ *
+ * @example
+ * changedSettings(DEFAULT_SETTINGS, { ...DEFAULT_SETTINGS, backupThreshold: 0.8 }) // { backupThreshold: { from: 0.85, to: 0.8 } }
+ */
+export function changedSettings(before: Settings, after: Settings): Record<string, { from: unknown; to: unknown }> {
+  const changed: Record<string, { from: unknown; to: unknown }> = {};
+  for (const key of Object.keys(after) as (keyof Settings)[]) {
+    if (key === "quotaBytes") {
+      for (const name of PROJECT_NAMES) {
+        if (before.quotaBytes[name] !== after.quotaBytes[name])
+          changed[`quotaBytes.${name}`] = { from: before.quotaBytes[name], to: after.quotaBytes[name] };
+      }
+    } else if (JSON.stringify(before[key]) !== JSON.stringify(after[key])) {
+      changed[key] = { from: before[key], to: after[key] };
+    }
+  }
+  return changed;
+}
+
+/**
  * Validates a partial change and stores the result in every reachable project under a new
  * version. Nothing is stored when validation fails.
  *
@@ -286,6 +308,19 @@ export async function convergeSettings(projects: Projects, events?: EventLog): P
  * const settings = await patchSettings(projects, { autoSwitch: false });
  */
 export async function patchSettings(projects: Projects, patch: unknown): Promise<Settings> {
+  return (await patchSettingsTelling(projects, patch)).settings;
+}
+
+/**
+ * `patchSettings`, answering also what the change changed (`changedSettings`).
+ *
+ * @example
+ * const { settings, changed } = await patchSettingsTelling(projects, { autoSwitch: false });
+ */
+export async function patchSettingsTelling(
+  projects: Projects,
+  patch: unknown,
+): Promise<{ settings: Settings; changed: ReturnType<typeof changedSettings> }> {
   const current = await readSettings(projects);
   const next = applyPatch(current.settings, patch);
   const version = current.version + 1;
@@ -299,5 +334,5 @@ export async function patchSettings(projects: Projects, patch: unknown): Promise
     }),
   );
   if (!outcomes.primary.ok && !outcomes.secondary.ok) throw outcomes.primary.error;
-  return next;
+  return { settings: next, changed: changedSettings(current.settings, next) };
 }

@@ -1,13 +1,30 @@
 import { readActivity } from "./activity.ts";
 import { userCount } from "./backup/auth.ts";
+import { readPosition } from "./backup/position.ts";
+import { slotRetainedBytes } from "./backup/source.ts";
 import { type DivergentStatus, readDivergent } from "./divergent.ts";
-import { describeError } from "./errors.ts";
+import { describeError, PG } from "./errors.ts";
+import type { EventLog } from "./events.ts";
+import { type AfterSwitch, assessHealth, type Health } from "./health.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { type Db, onBoth, type Project, type Projects } from "./project.ts";
 import { latestRun, type Run } from "./runs.ts";
-import { readSettings } from "./settings.ts";
+import { readSettings, type Settings } from "./settings.ts";
 import { readStates } from "./state.ts";
-import { type Forecast, forecast, measure, phase, readSamples, type TableSize } from "./usage.ts";
+import {
+  bytesAfterSwitch,
+  type Forecast,
+  FRESH_COPY_BASIS,
+  forecast,
+  measure,
+  phase,
+  readSamples,
+  type Sample,
+  STATUS_LOCK_WAIT_MS,
+  switchFigures,
+  type TableSize,
+  withLockWait,
+} from "./usage.ts";
 
 /** One project in `GET /status`. */
 export interface ProjectStatus {
@@ -41,6 +58,10 @@ export interface Status {
   samples: Record<ProjectName, { at: string; usedBytes: number }[]>;
   /** Changes an old active committed after a failover's last carried position, never applied (docs/failover.md); null when unknown. */
   divergent: DivergentStatus | null;
+  /** What needs an operator, worst first. */
+  health: Health;
+  /** The standby right after a switch; null when it cannot be read. */
+  afterSwitch: AfterSwitch | null;
 }
 
 /** Samples per project: at the local server's 5 s ticks, 20 minutes, more than a forecast needs. */
@@ -93,15 +114,21 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   ]);
   const thresholds = { backup: settings.backupThreshold, switch: settings.switchThreshold };
   const measured = await onBoth(projects, async (p) => {
-    const [m, samples, lastBackup, users] = await Promise.all([
-      measure(p),
+    const standby = p.name === winner.standby;
+    const [m, samples, lastBackup, users, position] = await Promise.all([
+      measure(p, { lockWaitMs: STATUS_LOCK_WAIT_MS }),
       readSamples(p.sql, p.name, HISTORY),
-      p.name === winner.standby ? latestRun(p.sql) : null,
-      userCount(p.sql, settings.auth),
+      standby ? latestRun(p.sql) : null,
+      // Auth's tables are held too while a load replaces them: then the count is unknown.
+      withLockWait(p.sql, STATUS_LOCK_WAIT_MS, (db) => userCount(db, settings.auth)).catch((e) => {
+        if ((e as { code?: string }).code === PG.lockNotAvailable) return null;
+        throw e;
+      }),
+      standby ? readPosition(p.sql) : null,
     ]);
     // The latest run is often the latest success too: ask again only when it is not.
     const lastSucceeded = !lastBackup || lastBackup.status === "succeeded" ? lastBackup : await latestRun(p.sql, "succeeded");
-    return { m, samples, lastBackup, lastSucceeded, users };
+    return { m, samples, lastBackup, lastSucceeded, users, position };
   });
 
   const projectStatus = {} as Record<ProjectName, ProjectStatus>;
@@ -158,11 +185,46 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   if (activeForecast.reason && activeSamples.length < samples[winner.active].length) {
     activeForecast.reason = `since ${winner.active} became active, ${activeForecast.reason}`;
   }
+  const now = new Date();
+  const standby = projectStatus[winner.standby];
+  const afterSwitch =
+    active.reachable && standby.reachable
+      ? await afterSwitchOf(projects, winner.active, winner.standby, standby.usedBytes!, settings, activeForecast).catch(() => null)
+      : null;
+  const position = standbyMeasured.ok ? standbyMeasured.value.position : null;
+  const retained =
+    active.reachable && position?.source === winner.active
+      ? await slotRetainedBytes(projects[winner.active], position.slot).catch(() => null)
+      : null;
+  const currentPhase = phase(active.usage ?? 0, thresholds);
+  const health = assessHealth({
+    now,
+    active: winner.active,
+    standby: winner.standby,
+    phase: currentPhase,
+    thresholds,
+    activeReachable: active.reachable,
+    activeError: active.error,
+    activeUsage: active.usage,
+    activeReadOnly: active.readOnly,
+    standbyReachable: standby.reachable,
+    standbyError: standby.error,
+    lastBackup,
+    hasBackup: lastSucceeded?.source === winner.active,
+    standbyLagSeconds: lag,
+    tickSeconds: tickSpacing(samples[winner.active]),
+    lastTickAt:
+      PROJECT_NAMES.map((n) => samples[n].at(-1)?.at ?? "")
+        .sort()
+        .at(-1) || null,
+    afterSwitch,
+    slot: retained === null ? null : { retainedBytes: retained, maxRetainedBytes: settings.maxRetainedBytes },
+  });
   return {
     active: winner.active,
     standby: winner.standby,
     epoch: winner.epoch,
-    phase: phase(active.usage ?? 0, thresholds),
+    phase: currentPhase,
     thresholds,
     projects: projectStatus,
     lastBackup,
@@ -170,5 +232,65 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     forecast: activeForecast,
     samples,
     divergent: await readDivergent(projects[winner.active].sql).catch(() => null),
+    health,
+    afterSwitch,
   };
+}
+
+// By the switch's own formula, with the active's growth for how long the room lasts.
+async function afterSwitchOf(
+  projects: Projects,
+  active: ProjectName,
+  standby: ProjectName,
+  usedBytes: number,
+  settings: Settings,
+  growth: Forecast,
+): Promise<AfterSwitch> {
+  const bytes = bytesAfterSwitch(await switchFigures(projects[active], projects[standby], settings, usedBytes, STATUS_LOCK_WAIT_MS));
+  const quota = settings.quotaBytes[standby];
+  const headroomBytes = Math.round(settings.switchThreshold * quota - bytes);
+  const perDay = growth.bytesPerHour === null ? null : growth.bytesPerHour * 24;
+  return {
+    project: standby,
+    usedBytes: bytes,
+    usage: bytes / quota,
+    headroomBytes,
+    days: perDay !== null && perDay > 0 ? Math.max(0, headroomBytes) / perDay : null,
+    basis: FRESH_COPY_BASIS,
+  };
+}
+
+// The median spacing of the latest samples: a tick stores one in each project.
+function tickSpacing(samples: Sample[]): number | null {
+  const last = samples.slice(-21);
+  const gaps = last.slice(1).map((s, i) => Date.parse(s.at) - Date.parse(last[i]!.at));
+  if (gaps.length === 0) return null;
+  return gaps.sort((a, b) => a - b)[Math.floor(gaps.length / 2)]! / 1000;
+}
+
+/**
+ * Records `health.changed` when the health differs from the one last told (the newest such
+ * event in either project; none yet counts as `ok`): an alert goes out on entering
+ * `degraded` or `critical`, once, not at every tick.
+ *
+ * @example
+ * await recordHealthChange(projects, events, status.health);
+ */
+export async function recordHealthChange(projects: Projects, events: EventLog, health: Health): Promise<void> {
+  const told = await onBoth(
+    projects,
+    (p) => p.sql<{ at: Date; state: Health["state"] }[]>`
+      select at, data->>'state' as state from spillway.events where kind = 'health.changed' order by at desc limit 1`,
+  );
+  const latest = PROJECT_NAMES.flatMap((n) => (told[n].ok ? told[n].value : [])).sort((a, b) => b.at.getTime() - a.at.getTime())[0];
+  const previous = latest?.state ?? "ok";
+  if (previous === health.state) return;
+  await events.record(
+    health.state === "critical" ? "error" : health.state === "degraded" ? "warn" : "info",
+    "health.changed",
+    health.state === "ok"
+      ? `health is ok again (was ${previous})`
+      : `health is ${health.state} (was ${previous}): ${health.reasons.map((r) => r.message).join("; ")}`,
+    { data: { state: health.state, previous, reasons: health.reasons } },
+  );
 }

@@ -10,7 +10,7 @@ import type { EventLog } from "./events.ts";
 import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
 import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
-import { onProject, type Project, type Projects, probe } from "./project.ts";
+import { onProject, type Projects, probe } from "./project.ts";
 import { latestRun, type Run, recordSameData } from "./runs.ts";
 import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
@@ -24,7 +24,7 @@ import {
   type SwitchClock,
   switchTooLong,
 } from "./switch-budget.ts";
-import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
+import { switchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -128,7 +128,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     );
   }
   if (sourceUp) {
-    const after = await usageAfterSwitchTo(source, target, settings);
+    const after = usageAfterSwitch(await switchFigures(source, target, settings));
     if (after >= settings.switchThreshold && !request.force) {
       await events.record(
         "warn",
@@ -332,20 +332,6 @@ async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: 
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {
   return new SpillwayError("TARGET_UNFIT", 409, message, details);
-}
-
-async function usageAfterSwitchTo(source: Project, target: Project, settings: Settings): Promise<number> {
-  const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
-    measure(target),
-    replicatedBytes(source, settings.schemas),
-    replicatedBytes(target, settings.schemas),
-  ]);
-  return usageAfterSwitch({
-    targetUsedBytes: m.usedBytes,
-    targetQuotaBytes: settings.quotaBytes[target.name],
-    sourceReplicatedBytes,
-    targetReplicatedBytes,
-  });
 }
 
 // A failure while publishing: once the target holds the new epoch, the switch has happened

@@ -14,13 +14,13 @@ import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { type Decision, decide, type Phase } from "./policy.ts";
 import { onBoth, type Projects } from "./project.ts";
 import { trackReachability } from "./reachability.ts";
-import type { Run } from "./runs.ts";
-import { latestRun } from "./runs.ts";
-import { convergeSettings, type Settings } from "./settings.ts";
+import { followingSince, latestRun, type Run } from "./runs.ts";
+import { convergeSettings, readSettings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { readStates, recordPhase } from "./state.ts";
+import { readStatus, recordHealthChange, standbyLag } from "./status.ts";
 import { type SwitchResult, switchOver } from "./switchover.ts";
-import { type Measurement, measure, replicatedBytes, storeSample, usageAfterSwitch } from "./usage.ts";
+import { measure, storeSample, switchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What a tick did. */
 export interface TickResult {
@@ -109,7 +109,9 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
     standby: {
       reachable: standby.ok,
       hasBackup: lastBackup?.source === winner.active,
-      usageAfterSwitch: standby.ok ? await standbyAfterSwitch(projects, winner.active, winner.standby, standby.value, settings) : null,
+      usageAfterSwitch: standby.ok
+        ? usageAfterSwitch(await switchFigures(projects[winner.active], projects[winner.standby], settings, standby.value.usedBytes))
+        : null,
       continues: staging?.source === winner.active,
     },
     followAlways: settings.failover !== null,
@@ -125,7 +127,8 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
   const result: TickResult = { action: decision.action, reason: decision.reason, phase: decision.phase, usage };
   try {
     if (decision.action === "backup") {
-      result.run = await runBackup(ctx, { mode: "auto", verify: false }, lease);
+      result.run = await runBackup(ctx, { mode: "auto", verify: false, follows: decision.follows }, lease);
+      if (decision.follows && result.run.details.follows) await reportFollowing(ctx, winner.active, winner.standby).catch(() => undefined);
     } else if (decision.action === "switch") {
       // The switch's wall clock counts from the tick's start: the tick's call is the one limited.
       result.switch = await switchOver(ctx, { force: false }, lease, started);
@@ -138,26 +141,36 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
   if (!result.switch) {
     await recordPhase(projects[winner.active], winner.epoch, decision.phase).catch(() => undefined);
   }
+  await readStatus(projects, (t) => events.redact(t))
+    .then((status) => recordHealthChange(projects, events, status.health))
+    .catch(() => undefined);
   return result;
 }
 
-// The standby's usage once it holds what the active holds now, by the switch's own formula.
-async function standbyAfterSwitch(
-  projects: Projects,
-  active: ProjectName,
-  standby: ProjectName,
-  m: Measurement,
-  settings: Settings,
-): Promise<number> {
-  const sizes = await onBoth(projects, (p) => replicatedBytes(p, settings.schemas));
-  const source = sizes[active];
-  const target = sizes[standby];
-  return usageAfterSwitch({
-    targetUsedBytes: m.usedBytes,
-    targetQuotaBytes: settings.quotaBytes[standby],
-    sourceReplicatedBytes: source.ok ? source.value : null,
-    targetReplicatedBytes: target.ok ? target.value : 0,
-  });
+/** How often the standby following the active is told: one summary, not a pair of events per tick. */
+const FOLLOWING_SUMMARY_MS = 5 * 60_000;
+
+// One `backup.following` event per FOLLOWING_SUMMARY_MS, of the following runs since the last.
+async function reportFollowing(ctx: BackupContext, active: ProjectName, standby: ProjectName): Promise<void> {
+  const target = ctx.projects[standby];
+  const [last] = await target.sql<{ at: Date }[]>`
+    select at from spillway.events where kind = 'backup.following' order by at desc limit 1`;
+  if (last && Date.now() - last.at.getTime() < FOLLOWING_SUMMARY_MS) return;
+  const since = last?.at.toISOString() ?? null;
+  const [f, run, { settings }] = await Promise.all([
+    followingSince(target.sql, since),
+    latestRun(target.sql, "succeeded"),
+    readSettings(ctx.projects),
+  ]);
+  if (f.runs === 0) return;
+  const lag = run ? await standbyLag(ctx.projects[active], run, settings.schemas) : null;
+  const minutes = Math.max(1, Math.round((Date.now() - Date.parse(since ?? f.firstAt!)) / 60_000));
+  await ctx.events.record(
+    "info",
+    "backup.following",
+    `${standby} follows ${active}: ${f.runs} incremental ${f.runs === 1 ? "backup" : "backups"} ${since ? `in the last ${minutes} min` : "so far"}, ${f.rows} rows; lag ${lag === null ? "unknown" : `${lag} s`}`,
+    { project: standby, data: { runs: f.runs, rows: f.rows, lagSeconds: lag, since } },
+  );
 }
 
 // A slot keeps WAL on the active until its changes are backed up; on a nearly full database

@@ -68,6 +68,20 @@ dialog { border: 1px solid var(--line); border-radius: 10px; padding: 18px; max-
 dialog::backdrop { background: rgba(0, 0, 0, .35); }
 .token-form { display: grid; gap: 8px; max-width: 420px; }
 .token-form input { padding: 8px; border: 1px solid var(--line); border-radius: 6px; width: 100%; }
+.health { font-size: .8rem; font-weight: 700; letter-spacing: .04em; padding: 3px 10px; border-radius: 999px; color: #fff; }
+.health.ok { background: var(--ok); } .health.degraded { background: var(--warn); } .health.critical { background: var(--bad); }
+.reasons { margin: 0; padding: 10px 14px 10px 32px; border-radius: 8px; border: 1px solid var(--warn); background: #fff8c5; display: grid; gap: 4px; }
+.reasons.critical { border-color: var(--bad); background: #ffebe9; }
+.after-switch { margin-top: 6px; font-size: .9rem; }
+.after-switch.tight { color: var(--bad); font-weight: 600; }
+details.basis { font-size: .8rem; color: var(--muted); } details.basis summary { cursor: pointer; }
+.banner.live { border-color: var(--accent); background: #ddf4ff; }
+.legend { display: flex; gap: 14px; flex-wrap: wrap; font-size: .85rem; margin: 4px 0 8px; }
+.legend .key { display: inline-block; width: 18px; height: 0; border-top: 3px solid var(--active); vertical-align: middle; margin-right: 6px; }
+.legend .key.standby { border-top: 3px dashed #8c959f; }
+.refused { color: var(--bad); font-weight: 600; }
+.force { display: grid; gap: 6px; margin: 10px 0; }
+.force input { padding: 6px 8px; border: 1px solid var(--line); border-radius: 6px; }
 .sr-only { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
 `;
 
@@ -105,6 +119,46 @@ function when(iso) {
   if (!iso) return "—";
   const d = new Date(iso);
   return d.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+}
+
+// The settings' names as the form shows them.
+const SETTING_LABELS = {
+  backupThreshold: "backup threshold",
+  switchThreshold: "switch threshold",
+  "quotaBytes.primary": "primary quota",
+  "quotaBytes.secondary": "secondary quota",
+  quotaBytes: "quotas",
+  strategy: "backup strategy",
+  autoBackup: "automatic backup",
+  autoSwitch: "automatic switch",
+  authSessions: "keeping users signed in",
+};
+
+// The server's field errors in the form's words: each under its field (an error naming two
+// settings under both), thresholds in % as the form takes them.
+function humanErrors(details) {
+  const out = {};
+  for (const [key, message] of Object.entries(details || {})) {
+    let text = String(message).replace(
+      /\b(backupThreshold|switchThreshold) \(([\d.]+)\)/g,
+      (_, k, v) => `the ${SETTING_LABELS[k]} (${+(Number(v) * 100).toFixed(2)} %)`,
+    );
+    if (/Threshold$/.test(key)) text = text.replace(/^must be at most 1$/, "must be at most 100 %");
+    text = text.replace(/(?<![\w.])(quotaBytes\.\w+|[a-z]+[A-Z]\w*)/g, (k) => SETTING_LABELS[k] ?? k);
+    text = text.charAt(0).toUpperCase() + text.slice(1);
+    const keys = [key, ...Object.keys(SETTING_LABELS).filter((k) => k !== key && String(message).includes(`${k} (`))];
+    for (const k of keys) out[k] = out[k] ? `${out[k]}; ${text}` : text;
+  }
+  return out;
+}
+
+function progressText(run) {
+  const p = run.progress || {};
+  return `${p.phase ?? "starting"}${p.table ? ` (${p.table})` : ""}: ${p.tablesDone ?? 0} of ${p.tablesTotal ?? "?"} tables, ${(p.rows ?? 0).toLocaleString()} rows, ${bytes(p.bytes ?? 0)}`;
+}
+
+function days(d) {
+  return d < 1 ? `about ${Math.max(1, Math.round(d * 24))} h` : `about ${d.toFixed(1)} days`;
 }
 
 function el(tag, attrs = {}, ...children) {
@@ -161,11 +215,10 @@ export class SpillwayWidget extends HTMLElement {
   connectedCallback() {
     this.render();
     this.refreshNow();
-    this.schedule();
   }
 
   disconnectedCallback() {
-    clearInterval(this.timer);
+    clearTimeout(this.timer);
   }
 
   attributeChangedCallback(name, before, after) {
@@ -186,10 +239,20 @@ export class SpillwayWidget extends HTMLElement {
     if (this.isConnected) this.refreshNow();
   }
 
+  // Every 2 s while something runs (a backup, a switch, a phase other than normal): an
+  // operation of seconds must not fall between two refreshes. Otherwise every `refresh` s.
+  pollSeconds() {
+    const st = this.state.status;
+    const running =
+      this.state.busy !== null ||
+      (st && (st.phase !== "normal" || st.lastBackup?.status === "running" || st.projects[st.active]?.fenced === true));
+    return running ? 2 : Math.max(5, Number(this.getAttribute("refresh")) || 30);
+  }
+
   schedule() {
-    clearInterval(this.timer);
-    const seconds = Math.max(5, Number(this.getAttribute("refresh")) || 30);
-    this.timer = setInterval(() => this.refreshNow(), seconds * 1000);
+    clearTimeout(this.timer);
+    if (!this.isConnected) return;
+    this.timer = setTimeout(() => this.refreshNow(), this.pollSeconds() * 1000);
   }
 
   async call(method, path, body) {
@@ -243,17 +306,17 @@ export class SpillwayWidget extends HTMLElement {
       if (e.status === 401) this.dispatchEvent(new CustomEvent("spillway-unauthorized", { bubbles: true, composed: true }));
     }
     this.render();
+    this.schedule();
   }
 
   async operate(kind) {
     const status = this.state.status;
-    if (kind === "switch") {
-      const dialog = this.root.querySelector("dialog");
-      dialog.returnValue = "";
-      dialog.showModal();
-      const answer = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
-      if (answer !== "confirm") return this.render();
-    }
+    const dialog = this.root.getElementById(kind === "switch" ? "confirm-switch" : "confirm-backup");
+    dialog.returnValue = "";
+    dialog.showModal();
+    const answer = await new Promise((resolve) => dialog.addEventListener("close", () => resolve(dialog.returnValue), { once: true }));
+    if (answer !== "confirm" && answer !== "force") return this.render();
+    const force = answer === "force";
     this.state = {
       ...this.state,
       busy: kind,
@@ -271,7 +334,11 @@ export class SpillwayWidget extends HTMLElement {
               }
             : { ok: true, text: `Backup ${run.status}: ${run.rows} rows, ${bytes(run.bytes)} in ${(run.durationMs / 1000).toFixed(1)} s.` };
       } else {
-        const { switch: s } = await this.call("POST", "/force-switch", { to: status.standby });
+        const { switch: s } = await this.call(
+          "POST",
+          "/force-switch",
+          force ? { to: status.standby, force: true } : { to: status.standby },
+        );
         this.state.result = {
           ok: true,
           text: `${s.to} is now active (epoch ${s.epoch}); writes were blocked for ${s.writesBlockedMs} ms.`,
@@ -286,6 +353,10 @@ export class SpillwayWidget extends HTMLElement {
 
   async saveSettings(form) {
     const data = new FormData(form);
+    // What was typed stays in the form when the save fails.
+    const draft = Object.fromEntries(
+      [...form.elements].filter((e) => e.name).map((e) => [e.name, e.type === "checkbox" ? e.checked : e.value]),
+    );
     const number = (name, scale = 1) => {
       const raw = String(data.get(name) ?? "").trim();
       return raw === "" ? raw : Number(raw) / scale;
@@ -310,9 +381,18 @@ export class SpillwayWidget extends HTMLElement {
     try {
       await this.call("PATCH", "/config", patch);
       this.state.settingsResult = { ok: true, text: "Settings saved." };
+      this.state.settingsDraft = null;
     } catch (e) {
-      this.state.fieldErrors = e.details && typeof e.details === "object" ? e.details : {};
-      this.state.settingsResult = { ok: false, text: e.message };
+      this.state.fieldErrors = humanErrors(e.details && typeof e.details === "object" ? e.details : {});
+      this.state.settingsDraft = draft;
+      const n = Object.keys(e.details || {}).length;
+      this.state.settingsResult = {
+        ok: false,
+        text:
+          e.code === "INVALID_CONFIG"
+            ? `Not saved: ${n === 1 ? "one field needs" : `${n} fields need`} a change (see below).`
+            : `Not saved: ${e.message}`,
+      };
     }
     this.state.busy = null;
     await this.refreshNow();
@@ -334,13 +414,15 @@ export class SpillwayWidget extends HTMLElement {
         "header",
         {},
         el("h1", { text: "Spillway" }),
+        status ? el("span", { class: `health ${status.health.state}`, id: "health", text: `health: ${status.health.state}` }) : null,
         status ? el("span", { class: `badge phase-${status.phase}`, text: `phase: ${status.phase}` }) : null,
         status ? el("span", { class: "muted", text: `active ${status.active} · epoch ${status.epoch}` }) : null,
         el("span", { class: "grow" }),
         el("span", {
           class: "muted",
           "aria-live": "polite",
-          text: s.loading ? "Loading…" : s.updatedAt ? `Updated ${s.updatedAt.toLocaleTimeString()}` : "",
+          id: "updated",
+          text: s.loading ? "Loading…" : s.updatedAt ? `Updated ${s.updatedAt.toLocaleTimeString()} · every ${this.pollSeconds()} s` : "",
         }),
         el("button", { id: "refresh", type: "button", onclick: () => this.refreshNow(), text: "Refresh" }),
       ),
@@ -361,6 +443,30 @@ export class SpillwayWidget extends HTMLElement {
     if (!status) {
       if (s.loading) wrap.append(el("div", { class: "banner", text: "Loading Spillway's status…" }));
       return;
+    }
+
+    if (status.health.reasons.length > 0) {
+      wrap.append(
+        el(
+          "ul",
+          { class: `reasons ${status.health.state}`, id: "health-reasons", "aria-label": "What needs attention" },
+          status.health.reasons.map((r) => el("li", { "data-code": r.code, text: r.message })),
+        ),
+      );
+    }
+    const switching = s.busy === "switch" || status.projects[status.active].fenced === true;
+    const running = status.lastBackup?.status === "running" ? status.lastBackup : null;
+    if (switching || running || s.busy === "backup") {
+      wrap.append(
+        el("div", {
+          class: "banner live",
+          id: "under-way",
+          role: "status",
+          text: switching
+            ? `Switch under way: writes to ${status.active} wait while ${status.standby} catches up; apps move to ${status.standby} once it is published.`
+            : `Backup under way to ${status.standby}${running ? `: ${progressText(running)}` : "…"}`,
+        }),
+      );
     }
 
     const grid = el("div", { class: "grid" });
@@ -398,13 +504,16 @@ export class SpillwayWidget extends HTMLElement {
         id: "op-result",
         text: s.result ? s.result.text : "",
       }),
-      this.confirmDialog(status),
+      this.switchDialog(status),
+      this.backupDialog(status),
     );
     const backup = this.backupPanel(status);
     wrap.append(el("div", { class: "grid" }, ops, backup));
     wrap.append(el("div", { class: "grid" }, this.historyPanel(status), this.eventsPanel()));
     // Settings being edited survive the auto-refresh.
     if (s.config) wrap.append(this.settingsDirty && this.settingsNode ? this.settingsNode : this.settingsPanel(s.config.settings));
+    const chart = root.getElementById("usage-chart");
+    if (chart) this.drawChart(chart, status);
     if (focused) root.getElementById(focused)?.focus();
   }
 
@@ -449,6 +558,7 @@ export class SpillwayWidget extends HTMLElement {
       typeof p.users !== "number" ? null : el("div", { class: "users", text: `${p.users} ${p.users === 1 ? "user" : "users"} in Auth` }),
       this.storageLine(name, status),
       this.realtimeLine(name, status),
+      active ? null : this.afterSwitchNote(status),
       el(
         "div",
         { class: "flags" },
@@ -490,6 +600,25 @@ export class SpillwayWidget extends HTMLElement {
     );
   }
 
+  afterSwitchNote(status) {
+    const a = status.afterSwitch;
+    if (!a) return el("div", { class: "after-switch muted", text: "After a switch: unknown while a project cannot be read." });
+    const room =
+      a.headroomBytes >= 0
+        ? `${bytes(a.headroomBytes)} below its switch threshold`
+        : `${bytes(-a.headroomBytes)} over its switch threshold`;
+    const tight = a.usage >= status.thresholds.backup;
+    return el(
+      "div",
+      {},
+      el("div", {
+        class: `after-switch${tight ? " tight" : ""}`,
+        text: `After a switch: ${pct(a.usage)} (${bytes(a.usedBytes)}), ${room}${a.days === null ? "" : `, ${days(a.days)} at ${status.active}'s growth`}`,
+      }),
+      el("details", { class: "basis" }, el("summary", { text: "How this is estimated" }), el("p", { text: a.basis })),
+    );
+  }
+
   backupPanel(status) {
     const b = status.lastBackup;
     // The record a switch leaves (both sides equal at that moment) is not a backup that ran.
@@ -500,7 +629,7 @@ export class SpillwayWidget extends HTMLElement {
         el("h2", { id: "lb-h", text: `Last backup to ${status.standby}` }),
         el("p", {
           class: "in-step",
-          text: `In step since the switch: ${status.standby} held the same data as ${status.active} when ${status.active} became active (${when(b.finishedAt)}); no backup has run since.`,
+          text: `In step at the switch: ${status.standby} held the same data as ${status.active} when ${status.active} became active (${when(b.finishedAt)}); no backup has run since.`,
         }),
         el(
           "dl",
@@ -520,11 +649,7 @@ export class SpillwayWidget extends HTMLElement {
           ["Duration", b.durationMs === null ? "—" : `${(b.durationMs / 1000).toFixed(1)} s`],
         ]
       : [];
-    if (b && b.status === "running")
-      rows.push([
-        "Progress",
-        `${b.progress.phase ?? "starting"}: ${b.progress.tablesDone ?? 0} of ${b.progress.tablesTotal ?? "?"} tables`,
-      ]);
+    if (b && b.status === "running") rows.push(["Progress", progressText(b)]);
     if (b?.error) rows.push(["Error", b.error]);
     rows.push(["Standby lag", status.standbyLagSeconds === null ? "unknown" : `${status.standbyLagSeconds} s`]);
     return el(
@@ -544,55 +669,115 @@ export class SpillwayWidget extends HTMLElement {
   }
 
   historyPanel(status) {
-    const samples = status.samples[status.active] || [];
-    const quota = status.projects[status.active].quotaBytes;
-    const W = 600,
-      H = 200,
-      P = 28;
-    const chart = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": `usage history of ${status.active}` });
-    chart.append(svg("rect", { x: P, y: 8, width: W - P - 8, height: H - P - 8, fill: "#fff", stroke: "#d0d7de" }));
-    const y = (u) => 8 + (H - P - 8) * (1 - Math.min(1, Math.max(0, u)));
-    // The two thresholds are a few pixels apart: the switch label sits above its line and the
-    // backup label below its own, so they never overlap.
-    for (const [t, color, dy] of [
-      [status.thresholds.backup, "#9a6700", 11],
-      [status.thresholds.switch, "#cf222e", -2],
-    ]) {
-      chart.append(svg("line", { x1: P, x2: W - 8, y1: y(t), y2: y(t), stroke: color, "stroke-dasharray": "6 4" }));
-      const label = svg("text", { x: 2, y: y(t) + dy, "font-size": 11, fill: color });
-      label.textContent = `${Math.round(t * 100)}%`;
-      chart.append(label);
-    }
-    if (samples.length > 1) {
-      const t0 = Date.parse(samples[0].at),
-        t1 = Date.parse(samples[samples.length - 1].at);
-      const x = (t) => P + (W - P - 8) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
-      const d = samples.map((s, i) => `${i ? "L" : "M"}${x(Date.parse(s.at)).toFixed(1)},${y(s.usedBytes / quota).toFixed(1)}`).join(" ");
-      chart.append(svg("path", { d, fill: "none", stroke: "#0b5cad", "stroke-width": 2 }));
-    }
+    const chart = svg("svg", {
+      id: "usage-chart",
+      role: "img",
+      "aria-label": `usage history of ${status.active} and ${status.standby}, as a share of each one's quota`,
+    });
     const f = status.forecast;
+    const span = f.samples.spanMs < 120_000 ? `${Math.round(f.samples.spanMs / 1000)} s` : `${Math.round(f.samples.spanMs / 60_000)} min`;
+    const growth =
+      f.bytesPerHour === null
+        ? `no forecast yet: ${f.reason || "not enough samples"}`
+        : `${f.bytesPerHour < 0 ? "−" : "+"}${bytes(Math.abs(f.bytesPerHour))}/h, from ${f.samples.count} samples over ${span}${f.samples.spreadBytes === null ? "" : ` (spread ±${bytes(Math.round(f.samples.spreadBytes))})`}`;
+    const at = (iso, crossed) => (crossed ? `crossed at ${when(iso)}` : iso ? when(iso) : "not forecast");
     return el(
       "section",
       { class: "card", "aria-labelledby": "h-h" },
       el("h2", { id: "h-h", text: `Usage history of ${status.active}` }),
+      el(
+        "div",
+        { class: "legend" },
+        el("span", {}, el("span", { class: "key" }), `${status.active} (active)`),
+        el("span", {}, el("span", { class: "key standby" }), `${status.standby} (standby)`),
+      ),
       chart,
       el(
         "dl",
         {},
         el("dt", { text: "Growth" }),
-        el("dd", {
-          "data-field": "growth",
-          text:
-            f.bytesPerHour === null
-              ? `no forecast: ${f.reason || "not enough samples"}`
-              : `${bytes(Math.abs(f.bytesPerHour))}/h${f.bytesPerHour < 0 ? " (shrinking)" : ""}`,
-        }),
+        el("dd", { "data-field": "growth", text: growth }),
         el("dt", { text: "Backup threshold" }),
-        el("dd", { "data-field": "backup-at", text: f.backupAt ? when(f.backupAt) : "not forecast" }),
+        el("dd", { "data-field": "backup-at", text: at(f.backupAt, f.crossed.backup) }),
         el("dt", { text: "Switch threshold" }),
-        el("dd", { "data-field": "switch-at", text: f.switchAt ? when(f.switchAt) : "not forecast" }),
+        el("dd", { "data-field": "switch-at", text: at(f.switchAt, f.crossed.switch) }),
       ),
     );
+  }
+
+  // Drawn once the chart is on the page, at its real width: one SVG unit is one CSS pixel,
+  // so labels keep their size on a phone.
+  drawChart(chart, status) {
+    const W = Math.max(240, Math.round(chart.getBoundingClientRect().width) || 600);
+    const H = 210;
+    const L = 8;
+    const R = 8;
+    const T = 8;
+    const B = 26;
+    chart.setAttribute("viewBox", `0 0 ${W} ${H}`);
+    chart.setAttribute("height", H);
+    const series = [status.active, status.standby].map((name) => ({
+      name,
+      quota: status.projects[name].quotaBytes,
+      samples: status.samples[name] || [],
+    }));
+    const all = series.flatMap((x) => x.samples.map((p) => ({ t: Date.parse(p.at), u: p.usedBytes / x.quota })));
+    const low = Math.max(0, Math.floor((Math.min(status.thresholds.backup, ...all.map((p) => p.u)) - 0.1) * 10) / 10);
+    const y = (u) => T + (H - T - B) * (1 - (Math.min(1, Math.max(low, u)) - low) / (1 - low));
+    chart.append(svg("rect", { x: L, y: T, width: W - L - R, height: H - T - B, fill: "#fff", stroke: "#d0d7de" }));
+    // Labels go on last, each on a white outline, so that no line crosses their letters.
+    const labels = [];
+    const text = (x, yy, label, attrs = {}) => {
+      const node = svg("text", { x, y: yy, "font-size": 12, stroke: "#fff", "stroke-width": 3, "paint-order": "stroke", ...attrs });
+      node.textContent = label;
+      labels.push(node);
+    };
+    // The two thresholds are a few pixels apart: the switch label sits above its line and the
+    // backup label below its own, so they never overlap.
+    for (const [name, t, color, dy] of [
+      ["backup", status.thresholds.backup, "#9a6700", 13],
+      ["switch", status.thresholds.switch, "#cf222e", -3],
+    ]) {
+      chart.append(svg("line", { x1: L, x2: W - R, y1: y(t), y2: y(t), stroke: color, "stroke-dasharray": "6 4" }));
+      text(L + 4, y(t) + dy, `${name} ${Math.round(t * 100)}%`, { fill: color });
+    }
+    text(W - R - 4, T + 13, "100%", { fill: "#57606a", "text-anchor": "end" });
+    text(W - R - 4, H - B - 4, `${Math.round(low * 100)}%`, { fill: "#57606a", "text-anchor": "end" });
+    if (all.length === 0) return chart.append(...labels);
+    const t0 = Math.min(...all.map((p) => p.t));
+    const t1 = Math.max(...all.map((p) => p.t));
+    const x = (t) => L + (W - L - R) * (t1 === t0 ? 1 : (t - t0) / (t1 - t0));
+    // A time axis: a label at each end and, where there is room, between them.
+    const short = t1 - t0 < 10 * 60_000;
+    const fmt = (t) =>
+      new Date(t).toLocaleTimeString(
+        undefined,
+        short ? { hour: "2-digit", minute: "2-digit", second: "2-digit" } : { hour: "2-digit", minute: "2-digit" },
+      );
+    const n = W >= 480 ? 4 : 3;
+    const marks = t1 === t0 ? [t1] : Array.from({ length: n }, (_, i) => t0 + ((t1 - t0) * i) / (n - 1));
+    marks.forEach((t, i) => {
+      const anchor = marks.length === 1 || i === marks.length - 1 ? "end" : i === 0 ? "start" : "middle";
+      chart.append(svg("line", { x1: x(t), x2: x(t), y1: H - B, y2: H - B + 4, stroke: "#57606a" }));
+      text(x(t), H - 8, fmt(t), { fill: "#57606a", "text-anchor": anchor, class: "time-label" });
+    });
+    for (const [i, sr] of series.entries()) {
+      if (sr.samples.length === 0) continue;
+      const d = sr.samples
+        .map((p, k) => `${k ? "L" : "M"}${x(Date.parse(p.at)).toFixed(1)},${y(p.usedBytes / sr.quota).toFixed(1)}`)
+        .join(" ");
+      chart.append(
+        svg("path", {
+          d,
+          fill: "none",
+          stroke: i === 0 ? "#0b5cad" : "#8c959f",
+          "stroke-width": 2,
+          "stroke-dasharray": i === 0 ? "none" : "5 4",
+          "data-project": sr.name,
+        }),
+      );
+    }
+    chart.append(...labels);
   }
 
   eventsPanel() {
@@ -641,6 +826,8 @@ export class SpillwayWidget extends HTMLElement {
 
   settingsPanel(settings) {
     const errors = this.state.fieldErrors || {};
+    const draft = this.state.settingsDraft || {};
+    const typed = (name, value) => (name in draft ? draft[name] : value);
     const field = (id, label, input, errorKeys, wide = false) =>
       el(
         "div",
@@ -657,9 +844,15 @@ export class SpillwayWidget extends HTMLElement {
             .join("; "),
         }),
       );
-    const num = (id, name, value, step) => el("input", { id, name, type: "number", step, value, "aria-describedby": `${id}-err` });
+    const num = (id, name, value, step) =>
+      el("input", { id, name, type: "number", step, value: typed(name, value), "aria-describedby": `${id}-err` });
     const check = (id, name, label, on) =>
-      el("div", { class: "field check" }, el("input", { id, name, type: "checkbox", checked: on }), el("label", { for: id, text: label }));
+      el(
+        "div",
+        { class: "field check" },
+        el("input", { id, name, type: "checkbox", checked: typed(name, on) }),
+        el("label", { for: id, text: label }),
+      );
     const form = el(
       "form",
       {
@@ -698,9 +891,9 @@ export class SpillwayWidget extends HTMLElement {
         el(
           "select",
           { id: "set-strategy", name: "strategy" },
-          el("option", { value: "auto", selected: settings.strategy === "auto", text: "auto (fdw on Edge, else copy)" }),
-          el("option", { value: "copy", selected: settings.strategy === "copy", text: "copy (through Spillway)" }),
-          el("option", { value: "fdw", selected: settings.strategy === "fdw", text: "fdw (standby pulls)" }),
+          el("option", { value: "auto", selected: typed("strategy", settings.strategy) === "auto", text: "auto (fdw on Edge, else copy)" }),
+          el("option", { value: "copy", selected: typed("strategy", settings.strategy) === "copy", text: "copy (through Spillway)" }),
+          el("option", { value: "fdw", selected: typed("strategy", settings.strategy) === "fdw", text: "fdw (standby pulls)" }),
         ),
         ["strategy"],
         true,
@@ -732,22 +925,89 @@ export class SpillwayWidget extends HTMLElement {
     return this.settingsNode;
   }
 
-  confirmDialog(status) {
+  // Says before sending what the server would answer: refused with the reason, and forcing
+  // only once the operator types the target's name.
+  switchDialog(status) {
+    const to = status.standby;
+    const a = status.afterSwitch;
+    const refusal = status.health.reasons.find((r) => r.code === "switch_refused" || r.code === "standby_unreachable");
+    // `force` overrides only the target's usage; the other refusals stand.
+    const forcible = refusal && refusal.code === "switch_refused" && a && a.usage >= status.thresholds.switch;
+    const forceButton = el("button", {
+      value: "force",
+      class: "danger",
+      id: "confirm-switch-force",
+      disabled: true,
+      text: `Force the switch to ${to}`,
+    });
     return el(
       "dialog",
       { id: "confirm-switch", "aria-labelledby": "cs-h" },
       el(
         "form",
         { method: "dialog" },
-        el("h2", { id: "cs-h", text: `Switch the active project to ${status.standby}?` }),
+        el("h2", { id: "cs-h", text: `Switch the active project to ${to}?` }),
         el("p", {
-          text: `Writes to ${status.active} are fenced for the final catch-up, then apps move to ${status.standby} (epoch ${status.epoch + 1}).`,
+          text: `Writes to ${status.active} are fenced for the final catch-up, then apps move to ${to} (epoch ${status.epoch + 1}).`,
+        }),
+        el("p", {
+          id: "switch-after",
+          text: a
+            ? `After the switch ${to} will be at ${pct(a.usage)} of its quota (${bytes(a.usedBytes)} of ${bytes(status.projects[to].quotaBytes)}; switch threshold ${pct(status.thresholds.switch)}).`
+            : `${to}'s usage after the switch is unknown: a project cannot be read.`,
+        }),
+        refusal
+          ? el("p", {
+              class: "refused",
+              id: "switch-refused",
+              text: `This switch would be refused: ${refusal.message.replace(/^a switch to \S+ would be refused: /, "")}`,
+            })
+          : null,
+        forcible
+          ? el(
+              "div",
+              { class: "force" },
+              el("label", { for: "force-name", text: `To force it anyway, type ${to}:` }),
+              el("input", {
+                id: "force-name",
+                autocomplete: "off",
+                oninput: (e) => {
+                  forceButton.disabled = e.target.value.trim() !== to;
+                },
+              }),
+            )
+          : null,
+        el(
+          "div",
+          { class: "actions" },
+          el("button", { value: "cancel", text: "Cancel" }),
+          forcible ? forceButton : null,
+          refusal ? null : el("button", { value: "confirm", class: "danger", id: "confirm-switch-yes", text: `Switch to ${to}` }),
+        ),
+      ),
+    );
+  }
+
+  backupDialog(status) {
+    const a = status.afterSwitch;
+    return el(
+      "dialog",
+      { id: "confirm-backup", "aria-labelledby": "cb-h" },
+      el(
+        "form",
+        { method: "dialog" },
+        el("h2", { id: "cb-h", text: `Back up ${status.active} to ${status.standby} now?` }),
+        el("p", {
+          id: "backup-after",
+          text: a
+            ? `After it ${status.standby} will be at ${pct(a.usage)} of its quota (${bytes(a.usedBytes)} of ${bytes(status.projects[status.standby].quotaBytes)}).`
+            : `${status.standby}'s usage after it is unknown: a project cannot be read.`,
         }),
         el(
           "div",
           { class: "actions" },
           el("button", { value: "cancel", text: "Cancel" }),
-          el("button", { value: "confirm", class: "danger", id: "confirm-switch-yes", text: `Switch to ${status.standby}` }),
+          el("button", { value: "confirm", class: "primary", id: "confirm-backup-yes", text: "Back up now" }),
         ),
       ),
     );

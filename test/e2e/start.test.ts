@@ -102,6 +102,7 @@ describe("npm start on two embedded Postgres servers", () => {
     const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
     const status = await cli(["status"], env);
     assert.equal(status.code, 0, status.out);
+    assert.match(status.out, /^health: (OK|DEGRADED|CRITICAL)\n/, "the health comes first");
     assert.match(status.out, /primary\s+ACTIVE/);
     assert.match(status.out, /secondary\s+STANDBY/);
     const json = await cli(["status", "--json"], env);

@@ -46,6 +46,30 @@ after(async () => {
   await pair?.destroy();
 });
 
+async function api(method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(`${server.url}/spillway${path}`, {
+    method,
+    headers: { Authorization: `Bearer ${ADMIN_TOKEN}`, "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  assert.ok(res.ok, `${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+// Each state at a desktop's width and a phone's, looked at by a person (not committed).
+async function shoot(page: Page, state: string) {
+  for (const width of [1280, 390]) {
+    await page.setViewportSize({ width, height: width === 390 ? 844 : 900 });
+    await page.evaluate(() => (document.querySelector("spillway-widget") as any).render());
+    await page.screenshot({ path: join(OUTPUT_DIR, `widget-${state}-${width}.png`), fullPage: true });
+  }
+  await page.setViewportSize({ width: 1280, height: 900 });
+  await page.evaluate(() => (document.querySelector("spillway-widget") as any).render());
+}
+
+const text = async (page: Page, selector: string) => (await page.locator(selector).textContent()) ?? "";
+
 async function connect(page: Page, token: string) {
   await page.goto(`${server.url}/`);
   await page.fill("#token", token);
@@ -87,34 +111,112 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.equal(await page.locator("section.project[data-project=secondary] .realtime").textContent(), "Realtime: no publication");
   });
 
-  test("Force backup runs and the last-backup panel updates", async () => {
+  test("health comes first in the header; with no backup yet it says a switch would be refused, and what makes one", async () => {
+    assert.equal(await page.locator("header > *").nth(1).getAttribute("id"), "health");
+    assert.equal(await text(page, "#health"), "health: degraded");
+    assert.match(
+      await text(page, "#health-reasons li"),
+      /^a switch to secondary would be refused: the standby has no completed backup of the active; a backup \(Force backup\) makes one$/,
+    );
+    assert.match(await text(page, "#updated"), / · every 30 s$/, "in the normal phase, the page refreshes at its refresh attribute");
+  });
+
+  test("Force backup asks to confirm with the standby's usage after it, runs, and the last-backup panel updates", async () => {
     assert.match((await page.locator("#last-backup").textContent()) ?? "", /No backup yet/);
     await page.click("#force-backup");
+    await page.locator("dialog#confirm-backup").waitFor();
+    assert.match(await text(page, "#backup-after"), /^After it secondary will be at \d+\.\d % of its quota \(\d+\.\d MB of 500\.0 MB\)\.$/);
+    await page.click("#confirm-backup-yes");
     await page.locator("#last-backup dd[data-field=status]", { hasText: "succeeded" }).waitFor({ timeout: 30_000 });
     // 500 items, and Auth's two users with their identities.
     assert.equal(await page.locator("#last-backup dd[data-field=rows]").textContent(), "504");
     assert.match((await page.locator("#op-result").textContent()) ?? "", /^Backup succeeded: 504 rows/);
+    await page.locator("#health", { hasText: "health: ok" }).waitFor();
+    assert.match(
+      await text(page, "section.project[data-project=secondary] .after-switch"),
+      /^After a switch: \d+\.\d % \(\d+\.\d MB\), \d+\.\d MB below its switch threshold/,
+    );
+    await shoot(page, "normal");
   });
 
-  test("a bad settings value shows the field error and saves nothing", async () => {
+  test("a bad settings value keeps what was typed and shows the error under its field in the form's words; saves nothing", async () => {
     const [before] = await pair.primary.admin`select data, version from spillway.settings`;
     await page.fill("#set-backup", "150");
     await page.click("#save-settings");
-    await page.locator("#set-backup-err", { hasText: "at most 1" }).waitFor();
-    assert.match((await page.locator("#settings-result").textContent()) ?? "", /backupThreshold/);
+    await page.locator("#set-backup-err", { hasText: "Must be at most 100 %" }).waitFor();
+    assert.equal(await page.inputValue("#set-backup"), "150", "the typed value stays");
+    assert.equal(await text(page, "#settings-result"), "Not saved: one field needs a change (see below).");
+    // Two settings at odds: the error sits under both, with the values as typed.
+    await page.fill("#set-backup", "95");
+    await page.fill("#set-switch", "90");
+    await page.click("#save-settings");
+    await page.locator("#set-switch-err", { hasText: "must be above" }).waitFor();
+    for (const id of ["#set-backup-err", "#set-switch-err"]) {
+      assert.equal(await text(page, id), "The switch threshold (90 %) must be above the backup threshold (95 %)");
+    }
+    assert.equal(await page.inputValue("#set-backup"), "95");
+    assert.doesNotMatch(await text(page, "form.settings"), /Threshold|quotaBytes/, "no internal names");
     const [after] = await pair.primary.admin`select data, version from spillway.settings`;
     assert.deepEqual(after, before);
   });
 
-  test("Switch asks to confirm, names the target, and flips the ACTIVE badge", async () => {
+  test("in the backup phase the page refreshes itself every 2 s, and says when the threshold was crossed", async () => {
+    const status = await api("GET", "/status");
+    const quota = Math.floor(status.projects.primary.usedBytes / 0.87);
+    await api("PATCH", "/config", { quotaBytes: { primary: quota, secondary: quota * 4 } });
+    await api("POST", "/tick");
+    await page.click("#refresh");
+    await page.locator(".badge", { hasText: "phase: backup" }).waitFor();
+    assert.match(await text(page, "#updated"), / · every 2 s$/);
+    // No click: the next refresh comes by itself.
+    const shown = await text(page, "#updated");
+    await page.locator("#updated", { hasNotText: shown }).waitFor({ timeout: 5_000 });
+    assert.match(await text(page, "dd[data-field=backup-at]"), /^crossed at /);
+    await shoot(page, "backup-phase");
+  });
+
+  test("equal quotas: the header says a switch buys nothing and what fixes it; the switch dialog says it would be refused, and forces only once the target's name is typed", async () => {
+    const { afterSwitch, projects } = await api("GET", "/status");
+    // The standby on the same plan: after a switch it would be over its switch threshold.
+    await api("PATCH", "/config", {
+      quotaBytes: { primary: projects.primary.quotaBytes, secondary: Math.floor(afterSwitch.usedBytes / 0.93) },
+    });
+    await api("POST", "/tick");
+    await page.click("#refresh");
+    await page.locator("#health-reasons li[data-code=switch_refused]").waitFor();
+    assert.match(
+      await text(page, "#health-reasons li[data-code=switch_refused]"),
+      /^a switch to secondary would be refused: the standby would be at 93\.\d % after a switch, at or over its switch threshold\. What makes room: a larger plan for secondary/,
+    );
+    await shoot(page, "no-headroom");
+
     await page.click("#force-switch");
-    const dialog = page.locator("dialog#confirm-switch");
-    await dialog.waitFor();
-    assert.match((await dialog.textContent()) ?? "", /Switch the active project to secondary\?/);
-    await page.click("#confirm-switch-yes");
+    await page.locator("dialog#confirm-switch").waitFor();
+    assert.match(await text(page, "#switch-after"), /^After the switch secondary will be at 93\.\d % of its quota/);
+    assert.match(await text(page, "#switch-refused"), /^This switch would be refused: the standby would be at 93\.\d %/);
+    assert.equal(await page.locator("#confirm-switch-yes").count(), 0, "no plain switch button");
+    assert.equal(await page.isDisabled("#confirm-switch-force"), true);
+    await page.fill("#force-name", "second");
+    assert.equal(await page.isDisabled("#confirm-switch-force"), true);
+    await page.fill("#force-name", "secondary");
+    assert.equal(await page.isDisabled("#confirm-switch-force"), false);
+
+    // An app transaction open on the primary holds the fence: the switch stays under way.
+    const app = await pair.primary.admin.reserve();
+    await app`begin`;
+    await app`update public.items set writer = writer where id = 'item-1'`;
+    const sent = page.waitForRequest((r) => r.url().endsWith("/force-switch"));
+    await page.click("#confirm-switch-force");
+    assert.deepEqual((await sent).postDataJSON(), { to: "secondary", force: true });
+    await page.locator("#under-way", { hasText: "Switch under way" }).waitFor();
+    assert.match(await text(page, "#updated"), / · every 2 s$/);
+    await shoot(page, "switching");
+    await app`commit`;
+    app.release();
     await page.locator("section.project[data-project=secondary] .role", { hasText: "ACTIVE" }).waitFor({ timeout: 60_000 });
     assert.equal(await page.locator("section.project[data-project=primary] .role").textContent(), "STANDBY");
     assert.match((await page.locator("#op-result").textContent()) ?? "", /secondary is now active \(epoch 2\)/);
+    await api("PATCH", "/config", { quotaBytes: { primary: 524288000, secondary: 524288000 } });
   });
 
   test("after the switch, the last backup panel says the projects are in step instead of showing a 0-row full backup", async () => {
@@ -124,9 +226,10 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.match((await lastBackup.locator("h2").textContent()) ?? "", /^Last backup to primary$/);
     assert.match(
       (await lastBackup.locator(".in-step").textContent()) ?? "",
-      /^In step since the switch: primary held the same data as secondary/,
+      /^In step at the switch: primary held the same data as secondary/,
     );
     assert.equal(await lastBackup.locator("dd[data-field=rows]").count(), 0, "no 0-row full backup shown");
+    await shoot(page, "after-switch");
   });
 
   test("switch and backup outcomes stand out in the events list", async () => {
@@ -144,7 +247,7 @@ describe("the dashboard widget in real Chromium against the real local server", 
   test("the forecast is not drawn from seconds of samples, and says why", async () => {
     assert.match(
       (await page.locator("dd[data-field=growth]").textContent()) ?? "",
-      /^no forecast: since secondary became active, (no samples yet|the samples span \d+ min; a forecast needs 10)$/,
+      /^no forecast yet: since secondary became active, (no samples yet|the samples span \d+ s; a forecast needs 1 min)$/,
     );
   });
 
@@ -156,6 +259,37 @@ describe("the dashboard widget in real Chromium against the real local server", 
       });
     const [b85, s90] = [await box("85%"), await box("90%")];
     assert.ok(s90.bottom <= b85.top, `the 90 % label (${s90.top}-${s90.bottom}) and the 85 % label (${b85.top}-${b85.bottom}) overlap`);
+  });
+
+  test("at 390 px the chart's labels are at least 11 px tall, with a time axis and both projects' lines", async () => {
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.evaluate(() => (document.querySelector("spillway-widget") as any).render());
+    const labels = await page
+      .locator("svg text")
+      .evaluateAll((nodes) => nodes.map((n) => ({ text: n.textContent, height: n.getBoundingClientRect().height })));
+    await page.setViewportSize({ width: 1280, height: 900 });
+    await page.evaluate(() => (document.querySelector("spillway-widget") as any).render());
+    for (const l of labels) assert.ok(l.height >= 11, `"${l.text}" is ${l.height} px tall`);
+    const texts = labels.map((l) => l.text);
+    assert.ok(texts.includes("backup 85%") && texts.includes("switch 90%"), texts.join(", "));
+    assert.ok(texts.filter((t) => /^\d{1,2}:\d{2}/.test(t ?? "")).length >= 2, `a time axis: ${texts.join(", ")}`);
+    assert.equal(await page.locator("svg path[data-project]").count(), 2);
+    assert.match(await text(page, ".legend"), /secondary \(active\).*primary \(standby\)/);
+  });
+
+  test("with the standby unreachable, health says so first", async () => {
+    await pair.primary.stop();
+    try {
+      await page.click("#refresh");
+      await page.locator("#health-reasons li[data-code=standby_unreachable]").waitFor({ timeout: 30_000 });
+      assert.match(await text(page, "#health"), /^health: (degraded|critical)$/);
+      assert.match(await text(page, "#health-reasons li[data-code=standby_unreachable]"), /^primary \(standby\) cannot be reached/);
+      await shoot(page, "standby-unreachable");
+    } finally {
+      await pair.primary.restart();
+    }
+    await page.click("#refresh");
+    await page.locator("section.project[data-project=primary] .muted", { hasText: "reachable" }).waitFor({ timeout: 30_000 });
   });
 
   test("the strategy selector's text is not cut at 1280 px", async () => {

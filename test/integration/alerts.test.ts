@@ -147,10 +147,11 @@ describe("alerts to a webhook", () => {
     }
   });
 
-  test("a project unreachable for more than one tick is alerted once, and again when it is back", async () => {
+  test("a project unreachable for more than one tick is alerted once, and again when it is back; health entering degraded once", async () => {
     const hook = await receiver((_req, res) => res.end());
     const t = await testApp(pair, { alerts: { webhookUrl: hook.url, secret: null } });
     const kinds = () => hook.received.map((r) => JSON.parse(r.body).event.kind as string).filter((k) => k.startsWith("project."));
+    const health = () => hook.received.map((r) => JSON.parse(r.body)).filter((b) => b.event.kind === "health.changed");
     try {
       await call(t, "POST", "/tick");
       await pair.secondary.stop();
@@ -163,10 +164,18 @@ describe("alerts to a webhook", () => {
       assert.deepEqual(kinds(), ["project.unreachable"], "told once, not every tick");
       const down = JSON.parse(hook.received.find((r) => r.body.includes("project.unreachable"))!.body);
       assert.match(down.text, /secondary has been unreachable for 2 ticks in a row/);
+      assert.deepEqual(
+        health().map((b) => b.event.data.state),
+        ["degraded"],
+        "on entering degraded, once over three ticks",
+      );
+      assert.match(health()[0].text, /^\[spillway\] WARN health is degraded \(was ok\): secondary \(standby\) cannot be reached/);
       await pair.secondary.restart();
       await call(t, "POST", "/tick");
       await t.alerts!.idle();
       assert.deepEqual(kinds(), ["project.unreachable", "project.reachable"]);
+      assert.equal(health().length, 1, "back to ok is an event, not an alert");
+      assert.ok(t.sunk.some((e) => e.kind === "health.changed" && e.data.state === "ok"));
     } finally {
       await t.close();
       await hook.close();

@@ -160,7 +160,7 @@ describe("PATCH /config", () => {
   test("a valid change is stored in both projects and logged", async () => {
     const res = await t.request("/spillway/config", {
       method: "PATCH",
-      body: JSON.stringify({ backupThreshold: 0.8, quotaBytes: { secondary: 1073741824 } }),
+      body: JSON.stringify({ backupThreshold: 0.8, autoBackup: true, quotaBytes: { primary: 524288000, secondary: 1073741824 } }),
     });
     assert.equal(res.status, 200);
     assert.equal((await json(res)).settings.backupThreshold, 0.8);
@@ -175,6 +175,8 @@ describe("PATCH /config", () => {
     assert.equal(status.projects.secondary.quotaBytes, 1073741824);
     const logs = await json(await t.request("/spillway/logs?limit=5"));
     assert.equal(logs.events[0].kind, "config.changed");
+    // Only what changed is told, though the form sends every field.
+    assert.equal(logs.events[0].message, "settings changed: backupThreshold 0.85 → 0.8, quotaBytes.secondary 524288000 → 1073741824");
     await t.request("/spillway/config", {
       method: "PATCH",
       body: JSON.stringify({ backupThreshold: 0.85, quotaBytes: { secondary: 524288000 } }),

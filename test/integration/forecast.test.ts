@@ -34,7 +34,7 @@ async function history(name: "primary" | "secondary", bytesAt: (minutesAgo: numb
   }
 }
 
-test("after a switch, the new active's forecast leaves out the copy that filled it: no jump, and it says why", async () => {
+test("after a switch, the new active's forecast leaves out the copy that filled it, and comes from its own growth as soon as it has a minute of samples", async () => {
   // Spillway was installed an hour ago: the primary has been active since.
   for (const server of [pair.primary, pair.secondary]) await server.admin`update spillway.state set since = now() - interval '1 hour'`;
   const [size] = await pair.primary.admin`select pg_database_size('postgres')::int8 as b`;
@@ -59,5 +59,24 @@ test("after a switch, the new active's forecast leaves out the copy that filled 
   assert.ok(status.projects.secondary.usedBytes > Number(small!.b) + 2 * 1024 * 1024, "the backup filled the standby");
   assert.equal(status.forecast.bytesPerHour, null, `after: ${status.forecast.bytesPerHour} B/h`);
   assert.equal(status.forecast.backupAt, null);
-  assert.match(status.forecast.reason, /^since secondary became active, the samples span 0 min; a forecast needs 10$/);
+  assert.match(status.forecast.reason, /^since secondary became active, the samples span \d+ s; a forecast needs 1 min$/);
+
+  // Ninety seconds later: the new active grew 1 MB a minute since it became active.
+  const [now] = await pair.secondary.admin`select now() as t`;
+  for (const server of [pair.primary, pair.secondary]) {
+    await server.admin`update spillway.state set since = ${now!.t}::timestamptz - interval '100 seconds'`;
+  }
+  const used = status.projects.secondary.usedBytes as number;
+  await pair.secondary
+    .admin`delete from spillway.usage_samples where project = 'secondary' and at > ${now!.t}::timestamptz - interval '100 seconds'`;
+  for (const s of [90, 60, 30, 0]) {
+    await pair.secondary.admin`insert into spillway.usage_samples (project, at, used_bytes, quota_bytes)
+      values ('secondary', ${now!.t}::timestamptz - make_interval(secs => ${s}), ${used - (s / 60) * 1048576}, 524288000)`;
+  }
+  const later = (await call("GET", "/status")).forecast;
+  assert.equal(later.reason, null);
+  assert.equal(later.samples.count, 4);
+  assert.equal(later.samples.spanMs, 90_000);
+  assert.ok(Math.abs(later.bytesPerHour - 60 * 1048576) < 1024, `${later.bytesPerHour} B/h`);
+  assert.ok(later.backupAt !== null);
 });

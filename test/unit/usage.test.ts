@@ -15,32 +15,35 @@ test("a steady growth is projected to each threshold", () => {
   assert.equal(f.switchAt, new Date(start + 5 * hour).toISOString());
 });
 
-test("a threshold already crossed is now; no growth gives no forecast", () => {
+test("a threshold already crossed says when the samples crossed it; no growth gives no forecast", () => {
   const now = new Date("2026-01-01T05:00:00Z");
-  const flat = [0, 1].map((h) => ({ at: new Date(now.getTime() - (2 - h) * hour).toISOString(), usedBytes: 430e6 }));
-  const f = forecast(flat, 500e6, T, now);
-  assert.equal(f.bytesPerHour, 0);
-  assert.equal(f.backupAt, now.toISOString());
-  assert.equal(f.switchAt, null);
-  assert.deepEqual(forecast([], 500e6, T, now), { bytesPerHour: null, backupAt: null, switchAt: null, reason: "no samples yet" });
+  const at = (h: number) => new Date(now.getTime() - (3 - h) * hour).toISOString();
+  const samples = [420e6, 430e6, 430e6, 430e6].map((usedBytes, h) => ({ at: at(h), usedBytes }));
+  const f = forecast(samples, 500e6, T, now);
+  assert.deepEqual(f.crossed, { backup: true, switch: false });
+  assert.equal(f.backupAt, at(1));
+  const flat = forecast(samples.slice(1), 500e6, T, now);
+  assert.equal(flat.bytesPerHour, 0);
+  assert.equal(flat.switchAt, null);
+  assert.equal(forecast([], 500e6, T, now).reason, "no samples yet");
 });
 
-test("samples spanning less than 10 minutes give no growth, and say why; from 10 minutes on they do", () => {
+test("a forecast from the first minute, with the samples' span and spread; under a minute it says why", () => {
   const now = new Date("2026-01-01T05:00:00Z");
   const every = (seconds: number, count: number) =>
     Array.from({ length: count }, (_, i) => ({
       at: new Date(now.getTime() - (count - 1 - i) * seconds * 1000).toISOString(),
-      usedBytes: 100e6 + i * 50_000,
+      usedBytes: 100e6 + i * 50_000 + (i % 2) * 1000,
     }));
-  // Seconds after start-up: a steep line through few samples would be "tomorrow".
   const early = forecast(every(5, 12), 500e6, T, now);
   assert.equal(early.bytesPerHour, null);
   assert.equal(early.backupAt, null);
-  assert.equal(early.reason, "the samples span 0 min; a forecast needs 10");
-  assert.equal(forecast(every(5, 120), 500e6, T, now).reason, "the samples span 9 min; a forecast needs 10");
-  const enough = forecast(every(5, 121), 500e6, T, now);
+  assert.equal(early.reason, "the samples span 55 s; a forecast needs 1 min");
+  const enough = forecast(every(5, 13), 500e6, T, now);
   assert.equal(enough.reason, null);
-  assert.ok(Math.abs(enough.bytesPerHour! - 50_000 * 720) < 1);
+  assert.ok(Math.abs(enough.bytesPerHour! - 50_000 * 720) < 2000, `${enough.bytesPerHour}`);
+  assert.deepEqual({ count: enough.samples.count, spanMs: enough.samples.spanMs }, { count: 13, spanMs: 60_000 });
+  assert.ok(enough.samples.spreadBytes! > 400 && enough.samples.spreadBytes! < 600, `spread ${enough.samples.spreadBytes}`);
 });
 
 test("phases follow the thresholds, inclusive at each", () => {
