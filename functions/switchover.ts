@@ -12,7 +12,8 @@ import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
 import { onProject, type Project, type Projects, probe } from "./project.ts";
 import { latestRun, type Run, recordSameData } from "./runs.ts";
-import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
+import { type CarriedSettings, withCarriedSchemas } from "./schemas.ts";
+import { convergeSettings, type Runtime } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
@@ -91,7 +92,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
-  const { settings, version: settingsVersion } = await convergeSettings(projects, events);
+  const { settings: stored, version: settingsVersion } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {
     await events.record("error", "switch.refused", `switch to ${to} refused: ${to} is unreachable`, { project: to });
@@ -111,6 +112,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       { project: from, lastBackupAt: lastBackup.snapshotAt },
     );
   }
+  // The schemas the switch carries, as the active's catalog says (only read where it answers).
+  const settings: CarriedSettings = sourceUp ? await withCarriedSchemas(source.sql, stored) : { ...stored, schemas: [] };
   if (sourceUp) {
     const after = await usageAfterSwitchTo(source, target, settings);
     if (after >= settings.switchThreshold && !request.force) {
@@ -250,7 +253,10 @@ async function catchUp(ctx: Context, lease: Lease, maxRuns = Infinity): Promise<
   }
 }
 
-async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {
+async function startReverseCapture(
+  projects: Projects,
+  p: { from: ProjectName; to: ProjectName; settings: CarriedSettings },
+): Promise<string> {
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
   await prepareCapture(projects[p.to], tables, slot);
@@ -263,7 +269,7 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // At the switch the old active holds exactly what the new active holds (the final catch-up
 // made them equal and the fence kept it so): record that as its latest copy, so that a
 // failback does not need a backup first.
-async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
+async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: CarriedSettings }): Promise<void> {
   await recordSameData(projects[p.from].sql, {
     source: p.to,
     target: p.from,
@@ -276,7 +282,7 @@ function unfit(message: string, details?: Record<string, unknown>): SpillwayErro
   return new SpillwayError("TARGET_UNFIT", 409, message, details);
 }
 
-async function usageAfterSwitchTo(source: Project, target: Project, settings: Settings): Promise<number> {
+async function usageAfterSwitchTo(source: Project, target: Project, settings: CarriedSettings): Promise<number> {
   const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
     measure(target),
     replicatedBytes(source, settings.schemas),

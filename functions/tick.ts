@@ -13,6 +13,7 @@ import { onBoth, type Projects } from "./project.ts";
 import { trackReachability } from "./reachability.ts";
 import type { Run } from "./runs.ts";
 import { latestRun } from "./runs.ts";
+import { carriedSchemas } from "./schemas.ts";
 import { convergeSettings, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { readStates, recordPhase } from "./state.ts";
@@ -135,7 +136,9 @@ async function standbyAfterSwitch(
   m: Measurement,
   settings: Settings,
 ): Promise<number> {
-  const sizes = await onBoth(projects, (p) => replicatedBytes(p, settings.schemas));
+  // The active's carried schemas on both sides: what the standby holds besides stays after a switch.
+  const schemas = await carriedSchemas(projects[active].sql, settings.schemas).catch(() => null);
+  const sizes = await onBoth(projects, async (p) => replicatedBytes(p, schemas ?? (await carriedSchemas(p.sql, settings.schemas))));
   const source = sizes[active];
   const target = sizes[standby];
   return usageAfterSwitch({

@@ -3,6 +3,7 @@ import { readCatalog } from "./backup/catalog.ts";
 import { canonical, checksumTable, compareChecksums, type TableChecksum } from "./backup/checksum.ts";
 import type { EventLog } from "./events.ts";
 import { onProject, type Projects } from "./project.ts";
+import { type LeftBehind, readCarried } from "./schemas.ts";
 import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 
@@ -14,12 +15,15 @@ export interface VerifyResult {
   checkedAt: string;
   tables: { table: string; activeRows: number; standbyRows: number; equal: boolean }[];
   mismatches: string[];
+  /** Tables outside the carried schemas tied to carried ones by a foreign key (`leftBehind`): never ok. */
+  leftBehind: LeftBehind[];
 }
 
 /**
  * Compares every replicated table's row count and checksum (and the carried Auth tables')
- * on the active (one snapshot) and the standby. Differences are expected when the active changed since the last backup;
- * they are recorded as an error event naming the tables.
+ * on the active (one snapshot) and the standby, and reads the tables a backup leaves behind
+ * (`leftBehind`). Differences are expected when the active changed since the last backup;
+ * they, and any table left behind, are recorded as an error event naming the tables.
  *
  * @example
  * const result = await verify({ projects, events });
@@ -27,11 +31,12 @@ export interface VerifyResult {
 export async function verify(ctx: { projects: Projects; events: EventLog }): Promise<VerifyResult> {
   const state = await readActive(ctx.projects);
   const { settings } = await readSettings(ctx.projects);
+  const carried = await onProject(ctx.projects[state.active], (sql) => readCarried(sql, settings.schemas));
   const sums = async (name: "primary" | "secondary"): Promise<TableChecksum[]> =>
     await onProject(ctx.projects[name], (sql) =>
       sql.begin("isolation level repeatable read read only", async (tx) => {
         await canonical(tx, "set local row_security = off");
-        const catalog = await readCatalog(tx, settings.schemas);
+        const catalog = await readCatalog(tx, carried.schemas);
         const out: TableChecksum[] = [];
         for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx, settings.authSessions) : [])])
           out.push(await checksumTable(tx, table));
@@ -39,7 +44,10 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
       }),
     );
   const [active, standby] = await Promise.all([sums(state.active), sums(state.standby)]);
-  const mismatches = compareChecksums(active, standby);
+  const mismatches = [
+    ...compareChecksums(active, standby),
+    ...carried.left.map((l) => `${l.table}: not carried (${l.because}); add "${l.schema}" to the setting schemas, or set it to null`),
+  ];
   const standbyByTable = new Map(standby.map((c) => [c.table, c]));
   const result: VerifyResult = {
     ok: mismatches.length === 0,
@@ -51,6 +59,7 @@ export async function verify(ctx: { projects: Projects; events: EventLog }): Pro
       return { table: a.table, activeRows: a.rows, standbyRows: s?.rows ?? 0, equal: !!s && s.rows === a.rows && s.sum === a.sum };
     }),
     mismatches,
+    leftBehind: carried.left,
   };
   if (result.ok) {
     await ctx.events.record(
