@@ -200,18 +200,48 @@ describe("a switched app keeps its users", () => {
     }
   });
 
-  test("Auth's tables differ between the projects: SCHEMA_MISMATCH naming the column", async () => {
-    await pair.primary.admin.begin(async (tx) => {
+  test("GoTrue upgraded on the active first: app backups go on, users are carried on the columns both have with a warning naming the column; Auth alone is refused where the standby could not hold them", async () => {
+    // The active is the secondary since the switch; its GoTrue adds a column to users.
+    await pair.secondary.admin.begin(async (tx) => {
       await tx`set local role supabase_auth_admin`;
       await tx`alter table auth.users add column nickname text`;
     });
+    const dora = await signUp(pair.secondary, "dora@example.com", "pw-dora", { username: "dora" });
+    await pair.secondary.admin`update auth.users set nickname = 'D' where id = ${dora}`;
+    await addNote(pair, dora, "dora's first note");
+    const shared = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data from auth.users order by id`).map((r) => ({ ...r }));
+    for (const mode of ["full", "incremental"]) {
+      if (mode === "incremental") {
+        const gus = await signUp(pair.secondary, "gus@example.com", "pw-gus", { username: "gus" });
+        await pair.secondary.admin`update auth.users set nickname = 'G' where id = ${gus}`;
+      }
+      const r = await call(t, "POST", "/force-backup", { mode });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(await shared(pair.primary.admin), await shared(pair.secondary.admin), `users after the ${mode} backup`);
+      assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), `app rows after the ${mode} backup`);
+    }
+    const skew = t.sunk.filter((e) => e.kind === "backup.auth_skew");
+    assert.ok(skew.some((e) => e.level === "warn" && e.message.includes("auth.users.nickname exists only on the active")), JSON.stringify(skew));
+
+    // The standby's GoTrue requires a column the active's lacks: users cannot be held there.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column tenant text not null default 'one'`;
+      await tx`alter table auth.users alter column tenant drop default`;
+    });
+    const hal = await signUp(pair.secondary, "hal@example.com", "pw-hal", { username: "hal" });
+    await addNote(pair, hal, "hal's first note");
     const r = await call(t, "POST", "/force-backup", { mode: "auto" });
-    assert.equal(r.status, 409);
-    assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
-    assert.ok(
-      r.body.error.details.differences.includes("auth.users: column nickname exists only on the standby"),
-      JSON.stringify(r.body.error.details),
-    );
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const refused = t.sunk.filter((e) => e.kind === "backup.auth_refused");
+    assert.ok(refused.some((e) => e.message.includes("auth.users.tenant is NOT NULL without a default on the standby")), JSON.stringify(refused));
+    assert.equal((await pair.primary.admin`select count(*)::int as n from auth.users where id = ${hal}`)[0]!.n, 0);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows with Auth refused");
+    // The app keeps writing on the active, and the next backup carries it.
+    await addNote(pair, dora, "dora's second note");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the app wrote again");
   });
 });
 
