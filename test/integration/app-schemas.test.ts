@@ -4,6 +4,7 @@
 // private schema. Auth is the GoTrue STAND-IN (test/support/gotrue.ts).
 
 import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
 import { after, before, test } from "node:test";
 import postgres from "postgres";
 import { call, forceBackup, type TestApp, testApp } from "../support/app.ts";
@@ -119,6 +120,12 @@ test("a sequence in a private schema that a carried column uses is carried: set 
 test("a schema left out by the setting: backup, switch and /verify name each table left behind and the setting that carries it", async () => {
   assert.equal((await call(t, "PATCH", "/config", { schemas: ["public"] })).status, 200);
   try {
+    // A list an operator stored is kept when the migration that made null the default runs again.
+    const migration = readFileSync(new URL("../../supabase/migrations/20261203000100_spillway_app_schemas.sql", import.meta.url), "utf8");
+    assert.equal(await appWrite("primary", migration), null);
+    const [stored] = await pair.primary.admin`select data->'schemas' as schemas from spillway.settings`;
+    assert.deepEqual(stored!.schemas, ["public"]);
+
     const backup = await call(t, "POST", "/force-backup", { mode: "auto" });
     assert.equal(backup.status, 409, JSON.stringify(backup.body));
     assert.equal(backup.body.error.code, "TABLES_LEFT_BEHIND");
