@@ -91,6 +91,16 @@ async function assertSame(message: string): Promise<void> {
 
 const newOrder = "insert into public.orders (project_id, total) select id, 1 from public.projects limit 1";
 
+test("Supabase's and Postgres's own schemas are never among the app's, even holding tables", async () => {
+  await pair.primary.admin.unsafe(
+    ["realtime", "supabase_functions", "graphql", "pgsodium_masks", "vault", "storage", "net"]
+      .map((s) => `create schema if not exists ${s}; create table ${s}.own_table (id int);`)
+      .join("\n"),
+  );
+  const [row] = await pair.primary.admin`select spillway.app_schemas() as schemas`;
+  assert.deepEqual(row!.schemas, ["public", "basejump"]);
+});
+
 test("out of the box every app schema is carried: accounts, memberships and invitations reach the standby, and /verify holds them", async () => {
   assert.equal((await call(t, "GET", "/config")).body.settings.schemas, null);
   const run = await forceBackup(t, "full");
