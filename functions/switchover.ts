@@ -1,4 +1,5 @@
-import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
+import { authInStep, authNotReady, authRefusal } from "./auth-readiness.ts";
+import { type AuthPlan, fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/load.ts";
 import { tableSet, writePosition } from "./backup/position.ts";
@@ -64,9 +65,10 @@ const OPERATOR_WAIT_MS = 10_000;
  * SPWFN), wait for transactions already in flight there, catch the target up, publish the
  * new state (new active, epoch + 1) in the target first, then in the old active, which stays
  * fenced. The same operation fails back. Refuses with 409 `TARGET_UNFIT` when the target is
- * unreachable, has never received a backup, or would be at or over its switch threshold
- * (`force` overrides only the last); with the active unreachable it needs `force` and says
- * how far behind the target may be.
+ * unreachable, has never received a backup, would be at or over its switch threshold
+ * (`force` overrides only this), or, with Auth carried, cannot hold the active's users or
+ * holds no copy of its Auth in step with it (`authNotReady`), before anything is fenced;
+ * with the active unreachable it needs `force` and says how far behind the target may be.
  *
  * @example
  * const result = await switchOver({ projects, events }, { force: false });
@@ -129,6 +131,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       );
     }
   }
+  // Users who signed up since the target's last copy of Auth would be lost: no `force` for this.
+  const auth = sourceUp ? await planAuth(source, target, settings) : null;
+  if (auth) await refuseUnlessAuthReady(ctx, { from, to, auth });
 
   const epoch = state.epoch + 1;
   await events.record(
@@ -157,6 +162,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   // Catch up while apps still write, so that the catch-up behind the fence is a short one
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
   await catchUp(ctx, lease, PRE_FENCE_RUNS);
+  // The catch-up carried Auth (in full, when the target's copy was stale): checked before the fence.
+  if (auth) await refuseUnlessAuthReady(ctx, { from, to, auth, inStep: await authInStep(target, from, auth) });
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: fencedSchemas(settings) });
@@ -170,6 +177,10 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   let publishing = false;
   try {
     run = await catchUp(ctx, lease);
+    // GoTrue migrated on one project since: the catch-up behind the fence refused Auth.
+    if (auth && !(await authInStep(target, from, auth))) {
+      throw authRefusal(`switch to ${to} refused: its copy of ${from}'s Auth fell out of step while it was caught up`, auth.refused);
+    }
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
     await target.sql.begin("read write", (tx) => setSequences(tx, sequences, { gapSteps: SEQUENCE_GAP_STEPS }));
@@ -276,6 +287,19 @@ async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: 
     reason: `the switch to ${p.to} left ${p.from} holding the same data`,
     changeCounter: await changeCounter(projects[p.to].sql, p.settings.schemas),
   });
+}
+
+async function refuseUnlessAuthReady(
+  ctx: Context,
+  p: { from: ProjectName; to: ProjectName; auth: AuthPlan; inStep?: boolean },
+): Promise<void> {
+  const problem = authNotReady({ from: p.from, to: p.to, refused: p.auth.refused, lacking: p.auth.lacking, inStep: p.inStep });
+  if (problem === null) return;
+  await ctx.events.record("error", "switch.refused", `switch to ${p.to} refused: ${problem}`, {
+    project: p.to,
+    data: { auth: p.auth.refused },
+  });
+  throw authRefusal(`switch to ${p.to} refused: ${problem}`, p.auth.refused);
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {

@@ -79,6 +79,8 @@ export interface AuthPlan {
    * app's tables are carried all the same.
    */
   refused: string[];
+  /** Of `refused`: the columns the standby requires that the active's Auth lacks (the active's GoTrue is behind). */
+  lacking: string[];
   /** Columns only one project's Auth has: users are carried on the columns both have. */
   skew: string[];
   /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
@@ -113,6 +115,7 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
     tables: null,
     sessions: [],
     refused: [],
+    lacking: [],
     skew: [],
     changes: changeTable("auth_changes", "a"),
     stageChanges: changeTable("auth_stage_changes", ""),
@@ -127,11 +130,11 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
     ),
     readCatalog(target.sql, ["auth"], { sequences: false }),
   ]);
-  const { shared: a, refused, skew } = bridgeAuth(carried(active, settings.authSessions), carried(standby, settings.authSessions));
+  const { shared: a, refused, lacking, skew } = bridgeAuth(carried(active, settings.authSessions), carried(standby, settings.authSessions));
   for (const t of a.tables)
     if (t.primaryKey.length === 0) refused.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
   const sessions = settings.authSessions ? [] : SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
-  if (refused.length > 0) return { ...plan, refused, skew };
+  if (refused.length > 0) return { ...plan, refused, lacking, skew };
   return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, skew, generation: Number(generation?.n ?? 0) };
 }
 
@@ -140,13 +143,15 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
  * has too (`shared`); a column only one side has is `skew` (GoTrue's migrations ran on one
  * project first), except one the standby requires (NOT NULL, no default) that the active
  * lacks: the standby could not hold the active's users, so signing in there would break.
- * That, and every other difference (a table, a type, a key), is `refused`.
+ * That, and every other difference (a table, a type, a key), is `refused`; such columns are
+ * also named in `lacking`.
  *
  * @example
  * bridgeAuth(active, standby).skew // ["auth.users.is_anonymous exists only on the active: users are carried without it"]
  */
-export function bridgeAuth(active: Catalog, standby: Catalog): { shared: Catalog; refused: string[]; skew: string[] } {
+export function bridgeAuth(active: Catalog, standby: Catalog): { shared: Catalog; refused: string[]; lacking: string[]; skew: string[] } {
   const refused: string[] = [];
+  const lacking: string[] = [];
   const skew: string[] = [];
   const byName = new Map(standby.tables.map((t) => [t.name, t]));
   const names = (t: Table | undefined) => new Set(t?.columns.map((c) => c.name));
@@ -158,11 +163,12 @@ export function bridgeAuth(active: Catalog, standby: Catalog): { shared: Catalog
       if (!onStandby.has(c.name)) skew.push(`auth.${a.name}.${c.name} exists only on the active: users are carried without it`);
     for (const c of s.columns) {
       if (onActive.has(c.name)) continue;
-      if (c.notNull && !c.generated && c.hasDefault === false)
+      if (c.notNull && !c.generated && c.hasDefault === false) {
+        lacking.push(`auth.${a.name}.${c.name}`);
         refused.push(
           `auth.${a.name}.${c.name} is NOT NULL without a default on the standby and missing on the active: the standby cannot hold the active's users until its Auth matches`,
         );
-      else skew.push(`auth.${a.name}.${c.name} exists only on the standby: it takes its default there`);
+      } else skew.push(`auth.${a.name}.${c.name} exists only on the standby: it takes its default there`);
     }
     return { ...a, columns: a.columns.filter((c) => onStandby.has(c.name)) };
   });
@@ -173,7 +179,7 @@ export function bridgeAuth(active: Catalog, standby: Catalog): { shared: Catalog
   }));
   const shared = { ...active, tables };
   refused.push(...schemaDiff(shared, { ...standby, tables: standbyShared }));
-  return { shared, refused, skew };
+  return { shared, refused, lacking, skew };
 }
 
 /**

@@ -222,7 +222,10 @@ describe("a switched app keeps its users", () => {
       assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), `app rows after the ${mode} backup`);
     }
     const skew = t.sunk.filter((e) => e.kind === "backup.auth_skew");
-    assert.ok(skew.some((e) => e.level === "warn" && e.message.includes("auth.users.nickname exists only on the active")), JSON.stringify(skew));
+    assert.ok(
+      skew.some((e) => e.level === "warn" && e.message.includes("auth.users.nickname exists only on the active")),
+      JSON.stringify(skew),
+    );
 
     // The standby's GoTrue requires a column the active's lacks: users cannot be held there.
     await pair.primary.admin.begin(async (tx) => {
@@ -235,13 +238,93 @@ describe("a switched app keeps its users", () => {
     const r = await call(t, "POST", "/force-backup", { mode: "auto" });
     assert.equal(r.status, 200, JSON.stringify(r.body));
     const refused = t.sunk.filter((e) => e.kind === "backup.auth_refused");
-    assert.ok(refused.some((e) => e.message.includes("auth.users.tenant is NOT NULL without a default on the standby")), JSON.stringify(refused));
+    assert.ok(
+      refused.some((e) => e.message.includes("auth.users.tenant is NOT NULL without a default on the standby")),
+      JSON.stringify(refused),
+    );
     assert.equal((await pair.primary.admin`select count(*)::int as n from auth.users where id = ${hal}`)[0]!.n, 0);
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows with Auth refused");
     // The app keeps writing on the active, and the next backup carries it.
     await addNote(pair, dora, "dora's second note");
     assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the app wrote again");
+  });
+
+  test("with Auth refused no switch goes ahead, forced or from a tick: 409 naming the difference and the project to migrate, nothing fenced, the active keeps writing; once both Auths match, a backup and the switch carry every user", async () => {
+    // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
+    const [{ id: hal }] = (await pair.secondary.admin`select id from auth.users where email = 'hal@example.com'`) as unknown as [
+      { id: string },
+    ];
+    const ida = await signUp(pair.secondary, "ida@example.com", "pw-ida", { username: "ida" });
+    await addNote(pair, ida, "ida's note");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows carried with Auth refused");
+    assert.equal((await orphans(pair.primary.admin)).notes > 0, true, "the standby holds notes of users it lacks");
+
+    const seen = t.sunk.length;
+    const forced = await call(t, "POST", "/force-switch", { to: "primary", force: true });
+    assert.equal(forced.status, 409, JSON.stringify(forced.body));
+    assert.equal(forced.body.error.code, "TARGET_UNFIT");
+    assert.match(forced.body.error.message, /auth\.users\.tenant is NOT NULL without a default on the standby and missing on the active/);
+    assert.match(forced.body.error.message, /migrate secondary's Auth \(GoTrue\) so that it has auth\.users\.tenant as primary's does/);
+    assert.deepEqual(
+      t.sunk.slice(seen).map((e) => e.kind),
+      ["switch.refused"],
+      "refused before anything started or was fenced",
+    );
+    // A tick at the switch threshold is refused the same way.
+    const { quotaBytes } = (await call(t, "GET", "/config")).body.settings;
+    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 } })).status, 200);
+    try {
+      const ticked = await call(t, "POST", "/tick");
+      assert.equal(ticked.body.action, "switch", JSON.stringify(ticked.body));
+      assert.match(
+        ticked.body.error ?? "",
+        /switch to primary refused: primary's Auth cannot hold secondary's users \(auth\.users\.tenant/,
+      );
+    } finally {
+      assert.equal((await call(t, "PATCH", "/config", { quotaBytes })).status, 200);
+    }
+    // The active is neither fenced nor switched: the app and GoTrue keep writing there.
+    assert.equal((await call(t, "GET", "/status")).body.active, "secondary");
+    const joy = await signUp(pair.secondary, "joy@example.com", "pw-joy", { username: "joy" });
+    await addNote(pair, joy, "joy's note");
+    assert.equal(await signIn(pair.secondary, "ida@example.com", "pw-ida"), ida);
+
+    // GoTrue migrated on both: the same Auth tables (the default is GoTrue's own, as it fills the column).
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column tenant text not null default 'one'`;
+    });
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users alter column tenant set default 'one'`;
+      await tx`alter table auth.users add column nickname text`;
+    });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    const switched = await call(t, "POST", "/force-switch", { to: "primary" });
+    assert.equal(switched.status, 200, JSON.stringify(switched.body));
+    const users = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data, nickname, tenant from auth.users order by id`).map((r) => ({
+        ...r,
+      }));
+    assert.deepEqual(await users(pair.primary.admin), await users(pair.secondary.admin), "users after the switch");
+    assert.deepEqual(
+      await authFingerprint(pair.primary.admin, ["identities", "mfa_factors"]),
+      await authFingerprint(pair.secondary.admin, ["identities", "mfa_factors"]),
+    );
+    assert.deepEqual(await orphans(pair.primary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the switch");
+    for (const [email, id] of [
+      ["hal@example.com", hal],
+      ["ida@example.com", ida],
+      ["joy@example.com", joy],
+    ] as const)
+      assert.equal(await signIn(pair.primary, email, `pw-${email.split("@")[0]}`), id, email);
+    const kim = await signUp(pair.primary, "kim@example.com", "pw-kim", { username: "kim" });
+    await addNote(pair, kim, "kim's note on the new active");
+    const [note] = await pair.primary.admin`select count(*)::int as n from public.notes where owner = ${kim}`;
+    assert.equal(note!.n, 1);
   });
 });
 

@@ -114,7 +114,9 @@ test("GoTrue ahead on one project: users carried on the shared columns, each ext
 test("Auth is refused where the standby could not hold the users: a column it requires that the active lacks, a type that differs", () => {
   const required = bridgeAuth(users([col("email")]), users([col("email"), col("tenant", { notNull: true })]));
   assert.equal(required.refused.length, 1);
+  assert.deepEqual(required.lacking, ["auth.users.tenant"]);
   assert.match(required.refused[0]!, /auth\.users\.tenant is NOT NULL without a default on the standby/);
   const typed = bridgeAuth(users([col("email")]), users([col("email", { type: "character varying(255)" })]));
   assert.deepEqual(typed.refused, ["auth.users: column email is text on the active, character varying(255) on the standby"]);
+  assert.deepEqual(typed.lacking, []);
 });
