@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
+import { switchOver } from "../../functions/switchover.ts";
 import { call, expireLease, stageUntilPublished, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
@@ -325,6 +326,65 @@ describe("a switched app keeps its users", () => {
     await addNote(pair, kim, "kim's note on the new active");
     const [note] = await pair.primary.admin`select count(*)::int as n from public.notes where owner = ${kim}`;
     assert.equal(note!.n, 1);
+  });
+
+  test("GoTrue migrated on the target while the switch catches up: behind the fence its copy of Auth falls out of step, and the switch is rolled back with the active unfenced", async () => {
+    // The active is the primary since the switch above; the standby's GoTrue gains a required column just before the fence.
+    const seen = t.sunk.length;
+    await assert.rejects(
+      switchOver(
+        {
+          projects: t.projects,
+          events: t.events,
+          hooks: {
+            async step(name) {
+              if (name !== "pre-caught-up") return;
+              await pair.secondary.admin.begin(async (tx) => {
+                await tx`set local role supabase_auth_admin`;
+                await tx`alter table auth.users add column region text not null default 'eu'`;
+                await tx`alter table auth.users alter column region drop default`;
+              });
+              await signUp(pair.primary, "lea@example.com", "pw-lea", { username: "lea" });
+            },
+          },
+        },
+        { to: "secondary", force: false },
+      ),
+      (e: { code?: string; status?: number; message?: string }) => {
+        assert.equal(e.code, "TARGET_UNFIT");
+        assert.equal(e.status, 409);
+        assert.match(e.message ?? "", /its copy of primary's Auth fell out of step/);
+        return true;
+      },
+    );
+    const kinds = t.sunk.slice(seen).map((e) => e.kind);
+    assert.ok(kinds.includes("switch.fenced") && kinds.includes("switch.failed"), kinds.join(", "));
+    assert.equal((await call(t, "GET", "/status")).body.active, "primary");
+    const lea = (await pair.secondary.admin`select count(*)::int as n from auth.users where email = 'lea@example.com'`)[0]!.n;
+    assert.equal(lea, 0, "the standby never got lea, and is not the active");
+    const max = await signUp(pair.primary, "max@example.com", "pw-max", { username: "max" });
+    await addNote(pair, max, "max's note, after the rolled-back switch");
+
+    // The active's GoTrue catches up: the next backup carries every user.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column region text not null default 'eu'`;
+    });
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users alter column region set default 'eu'`;
+    });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    const users = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data, nickname, tenant, region from auth.users order by id`).map(
+        (r) => ({
+          ...r,
+        }),
+      );
+    assert.deepEqual(await users(pair.secondary.admin), await users(pair.primary.admin), "users after the backup");
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after the backup");
+    await addNote(pair, max, "max's second note");
   });
 });
 
