@@ -8,6 +8,7 @@ import type { ProjectName } from "./names.ts";
 import { decideFailover, type FailoverDecision } from "./policy.ts";
 import { type Outcome, type Projects, probe } from "./project.ts";
 import { latestRun } from "./runs.ts";
+import { carriedSchemas } from "./schemas.ts";
 import type { Settings } from "./settings.ts";
 import type { ActiveState } from "./state.ts";
 import type { SwitchResult } from "./switchover.ts";
@@ -100,7 +101,9 @@ async function failOver(
       values (${epoch}, ${from}, ${to}, ${carried?.slot ?? null}, ${carried?.baseSnapshot ?? null}, ${carried?.appliedLsn ?? null}::pg_lsn,
         ${p.inStepAt}::timestamptz, ${p.silentAfter}::timestamptz)
       on conflict (epoch) do nothing`;
-    await setSequences(tx, await readSequences(tx, p.settings.schemas), { gapSteps: FAILOVER_SEQUENCE_GAP_STEPS });
+    await setSequences(tx, await readSequences(tx, await carriedSchemas(tx, p.settings.schemas)), {
+      gapSteps: FAILOVER_SEQUENCE_GAP_STEPS,
+    });
   });
   // A full backup staged from the old active has nothing left to feed it.
   await discardStaging(target).catch(() => undefined);

@@ -13,15 +13,16 @@ export const IN_FLIGHT_WAIT_MS = 10_000;
 const AFTER_END_WAIT_MS = 5_000;
 
 /**
- * Puts the fence trigger on every table of `schemas` (and of Supabase Auth's schema where it
- * is carried), and on their leaf partitions wherever they live, that lacks it. Spillway
- * calls it before a switch and on every tick, so that a table an app's migration created
- * since is guarded too (where the event trigger could not be installed).
+ * Puts the fence trigger on every table of `schemas` (null: every app schema of the
+ * project, `carriedSchemas`), of those its own settings fence (Supabase Auth's where it is
+ * carried), and on their leaf partitions wherever they live, that lacks it. Spillway calls
+ * it before a switch and on every tick, so that a table an app's migration created since is
+ * guarded too (where the event trigger could not be installed).
  *
  * @example
  * await ensureFence(projects.primary, settings.schemas);
  */
-export async function ensureFence(project: Project, schemas: string[]): Promise<number> {
+export async function ensureFence(project: Project, schemas: string[] | null): Promise<number> {
   return await onProject(project, (sql) =>
     sql.begin("read write", async (tx) => {
       await tx`set local lock_timeout = '5s'`;
@@ -30,11 +31,13 @@ export async function ensureFence(project: Project, schemas: string[]): Promise<
   );
 }
 
-// The fence trigger on every table of `schemas` and of those the settings carry (Auth's),
-// and on Storage's objects where the setting `storage` is on.
-async function guardTables(tx: Db, schemas: string[]): Promise<number> {
+// The fence trigger on every table of `schemas` (null: every app schema, resolved in the
+// same statement) and of those the project's settings fence (Auth's), and on Storage's
+// objects where the setting `storage` is on.
+async function guardTables(tx: Db, schemas: string[] | null): Promise<number> {
   const [row] = await tx<{ added: number }[]>`
-    select spillway.ensure_fence(array(select distinct s from unnest(${schemas}::text[] || spillway.fenced_schemas()) s))
+    select spillway.ensure_fence(array(select distinct s
+      from unnest(coalesce(${schemas}::text[], spillway.app_schemas()) || spillway.fenced_schemas()) s))
          + spillway.ensure_storage_fence() as added`;
   return row?.added ?? 0;
 }
@@ -54,7 +57,7 @@ async function guardTables(tx: Db, schemas: string[]): Promise<number> {
  */
 export async function fence(
   project: Project,
-  p: { active: ProjectName; epoch: number; naming: ProjectName | null; schemas: string[] },
+  p: { active: ProjectName; epoch: number; naming: ProjectName | null; schemas: string[] | null },
 ): Promise<void> {
   for (const wait of [IN_FLIGHT_WAIT_MS, AFTER_END_WAIT_MS]) {
     try {

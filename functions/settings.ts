@@ -43,10 +43,11 @@ const settingsShape = {
   autoSwitch: z.boolean({ invalid_type_error: "must be true or false" }),
   strategy: z.enum(["auto", "copy", "fdw"], { errorMap: () => ({ message: 'must be "auto", "copy" or "fdw"' }) }),
   schemas: z
-    .array(schemaName, { invalid_type_error: "must be a list of schema names" })
+    .array(schemaName, { invalid_type_error: "must be a list of schema names, or null for every app schema" })
     .min(1, "must name at least one schema")
     .max(32, "may name at most 32 schemas")
-    .refine((list) => new Set(list).size === list.length, "must not repeat a schema"),
+    .refine((list) => new Set(list).size === list.length, "must not repeat a schema")
+    .nullable(),
   budgetSeconds: z
     .number({ invalid_type_error: "must be a number of seconds" })
     .int("must be a whole number of seconds")
@@ -103,7 +104,8 @@ export const DEFAULT_SETTINGS: Settings = {
   autoBackup: true,
   autoSwitch: true,
   strategy: "auto",
-  schemas: ["public"],
+  // Every schema holding the app's tables (`carriedSchemas`); a list carries only those.
+  schemas: null,
   budgetSeconds: 120,
   // Carry Supabase Auth's users; where a project has no `auth` schema there is nothing to carry.
   auth: true,

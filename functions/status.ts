@@ -9,6 +9,7 @@ import { type AfterSwitch, assessHealth, type Health } from "./health.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { type Db, onBoth, type Project, type Projects } from "./project.ts";
 import { latestRun, type Run } from "./runs.ts";
+import { carriedSchemas } from "./schemas.ts";
 import { readSettings, type Settings } from "./settings.ts";
 import { readStates } from "./state.ts";
 import {
@@ -177,7 +178,11 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
   const standbyMeasured = measured[winner.standby];
   const lastBackup = standbyMeasured.ok ? standbyMeasured.value.lastBackup : null;
   const lastSucceeded = standbyMeasured.ok ? standbyMeasured.value.lastSucceeded : null;
-  const lag = lastSucceeded ? await standbyLag(projects[winner.active], lastSucceeded, settings.schemas).catch(() => null) : null;
+  const lag = lastSucceeded
+    ? await carriedSchemas(projects[winner.active].sql, settings.schemas)
+        .then((schemas) => standbyLag(projects[winner.active], lastSucceeded, schemas))
+        .catch(() => null)
+    : null;
   // Growth is the active's own: samples from before it became active include the loads that
   // filled it as a standby, which are Spillway's doing, not the app's.
   const activeSamples = samples[winner.active].filter((x) => x.at >= winner.since);

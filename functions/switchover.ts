@@ -1,4 +1,5 @@
-import { fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
+import { authInStep, authNotReady, authRefusal } from "./auth-readiness.ts";
+import { type AuthPlan, fencedSchemas, planAuth, recordAuthCopy } from "./backup/auth.ts";
 import { readCatalog, readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/load.ts";
 import { readPosition, tableSet, writePosition } from "./backup/position.ts";
@@ -12,7 +13,8 @@ import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
 import { onProject, type Projects, probe } from "./project.ts";
 import { latestRun, type Run, recordSameData } from "./runs.ts";
-import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
+import { type CarriedSettings, withCarriedSchemas } from "./schemas.ts";
+import { convergeSettings, type Runtime } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
@@ -73,12 +75,13 @@ const OPERATOR_WAIT_MS = 10_000;
  * SPWFN), wait for transactions already in flight there, catch the target up, publish the
  * new state (new active, epoch + 1) in the target first, then in the old active, which stays
  * fenced. The same operation fails back. Refuses with 409 `TARGET_UNFIT` when the target is
- * unreachable, has never received a backup, or would be at or over its switch threshold
- * (`force` overrides only the last); with the active unreachable it needs `force` and says
- * how far behind the target may be. Under a wall clock (`wallClockMs`, counted from
- * `startedAt`) the whole switch fits it with margin, or it refuses with 409
- * `SWITCH_TOO_LONG` before fencing. A Postgres error the data or the schema caused is a
- * named error (`fromPostgres`).
+ * unreachable, has never received a backup, would be at or over its switch threshold
+ * (`force` overrides only this), or, with Auth carried, cannot hold the active's users or
+ * holds no copy of its Auth in step with it (`authNotReady`), before anything is fenced;
+ * with the active unreachable it needs `force` and says how far behind the target may be.
+ * Under a wall clock (`wallClockMs`, counted from `startedAt`) the whole switch fits it
+ * with margin, or it refuses with 409 `SWITCH_TOO_LONG` before fencing. A Postgres error
+ * the data or the schema caused is a named error (`fromPostgres`).
  *
  * @example
  * const result = await switchOver({ projects, events }, { force: false });
@@ -107,7 +110,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
-  const { settings, version: settingsVersion } = await convergeSettings(projects, events);
+  const { settings: stored, version: settingsVersion } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {
     await events.record("error", "switch.refused", `switch to ${to} refused: ${to} is unreachable`, { project: to });
@@ -127,6 +130,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       { project: from, lastBackupAt: lastBackup.snapshotAt },
     );
   }
+  // The schemas the switch carries, as the active's catalog says (only read where it answers).
+  const settings: CarriedSettings = sourceUp ? await withCarriedSchemas(source.sql, stored) : { ...stored, schemas: [] };
   if (sourceUp) {
     const after = usageAfterSwitch(await switchFigures(source, target, settings));
     if (after >= settings.switchThreshold && !request.force) {
@@ -142,6 +147,9 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       );
     }
   }
+  // Users who signed up since the target's last copy of Auth would be lost: no `force` for this.
+  const auth = sourceUp ? await planAuth(source, target, settings) : null;
+  if (auth) await refuseUnlessAuthReady(ctx, { from, to, auth });
 
   const epoch = state.epoch + 1;
   await events.record(
@@ -171,6 +179,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
   if (clock) await catchUpToFit(ctx, lease, clock, { from, to });
   else await catchUp(ctx, lease, { maxRuns: PRE_FENCE_RUNS });
+  // The catch-up carried Auth (in full, when the target's copy was stale): checked before the fence.
+  if (auth) await refuseUnlessAuthReady(ctx, { from, to, auth, inStep: await authInStep(target, from, auth) });
   await ctx.hooks?.step("pre-caught-up");
   const fencedAt = Date.now();
   await fence(source, { active: from, epoch: state.epoch, naming: null, schemas: fencedSchemas(settings) });
@@ -186,6 +196,10 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     // The fence's own wait for transactions in flight (at most 10 s) moves the end: the margin holds it.
     const fenceWaitMs = Date.now() - fencedAt;
     run = await catchUp(ctx, lease, clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true } : {});
+    // GoTrue migrated on one project since: the catch-up behind the fence refused Auth.
+    if (auth && !(await authInStep(target, from, auth))) {
+      throw authRefusal(`switch to ${to} refused: its copy of ${from}'s Auth fell out of step while it was caught up`, auth.refused);
+    }
     // Read under the fence, after the last rows were: at least where every row needs them.
     const sequences = await readSequences(source.sql, settings.schemas);
     await target.sql.begin("read write", (tx) => setSequences(tx, sequences, { gapSteps: SEQUENCE_GAP_STEPS }));
@@ -308,7 +322,10 @@ async function catchUpToFit(ctx: Context, lease: Lease, clock: SwitchClock, p: {
   throw error;
 }
 
-async function startReverseCapture(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<string> {
+async function startReverseCapture(
+  projects: Projects,
+  p: { from: ProjectName; to: ProjectName; settings: CarriedSettings },
+): Promise<string> {
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
   await prepareCapture(projects[p.to], tables, slot);
@@ -321,13 +338,26 @@ async function startReverseCapture(projects: Projects, p: { from: ProjectName; t
 // At the switch the old active holds exactly what the new active holds (the final catch-up
 // made them equal and the fence kept it so): record that as its latest copy, so that a
 // failback does not need a backup first.
-async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: Settings }): Promise<void> {
+async function recordSwitchCopy(projects: Projects, p: { from: ProjectName; to: ProjectName; settings: CarriedSettings }): Promise<void> {
   await recordSameData(projects[p.from].sql, {
     source: p.to,
     target: p.from,
     reason: `the switch to ${p.to} left ${p.from} holding the same data`,
     changeCounter: await changeCounter(projects[p.to].sql, p.settings.schemas),
   });
+}
+
+async function refuseUnlessAuthReady(
+  ctx: Context,
+  p: { from: ProjectName; to: ProjectName; auth: AuthPlan; inStep?: boolean },
+): Promise<void> {
+  const problem = authNotReady({ from: p.from, to: p.to, refused: p.auth.refused, lacking: p.auth.lacking, inStep: p.inStep });
+  if (problem === null) return;
+  await ctx.events.record("error", "switch.refused", `switch to ${p.to} refused: ${problem}`, {
+    project: p.to,
+    data: { auth: p.auth.refused },
+  });
+  throw authRefusal(`switch to ${p.to} refused: ${problem}`, p.auth.refused);
 }
 
 function unfit(message: string, details?: Record<string, unknown>): SpillwayError {

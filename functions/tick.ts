@@ -15,6 +15,7 @@ import { type Decision, decide, type Phase } from "./policy.ts";
 import { onBoth, type Projects } from "./project.ts";
 import { trackReachability } from "./reachability.ts";
 import { followingSince, latestRun, type Run } from "./runs.ts";
+import { carriedSchemas } from "./schemas.ts";
 import { convergeSettings, readSettings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { readStates, recordPhase } from "./state.ts";
@@ -163,7 +164,7 @@ async function reportFollowing(ctx: BackupContext, active: ProjectName, standby:
     readSettings(ctx.projects),
   ]);
   if (f.runs === 0) return;
-  const lag = run ? await standbyLag(ctx.projects[active], run, settings.schemas) : null;
+  const lag = run ? await standbyLag(ctx.projects[active], run, await carriedSchemas(ctx.projects[active].sql, settings.schemas)) : null;
   const minutes = Math.max(1, Math.round((Date.now() - Date.parse(since ?? f.firstAt!)) / 60_000));
   await ctx.events.record(
     "info",

@@ -1,6 +1,7 @@
 import type { Sql } from "postgres";
 import { PG } from "./errors.ts";
 import type { Db, Project } from "./project.ts";
+import { carriedSchemas } from "./schemas.ts";
 
 /** One table among the heaviest of a database. */
 export interface TableSize {
@@ -170,14 +171,16 @@ export function usageAfterSwitch(f: SwitchFigures): number {
 export async function switchFigures(
   source: Project,
   target: Project,
-  settings: { schemas: string[]; quotaBytes: Record<string, number> },
+  settings: { schemas: string[] | null; quotaBytes: Record<string, number> },
   targetUsedBytes?: number,
   lockWaitMs?: number,
 ): Promise<SwitchFigures> {
+  // The active's carried schemas on both sides: what the standby holds besides stays after a switch.
+  const schemas = await carriedSchemas(source.sql, settings.schemas).catch(() => null);
   const [used, sourceCopyBytes, targetReplicatedBytes] = await Promise.all([
     targetUsedBytes ?? measure(target).then((m) => m.usedBytes),
-    freshCopyBytes(source, settings.schemas).catch(() => null),
-    replicatedBytes(target, settings.schemas, lockWaitMs),
+    schemas ? freshCopyBytes(source, schemas).catch(() => null) : null,
+    replicatedBytes(target, schemas ?? (await carriedSchemas(target.sql, settings.schemas)), lockWaitMs),
   ]);
   return { targetUsedBytes: used, targetQuotaBytes: settings.quotaBytes[target.name]!, sourceCopyBytes, targetReplicatedBytes };
 }

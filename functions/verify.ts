@@ -4,6 +4,7 @@ import { canonical, checksumTable, compareChecksums, type TableChecksum } from "
 import type { EventLog } from "./events.ts";
 import type { ProjectName } from "./names.ts";
 import { onProject, type Projects } from "./project.ts";
+import { type LeftBehind, readCarried } from "./schemas.ts";
 import { readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { type StorageApis, type StorageDigest, storageDigest } from "./storage.ts";
@@ -18,13 +19,16 @@ export interface VerifyResult {
   /** Storage's objects on each side (count and a digest of names, sizes, etags); null where a project has no Storage. */
   storage: { active: StorageDigest | null; standby: StorageDigest | null; equal: boolean } | null;
   mismatches: string[];
+  /** Tables outside the carried schemas tied to carried ones by a foreign key (`leftBehind`): never ok. */
+  leftBehind: LeftBehind[];
 }
 
 /**
  * Compares every replicated table's row count and checksum (and the carried Auth tables',
- * and, where Storage is carried, the objects' count and digest)
- * on the active (one snapshot) and the standby. Differences are expected when the active changed since the last backup;
- * they are recorded as an error event naming the tables.
+ * and, where Storage is carried, the objects' count and digest) on the active (one
+ * snapshot) and the standby, and reads the tables a backup leaves behind (`leftBehind`).
+ * Differences are expected when the active changed since the last backup; they, and any
+ * table left behind, are recorded as an error event naming the tables.
  *
  * @example
  * const result = await verify({ projects, events });
@@ -32,11 +36,12 @@ export interface VerifyResult {
 export async function verify(ctx: { projects: Projects; events: EventLog; storage?: StorageApis }): Promise<VerifyResult> {
   const state = await readActive(ctx.projects);
   const { settings } = await readSettings(ctx.projects);
+  const carried = await onProject(ctx.projects[state.active], (sql) => readCarried(sql, settings.schemas));
   const sums = async (name: "primary" | "secondary"): Promise<TableChecksum[]> =>
     await onProject(ctx.projects[name], (sql) =>
       sql.begin("isolation level repeatable read read only", async (tx) => {
         await canonical(tx, "set local row_security = off");
-        const catalog = await readCatalog(tx, settings.schemas);
+        const catalog = await readCatalog(tx, carried.schemas);
         const out: TableChecksum[] = [];
         for (const table of [...catalog.tables, ...(settings.auth ? await carriedAuthTables(tx, settings.authSessions) : [])])
           out.push(await checksumTable(tx, table));
@@ -44,7 +49,10 @@ export async function verify(ctx: { projects: Projects; events: EventLog; storag
       }),
     );
   const [active, standby] = await Promise.all([sums(state.active), sums(state.standby)]);
-  const mismatches = compareChecksums(active, standby);
+  const mismatches = [
+    ...compareChecksums(active, standby),
+    ...carried.left.map((l) => `${l.table}: not carried (${l.because}); add "${l.schema}" to the setting schemas, or set it to null`),
+  ];
   const storage = settings.storage && ctx.storage ? await compareStorage(ctx.projects, state.active, state.standby) : null;
   if (storage && !storage.equal)
     mismatches.push(
@@ -62,6 +70,7 @@ export async function verify(ctx: { projects: Projects; events: EventLog; storag
       return { table: a.table, activeRows: a.rows, standbyRows: s?.rows ?? 0, equal: !!s && s.rows === a.rows && s.sum === a.sum };
     }),
     mismatches,
+    leftBehind: carried.left,
   };
   if (result.ok) {
     await ctx.events.record(

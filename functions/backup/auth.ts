@@ -73,8 +73,16 @@ export interface AuthPlan {
   tables: Table[] | null;
   /** The standby's session tables (`SESSION_TABLES` it has) each run empties: none when they are carried. */
   sessions: Table[];
-  /** Differences between the two projects' carried tables. */
-  diffs: string[];
+  /**
+   * Why Auth is not carried by this run although the settings carry it: differences between
+   * the projects' Auth tables the standby could not hold users across (`bridgeAuth`). The
+   * app's tables are carried all the same.
+   */
+  refused: string[];
+  /** Of `refused`: the columns the standby requires that the active's Auth lacks (the active's GoTrue is behind). */
+  lacking: string[];
+  /** Columns only one project's Auth has: users are carried on the columns both have. */
+  skew: string[];
   /** The standby's `spillway.auth_changes` and `spillway.auth_stage_changes`, where the stream writes. */
   changes: Table;
   stageChanges: Table;
@@ -94,18 +102,21 @@ export interface AuthSettings {
 /**
  * Reads what a run carries of Auth: nothing when `auth` is false or the active has no
  * `auth.users`; otherwise the carried tables the active has (the session tables too with
- * `authSessions`), compared with the standby's like the app's tables (a table missing on
- * either side, a column, a key).
+ * `authSessions`) on the columns the standby has too (`bridgeAuth`): GoTrue is upgraded on
+ * one project before the other. Nothing either when the standby could not hold the
+ * active's users (`refused`).
  *
  * @example
  * const auth = await planAuth(source, target, settings);
- * if (auth.diffs.length > 0) throw schemaMismatch(auth.diffs);
+ * if (auth.refused.length > 0) console.warn(auth.refused);
  */
 export async function planAuth(source: Project, target: Project, settings: AuthSettings): Promise<AuthPlan> {
   const plan: AuthPlan = {
     tables: null,
     sessions: [],
-    diffs: [],
+    refused: [],
+    lacking: [],
+    skew: [],
     changes: changeTable("auth_changes", "a"),
     stageChanges: changeTable("auth_stage_changes", ""),
     generation: null,
@@ -113,18 +124,62 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
   if (!settings.auth || !(await hasUsers(source.sql))) return plan;
   // One query at a time on each project (a second connection costs more than the query).
   const [[active, [generation]], standby] = await Promise.all([
-    readCatalog(source.sql, ["auth"]).then(
+    readCatalog(source.sql, ["auth"], { sequences: false }).then(
       async (catalog) =>
         [catalog, await source.sql<{ n: string }[]>`select auth_generation::text as n from spillway.settings where id`] as const,
     ),
-    readCatalog(target.sql, ["auth"]),
+    readCatalog(target.sql, ["auth"], { sequences: false }),
   ]);
-  const a = carried(active, settings.authSessions);
-  const diffs = schemaDiff(a, carried(standby, settings.authSessions));
+  const { shared: a, refused, lacking, skew } = bridgeAuth(carried(active, settings.authSessions), carried(standby, settings.authSessions));
   for (const t of a.tables)
-    if (t.primaryKey.length === 0) diffs.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
+    if (t.primaryKey.length === 0) refused.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
   const sessions = settings.authSessions ? [] : SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
-  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, diffs, generation: Number(generation?.n ?? 0) };
+  if (refused.length > 0) return { ...plan, refused, lacking, skew };
+  return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, skew, generation: Number(generation?.n ?? 0) };
+}
+
+/**
+ * Bridges the two projects' carried Auth tables: the active's on the columns the standby
+ * has too (`shared`); a column only one side has is `skew` (GoTrue's migrations ran on one
+ * project first), except one the standby requires (NOT NULL, no default) that the active
+ * lacks: the standby could not hold the active's users, so signing in there would break.
+ * That, and every other difference (a table, a type, a key), is `refused`; such columns are
+ * also named in `lacking`.
+ *
+ * @example
+ * bridgeAuth(active, standby).skew // ["auth.users.is_anonymous exists only on the active: users are carried without it"]
+ */
+export function bridgeAuth(active: Catalog, standby: Catalog): { shared: Catalog; refused: string[]; lacking: string[]; skew: string[] } {
+  const refused: string[] = [];
+  const lacking: string[] = [];
+  const skew: string[] = [];
+  const byName = new Map(standby.tables.map((t) => [t.name, t]));
+  const names = (t: Table | undefined) => new Set(t?.columns.map((c) => c.name));
+  const tables = active.tables.map((a) => {
+    const s = byName.get(a.name);
+    if (!s) return a;
+    const [onActive, onStandby] = [names(a), names(s)];
+    for (const c of a.columns)
+      if (!onStandby.has(c.name)) skew.push(`auth.${a.name}.${c.name} exists only on the active: users are carried without it`);
+    for (const c of s.columns) {
+      if (onActive.has(c.name)) continue;
+      if (c.notNull && !c.generated && c.hasDefault === false) {
+        lacking.push(`auth.${a.name}.${c.name}`);
+        refused.push(
+          `auth.${a.name}.${c.name} is NOT NULL without a default on the standby and missing on the active: the standby cannot hold the active's users until its Auth matches`,
+        );
+      } else skew.push(`auth.${a.name}.${c.name} exists only on the standby: it takes its default there`);
+    }
+    return { ...a, columns: a.columns.filter((c) => onStandby.has(c.name)) };
+  });
+  const activeNames = new Map(active.tables.map((t) => [t.name, names(t)]));
+  const standbyShared = standby.tables.map((s) => ({
+    ...s,
+    columns: s.columns.filter((c) => activeNames.get(s.name)?.has(c.name) ?? true),
+  }));
+  const shared = { ...active, tables };
+  refused.push(...schemaDiff(shared, { ...standby, tables: standbyShared }));
+  return { shared, refused, lacking, skew };
 }
 
 /**
@@ -135,7 +190,7 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
  * const tables = await carriedAuthTables(tx, settings.authSessions);
  */
 export async function carriedAuthTables(sql: Db, sessions = false): Promise<Table[]> {
-  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"]), sessions).tables : [];
+  return (await hasUsers(sql)) ? carried(await readCatalog(sql, ["auth"], { sequences: false }), sessions).tables : [];
 }
 
 // The carried tables of one side, with the foreign keys between them.

@@ -1,3 +1,4 @@
+import { SpillwayError } from "../errors.ts";
 import type { Db as Sql } from "../project.ts";
 
 /** One replicated column. */
@@ -8,6 +9,8 @@ export interface Column {
   /** Generated columns are recomputed by the standby, never copied. */
   generated: boolean;
   identity: "" | "a" | "d";
+  /** Whether an insert that leaves it out gets a default (as read from the catalog; unset: unknown). */
+  hasDefault?: boolean;
 }
 
 /** One replicated table (a plain table or a leaf partition; partitioned parents hold no rows). */
@@ -62,7 +65,10 @@ export interface Index {
   drop: string;
 }
 
-/** A sequence in a replicated schema (serial and identity sequences included). */
+/**
+ * A carried sequence: one in a replicated schema (serial and identity sequences included),
+ * or one a replicated table's column uses (a default's `nextval`, an identity), wherever it lives.
+ */
 export interface Sequence {
   qualified: string;
   /** With `isCalled`, as `setval` takes them: false means `lastValue` is the next value. */
@@ -124,22 +130,24 @@ export function qualify(schema: string, name: string): string {
  * Names in type, index and constraint text come fully qualified, whatever `search_path`
  * the connection carries (a pooled connection may carry another session's, such as the
  * `pg_catalog` postgres_fdw sets), so both projects render alike. Given a transaction,
- * the reading leaves that transaction's `search_path` as it found it.
+ * the reading leaves that transaction's `search_path` as it found it. With `sequences`
+ * false, none are read (Auth's have their own handling).
  *
  * @example
  * const catalog = await readCatalog(sql, ["public"]);
  */
-export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog> {
+export async function readCatalog(sql: Sql, schemas: string[], options: { sequences?: boolean } = {}): Promise<Catalog> {
+  const sequences = options.sequences ?? true;
   if ("begin" in sql) {
     return await sql.begin("read only", async (tx) => {
       await tx`select pg_catalog.set_config('search_path', '', true)`;
-      return await readQualified(tx, schemas);
+      return await readQualified(tx, schemas, sequences);
     });
   }
   const [previous] = await sql<
     { path: string }[]
   >`select pg_catalog.current_setting('search_path') as path, pg_catalog.set_config('search_path', '', true)`;
-  const catalog = await readQualified(sql, schemas);
+  const catalog = await readQualified(sql, schemas, sequences);
   await sql`select pg_catalog.set_config('search_path', ${previous!.path}, true)`;
   return catalog;
 }
@@ -148,7 +156,16 @@ export async function readCatalog(sql: Sql, schemas: string[]): Promise<Catalog>
 // run reads both projects' catalogs before it can start).
 interface CatalogRows {
   tables: { oid: number; schema: string; name: string; partition: boolean; row_security: boolean }[];
-  columns: { rel: number; name: string; type: string; not_null: boolean; generated: string; identity: string; text_only: boolean }[];
+  columns: {
+    rel: number;
+    name: string;
+    type: string;
+    not_null: boolean;
+    generated: string;
+    identity: string;
+    has_default: boolean;
+    text_only: boolean;
+  }[];
   keys: { rel: number; columns: string[] }[];
   uniques: { rel: number; whole: boolean; columns: string[] }[];
   foreign_keys: { name: string; table_schema: string; table_name: string; ref_schema: string; ref_name: string; definition: string }[];
@@ -164,7 +181,7 @@ interface CatalogRows {
   enums: EnumType[];
 }
 
-async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
+async function readQualified(sql: Sql, schemas: string[], sequences: boolean): Promise<Catalog> {
   const [rows] = await sql<CatalogRows[]>`
     with recursive tabs as (
       select c.oid, n.nspname as schema, c.relname as name, c.relispartition as partition, c.relrowsecurity as row_security
@@ -195,6 +212,7 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
        from (
          select a.attrelid::int8 as rel, a.attnum, a.attname as name, pg_catalog.format_type(a.atttypid, a.atttypmod) as type,
            a.attnotnull as not_null, a.attgenerated::text as generated, a.attidentity::text as identity,
+           (a.atthasdef or a.attidentity <> '') as has_default,
            (a.atttypid >= 16384 and (t.typcategory = 'A' or t.typtype in ('c', 'r', 'm'))) as text_only
          from pg_catalog.pg_attribute a
          join pg_catalog.pg_type t on t.oid = a.atttypid
@@ -294,6 +312,7 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
         notNull: c.not_null,
         generated: c.generated !== "",
         identity: c.identity as Column["identity"],
+        hasDefault: c.has_default,
       })),
       primaryKey: pkRows.find((p) => Number(p.rel) === oid)?.columns ?? [],
       uniqueColumns,
@@ -322,38 +341,75 @@ async function readQualified(sql: Sql, schemas: string[]): Promise<Catalog> {
       definition: f.definition,
     })),
     indexes,
-    sequences: await readSequences(sql, schemas),
+    sequences: sequences ? await readSequences(sql, schemas) : [],
     rules: rows!.rules,
     enums: rows!.enums,
   };
 }
 
 /**
- * The sequences of the given schemas (serial, identity and standalone ones) where they
- * stand now: sequences are not transactional, so this is their latest position whatever
- * the transaction's snapshot.
+ * The carried sequences (`Sequence`: those of the given schemas, and those their tables'
+ * columns use wherever they live) where they stand now: sequences are not transactional,
+ * so this is their latest position whatever the transaction's snapshot. Throws 409
+ * `SEQUENCE_UNREADABLE` naming a carried sequence the role may not read: skipping it would
+ * hand out its numbers again after a switch.
  *
  * @example
  * const sequences = await readSequences(sql, ["public"]);
  */
 export async function readSequences(sql: Sql, schemas: string[]): Promise<Sequence[]> {
-  // Read from each sequence itself (pg_sequences hides a position not yet called); one the
-  // role may not read is left alone rather than reset.
-  const rows = await sql<{ schema: string; name: string; last_value: string; is_called: boolean; increment: string; bound: string }[]>`
-    with seqs as materialized (
+  // Read from each sequence itself (pg_sequences hides a position not yet called).
+  const rows = await sql<
+    {
+      schema: string;
+      name: string;
+      readable: boolean;
+      last_value: string | null;
+      is_called: boolean | null;
+      increment: string;
+      bound: string;
+    }[]
+  >`
+    with tabs as (
+      select c.oid from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p') and n.nspname = any(${schemas})
+    ), seqs as materialized (
       select c.oid, n.nspname as schema, c.relname as name, q.seqincrement::text as increment,
-        (case when q.seqincrement > 0 then q.seqmax else q.seqmin end)::text as bound
+        (case when q.seqincrement > 0 then q.seqmax else q.seqmin end)::text as bound,
+        pg_catalog.has_table_privilege(c.oid, 'SELECT') as readable
       from pg_catalog.pg_class c
       join pg_catalog.pg_namespace n on n.oid = c.relnamespace
       join pg_catalog.pg_sequence q on q.seqrelid = c.oid
-      where c.relkind = 'S' and n.nspname = any(${schemas}) and pg_catalog.has_table_privilege(c.oid, 'SELECT'))
-    select s.schema, s.name, st.last_value::text, st.is_called, s.increment, s.bound
-    from seqs s cross join lateral spillway.sequence_state(s.oid) st
+      where c.relkind = 'S' and (n.nspname = any(${schemas})
+        -- Owned by a carried column (serial, identity).
+        or exists (
+          select 1 from pg_catalog.pg_depend d
+          where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = c.oid and d.deptype in ('a', 'i')
+            and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.refobjid in (select oid from tabs))
+        -- Named by a carried column's default (nextval('app_private.order_no')).
+        or exists (
+          select 1 from pg_catalog.pg_depend d join pg_catalog.pg_attrdef ad on ad.oid = d.objid
+          where d.classid = 'pg_catalog.pg_attrdef'::pg_catalog.regclass and d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass
+            and d.refobjid = c.oid and ad.adrelid in (select oid from tabs))))
+    select s.schema, s.name, s.readable, s.increment, s.bound,
+      -- Read only where readable: reading one the role may not read fails the statement.
+      case when s.readable then (select x.last_value::text from spillway.sequence_state(s.oid) x) end as last_value,
+      case when s.readable then (select x.is_called from spillway.sequence_state(s.oid) x) end as is_called
+    from seqs s
     order by 1, 2`;
+  const unreadable = rows.filter((s) => !s.readable).map((s) => `${s.schema}.${s.name}`);
+  if (unreadable.length > 0) {
+    throw new SpillwayError(
+      "SEQUENCE_UNREADABLE",
+      409,
+      `Spillway's role may not read the sequence${unreadable.length === 1 ? "" : "s"} ${unreadable.join(", ")}, which the carried tables use: grant select, update on ${unreadable.length === 1 ? "it" : "them"} to the role in Spillway's database URL (on both projects), or it would hand out numbers again after a switch`,
+      { sequences: unreadable },
+    );
+  }
   return rows.map((s) => ({
     qualified: qualify(s.schema, s.name),
-    lastValue: s.last_value,
-    isCalled: s.is_called,
+    lastValue: s.last_value!,
+    isCalled: s.is_called!,
     increment: s.increment,
     bound: s.bound,
   }));

@@ -3,14 +3,15 @@ import type { EventLog } from "../events.ts";
 import { requireLease } from "../lease.ts";
 import type { Project, Projects } from "../project.ts";
 import { lastCopySpeed } from "../runs.ts";
-import { convergeSettings, type Runtime, resolveStrategy, type Settings } from "../settings.ts";
+import { type CarriedSettings, readCarried } from "../schemas.ts";
+import { convergeSettings, type Runtime, resolveStrategy } from "../settings.ts";
 import { type AuthPlan, authCopyBuildsOn, ensureAuthCapture, planAuth } from "./auth.ts";
 import { type Catalog, foreignKeyOrder, readCatalog, type Table } from "./catalog.ts";
 import { unpublished } from "./drift.ts";
 import { type Identity, identityProblems, readIdentities } from "./identity.ts";
 import { type BackupFacts, type BackupPlan, fullCopyFits, type Need, planBackup } from "./plan.ts";
 import { type ReplicaPosition, readPosition, type Staging, tableSet } from "./position.ts";
-import { ruleDiff, schemaDiff } from "./schema-diff.ts";
+import { ruleDiff, schemaDiff, sequenceDiff } from "./schema-diff.ts";
 import { slotHealth } from "./slots.ts";
 import { PUBLICATION, tablesSize } from "./source.ts";
 import { continuableStaging } from "./staged.ts";
@@ -25,7 +26,8 @@ const MEASURED_COPY_BYTES = 32 * 1024 * 1024;
  */
 export interface Read {
   facts: BackupFacts;
-  settings: Settings;
+  /** The settings, with the schemas the run carries resolved on the active. */
+  settings: CarriedSettings;
   settingsVersion: number;
   transfer: Transfer;
   sourceCatalog: Catalog;
@@ -54,7 +56,9 @@ export async function readFacts(
   target: Project,
   holder: string,
 ): Promise<Read> {
-  const { settings, version: settingsVersion } = await convergeSettings(projects, events);
+  const { settings: stored, version: settingsVersion } = await convergeSettings(projects, events);
+  const carried = await readCarried(source.sql, stored.schemas);
+  const settings: CarriedSettings = { ...stored, schemas: carried.schemas };
   const [sourceCatalog, targetCatalog] = await Promise.all([
     readCatalog(source.sql, settings.schemas),
     readCatalog(target.sql, settings.schemas),
@@ -71,15 +75,33 @@ export async function readFacts(
   ]);
   // After the catalogs, on the connections they leave idle.
   const auth = await planAuth(source, target, settings);
+  // GoTrue upgraded on one project first: the app's tables are carried all the same.
+  if (auth.refused.length > 0) {
+    await events.record(
+      "error",
+      "backup.auth_refused",
+      `Auth's users are not carried to ${target.name} until its Auth matches ${source.name}'s (the app's tables are): ${auth.refused.slice(0, 3).join("; ")}`,
+      { project: target.name, data: { refused: auth.refused, skew: auth.skew } },
+    );
+  } else if (auth.skew.length > 0) {
+    await events.record(
+      "warn",
+      "backup.auth_skew",
+      `Auth's tables differ between ${source.name} and ${target.name} (GoTrue upgraded on one first?); users are carried on the columns both have: ${auth.skew.slice(0, 3).join("; ")}`,
+      { project: target.name, data: { skew: auth.skew } },
+    );
+  }
   const facts: BackupFacts = {
     request: { mode: request.mode, continuable: request.continuable ?? true, staged: request.staged },
     source: source.name,
     diffs: [
       ...schemaDiff(sourceCatalog, targetCatalog),
+      ...sequenceDiff(sourceCatalog, targetCatalog),
       ...ruleDiff(sourceCatalog, targetCatalog, { active: source.name, standby: target.name }),
-      ...auth.diffs,
     ],
     identityProblems: identityProblems(sourceCatalog.tables, identities),
+    leftBehind: carried.left,
+    carried: carried.schemas,
     position,
     tables: tableSet(sourceCatalog.tables),
     authCarried: auth.tables !== null,

@@ -21,6 +21,9 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   // The plan builds on a position only when the standby has one.
   const position = run.position!;
   const carried = auth.tables;
+  // Auth not carried by this run (refused, or turned off): the standby's Auth copy is not
+  // built on, and the captured changes that still come through are not applied to it.
+  if (!carried) await target.sql`delete from spillway.auth_copy where id`;
   // One after the other: on one connection of the active's, not two.
   const [snap] = await source.sql<{ at: Date }[]>`select now() as at`;
   const counter = await changeCounter(source.sql, settings.schemas);

@@ -1,5 +1,6 @@
 import { SpillwayError } from "../errors.ts";
 import type { ProjectName } from "../names.ts";
+import { type LeftBehind, tablesLeftBehind } from "../schemas.ts";
 import { captureDrift } from "./drift.ts";
 import { identityUnsupported } from "./identity.ts";
 import { schemaMismatch } from "./schema-diff.ts";
@@ -27,6 +28,10 @@ export interface BackupFacts {
   diffs: string[];
   /** The replicated tables change capture cannot carry (`identityProblems`). */
   identityProblems: string[];
+  /** The tables not carried that the carried ones reference, or that reference them (`leftBehind`). */
+  leftBehind: LeftBehind[];
+  /** The schemas the run carries. */
+  carried: string[];
   /** Where the standby's copy stands: its source, slot and position, and the tables recorded with it. */
   position: { source: ProjectName; slot: string; appliedLsn: string | null; tables: string[] } | null;
   /** The replicated tables now, as recorded with a copy (`tableSet`). */
@@ -96,7 +101,7 @@ export function fullCopyFits(bytes: number, bytesPerSecond: number | null, budge
  */
 export function planBackup(f: BackupFacts): BackupPlan | { needs: Need } {
   const { request } = f;
-  const clean = f.diffs.length === 0;
+  const clean = f.diffs.length === 0 && f.leftBehind.length === 0;
   if (request.continuable && clean && f.staging === undefined) return { needs: "staging" };
   const staging = request.continuable && clean ? (f.staging ?? null) : null;
   const choice: Choice | Need = staging
@@ -117,11 +122,13 @@ export function planBackup(f: BackupFacts): BackupPlan | { needs: Need } {
   if (request.mode === "full" && !staging) plan.reason = "full backup requested";
   // Checked before anything is written: the run is recorded, and fails with every difference.
   const refusal =
-    f.diffs.length > 0
-      ? { error: schemaMismatch(f.diffs), recorded: true }
-      : f.identityProblems.length > 0
-        ? { error: identityUnsupported(f.identityProblems), recorded: true }
-        : null;
+    f.leftBehind.length > 0
+      ? { error: tablesLeftBehind(f.leftBehind, f.carried), recorded: true }
+      : f.diffs.length > 0
+        ? { error: schemaMismatch(f.diffs), recorded: true }
+        : f.identityProblems.length > 0
+          ? { error: identityUnsupported(f.identityProblems), recorded: true }
+          : null;
   if (kind === "incremental") return { ...plan, kind, refusal };
   if (staging) return { ...plan, kind: "staged", refusal };
   if (!request.continuable || !clean) return { ...plan, kind: "full", refusal };

@@ -1,7 +1,7 @@
 import type { LeaseKeeper } from "../lease.ts";
 import type { Db, Project } from "../project.ts";
 import { finishRun, type ProgressWriter, type Run, type RunFigures } from "../runs.ts";
-import type { Settings } from "../settings.ts";
+import type { CarriedSettings } from "../schemas.ts";
 import { type AuthPlan, recordAuthCopy, settleSessions } from "./auth.ts";
 import type { Catalog, Table } from "./catalog.ts";
 import { applyKey, type Identity } from "./identity.ts";
@@ -23,7 +23,7 @@ export interface BackupRun {
   tables: Table[];
   /** The standby's tables, as the run checked them. */
   targetCatalog: Catalog;
-  settings: Settings;
+  settings: CarriedSettings;
   /** The settings' version the run read: Auth's copy is recorded only if none changed meanwhile. */
   settingsVersion: number;
   auth: AuthPlan;

@@ -151,3 +151,17 @@ export function schemaMismatch(diffs: string[]): SpillwayError {
     { differences: diffs },
   );
 }
+
+/**
+ * The active's carried sequences (`readSequences`) that the standby does not carry: the
+ * standby could not be moved past the active's numbers.
+ *
+ * @example
+ * sequenceDiff(active, standby) // ['sequence "app_private"."order_no" is missing on the standby, or no replicated column uses it there']
+ */
+export function sequenceDiff(active: Catalog, standby: Catalog): string[] {
+  const onStandby = new Set(standby.sequences.map((s) => s.qualified));
+  return active.sequences
+    .filter((s) => !onStandby.has(s.qualified))
+    .map((s) => `sequence ${s.qualified} is missing on the standby, or no replicated column uses it there`);
+}

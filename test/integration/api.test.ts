@@ -148,7 +148,7 @@ describe("admin endpoints", () => {
     const text = await res.text();
     const body = JSON.parse(text);
     assert.equal(body.settings.backupThreshold, 0.85);
-    assert.deepEqual(body.settings.schemas, ["public"]);
+    assert.equal(body.settings.schemas, null);
     assert.deepEqual(body.projects.primary, { host: "127.0.0.1", database: "postgres" });
     assert.ok(!text.includes(pair.primary.password) && !text.includes(pair.secondary.password));
   });

@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
+import { switchOver } from "../../functions/switchover.ts";
 import { call, expireLease, stageUntilPublished, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { APP_SCHEMA, authFingerprint, deleteUser, enrolFactor, installAuth, signIn, signUp, updateUser } from "../support/gotrue.ts";
@@ -200,18 +201,190 @@ describe("a switched app keeps its users", () => {
     }
   });
 
-  test("Auth's tables differ between the projects: SCHEMA_MISMATCH naming the column", async () => {
-    await pair.primary.admin.begin(async (tx) => {
+  test("GoTrue upgraded on the active first: app backups go on, users are carried on the columns both have with a warning naming the column; Auth alone is refused where the standby could not hold them", async () => {
+    // The active is the secondary since the switch; its GoTrue adds a column to users.
+    await pair.secondary.admin.begin(async (tx) => {
       await tx`set local role supabase_auth_admin`;
       await tx`alter table auth.users add column nickname text`;
     });
-    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
-    assert.equal(r.status, 409);
-    assert.equal(r.body.error.code, "SCHEMA_MISMATCH");
+    const dora = await signUp(pair.secondary, "dora@example.com", "pw-dora", { username: "dora" });
+    await pair.secondary.admin`update auth.users set nickname = 'D' where id = ${dora}`;
+    await addNote(pair, dora, "dora's first note");
+    const shared = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data from auth.users order by id`).map((r) => ({ ...r }));
+    for (const mode of ["full", "incremental"]) {
+      if (mode === "incremental") {
+        const gus = await signUp(pair.secondary, "gus@example.com", "pw-gus", { username: "gus" });
+        await pair.secondary.admin`update auth.users set nickname = 'G' where id = ${gus}`;
+      }
+      const r = await call(t, "POST", "/force-backup", { mode });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(await shared(pair.primary.admin), await shared(pair.secondary.admin), `users after the ${mode} backup`);
+      assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), `app rows after the ${mode} backup`);
+    }
+    const skew = t.sunk.filter((e) => e.kind === "backup.auth_skew");
     assert.ok(
-      r.body.error.details.differences.includes("auth.users: column nickname exists only on the standby"),
-      JSON.stringify(r.body.error.details),
+      skew.some((e) => e.level === "warn" && e.message.includes("auth.users.nickname exists only on the active")),
+      JSON.stringify(skew),
     );
+
+    // The standby's GoTrue requires a column the active's lacks: users cannot be held there.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column tenant text not null default 'one'`;
+      await tx`alter table auth.users alter column tenant drop default`;
+    });
+    const hal = await signUp(pair.secondary, "hal@example.com", "pw-hal", { username: "hal" });
+    await addNote(pair, hal, "hal's first note");
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    const refused = t.sunk.filter((e) => e.kind === "backup.auth_refused");
+    assert.ok(
+      refused.some((e) => e.message.includes("auth.users.tenant is NOT NULL without a default on the standby")),
+      JSON.stringify(refused),
+    );
+    assert.equal((await pair.primary.admin`select count(*)::int as n from auth.users where id = ${hal}`)[0]!.n, 0);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows with Auth refused");
+    // The app keeps writing on the active, and the next backup carries it.
+    await addNote(pair, dora, "dora's second note");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the app wrote again");
+  });
+
+  test("with Auth refused no switch goes ahead, forced or from a tick: 409 naming the difference and the project to migrate, nothing fenced, the active keeps writing; once both Auths match, a backup and the switch carry every user", async () => {
+    // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
+    const [{ id: hal }] = (await pair.secondary.admin`select id from auth.users where email = 'hal@example.com'`) as unknown as [
+      { id: string },
+    ];
+    const ida = await signUp(pair.secondary, "ida@example.com", "pw-ida", { username: "ida" });
+    await addNote(pair, ida, "ida's note");
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows carried with Auth refused");
+    assert.equal((await orphans(pair.primary.admin)).notes > 0, true, "the standby holds notes of users it lacks");
+
+    const seen = t.sunk.length;
+    const forced = await call(t, "POST", "/force-switch", { to: "primary", force: true });
+    assert.equal(forced.status, 409, JSON.stringify(forced.body));
+    assert.equal(forced.body.error.code, "TARGET_UNFIT");
+    assert.match(forced.body.error.message, /auth\.users\.tenant is NOT NULL without a default on the standby and missing on the active/);
+    assert.match(forced.body.error.message, /migrate secondary's Auth \(GoTrue\) so that it has auth\.users\.tenant as primary's does/);
+    assert.deepEqual(
+      t.sunk.slice(seen).map((e) => e.kind),
+      ["switch.refused"],
+      "refused before anything started or was fenced",
+    );
+    // A tick at the switch threshold is refused the same way.
+    const { quotaBytes } = (await call(t, "GET", "/config")).body.settings;
+    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 } })).status, 200);
+    try {
+      const ticked = await call(t, "POST", "/tick");
+      assert.equal(ticked.body.action, "switch", JSON.stringify(ticked.body));
+      assert.match(
+        ticked.body.error ?? "",
+        /switch to primary refused: primary's Auth cannot hold secondary's users \(auth\.users\.tenant/,
+      );
+    } finally {
+      assert.equal((await call(t, "PATCH", "/config", { quotaBytes })).status, 200);
+    }
+    // The active is neither fenced nor switched: the app and GoTrue keep writing there.
+    assert.equal((await call(t, "GET", "/status")).body.active, "secondary");
+    const joy = await signUp(pair.secondary, "joy@example.com", "pw-joy", { username: "joy" });
+    await addNote(pair, joy, "joy's note");
+    assert.equal(await signIn(pair.secondary, "ida@example.com", "pw-ida"), ida);
+
+    // GoTrue migrated on both: the same Auth tables (the default is GoTrue's own, as it fills the column).
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column tenant text not null default 'one'`;
+    });
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users alter column tenant set default 'one'`;
+      await tx`alter table auth.users add column nickname text`;
+    });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    const switched = await call(t, "POST", "/force-switch", { to: "primary" });
+    assert.equal(switched.status, 200, JSON.stringify(switched.body));
+    const users = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data, nickname, tenant from auth.users order by id`).map((r) => ({
+        ...r,
+      }));
+    assert.deepEqual(await users(pair.primary.admin), await users(pair.secondary.admin), "users after the switch");
+    assert.deepEqual(
+      await authFingerprint(pair.primary.admin, ["identities", "mfa_factors"]),
+      await authFingerprint(pair.secondary.admin, ["identities", "mfa_factors"]),
+    );
+    assert.deepEqual(await orphans(pair.primary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the switch");
+    for (const [email, id] of [
+      ["hal@example.com", hal],
+      ["ida@example.com", ida],
+      ["joy@example.com", joy],
+    ] as const)
+      assert.equal(await signIn(pair.primary, email, `pw-${email.split("@")[0]}`), id, email);
+    const kim = await signUp(pair.primary, "kim@example.com", "pw-kim", { username: "kim" });
+    await addNote(pair, kim, "kim's note on the new active");
+    const [note] = await pair.primary.admin`select count(*)::int as n from public.notes where owner = ${kim}`;
+    assert.equal(note!.n, 1);
+  });
+
+  test("GoTrue migrated on the target while the switch catches up: behind the fence its copy of Auth falls out of step, and the switch is rolled back with the active unfenced", async () => {
+    // The active is the primary since the switch above; the standby's GoTrue gains a required column just before the fence.
+    const seen = t.sunk.length;
+    await assert.rejects(
+      switchOver(
+        {
+          projects: t.projects,
+          events: t.events,
+          hooks: {
+            async step(name) {
+              if (name !== "pre-caught-up") return;
+              await pair.secondary.admin.begin(async (tx) => {
+                await tx`set local role supabase_auth_admin`;
+                await tx`alter table auth.users add column region text not null default 'eu'`;
+                await tx`alter table auth.users alter column region drop default`;
+              });
+              await signUp(pair.primary, "lea@example.com", "pw-lea", { username: "lea" });
+            },
+          },
+        },
+        { to: "secondary", force: false },
+      ),
+      (e: { code?: string; status?: number; message?: string }) => {
+        assert.equal(e.code, "TARGET_UNFIT");
+        assert.equal(e.status, 409);
+        assert.match(e.message ?? "", /its copy of primary's Auth fell out of step/);
+        return true;
+      },
+    );
+    const kinds = t.sunk.slice(seen).map((e) => e.kind);
+    assert.ok(kinds.includes("switch.fenced") && kinds.includes("switch.failed"), kinds.join(", "));
+    assert.equal((await call(t, "GET", "/status")).body.active, "primary");
+    const lea = (await pair.secondary.admin`select count(*)::int as n from auth.users where email = 'lea@example.com'`)[0]!.n;
+    assert.equal(lea, 0, "the standby never got lea, and is not the active");
+    const max = await signUp(pair.primary, "max@example.com", "pw-max", { username: "max" });
+    await addNote(pair, max, "max's note, after the rolled-back switch");
+
+    // The active's GoTrue catches up: the next backup carries every user.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users add column region text not null default 'eu'`;
+    });
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter table auth.users alter column region set default 'eu'`;
+    });
+    assert.equal((await call(t, "POST", "/force-backup", { mode: "auto" })).status, 200);
+    const users = async (sql: postgres.Sql) =>
+      (await sql`select id, email, encrypted_password, raw_user_meta_data, nickname, tenant, region from auth.users order by id`).map(
+        (r) => ({
+          ...r,
+        }),
+      );
+    assert.deepEqual(await users(pair.secondary.admin), await users(pair.primary.admin), "users after the backup");
+    assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after the backup");
+    await addNote(pair, max, "max's second note");
   });
 });
 

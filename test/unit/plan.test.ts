@@ -9,6 +9,8 @@ const base: BackupFacts = {
   source: "primary",
   diffs: [],
   identityProblems: [],
+  leftBehind: [],
+  carried: ["public"],
   position,
   tables: TABLES,
   authCarried: false,
