@@ -47,7 +47,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parse(rest, { demo: { type: "boolean" } });
       // The demo ticks every 2 s unless told otherwise, so that it spills within minutes.
       const env = values.demo ? { SPILLWAY_TICK_SECONDS: "2", ...process.env } : process.env;
-      await start(loadConfig(env), out, { demo: values.demo === true });
+      await start(loadConfig(env, "start"), out, { demo: values.demo === true });
       return 0;
     }
     case "install": {
@@ -66,10 +66,8 @@ async function main(argv: string[]): Promise<number> {
       const url = String(values.url ?? "");
       if (!/^https?:\/\/\S+$/.test(url))
         throw new UsageError("init needs --url with the function's http(s) URL, e.g. https://REF.supabase.co/functions/v1/spillway");
-      const config = loadConfig(process.env);
-      if (!config.dbUrls) throw new UsageError("init needs SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
-      if (!config.cronToken) throw new UsageError("init needs SPILLWAY_CRON_TOKEN (the same value the function has)");
-      for (const line of await init(config.dbUrls, url, config.cronToken)) out(line);
+      const config = loadConfig(process.env, "init");
+      for (const line of await init(config.dbUrls!, url, config.cronToken!)) out(line);
       return 0;
     }
     case "status": {
