@@ -12,8 +12,9 @@ import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
 import type { ProjectName } from "./names.ts";
 import { type Outcome, onProject, type Project, type Projects, probe } from "./project.ts";
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
-import type { Runtime } from "./settings.ts";
-import { readStates } from "./state.ts";
+import { type Runtime, readSettings } from "./settings.ts";
+import { readActive, readStates } from "./state.ts";
+import { readSwitchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -224,4 +225,29 @@ async function requireReachable(
 async function classify(e: unknown, source: Project, target: Project): Promise<unknown> {
   if (e instanceof SpillwayError) return e;
   return (await probe(target)) ?? (await probe(source)) ?? e;
+}
+
+/**
+ * Refuses an operator's backup the standby has no room for: 409 `TARGET_UNFIT`, naming the
+ * figures, when holding the active's replicated tables would put the standby at or over its
+ * switch threshold (the estimate a switch makes, `usageAfterSwitch`). `POST /force-backup`
+ * with `force: true` skips this check.
+ *
+ * @example
+ * await requireStandbyRoom(projects);
+ */
+export async function requireStandbyRoom(projects: Projects): Promise<void> {
+  const [{ active, standby }, { settings }] = await Promise.all([readActive(projects), readSettings(projects)]);
+  const quota = settings.quotaBytes[standby];
+  const f = await onProject(projects[standby], () => readSwitchFigures(projects[active], projects[standby], settings.schemas, quota));
+  const after = usageAfterSwitch(f);
+  if (after < settings.switchThreshold) return;
+  const growth = Math.max(0, (f.sourceReplicatedBytes ?? 0) - f.targetReplicatedBytes);
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  throw new SpillwayError(
+    "TARGET_UNFIT",
+    409,
+    `the backup would put ${standby} at ${pct(after)} of its quota (${f.targetUsedBytes} bytes used now + ${growth} bytes more of ${active}'s tables, quota ${quota} bytes), at or over its switch threshold of ${pct(settings.switchThreshold)}; raise quotaBytes.${standby}, or send force: true to back up anyway`,
+    { project: standby, usageAfterBackup: after, switchThreshold: settings.switchThreshold, ...f },
+  );
 }

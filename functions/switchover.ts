@@ -16,7 +16,7 @@ import { convergeSettings, type Runtime, type Settings } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
-import { measure, replicatedBytes, usageAfterSwitch } from "./usage.ts";
+import { readSwitchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-switch` asks for. */
 export interface SwitchRequest {
@@ -277,17 +277,7 @@ function unfit(message: string, details?: Record<string, unknown>): SpillwayErro
 }
 
 async function usageAfterSwitchTo(source: Project, target: Project, settings: Settings): Promise<number> {
-  const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
-    measure(target),
-    replicatedBytes(source, settings.schemas),
-    replicatedBytes(target, settings.schemas),
-  ]);
-  return usageAfterSwitch({
-    targetUsedBytes: m.usedBytes,
-    targetQuotaBytes: settings.quotaBytes[target.name],
-    sourceReplicatedBytes,
-    targetReplicatedBytes,
-  });
+  return usageAfterSwitch(await readSwitchFigures(source, target, settings.schemas, settings.quotaBytes[target.name]));
 }
 
 // A failure while publishing: once the target holds the new epoch, the switch has happened

@@ -90,6 +90,26 @@ export function usageAfterSwitch(f: SwitchFigures): number {
 }
 
 /**
+ * Reads what `usageAfterSwitch` needs of a switch (or a backup) from `source` to `target`.
+ *
+ * @example
+ * const figures = await readSwitchFigures(projects.primary, projects.secondary, ["public"], 524288000);
+ */
+export async function readSwitchFigures(
+  source: Project,
+  target: Project,
+  schemas: string[],
+  targetQuotaBytes: number,
+): Promise<SwitchFigures> {
+  const [m, sourceReplicatedBytes, targetReplicatedBytes] = await Promise.all([
+    measure(target),
+    replicatedBytes(source, schemas),
+    replicatedBytes(target, schemas),
+  ]);
+  return { targetUsedBytes: m.usedBytes, targetQuotaBytes, sourceReplicatedBytes, targetReplicatedBytes };
+}
+
+/**
  * Stores a sample in the measured project's own `spillway.usage_samples`.
  *
  * @example

@@ -94,6 +94,32 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.deepEqual(after, before);
   });
 
+  test("a quota below the used size is asked about before it is sent with confirm; Cancel saves nothing", async () => {
+    await connect(page, ADMIN_TOKEN);
+    const [before] = await pair.primary.admin`select data, version from spillway.settings`;
+    await page.fill("#set-qp", "1");
+    await page.click("#save-settings");
+    const dialog = page.locator("dialog#confirm-consequence");
+    await dialog.waitFor();
+    assert.match((await dialog.textContent()) ?? "", /quotaBytes\.primary \(1048576 bytes\) is below what primary uses now/);
+    await page.click("#confirm-consequence-no");
+    await page.locator("#settings-result", { hasText: "Cancelled; nothing changed." }).waitFor();
+    assert.deepEqual((await pair.primary.admin`select data, version from spillway.settings`)[0], before);
+    await page.fill("#set-qp", "1");
+    await page.click("#save-settings");
+    await page.click("#confirm-consequence-yes");
+    await page.locator("#settings-result", { hasText: "Settings saved." }).waitFor();
+    const [after] = await pair.primary.admin`select data from spillway.settings`;
+    assert.equal(after!.data.quotaBytes.primary, 1048576);
+    const restored = await fetch(`${server.url}/spillway/config`, {
+      method: "PATCH",
+      headers: { Authorization: `Bearer ${ADMIN_TOKEN}` },
+      body: JSON.stringify({ quotaBytes: { primary: 524288000 } }),
+    });
+    assert.equal(restored.status, 200);
+    await connect(page, ADMIN_TOKEN);
+  });
+
   test("Switch asks to confirm, names the target, and flips the ACTIVE badge", async () => {
     await page.click("#force-switch");
     const dialog = page.locator("dialog#confirm-switch");
