@@ -6,6 +6,7 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import postgres from "postgres";
 import { freePort } from "../../cli/server.ts";
 import { type Child, run } from "../support/process.ts";
 
@@ -59,6 +60,32 @@ describe("npm start on two embedded Postgres servers", () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
+  const api = async (path: string) =>
+    (await fetch(`http://localhost:${port}/spillway${path}`, { headers: { Authorization: `Bearer ${token}` } })).json() as Promise<any>;
+  // As the app: the role postgres, with the password the data dir keeps, at the port the last start printed.
+  const onProject = async <T>(name: "primary" | "secondary", fn: (sql: postgres.Sql) => Promise<T>): Promise<T> => {
+    const printed = [...child.output().matchAll(new RegExp(`${name}\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:(\\d+)/`, "g"))].at(
+      -1,
+    );
+    const { password } = JSON.parse(readFileSync(join(dataDir, "secrets.json"), "utf8"));
+    const sql = postgres({
+      host: "127.0.0.1",
+      port: Number(printed![1]),
+      user: "postgres",
+      password,
+      database: "postgres",
+      max: 1,
+      onnotice: () => {},
+    });
+    try {
+      return await fn(sql);
+    } finally {
+      await sql.end();
+    }
+  };
+  const customers = async (name: "primary" | "secondary") =>
+    (await onProject(name, (sql) => sql<{ n: number }[]>`select count(*)::int as n from public.customers`))[0]!.n;
+
   test("prints the URLs and serves status with both projects reachable", async () => {
     firstOutput = child.output();
     assert.match(firstOutput, new RegExp(`Widget:\\s+http://localhost:${port}/`));
@@ -111,12 +138,16 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.equal(logs.code, 0);
     assert.ok(Array.isArray(JSON.parse(logs.out)));
     const bad = await cli(["logs", "--level", "loud"], env);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2);
     assert.equal(bad.out.trim().split("\n").length, 1);
     assert.match(bad.out, /level/);
     const wrong = await cli(["status"], { ...env, SPILLWAY_ADMIN_TOKEN: "not-the-token-at-all" });
     assert.equal(wrong.code, 1);
-    assert.match(wrong.out, /^spillway: UNAUTHORIZED/);
+    assert.match(wrong.out, /^spillway: UNAUTHORIZED: .*refused the admin token; set SPILLWAY_ADMIN_TOKEN/);
+    // A malformed SPILLWAY_URL is a configuration error (that it wins over PORT: test/unit/cli-arguments).
+    const malformed = await cli(["status"], { ...env, SPILLWAY_URL: `localhost:${port}` });
+    assert.equal(malformed.code, 2);
+    assert.match(malformed.out, /^spillway: SPILLWAY_URL must be the server's http\(s\) URL/);
     const usage = await cli(["stauts"], env);
     assert.equal(usage.code, 2);
     const backup = await cli(["backup", "--verify"], env);
@@ -140,6 +171,28 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.equal(JSON.parse(back.out).epoch, 3);
   });
 
+  test("spillway config shows the settings and sets them, field by field, asking for --confirm where a change acts at once", async () => {
+    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
+    const shown = await cli(["config"], env);
+    assert.equal(shown.code, 0, shown.out);
+    assert.match(shown.out, /^backupThreshold = 0\.85$/m);
+    assert.match(shown.out, /^quotaBytes\.primary = 524288000 {2}\(500\.0 MB\)$/m);
+    const set = await cli(["config", "set", "backupThreshold=0.85", "autoBackup=true"], env);
+    assert.equal(set.code, 0, set.out);
+    assert.equal(set.out.trim(), "saved: backupThreshold, autoBackup");
+    const bad = await cli(["config", "set", "backupThreshold=high", "strategy=x", "nonsense=1"], env);
+    assert.equal(bad.code, 2);
+    assert.deepEqual(bad.out.trim().split("\n").sort(), [
+      "spillway: backupThreshold must be a number",
+      "spillway: nonsense is not a setting",
+      'spillway: strategy must be "auto", "copy" or "fdw"',
+    ]);
+    const unconfirmed = await cli(["config", "set", "quotaBytes.secondary=100"], env);
+    assert.equal(unconfirmed.code, 1);
+    assert.match(unconfirmed.out, /^spillway: quotaBytes\.secondary \(100 bytes\) is below what secondary uses now/m);
+    assert.match(unconfirmed.out, /run again with --confirm/);
+  });
+
   test("a second start on the same port fails with one readable line", async () => {
     const second = npmStart(port);
     const code = await second.exited;
@@ -153,12 +206,16 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.ok(!second.output().includes("    at "), "no stack trace");
   });
 
-  test("Ctrl-C stops everything it started; a second start reuses the data", async () => {
+  test("Ctrl-C stops everything it started; after a switch, a second start reuses the data as it was, seeding nothing", async () => {
+    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
     await fetch(`http://localhost:${port}/spillway/config`, {
       method: "PATCH",
       headers: { Authorization: `Bearer ${token}` },
       body: JSON.stringify({ autoSwitch: false }),
     });
+    const sw = await cli(["switch", "--yes"], env);
+    assert.equal(sw.code, 0, sw.out);
+    assert.match(sw.out, /^secondary is now active \(epoch 4\)/);
     child.signalGroup("SIGINT");
     await child.exited;
     assert.match(child.output(), /Stopping/);
@@ -172,9 +229,64 @@ describe("npm start on two embedded Postgres servers", () => {
       await fetch(`http://localhost:${port}/spillway/config`, { headers: { Authorization: `Bearer ${token}` } })
     ).json()) as any;
     assert.equal(config.settings.autoSwitch, false);
+    const status = await api("/status");
+    assert.deepEqual([status.active, status.epoch], ["secondary", 4]);
+    assert.equal(await customers("primary"), 200, "no demo rows seeded into the fenced primary");
     child.proc.kill("SIGTERM");
     await child.exited;
     assert.equal(child.output().match(/Stopping/g)?.length, 1);
+    assert.deepEqual(postgresProcesses(), []);
+  });
+
+  test("after a failback, and after a kill in the middle of a backup, it starts again on what it left", async () => {
+    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
+    child = npmStart(port);
+    await child.waitFor(/Press Ctrl-C to stop/, 60_000);
+    const back = await cli(["switch", "--to", "primary", "--yes"], env);
+    assert.equal(back.code, 0, back.out);
+    child.signalGroup("SIGINT");
+    await child.exited;
+
+    child = npmStart(port);
+    await child.waitFor(/Press Ctrl-C to stop/, 60_000);
+    assert.deepEqual([(await api("/status")).active, (await api("/status")).epoch], ["primary", 5]);
+    // Enough rows that a full backup takes a while.
+    await onProject("primary", (sql) =>
+      sql.begin(
+        (tx) => tx`insert into public.orders (customer_id, total_cents, items)
+          select 1, g, jsonb_build_array(md5(g::text) || repeat(md5((g * 7)::text), 8)) from generate_series(1, 150000) g`,
+      ),
+    );
+    void fetch(`http://localhost:${port}/spillway/force-backup`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ mode: "full" }),
+    }).catch(() => undefined);
+    const until = Date.now() + 30_000;
+    while ((await api("/status")).lastBackup?.status !== "running") {
+      assert.ok(Date.now() < until, "the backup never showed as running");
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.signalGroup("SIGKILL");
+    await child.exited;
+
+    child = npmStart(port);
+    await child.waitFor(/Press Ctrl-C to stop/, 90_000);
+    assert.doesNotMatch(child.output(), /spillway: /, "no error at start");
+    assert.equal((await api("/status")).active, "primary");
+    // At once: the lease the killed process held does not make the operator wait for its expiry.
+    const backup = await cli(["backup", "--full", "--verify"], env);
+    assert.equal(backup.code, 0, backup.out);
+    assert.match(backup.out, /^full backup succeeded/);
+    const { events } = await api("/logs?limit=200");
+    assert.ok(events.some((e: any) => e.kind === "backup.succeeded"));
+    const verify = await cli(["verify"], env);
+    assert.equal(verify.code, 0, verify.out);
+    assert.equal(await customers("secondary"), 200);
+    await onProject("primary", (sql) => sql`insert into public.customers (email, name) values ('after@example.com', 'After')`);
+    assert.equal(await customers("primary"), 201, "the app keeps writing on the active");
+    child.signalGroup("SIGTERM");
+    await child.exited;
     assert.deepEqual(postgresProcesses(), []);
   });
 });

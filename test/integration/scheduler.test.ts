@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { init } from "../../cli/init.ts";
 import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
@@ -8,6 +10,7 @@ import { freePort, type RunningServer, startServer } from "../../cli/server.ts";
 import { ADMIN_TOKEN, CRON_TOKEN } from "../support/app.ts";
 import { startTestServer, systemBinDir, type TestServer } from "../support/postgres.ts";
 
+const root = fileURLToPath(new URL("../../", import.meta.url));
 const major = systemBinDir().split("/").at(-2);
 
 // pg_net cannot be installed here. STAND-IN for net.http_post: same name and signature,
@@ -89,6 +92,18 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     assert.equal(row!.id, null);
   });
 
+  test("without pg_net, init says the job cannot reach the function instead of that it runs every minute", async () => {
+    await primary.admin`alter schema net rename to net_off`;
+    try {
+      const lines = await init({ primary: primary.url, secondary: secondary.url }, `${server.url}/spillway`, CRON_TOKEN);
+      assert.match(lines[0]!, /pg_cron job spillway-tick is scheduled, but pg_net is not enabled, so it cannot reach the function/);
+      assert.doesNotMatch(lines[0]!, /runs every minute/);
+      assert.match(lines[1]!, /^secondary: .*pg_cron is not enabled \(nor pg_net\): enable both/);
+    } finally {
+      await primary.admin`alter schema net_off rename to net`;
+    }
+  });
+
   test("after spillway init, the job's command reaches the running server's /tick with the cron token", async () => {
     const lines = await init({ primary: primary.url, secondary: secondary.url }, `${server.url}/spillway`, CRON_TOKEN);
     assert.match(
@@ -118,5 +133,41 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     assert.ok(["none", "backup", "alert"].includes(tick.action), response!.body);
     const afterCount = Number((await primary.admin`select count(*) from spillway.usage_samples`)[0]!.count);
     assert.equal(afterCount, before + 1, "the tick measured and stored a sample");
+  });
+
+  test("spillway doctor says, for each project, what is in place and what is missing, and exits 1 when something is", async () => {
+    const env = { ...process.env, SPILLWAY_PRIMARY_DB_URL: primary.url, SPILLWAY_SECONDARY_DB_URL: secondary.url };
+    const doctor = spawnSync(process.execPath, ["--import", "tsx", "cli/main.ts", "doctor", "--json"], {
+      cwd: root,
+      env,
+      encoding: "utf8",
+    });
+    assert.equal(doctor.status, 1, doctor.stderr);
+    const report = JSON.parse(doctor.stdout);
+    const checks = (name: string) => Object.fromEntries(report.projects[name].checks.map((c: any) => [c.name, c.ok]));
+    assert.equal(report.projects.primary.role, "active");
+    assert.deepEqual(checks("primary"), {
+      migrations: true,
+      "cron job": true,
+      pg_net: true,
+      secrets: true,
+      slot: true,
+      fence: true,
+      "last tick": true,
+    });
+    assert.deepEqual(checks("secondary"), {
+      migrations: true,
+      "cron job": false,
+      pg_net: false,
+      secrets: true,
+      slot: true,
+      fence: true,
+      // The tick through the primary's job measured both projects.
+      "last tick": true,
+    });
+    const text = spawnSync(process.execPath, ["--import", "tsx", "cli/main.ts", "doctor"], { cwd: root, env, encoding: "utf8" });
+    assert.equal(text.status, 1);
+    assert.match(text.stdout, /secondary \(standby\)\n {2}ok\s+migrations.*\n {2}MISSING cron job\s+pg_cron is not enabled/);
+    assert.ok(!text.stdout.includes(primary.password) && !text.stderr.includes(primary.password));
   });
 });
