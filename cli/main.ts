@@ -9,6 +9,7 @@ import type { SwitchResult } from "../functions/switchover.ts";
 import type { VerifyResult } from "../functions/verify.ts";
 import { ApiError, type ApiTarget, apiTarget, callApi, TargetError } from "./api.ts";
 import { parseAssignments } from "./assignments.ts";
+import { EmbeddedPostgresMissing } from "./cluster.ts";
 import { doctor } from "./doctor.ts";
 import { type ConfigView, formatBytes, formatConfig, formatDoctor, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
 import { init } from "./init.ts";
@@ -278,7 +279,7 @@ main(process.argv.slice(2)).then(
       for (const p of e.problems) process.stderr.write(`spillway: ${p}\n`);
       process.exit(2);
     }
-    if (e instanceof TargetError) {
+    if (e instanceof TargetError || e instanceof EmbeddedPostgresMissing) {
       process.stderr.write(`spillway: ${e.message}\n`);
       process.exit(2);
     }
