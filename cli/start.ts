@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import postgres from "postgres";
-import type { Config } from "../functions/config.ts";
+import { type Config, ConfigError } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { startDemo } from "./demo.ts";
@@ -31,7 +31,7 @@ export async function start(config: Config, print: (line: string) => void, optio
   if (options.demo) {
     // The demo fills a database on purpose: never one of the user's, and never yesterday's.
     if (config.dbUrls)
-      throw new Error("--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
+      throw new ConfigError(["--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL"]);
     mkdirSync(config.dataDir, { recursive: true });
     chmodSync(config.dataDir, 0o711);
     config = { ...config, dataDir: join(config.dataDir, "demo") };

@@ -6,8 +6,8 @@ import { join } from "node:path";
 import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import postgres from "postgres";
 import { freePort } from "../../cli/server.ts";
+import { onStartedProject } from "../support/local-start.ts";
 import { type Child, run } from "../support/process.ts";
 
 const exec = promisify(execFile);
@@ -62,29 +62,8 @@ describe("npm start on two embedded Postgres servers", () => {
 
   const api = async (path: string) =>
     (await fetch(`http://localhost:${port}/spillway${path}`, { headers: { Authorization: `Bearer ${token}` } })).json() as Promise<any>;
-  // As the app: the role postgres, with the password the data dir keeps, at the port the last start printed.
-  const onProject = async <T>(name: "primary" | "secondary", fn: (sql: postgres.Sql) => Promise<T>): Promise<T> => {
-    const printed = [...child.output().matchAll(new RegExp(`${name}\\s+postgres://postgres:\\*\\*\\*@127\\.0\\.0\\.1:(\\d+)/`, "g"))].at(
-      -1,
-    );
-    const { password } = JSON.parse(readFileSync(join(dataDir, "secrets.json"), "utf8"));
-    const sql = postgres({
-      host: "127.0.0.1",
-      port: Number(printed![1]),
-      user: "postgres",
-      password,
-      database: "postgres",
-      max: 1,
-      onnotice: () => {},
-    });
-    try {
-      return await fn(sql);
-    } finally {
-      await sql.end();
-    }
-  };
   const customers = async (name: "primary" | "secondary") =>
-    (await onProject(name, (sql) => sql<{ n: number }[]>`select count(*)::int as n from public.customers`))[0]!.n;
+    (await onStartedProject(child, dataDir, name, (sql) => sql<{ n: number }[]>`select count(*)::int as n from public.customers`))[0]!.n;
 
   test("prints the URLs and serves status with both projects reachable", async () => {
     firstOutput = child.output();
@@ -213,9 +192,13 @@ describe("npm start on two embedded Postgres servers", () => {
       headers: { Authorization: `Bearer ${token}` },
       body: JSON.stringify({ autoSwitch: false }),
     });
-    const sw = await cli(["switch", "--yes"], env);
-    assert.equal(sw.code, 0, sw.out);
-    assert.match(sw.out, /^secondary is now active \(epoch 4\)/);
+    const sw = await fetch(`${env.SPILLWAY_URL}/spillway/force-switch`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+      body: "{}",
+    });
+    assert.equal(sw.status, 200);
+    assert.equal(((await sw.json()) as any).switch.epoch, 4);
     child.signalGroup("SIGINT");
     await child.exited;
     assert.match(child.output(), /Stopping/);
@@ -237,58 +220,6 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.equal(child.output().match(/Stopping/g)?.length, 1);
     assert.deepEqual(postgresProcesses(), []);
   });
-
-  test("after a failback, and after a kill in the middle of a backup, it starts again on what it left", async () => {
-    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
-    child = npmStart(port);
-    await child.waitFor(/Press Ctrl-C to stop/, 60_000);
-    const back = await cli(["switch", "--to", "primary", "--yes"], env);
-    assert.equal(back.code, 0, back.out);
-    child.signalGroup("SIGINT");
-    await child.exited;
-
-    child = npmStart(port);
-    await child.waitFor(/Press Ctrl-C to stop/, 60_000);
-    assert.deepEqual([(await api("/status")).active, (await api("/status")).epoch], ["primary", 5]);
-    // Enough rows that a full backup takes a while.
-    await onProject("primary", (sql) =>
-      sql.begin(
-        (tx) => tx`insert into public.orders (customer_id, total_cents, items)
-          select 1, g, jsonb_build_array(md5(g::text) || repeat(md5((g * 7)::text), 8)) from generate_series(1, 150000) g`,
-      ),
-    );
-    void fetch(`http://localhost:${port}/spillway/force-backup`, {
-      method: "POST",
-      headers: { Authorization: `Bearer ${token}` },
-      body: JSON.stringify({ mode: "full" }),
-    }).catch(() => undefined);
-    const until = Date.now() + 30_000;
-    while ((await api("/status")).lastBackup?.status !== "running") {
-      assert.ok(Date.now() < until, "the backup never showed as running");
-      await new Promise((r) => setTimeout(r, 50));
-    }
-    child.signalGroup("SIGKILL");
-    await child.exited;
-
-    child = npmStart(port);
-    await child.waitFor(/Press Ctrl-C to stop/, 90_000);
-    assert.doesNotMatch(child.output(), /spillway: /, "no error at start");
-    assert.equal((await api("/status")).active, "primary");
-    // At once: the lease the killed process held does not make the operator wait for its expiry.
-    const backup = await cli(["backup", "--full", "--verify"], env);
-    assert.equal(backup.code, 0, backup.out);
-    assert.match(backup.out, /^full backup succeeded/);
-    const { events } = await api("/logs?limit=200");
-    assert.ok(events.some((e: any) => e.kind === "backup.succeeded"));
-    const verify = await cli(["verify"], env);
-    assert.equal(verify.code, 0, verify.out);
-    assert.equal(await customers("secondary"), 200);
-    await onProject("primary", (sql) => sql`insert into public.customers (email, name) values ('after@example.com', 'After')`);
-    assert.equal(await customers("primary"), 201, "the app keeps writing on the active");
-    child.signalGroup("SIGTERM");
-    await child.exited;
-    assert.deepEqual(postgresProcesses(), []);
-  });
 });
 
 describe("npm start with database URLs", () => {
@@ -307,10 +238,25 @@ describe("npm start with database URLs", () => {
     assert.ok(!child.output().includes("hunter2-secret"));
   });
 
-  test("bad configuration lists each problem and exits 2", async () => {
-    const child = npmStart(await freePort(), { SPILLWAY_PRIMARY_DB_URL: "nonsense", PORT: "http" });
+  test("bad configuration lists each problem at once, before any connection, and exits 2", async () => {
+    const child = npmStart(await freePort(), {
+      SPILLWAY_PRIMARY_DB_URL: "postgres://postgres:%zz@127.0.0.1:9/postgres",
+      SPILLWAY_SECONDARY_DB_URL: "postgres://postgres:pw@127.0.0.1:9/other",
+      SPILLWAY_ADMIN_TOKEN: "",
+      PORT: "http",
+    });
     assert.equal(await child.exited, 2);
+    assert.deepEqual(
+      child
+        .output()
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" ")[1]),
+      ["SPILLWAY_PRIMARY_DB_URL", "SPILLWAY_ADMIN_TOKEN", "PORT"],
+      child.output(),
+    );
     assert.match(child.output(), /spillway: SPILLWAY_PRIMARY_DB_URL must be a postgres:\/\/ or postgresql:\/\/ URL/);
     assert.match(child.output(), /spillway: PORT must be a number/);
+    assert.doesNotMatch(child.output(), /cannot reach|%zz/);
   });
 });
