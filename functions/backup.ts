@@ -239,7 +239,8 @@ async function classify(e: unknown, source: Project, target: Project): Promise<u
 export async function requireStandbyRoom(projects: Projects): Promise<void> {
   const [{ active, standby }, { settings }] = await Promise.all([readActive(projects), readSettings(projects)]);
   const quota = settings.quotaBytes[standby];
-  const f = await onProject(projects[standby], () => readSwitchFigures(projects[active], projects[standby], settings.schemas, quota));
+  // A project that does not answer here is the app's 503, as for the backup itself.
+  const f = await readSwitchFigures(projects[active], projects[standby], settings.schemas, quota);
   const after = usageAfterSwitch(f);
   if (after < settings.switchThreshold) return;
   const growth = Math.max(0, (f.sourceReplicatedBytes ?? 0) - f.targetReplicatedBytes);

@@ -150,28 +150,6 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.equal(JSON.parse(back.out).epoch, 3);
   });
 
-  test("spillway config shows the settings and sets them, field by field, asking for --confirm where a change acts at once", async () => {
-    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
-    const shown = await cli(["config"], env);
-    assert.equal(shown.code, 0, shown.out);
-    assert.match(shown.out, /^backupThreshold = 0\.85$/m);
-    assert.match(shown.out, /^quotaBytes\.primary = 524288000 {2}\(500\.0 MB\)$/m);
-    const set = await cli(["config", "set", "backupThreshold=0.85", "autoBackup=true"], env);
-    assert.equal(set.code, 0, set.out);
-    assert.equal(set.out.trim(), "saved: backupThreshold, autoBackup");
-    const bad = await cli(["config", "set", "backupThreshold=high", "strategy=x", "nonsense=1"], env);
-    assert.equal(bad.code, 2);
-    assert.deepEqual(bad.out.trim().split("\n").sort(), [
-      "spillway: backupThreshold must be a number",
-      "spillway: nonsense is not a setting",
-      'spillway: strategy must be "auto", "copy" or "fdw"',
-    ]);
-    const unconfirmed = await cli(["config", "set", "quotaBytes.secondary=100"], env);
-    assert.equal(unconfirmed.code, 1);
-    assert.match(unconfirmed.out, /^spillway: quotaBytes\.secondary \(100 bytes\) is below what secondary uses now/m);
-    assert.match(unconfirmed.out, /run again with --confirm/);
-  });
-
   test("a second start on the same port fails with one readable line", async () => {
     const second = npmStart(port);
     const code = await second.exited;
