@@ -6,7 +6,7 @@ import { adoptStaging } from "./backup/position.ts";
 import type { BackupRun } from "./backup/run.ts";
 import { dropSlot } from "./backup/source.ts";
 import { stagedBackup } from "./backup/staged.ts";
-import { describeError, SpillwayError } from "./errors.ts";
+import { describeError, isConnectionError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
 import type { ProjectName } from "./names.ts";
@@ -14,7 +14,7 @@ import { type Outcome, onProject, type Project, type Projects, probe } from "./p
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
 import { type Runtime, readSettings } from "./settings.ts";
 import { readActive, readStates } from "./state.ts";
-import { readSwitchFigures, usageAfterSwitch } from "./usage.ts";
+import { readSwitchFigures, type SwitchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -239,8 +239,14 @@ async function classify(e: unknown, source: Project, target: Project): Promise<u
 export async function requireStandbyRoom(projects: Projects): Promise<void> {
   const [{ active, standby }, { settings }] = await Promise.all([readActive(projects), readSettings(projects)]);
   const quota = settings.quotaBytes[standby];
-  // A project that does not answer here is the app's 503, as for the backup itself.
-  const f = await readSwitchFigures(projects[active], projects[standby], settings.schemas, quota);
+  let f: SwitchFigures;
+  try {
+    f = await readSwitchFigures(projects[active], projects[standby], settings.schemas, quota);
+  } catch (e) {
+    // A project that does not answer: the backup itself says which, and what it left.
+    if (isConnectionError(e)) return;
+    throw e;
+  }
   const after = usageAfterSwitch(f);
   if (after < settings.switchThreshold) return;
   const growth = Math.max(0, (f.sourceReplicatedBytes ?? 0) - f.targetReplicatedBytes);
