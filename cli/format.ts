@@ -2,6 +2,7 @@ import type { SpillwayEvent } from "../functions/events.ts";
 import type { Run } from "../functions/runs.ts";
 import type { Status } from "../functions/status.ts";
 import type { VerifyResult } from "../functions/verify.ts";
+import type { DoctorReport } from "./doctor.ts";
 
 /**
  * Bytes as a short human figure.
@@ -125,5 +126,50 @@ export function formatVerify(v: VerifyResult): string {
   lines.push(
     v.ok ? `the standby matches the active (${v.tables.length} tables)` : `the standby differs in ${v.mismatches.length} table(s)`,
   );
+  return lines.join("\n");
+}
+
+/** What `GET /config` answers. */
+export interface ConfigView {
+  settings: Record<string, unknown>;
+  projects: Record<string, { host: string; database: string }>;
+  alerts: { webhookHost: string; signed: boolean } | null;
+}
+
+/**
+ * `spillway config` for people: one `key = value` line per setting, as `config set` takes it.
+ *
+ * @example
+ * console.log(formatConfig(view));
+ */
+export function formatConfig(c: ConfigView): string {
+  const lines: string[] = [];
+  for (const [key, value] of Object.entries(c.settings)) {
+    if (value !== null && typeof value === "object" && !Array.isArray(value)) {
+      for (const [inner, v] of Object.entries(value)) lines.push(`${key}.${inner} = ${JSON.stringify(v)}${bytesNote(key, v)}`);
+    } else lines.push(`${key} = ${JSON.stringify(value)}`);
+  }
+  for (const [name, p] of Object.entries(c.projects)) lines.push(`# ${name}: ${p.host}/${p.database}`);
+  lines.push(c.alerts ? `# alerts: to ${c.alerts.webhookHost}${c.alerts.signed ? ", signed" : ""}` : "# alerts: none");
+  return lines.join("\n");
+}
+
+function bytesNote(key: string, v: unknown): string {
+  return key === "quotaBytes" && typeof v === "number" ? `  (${formatBytes(v)})` : "";
+}
+
+/**
+ * `spillway doctor` for people: each project's checks, one line each, and what to do.
+ *
+ * @example
+ * console.log(formatDoctor(report));
+ */
+export function formatDoctor(r: DoctorReport): string {
+  const lines: string[] = [];
+  for (const [name, p] of Object.entries(r.projects)) {
+    lines.push(`${name} (${p.role})`);
+    for (const c of p.checks) lines.push(`  ${c.ok ? "ok     " : "MISSING"} ${c.name.padEnd(11)} ${c.detail}`);
+  }
+  lines.push(r.ok ? "everything is in place" : "something is missing: see MISSING above");
   return lines.join("\n");
 }

@@ -4,7 +4,8 @@ import { describeError } from "../functions/errors.ts";
 /**
  * `spillway init`: stores the function URL and the cron token where the pg_cron job reads
  * them (Vault where present, else `spillway.secrets`) in both projects, and schedules the
- * job where pg_cron is enabled. Returns one line per project saying what it did.
+ * job where pg_cron is enabled. Returns one line per project saying what it did, and what is
+ * missing (pg_cron, pg_net) for the job to reach the function.
  *
  * @example
  * const lines = await init(urls, "https://ref.supabase.co/functions/v1/spillway", token);
@@ -36,8 +37,17 @@ export async function init(urls: { primary: string; secondary: string }, functio
         "read write",
         (tx) => tx<{ ok: boolean }[]>`select spillway.schedule_tick() as ok, spillway.schedule_retention_guard() as guarded`,
       );
+      const [net] = await sql<
+        { ok: boolean }[]
+      >`select to_regprocedure('net.http_post(text, jsonb, jsonb, jsonb, integer)') is not null as ok`;
+      // The job posts with pg_net: without it the job runs every minute and reaches nothing.
+      const scheduler = !scheduled?.ok
+        ? `pg_cron is not enabled${net?.ok ? "" : " (nor pg_net)"}: enable ${net?.ok ? "it" : "both"}, then run init again`
+        : net?.ok
+          ? "pg_cron job spillway-tick runs every minute"
+          : "pg_cron job spillway-tick is scheduled, but pg_net is not enabled, so it cannot reach the function: enable pg_net (Database → Extensions)";
       lines.push(
-        `${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduled?.ok ? "pg_cron job spillway-tick runs every minute" : "pg_cron is not enabled: enable it (and pg_net), then run init again"}`,
+        `${name}: function URL and cron token stored in ${vault?.ok ? "Vault" : "spillway.secrets (no Vault here)"}; ${scheduler}`,
       );
     } catch (e) {
       throw new Error(`${name}: ${describeError(e)}`);

@@ -7,8 +7,11 @@ import type { Run } from "../functions/runs.ts";
 import type { Status } from "../functions/status.ts";
 import type { SwitchResult } from "../functions/switchover.ts";
 import type { VerifyResult } from "../functions/verify.ts";
-import { ApiError, type ApiTarget, apiTarget, callApi } from "./api.ts";
-import { formatBytes, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
+import { ApiError, type ApiTarget, apiTarget, callApi, TargetError } from "./api.ts";
+import { parseAssignments } from "./assignments.ts";
+import { EmbeddedPostgresMissing } from "./cluster.ts";
+import { doctor } from "./doctor.ts";
+import { type ConfigView, formatBytes, formatConfig, formatDoctor, formatEvents, formatRun, formatStatus, formatVerify } from "./format.ts";
 import { init } from "./init.ts";
 import { install } from "./install.ts";
 import { start } from "./start.ts";
@@ -26,12 +29,21 @@ const USAGE = `usage: spillway <command> [options]
   status [--json]        both projects, roles, usage, last backup
   logs [--limit N] [--level info|warn|error] [--json]
                          latest events, newest first
-  backup [--full] [--verify] [--json]
-                         back the active project up to the standby now
+  backup [--full] [--verify] [--force] [--json]
+                         back the active project up to the standby now; --force even
+                         when it would put the standby over its switch threshold
   verify [--json]        compare every replicated table on both projects
   switch [--to NAME] [--force] [--yes] [--json]
                          make the standby (or NAME) the active project; asks first
                          on a terminal unless --yes
+  config [--json]        the settings, one key = value line each
+  config set KEY=VALUE ... [--confirm]
+                         change settings (e.g. switchThreshold=0.92
+                         quotaBytes.primary=600000000 schemas=public,shop); --confirm
+                         for a change that would leave data behind or act at once
+  doctor [--json]        check each project's setup (SPILLWAY_PRIMARY_DB_URL,
+                         SPILLWAY_SECONDARY_DB_URL): migrations, cron job, pg_net,
+                         secrets, slot, fence, a tick in the last 2 minutes
 
 Commands that talk to a server use SPILLWAY_URL (default http://localhost:8787) and
 SPILLWAY_ADMIN_TOKEN (default: the token of a local \`spillway start\`).`;
@@ -47,7 +59,7 @@ async function main(argv: string[]): Promise<number> {
       const { values } = parse(rest, { demo: { type: "boolean" } });
       // The demo ticks every 2 s unless told otherwise, so that it spills within minutes.
       const env = values.demo ? { SPILLWAY_TICK_SECONDS: "2", ...process.env } : process.env;
-      await start(loadConfig(env), out, { demo: values.demo === true });
+      await start(loadConfig(env, "start"), out, { demo: values.demo === true });
       return 0;
     }
     case "install": {
@@ -66,10 +78,8 @@ async function main(argv: string[]): Promise<number> {
       const url = String(values.url ?? "");
       if (!/^https?:\/\/\S+$/.test(url))
         throw new UsageError("init needs --url with the function's http(s) URL, e.g. https://REF.supabase.co/functions/v1/spillway");
-      const config = loadConfig(process.env);
-      if (!config.dbUrls) throw new UsageError("init needs SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
-      if (!config.cronToken) throw new UsageError("init needs SPILLWAY_CRON_TOKEN (the same value the function has)");
-      for (const line of await init(config.dbUrls, url, config.cronToken)) out(line);
+      const config = loadConfig(process.env, "init");
+      for (const line of await init(config.dbUrls!, url, config.cronToken!)) out(line);
       return 0;
     }
     case "status": {
@@ -80,6 +90,10 @@ async function main(argv: string[]): Promise<number> {
     }
     case "logs": {
       const { values } = parse(rest, { json: { type: "boolean" }, limit: { type: "string" }, level: { type: "string" } });
+      if (values.limit !== undefined && !/^\d+$/.test(String(values.limit)))
+        throw new UsageError(`--limit must be a whole number, not "${values.limit}"`);
+      if (values.level !== undefined && !["info", "warn", "error"].includes(String(values.level)))
+        throw new UsageError(`--level must be info, warn or error, not "${values.level}"`);
       const query = new URLSearchParams();
       if (values.limit !== undefined) query.set("limit", String(values.limit));
       if (values.level !== undefined) query.set("level", String(values.level));
@@ -88,17 +102,24 @@ async function main(argv: string[]): Promise<number> {
       return 0;
     }
     case "backup": {
-      const { values } = parse(rest, { json: { type: "boolean" }, full: { type: "boolean" }, verify: { type: "boolean" } });
+      const { values } = parse(rest, {
+        json: { type: "boolean" },
+        full: { type: "boolean" },
+        verify: { type: "boolean" },
+        force: { type: "boolean" },
+      });
       const target = apiTarget(process.env);
       const stopProgress = values.json ? () => {} : showProgress(target);
       try {
         let { run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", {
           mode: values.full ? "full" : "auto",
           verify: values.verify ?? false,
+          force: values.force ?? false,
         });
         // A staged full backup answers after each call's budget; it goes on until published.
+        // Its room was checked at the first call: the staged copy itself must not fail that check.
         while (run.status === "running")
-          ({ run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: "auto", verify: false }));
+          ({ run } = await callApi<{ run: Run }>(target, "POST", "/force-backup", { mode: "auto", verify: false, force: true }));
         stopProgress();
         out(values.json ? JSON.stringify(run, null, 2) : formatRun(run));
       } finally {
@@ -145,6 +166,45 @@ async function main(argv: string[]): Promise<number> {
               (result.dataLossSince ? `; changes made on ${result.from} after ${result.dataLossSince} may be missing` : ""),
       );
       return 0;
+    }
+    case "config": {
+      const { values, positionals } = parse(rest, { json: { type: "boolean" }, confirm: { type: "boolean" } }, true);
+      const target = apiTarget(process.env);
+      if (positionals.length === 0) {
+        const view = await callApi<ConfigView>(target, "GET", "/config");
+        out(values.json ? JSON.stringify(view, null, 2) : formatConfig(view));
+        return 0;
+      }
+      const [verb, ...assignments] = positionals;
+      if (verb !== "set") throw new UsageError(`config takes "set KEY=VALUE ...", not "${verb}"`);
+      if (assignments.length === 0) throw new UsageError("config set needs at least one KEY=VALUE, e.g. switchThreshold=0.92");
+      let patch: Record<string, unknown>;
+      try {
+        patch = parseAssignments(assignments);
+      } catch (e) {
+        throw new UsageError((e as Error).message);
+      }
+      try {
+        const { settings } = await callApi<{ settings: Record<string, unknown> }>(target, "PATCH", "/config", {
+          ...patch,
+          ...(values.confirm ? { confirm: true } : {}),
+        });
+        out(values.json ? JSON.stringify(settings, null, 2) : `saved: ${Object.keys(patch).join(", ")}`);
+        return 0;
+      } catch (e) {
+        if (!(e instanceof ApiError) || e.code !== "CONFIRM_REQUIRED") throw e;
+        const consequences = (e.details as { consequences?: string[] } | undefined)?.consequences ?? [e.message];
+        for (const c of consequences) process.stderr.write(`spillway: ${c}\n`);
+        process.stderr.write("spillway: nothing changed; run again with --confirm to make this change\n");
+        return 1;
+      }
+    }
+    case "doctor": {
+      const { values } = parse(rest, { json: { type: "boolean" } });
+      const config = loadConfig(process.env, "doctor");
+      const report = await doctor(config.dbUrls!);
+      out(values.json ? JSON.stringify(report, null, 2) : formatDoctor(report));
+      return report.ok ? 0 : 1;
     }
     case undefined:
     case "help":
@@ -217,6 +277,15 @@ main(process.argv.slice(2)).then(
     }
     if (e instanceof ConfigError) {
       for (const p of e.problems) process.stderr.write(`spillway: ${p}\n`);
+      process.exit(2);
+    }
+    if (e instanceof TargetError || e instanceof EmbeddedPostgresMissing) {
+      process.stderr.write(`spillway: ${e.message}\n`);
+      process.exit(2);
+    }
+    // A request the server found malformed is the command line's mistake: one line per field.
+    if (e instanceof ApiError && e.status === 400 && e.details && typeof e.details === "object") {
+      for (const [field, why] of Object.entries(e.details)) process.stderr.write(`spillway: ${field} ${why}\n`);
       process.exit(2);
     }
     const message = e instanceof ApiError || e instanceof SpillwayError ? e.message : describeError(e);

@@ -3,7 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync }
 import { readFile } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import postgres from "postgres";
-import type { Config } from "../functions/config.ts";
+import { type Config, ConfigError } from "../functions/config.ts";
 import { describeError, SpillwayError } from "../functions/errors.ts";
 import { type Cluster, startCluster } from "./cluster.ts";
 import { startDemo } from "./demo.ts";
@@ -31,7 +31,7 @@ export async function start(config: Config, print: (line: string) => void, optio
   if (options.demo) {
     // The demo fills a database on purpose: never one of the user's, and never yesterday's.
     if (config.dbUrls)
-      throw new Error("--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL");
+      throw new ConfigError(["--demo runs on the embedded servers only; unset SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL"]);
     mkdirSync(config.dataDir, { recursive: true });
     chmodSync(config.dataDir, 0o711);
     config = { ...config, dataDir: join(config.dataDir, "demo") };
@@ -122,6 +122,11 @@ function loadSecrets(dataDir: string): Secrets {
   return secrets;
 }
 
+// The migrations and the demo app's tables go to both servers at each start (both idempotent);
+// the demo's rows only into a fresh pair, one that never served: once it has, the rows are the
+// app's, and the primary may be the fenced standby. A lease still held was held by this data
+// dir's last run, killed mid-operation: the servers were down until now, so no other process
+// can hold it, and waiting for its expiry would only refuse the operator's next backup.
 async function prepareEmbedded(urls: { primary: string; secondary: string }): Promise<void> {
   const migrations = listMigrations(MIGRATIONS_DIR);
   const demo = await readFile(new URL("./demo.sql", import.meta.url), "utf8");
@@ -130,8 +135,12 @@ async function prepareEmbedded(urls: { primary: string; secondary: string }): Pr
     const sql = postgres(url, { max: 1, onnotice: () => {} });
     try {
       await applyMigrations(sql, migrations);
+      await sql.begin("read write", (tx) => tx`update spillway.lease set holder = null, expires_at = null where id and holder is not null`);
       await sql.unsafe(demo);
-      if (name === "primary") await sql.unsafe(demoData);
+      if (name === "primary") {
+        const [served] = await sql<{ yes: boolean }[]>`select exists (select 1 from spillway.project) as yes`;
+        if (!served?.yes) await sql.unsafe(demoData);
+      }
     } finally {
       await sql.end();
     }

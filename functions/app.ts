@@ -4,13 +4,14 @@ import { cors } from "hono/cors";
 import { z } from "zod";
 import type { AlertConfig } from "./alerts.ts";
 import { bearer, sameSecret } from "./auth.ts";
-import { runBackup } from "./backup.ts";
+import { requireStandbyRoom, runBackup } from "./backup.ts";
+import { checkPatch, readPatchFacts, requireConfirmation } from "./consequences.ts";
 import { describeError, invalid, isConnectionError, SpillwayError } from "./errors.ts";
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
 import { type RealtimeStatus, realtimeStatus } from "./realtime.ts";
-import { patchSettingsTelling, type Runtime, readSettings } from "./settings.ts";
+import { applyPatch, patchSettingsTelling, type Runtime, readSettings } from "./settings.ts";
 import { readActive } from "./state.ts";
 import { readStatus } from "./status.ts";
 import { type StorageApis, type StorageStatus, storageStatus } from "./storage.ts";
@@ -140,16 +141,26 @@ export function createApp(deps: AppDeps): Hono {
   });
 
   api.patch("/config", admin, async (c) => {
-    const patch = await readJson(c, "INVALID_CONFIG");
+    const body = await readJson(c, "INVALID_CONFIG");
+    if (body === null || typeof body !== "object" || Array.isArray(body))
+      throw invalid("INVALID_CONFIG", { body: "must be a JSON object of settings" });
+    const { confirm, ...patch } = body as Record<string, unknown>;
+    if (confirm !== undefined && typeof confirm !== "boolean") throw invalid("INVALID_CONFIG", { confirm: "must be true or false" });
+    // A change that would leave data behind or act at once is made only when confirmed.
+    const current = await readSettings(deps.projects);
+    const check = checkPatch(current.settings, applyPatch(current.settings, patch), await readPatchFacts(deps.projects));
+    const confirmed = requireConfirmation(check, confirm === true);
     const { settings, changed } = await patchSettingsTelling(deps.projects, patch);
     const names = Object.keys(changed);
-    await deps.events.record(
-      "info",
-      "config.changed",
+    const what =
       names.length === 0
         ? "settings saved; nothing changed"
-        : `settings changed: ${names.map((n) => `${n} ${JSON.stringify(changed[n]!.from)} → ${JSON.stringify(changed[n]!.to)}`).join(", ")}`,
-      { data: { changed } },
+        : `settings changed: ${names.map((n) => `${n} ${JSON.stringify(changed[n]!.from)} → ${JSON.stringify(changed[n]!.to)}`).join(", ")}`;
+    await deps.events.record(
+      confirmed.length > 0 ? "warn" : "info",
+      "config.changed",
+      `${what}${confirmed.length > 0 ? `; confirmed: ${confirmed.join("; ")}` : ""}`,
+      { data: { patch, changed, confirmed } },
     );
     return c.json({ settings });
   });
@@ -161,6 +172,7 @@ export function createApp(deps: AppDeps): Hono {
 
   api.post("/force-backup", admin, async (c) => {
     const body = parseBody(backupBody, await readJson(c, "INVALID_BODY"));
+    if (!body.force) await requireStandbyRoom(deps.projects);
     const run = await runBackup(ctx, { mode: body.mode ?? "auto", verify: body.verify ?? false });
     // 202: a staged full backup that continues on the next call or tick.
     return c.json({ run }, run.status === "running" ? 202 : 200);
@@ -223,6 +235,7 @@ const backupBody = z
   .object({
     mode: z.enum(["auto", "full", "incremental"], { errorMap: () => ({ message: 'must be "auto", "full" or "incremental"' }) }).optional(),
     verify: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+    force: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
   })
   .strict();
 

@@ -6,15 +6,16 @@ import { adoptStaging } from "./backup/position.ts";
 import type { BackupRun } from "./backup/run.ts";
 import { dropSlot } from "./backup/source.ts";
 import { stagedBackup } from "./backup/staged.ts";
-import { describeError, fromPostgres, SpillwayError } from "./errors.ts";
+import { describeError, fromPostgres, isConnectionError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
 import type { ProjectName } from "./names.ts";
 import { type Outcome, onProject, type Project, type Projects, probe } from "./project.ts";
 import { failInterrupted, failRun, progressWriter, type Run, readRun, startRun } from "./runs.ts";
-import type { Runtime } from "./settings.ts";
-import { readStates } from "./state.ts";
+import { type Runtime, readSettings } from "./settings.ts";
+import { readActive, readStates } from "./state.ts";
 import { carryStorageAfter, type StorageApis } from "./storage.ts";
+import { type SwitchFigures, switchFigures, usageAfterSwitch } from "./usage.ts";
 
 /** What `POST /force-backup` asks for. */
 export interface BackupRequest {
@@ -240,4 +241,36 @@ async function requireReachable(
 async function classify(e: unknown, source: Project, target: Project): Promise<unknown> {
   if (e instanceof SpillwayError) return e;
   return (await probe(target)) ?? (await probe(source)) ?? fromPostgres(e, "the backup") ?? e;
+}
+
+/**
+ * Refuses an operator's backup the standby has no room for: 409 `TARGET_UNFIT`, naming the
+ * figures, when holding the active's replicated tables would put the standby at or over its
+ * switch threshold (the estimate a switch makes, `usageAfterSwitch`). `POST /force-backup`
+ * with `force: true` skips this check.
+ *
+ * @example
+ * await requireStandbyRoom(projects);
+ */
+export async function requireStandbyRoom(projects: Projects): Promise<void> {
+  const [{ active, standby }, { settings }] = await Promise.all([readActive(projects), readSettings(projects)]);
+  const quota = settings.quotaBytes[standby];
+  let f: SwitchFigures;
+  try {
+    f = await switchFigures(projects[active], projects[standby], settings);
+  } catch (e) {
+    // A project that does not answer: the backup itself says which, and what it left.
+    if (isConnectionError(e)) return;
+    throw e;
+  }
+  const after = usageAfterSwitch(f);
+  if (after < settings.switchThreshold) return;
+  const growth = Math.max(0, (f.sourceCopyBytes ?? 0) - f.targetReplicatedBytes);
+  const pct = (x: number) => `${(x * 100).toFixed(1)} %`;
+  throw new SpillwayError(
+    "TARGET_UNFIT",
+    409,
+    `the backup would put ${standby} at ${pct(after)} of its quota (${f.targetUsedBytes} bytes used now + ${growth} bytes more of ${active}'s tables, quota ${quota} bytes), at or over its switch threshold of ${pct(settings.switchThreshold)}; raise quotaBytes.${standby}, or send force: true to back up anyway`,
+    { project: standby, usageAfterBackup: after, switchThreshold: settings.switchThreshold, ...f },
+  );
 }

@@ -38,13 +38,20 @@ export class ConfigError extends Error {
 const MIN_TOKEN_LENGTH = 16;
 
 /**
+ * Who reads the configuration, and so what it must hold: `start` (the local server) needs the
+ * admin token once it is given database URLs; `function` (the Edge Function) needs both URLs
+ * and the admin token; `init` both URLs and the cron token; `doctor` both URLs; `any` nothing.
+ */
+export type ConfigPurpose = "any" | "start" | "function" | "init" | "doctor";
+
+/**
  * Validates the environment and returns the configuration, or throws a `ConfigError`
- * listing every problem at once.
+ * listing every problem at once, before anything connects.
  *
  * @example
- * const config = loadConfig({ SPILLWAY_ADMIN_TOKEN: "a-long-enough-secret" });
+ * const config = loadConfig({ SPILLWAY_ADMIN_TOKEN: "a-long-enough-secret" }, "start");
  */
-export function loadConfig(env: Record<string, string | undefined>): Config {
+export function loadConfig(env: Record<string, string | undefined>, purpose: ConfigPurpose = "any"): Config {
   const problems: string[] = [];
   const value = (name: string) => {
     const v = env[name]?.trim();
@@ -74,15 +81,26 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     if (!isPostgresUrl(url)) problems.push(`${name} must be a postgres:// or postgresql:// URL with a host`);
     else fdwUrls[project] = url;
   }
-  if (primary && secondary && sameDatabase(primary, secondary)) {
+  if (primary && secondary && isPostgresUrl(primary) && isPostgresUrl(secondary) && databaseKey(primary) === databaseKey(secondary)) {
     problems.push("SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL point at the same database");
+  }
+  if (purpose !== "any" && purpose !== "start" && primary === null && secondary === null) {
+    problems.push(`SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set${purpose === "function" ? "" : ` for ${purpose}`}`);
   }
 
   const adminToken = value("SPILLWAY_ADMIN_TOKEN");
   if (adminToken !== null && adminToken.length < MIN_TOKEN_LENGTH) {
     problems.push(`SPILLWAY_ADMIN_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
   }
+  if (adminToken === null && (purpose === "function" || (purpose === "start" && (primary !== null || secondary !== null)))) {
+    problems.push(
+      purpose === "function"
+        ? "SPILLWAY_ADMIN_TOKEN must be set"
+        : "SPILLWAY_ADMIN_TOKEN must be set when SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL are",
+    );
+  }
   const cronToken = value("SPILLWAY_CRON_TOKEN");
+  if (cronToken === null && purpose === "init") problems.push("SPILLWAY_CRON_TOKEN must be set for init (the same value the function has)");
   if (cronToken !== null && cronToken.length < MIN_TOKEN_LENGTH) {
     problems.push(`SPILLWAY_CRON_TOKEN must be at least ${MIN_TOKEN_LENGTH} characters`);
   }
@@ -163,9 +181,12 @@ function readStorageApis(value: (name: string) => string | null, problems: strin
   };
 }
 
+// A URL the drivers and the log redaction can both read: user and password decode too.
 function isPostgresUrl(text: string): boolean {
   try {
     const url = new URL(text);
+    decodeURIComponent(url.username);
+    decodeURIComponent(url.password);
     return (url.protocol === "postgres:" || url.protocol === "postgresql:") && url.hostname !== "";
   } catch {
     return false;
@@ -181,10 +202,20 @@ function isHttpUrl(text: string): boolean {
   }
 }
 
-function sameDatabase(a: string, b: string): boolean {
-  const key = (t: string) => {
-    const u = new URL(t);
-    return `${u.hostname}:${u.port || "5432"}/${u.pathname.replace(/^\//, "") || "postgres"}`;
-  };
-  return key(a) === key(b);
+/**
+ * What tells two databases apart: host, port, database, and the tenant a pooler routes by.
+ * On Supabase's shared pooler every project has the same host and port, and the user name
+ * `postgres.<ref>` names the project; elsewhere the user name names only a role.
+ *
+ * @example
+ * databaseKey("postgres://postgres.abc:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres")
+ * // "aws-0-eu-west-1.pooler.supabase.com:5432/postgres?tenant=abc"
+ */
+export function databaseKey(text: string): string {
+  const u = new URL(text);
+  const user = decodeURIComponent(u.username);
+  const dot = user.indexOf(".");
+  const tenant = dot < 0 ? "" : user.slice(dot + 1);
+  const database = decodeURIComponent(u.pathname.replace(/^\//, "")) || "postgres";
+  return `${u.hostname.toLowerCase()}:${u.port || "5432"}/${database}?tenant=${tenant}`;
 }

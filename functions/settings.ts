@@ -10,30 +10,38 @@ const quota = z
   .positive("must be more than 0")
   .max(Number.MAX_SAFE_INTEGER, "is too large");
 const threshold = z.number({ invalid_type_error: "must be a number" }).gt(0, "must be more than 0").lte(1, "must be at most 1");
+const RESERVED_SCHEMAS = new Set([
+  "spillway",
+  "pg_catalog",
+  "information_schema",
+  "pg_toast",
+  "extensions",
+  "auth",
+  "storage",
+  "vault",
+  "cron",
+  "net",
+  "supabase_migrations",
+  "realtime",
+  "graphql",
+  "graphql_public",
+  "pgsodium",
+]);
+
+/**
+ * Whether a schema may hold an app's tables: not one of Spillway's, Postgres's or Supabase's own.
+ *
+ * @example
+ * isAppSchema("auth") // false
+ */
+export function isAppSchema(name: string): boolean {
+  return !RESERVED_SCHEMAS.has(name) && !name.startsWith("pg_");
+}
+
 const schemaName = z
   .string({ invalid_type_error: "must be a schema name" })
   .regex(/^[a-z_][a-z0-9_$]{0,62}$/, "must be a lowercase schema name")
-  .refine(
-    (s) =>
-      ![
-        "spillway",
-        "pg_catalog",
-        "information_schema",
-        "pg_toast",
-        "extensions",
-        "auth",
-        "storage",
-        "vault",
-        "cron",
-        "net",
-        "supabase_migrations",
-        "realtime",
-        "graphql",
-        "graphql_public",
-        "pgsodium",
-      ].includes(s),
-    "names a schema that belongs to Spillway, Postgres or Supabase",
-  );
+  .refine(isAppSchema, "names a schema that belongs to Spillway, Postgres or Supabase");
 
 const settingsShape = {
   backupThreshold: threshold,
@@ -154,10 +162,8 @@ export function applyPatch(current: Settings, patch: unknown): Settings {
     quotaBytes: { ...current.quotaBytes, ...p.quotaBytes },
   } as Settings;
   if (next.switchThreshold <= next.backupThreshold) {
-    const field = p.switchThreshold !== undefined || p.backupThreshold === undefined ? "switchThreshold" : "backupThreshold";
-    throw invalid("INVALID_CONFIG", {
-      [field]: `switchThreshold (${next.switchThreshold}) must be above backupThreshold (${next.backupThreshold})`,
-    });
+    const why = `backupThreshold (${next.backupThreshold}) must be below switchThreshold (${next.switchThreshold})`;
+    throw invalid("INVALID_CONFIG", { backupThreshold: why, switchThreshold: why });
   }
   return next;
 }

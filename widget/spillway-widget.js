@@ -279,6 +279,53 @@ export class SpillwayWidget extends HTMLElement {
     return json;
   }
 
+  // A request the API refuses until it is confirmed (409 CONFIRM_REQUIRED for settings that
+  // would leave data behind or act at once, TARGET_UNFIT for a backup the standby has no room
+  // for) is asked about, and sent again with `flag` only when the operator agrees.
+  async callConfirmed(method, path, body, code, flag, yes) {
+    try {
+      return await this.call(method, path, body);
+    } catch (e) {
+      if (e.status !== 409 || e.code !== code) throw e;
+      const lines = Array.isArray(e.details?.consequences) ? e.details.consequences : [e.message];
+      if (!(await this.ask("This needs your confirmation", lines, yes)))
+        throw new ApiError(409, "CANCELLED", "Cancelled; nothing changed.");
+      return await this.call(method, path, { ...body, [flag]: true });
+    }
+  }
+
+  ask(title, lines, yes) {
+    const dialog = el(
+      "dialog",
+      { id: "confirm-consequence", "aria-labelledby": "cc-h" },
+      el(
+        "form",
+        { method: "dialog" },
+        el("h2", { id: "cc-h", text: title }),
+        lines.map((text) => el("p", { text })),
+        el(
+          "div",
+          { class: "actions" },
+          el("button", { value: "cancel", id: "confirm-consequence-no", text: "Cancel" }),
+          el("button", { value: "confirm", class: "danger", id: "confirm-consequence-yes", text: yes }),
+        ),
+      ),
+    );
+    this.root.append(dialog);
+    dialog.returnValue = "";
+    dialog.showModal();
+    return new Promise((resolve) =>
+      dialog.addEventListener(
+        "close",
+        () => {
+          dialog.remove();
+          resolve(dialog.returnValue === "confirm");
+        },
+        { once: true },
+      ),
+    );
+  }
+
   async refreshNow() {
     if (!this.api) {
       this.state = { ...this.state, loading: false, error: "No API URL is set." };
@@ -325,7 +372,7 @@ export class SpillwayWidget extends HTMLElement {
     this.render();
     try {
       if (kind === "backup") {
-        const { run } = await this.call("POST", "/force-backup", { mode: "auto" });
+        const { run } = await this.callConfirmed("POST", "/force-backup", { mode: "auto" }, "TARGET_UNFIT", "force", "Back up anyway");
         this.state.result =
           run.status === "running"
             ? {
@@ -379,7 +426,7 @@ export class SpillwayWidget extends HTMLElement {
     this.state = { ...this.state, busy: "settings", fieldErrors: {}, settingsResult: null };
     this.render();
     try {
-      await this.call("PATCH", "/config", patch);
+      await this.callConfirmed("PATCH", "/config", patch, "CONFIRM_REQUIRED", "confirm", "Save anyway");
       this.state.settingsResult = { ok: true, text: "Settings saved." };
       this.state.settingsDraft = null;
     } catch (e) {

@@ -7,6 +7,7 @@ import { after, before, describe, test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import { freePort } from "../../cli/server.ts";
+import { onStartedProject } from "../support/local-start.ts";
 import { type Child, run } from "../support/process.ts";
 
 const exec = promisify(execFile);
@@ -57,6 +58,11 @@ describe("npm start on two embedded Postgres servers", () => {
     await child?.exited;
     rmSync(dataDir, { recursive: true, force: true });
   });
+
+  const api = async (path: string) =>
+    (await fetch(`http://localhost:${port}/spillway${path}`, { headers: { Authorization: `Bearer ${token}` } })).json() as Promise<any>;
+  const customers = async (name: "primary" | "secondary") =>
+    (await onStartedProject(child, dataDir, name, (sql) => sql<{ n: number }[]>`select count(*)::int as n from public.customers`))[0]!.n;
 
   test("prints the URLs and serves status with both projects reachable", async () => {
     firstOutput = child.output();
@@ -111,12 +117,16 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.equal(logs.code, 0);
     assert.ok(Array.isArray(JSON.parse(logs.out)));
     const bad = await cli(["logs", "--level", "loud"], env);
-    assert.equal(bad.code, 1);
+    assert.equal(bad.code, 2);
     assert.equal(bad.out.trim().split("\n").length, 1);
     assert.match(bad.out, /level/);
     const wrong = await cli(["status"], { ...env, SPILLWAY_ADMIN_TOKEN: "not-the-token-at-all" });
     assert.equal(wrong.code, 1);
-    assert.match(wrong.out, /^spillway: UNAUTHORIZED/);
+    assert.match(wrong.out, /^spillway: UNAUTHORIZED: .*refused the admin token; set SPILLWAY_ADMIN_TOKEN/);
+    // A malformed SPILLWAY_URL is a configuration error (that it wins over PORT: test/unit/cli-arguments).
+    const malformed = await cli(["status"], { ...env, SPILLWAY_URL: `localhost:${port}` });
+    assert.equal(malformed.code, 2);
+    assert.match(malformed.out, /^spillway: SPILLWAY_URL must be the server's http\(s\) URL/);
     const usage = await cli(["stauts"], env);
     assert.equal(usage.code, 2);
     const backup = await cli(["backup", "--verify"], env);
@@ -153,12 +163,20 @@ describe("npm start on two embedded Postgres servers", () => {
     assert.ok(!second.output().includes("    at "), "no stack trace");
   });
 
-  test("Ctrl-C stops everything it started; a second start reuses the data", async () => {
+  test("Ctrl-C stops everything it started; after a switch, a second start reuses the data as it was, seeding nothing", async () => {
+    const env = { SPILLWAY_URL: `http://localhost:${port}`, SPILLWAY_ADMIN_TOKEN: token };
     await fetch(`http://localhost:${port}/spillway/config`, {
       method: "PATCH",
       headers: { Authorization: `Bearer ${token}` },
       body: JSON.stringify({ autoSwitch: false }),
     });
+    const sw = await fetch(`${env.SPILLWAY_URL}/spillway/force-switch`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}` },
+      body: "{}",
+    });
+    assert.equal(sw.status, 200);
+    assert.equal(((await sw.json()) as any).switch.epoch, 4);
     child.signalGroup("SIGINT");
     await child.exited;
     assert.match(child.output(), /Stopping/);
@@ -172,6 +190,9 @@ describe("npm start on two embedded Postgres servers", () => {
       await fetch(`http://localhost:${port}/spillway/config`, { headers: { Authorization: `Bearer ${token}` } })
     ).json()) as any;
     assert.equal(config.settings.autoSwitch, false);
+    const status = await api("/status");
+    assert.deepEqual([status.active, status.epoch], ["secondary", 4]);
+    assert.equal(await customers("primary"), 200, "no demo rows seeded into the fenced primary");
     child.proc.kill("SIGTERM");
     await child.exited;
     assert.equal(child.output().match(/Stopping/g)?.length, 1);
@@ -195,10 +216,25 @@ describe("npm start with database URLs", () => {
     assert.ok(!child.output().includes("hunter2-secret"));
   });
 
-  test("bad configuration lists each problem and exits 2", async () => {
-    const child = npmStart(await freePort(), { SPILLWAY_PRIMARY_DB_URL: "nonsense", PORT: "http" });
+  test("bad configuration lists each problem at once, before any connection, and exits 2", async () => {
+    const child = npmStart(await freePort(), {
+      SPILLWAY_PRIMARY_DB_URL: "postgres://postgres:%zz@127.0.0.1:9/postgres",
+      SPILLWAY_SECONDARY_DB_URL: "postgres://postgres:pw@127.0.0.1:9/other",
+      SPILLWAY_ADMIN_TOKEN: "",
+      PORT: "http",
+    });
     assert.equal(await child.exited, 2);
+    assert.deepEqual(
+      child
+        .output()
+        .trim()
+        .split("\n")
+        .map((l) => l.split(" ")[1]),
+      ["SPILLWAY_PRIMARY_DB_URL", "SPILLWAY_ADMIN_TOKEN", "PORT"],
+      child.output(),
+    );
     assert.match(child.output(), /spillway: SPILLWAY_PRIMARY_DB_URL must be a postgres:\/\/ or postgresql:\/\/ URL/);
     assert.match(child.output(), /spillway: PORT must be a number/);
+    assert.doesNotMatch(child.output(), /cannot reach|%zz/);
   });
 });

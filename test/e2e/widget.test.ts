@@ -160,6 +160,32 @@ describe("the dashboard widget in real Chromium against the real local server", 
     assert.deepEqual(after, before);
   });
 
+  test("a quota below the used size is asked about before it is sent with confirm; Cancel saves nothing", async () => {
+    const [before] = await pair.primary.admin`select data, version from spillway.settings`;
+    await page.fill("#set-qp", "1");
+    await page.click("#save-settings");
+    const dialog = page.locator("dialog#confirm-consequence");
+    await dialog.waitFor();
+    assert.match((await dialog.textContent()) ?? "", /quotaBytes\.primary \(1048576 bytes\) is below what primary uses now/);
+    await page.click("#confirm-consequence-no");
+    await page.locator("#settings-result", { hasText: "Cancelled; nothing changed." }).waitFor();
+    assert.deepEqual((await pair.primary.admin`select data, version from spillway.settings`)[0], before);
+    await page.fill("#set-qp", "1");
+    await page.click("#save-settings");
+    await page.click("#confirm-consequence-yes");
+    await page.locator("#settings-result", { hasText: "Settings saved." }).waitFor();
+    const [after] = await pair.primary.admin`select data from spillway.settings`;
+    assert.equal(after!.data.quotaBytes.primary, 1048576);
+    // Back to 500 MB from the form: a quota above the used size is saved without asking.
+    await page.fill("#set-qp", "500");
+    await page.click("#save-settings");
+    const until = Date.now() + 10_000;
+    while ((await pair.primary.admin`select data from spillway.settings`)[0]!.data.quotaBytes.primary !== 524288000) {
+      assert.ok(Date.now() < until, "the quota was not saved back");
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  });
+
   test("in the backup phase the page refreshes itself every 2 s, and says when the threshold was crossed", async () => {
     const status = await api("GET", "/status");
     const quota = Math.floor(status.projects.primary.usedBytes / 0.87);

@@ -188,7 +188,7 @@ describe("PATCH /config", () => {
     ["an unknown field", JSON.stringify({ backupTreshold: 0.5 }), ["backupTreshold"]],
     ["a threshold above 1", JSON.stringify({ switchThreshold: 1.2 }), ["switchThreshold"]],
     ["a threshold of 0", JSON.stringify({ backupThreshold: 0 }), ["backupThreshold"]],
-    ["a switch threshold below the backup threshold", JSON.stringify({ switchThreshold: 0.8 }), ["switchThreshold"]],
+    ["a switch threshold below the backup threshold", JSON.stringify({ switchThreshold: 0.8 }), ["backupThreshold", "switchThreshold"]],
     [
       "several bad fields",
       JSON.stringify({ backupThreshold: "high", autoSwitch: 1, strategy: "x" }),

@@ -89,7 +89,16 @@ describe("faults, against a real server process", () => {
   for (const which of ["secondary", "primary"] as const) {
     test(`the ${which === "primary" ? "active" : "standby"} stopped in the middle of a backup`, async () => {
       const running = call(base, "POST", "/force-backup", { mode: "full" });
-      await new Promise((r) => setTimeout(r, 250));
+      // Stopped once the run is recorded as running: in the middle of the copy, after the checks before it.
+      for (let i = 0; i < 500; i++) {
+        const counts = await Promise.all(
+          [pair.primary, pair.secondary].map(
+            async (s) => (await s.admin`select count(*)::int as n from spillway.runs where status = 'running'`)[0]!.n,
+          ),
+        );
+        if (counts.some((n) => n > 0)) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
       await pair[which].stop();
       const r = await running;
       assert.ok(r.status === 503 || r.status === 500, JSON.stringify(r.body));

@@ -32,7 +32,7 @@ async function primarySize(): Promise<number> {
 
 // Sets the primary's quota so that its usage is exactly `usage` now.
 async function usageAt(usage: number): Promise<void> {
-  await api("PATCH", "/config", { quotaBytes: { primary: Math.floor((await primarySize()) / usage) } });
+  await api("PATCH", "/config", { quotaBytes: { primary: Math.floor((await primarySize()) / usage) }, confirm: true });
 }
 
 async function grow(rows: number): Promise<void> {

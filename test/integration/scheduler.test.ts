@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { after, before, describe, test } from "node:test";
+import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import { init } from "../../cli/init.ts";
 import { applyMigrations, listMigrations, MIGRATIONS_DIR } from "../../cli/migrations.ts";
@@ -10,6 +12,7 @@ import { fingerprint } from "../support/compare.ts";
 import { installNet, startNetWorker } from "../support/pg-net.ts";
 import { startTestServer, systemBinDir, type TestServer } from "../support/postgres.ts";
 
+const root = fileURLToPath(new URL("../../", import.meta.url));
 const major = systemBinDir().split("/").at(-2);
 
 // pg_net cannot be installed here: the STAND-IN for pg_net (test/support/pg-net.ts) queues
@@ -99,6 +102,18 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     assert.equal(await runJob(primary), null);
     const [queued] = await primary.admin`select count(*)::int as n from net.http_request_queue`;
     assert.equal(queued!.n, 0);
+  });
+
+  test("without pg_net, init says the job cannot reach the function instead of that it runs every minute", async () => {
+    await primary.admin`alter schema net rename to net_off`;
+    try {
+      const lines = await init({ primary: primary.url, secondary: secondary.url }, `${server.url}/spillway`, CRON_TOKEN);
+      assert.match(lines[0]!, /pg_cron job spillway-tick is scheduled, but pg_net is not enabled, so it cannot reach the function/);
+      assert.doesNotMatch(lines[0]!, /runs every minute/);
+      assert.match(lines[1]!, /^secondary: .*pg_cron is not enabled \(nor pg_net\): enable both/);
+    } finally {
+      await primary.admin`alter schema net_off rename to net`;
+    }
   });
 
   test("after spillway init, the job's POST is sent once its transaction commits, and reaches the running server's /tick with the cron token", async () => {
@@ -228,5 +243,41 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     assert.match(run.details.reason, /slot is gone/);
     assert.deepEqual(await fingerprint(secondary.admin), await fingerprint(primary.admin));
     await app(primary.url, "insert into public.notes (body) values ('the app keeps writing')");
+  });
+
+  test("spillway doctor says, for each project, what is in place and what is missing, and exits 1 when something is", async () => {
+    const env = { ...process.env, SPILLWAY_PRIMARY_DB_URL: primary.url, SPILLWAY_SECONDARY_DB_URL: secondary.url };
+    const doctor = spawnSync(process.execPath, ["--import", "tsx", "cli/main.ts", "doctor", "--json"], {
+      cwd: root,
+      env,
+      encoding: "utf8",
+    });
+    assert.equal(doctor.status, 1, doctor.stderr);
+    const report = JSON.parse(doctor.stdout);
+    const checks = (name: string) => Object.fromEntries(report.projects[name].checks.map((c: any) => [c.name, c.ok]));
+    assert.equal(report.projects.primary.role, "active");
+    assert.deepEqual(checks("primary"), {
+      migrations: true,
+      "cron job": true,
+      pg_net: true,
+      secrets: true,
+      slot: true,
+      fence: true,
+      "last tick": true,
+    });
+    assert.deepEqual(checks("secondary"), {
+      migrations: true,
+      "cron job": false,
+      pg_net: false,
+      secrets: true,
+      slot: true,
+      fence: true,
+      // The tick through the primary's job measured both projects.
+      "last tick": true,
+    });
+    const text = spawnSync(process.execPath, ["--import", "tsx", "cli/main.ts", "doctor"], { cwd: root, env, encoding: "utf8" });
+    assert.equal(text.status, 1);
+    assert.match(text.stdout, /secondary \(standby\)\n {2}ok\s+migrations.*\n {2}MISSING cron job\s+pg_cron is not enabled/);
+    assert.ok(!text.stdout.includes(primary.password) && !text.stderr.includes(primary.password));
   });
 });

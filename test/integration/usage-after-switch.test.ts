@@ -44,7 +44,10 @@ test("a standby that holds data of its own, and the active's growth since the la
   const growth = 6000 * 700;
   const secondaryQuota = Math.floor((standbyBytes + growth / 2) / 0.9);
   const primaryQuota = Math.floor(activeBytes / 0.95);
-  assert.equal((await api("PATCH", "/config", { quotaBytes: { primary: primaryQuota, secondary: secondaryQuota } })).status, 200);
+  assert.equal(
+    (await api("PATCH", "/config", { quotaBytes: { primary: primaryQuota, secondary: secondaryQuota }, confirm: true })).status,
+    200,
+  );
 
   const refused = await api("POST", "/force-switch", {});
   assert.equal(refused.status, 409);

@@ -97,3 +97,41 @@ test("Storage's API variables come all four together; the keys never appear in a
     },
   );
 });
+
+test("two projects behind one pooler host and port are told apart by the tenant in the user name", () => {
+  const pooler = (ref: string) => `postgres://postgres.${ref}:pw@aws-0-eu-west-1.pooler.supabase.com:5432/postgres`;
+  const c = loadConfig({ SPILLWAY_PRIMARY_DB_URL: pooler("abcdefgh"), SPILLWAY_SECONDARY_DB_URL: pooler("ijklmnop") });
+  assert.deepEqual(c.dbUrls, { primary: pooler("abcdefgh"), secondary: pooler("ijklmnop") });
+  assert.throws(
+    () =>
+      loadConfig({ SPILLWAY_PRIMARY_DB_URL: pooler("abcdefgh"), SPILLWAY_SECONDARY_DB_URL: pooler("abcdefgh").replace(":pw@", ":other@") }),
+    /same database/,
+  );
+});
+
+test("a URL that does not parse names its variable, beside the other problems, and missing tokens are reported before any connection", () => {
+  try {
+    loadConfig(
+      { SPILLWAY_PRIMARY_DB_URL: "postgres://user:%zz@host/db", SPILLWAY_SECONDARY_DB_URL: "postgres://[nope", PORT: "x" },
+      "start",
+    );
+    assert.fail("expected a ConfigError");
+  } catch (e) {
+    assert.ok(e instanceof ConfigError, String(e));
+    assert.deepEqual(
+      e.problems.map((p) => p.split(" ")[0]),
+      ["SPILLWAY_PRIMARY_DB_URL", "SPILLWAY_SECONDARY_DB_URL", "SPILLWAY_ADMIN_TOKEN", "PORT"],
+    );
+    assert.ok(!e.problems.join("\n").includes("%zz"), "never the URL itself");
+  }
+  assert.throws(
+    () => loadConfig({ SPILLWAY_PRIMARY_DB_URL: A, SPILLWAY_SECONDARY_DB_URL: B }, "function"),
+    /SPILLWAY_ADMIN_TOKEN must be set/,
+  );
+  assert.throws(
+    () => loadConfig({ SPILLWAY_ADMIN_TOKEN: "x".repeat(20) }, "init"),
+    (e: ConfigError) =>
+      e.problems.some((p) => /SPILLWAY_CRON_TOKEN must be set/.test(p)) && e.problems.some((p) => /DB_URL .*must be set/.test(p)),
+  );
+  assert.equal(loadConfig({}, "start").dbUrls, null, "embedded mode needs no token");
+});

@@ -52,9 +52,12 @@ test("unknown fields are refused by name, also inside quotaBytes", () => {
   });
 });
 
-test("the switch threshold must stay above the backup threshold", () => {
-  assert.match(fieldsOf({ switchThreshold: 0.8 }).switchThreshold!, /must be above backupThreshold/);
-  assert.match(fieldsOf({ backupThreshold: 0.95 }).backupThreshold!, /must be above backupThreshold/);
+test("the switch threshold must stay above the backup threshold; both fields are named", () => {
+  for (const patch of [{ switchThreshold: 0.8 }, { backupThreshold: 0.95 }]) {
+    const fields = fieldsOf(patch);
+    assert.deepEqual(Object.keys(fields).sort(), ["backupThreshold", "switchThreshold"]);
+    assert.match(fields.backupThreshold!, /backupThreshold \(0\.\d+\) must be below switchThreshold \(0\.\d+\)/);
+  }
 });
 
 test("a body that is not an object is refused", () => {

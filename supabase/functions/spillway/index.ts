@@ -15,11 +15,7 @@ function serveConfigError(problems: string[]): void {
 
 let config: Config | null;
 try {
-  config = loadConfig(Deno.env.toObject());
-  const missing = [];
-  if (!config.dbUrls) missing.push("SPILLWAY_PRIMARY_DB_URL and SPILLWAY_SECONDARY_DB_URL must be set");
-  if (!config.adminToken) missing.push("SPILLWAY_ADMIN_TOKEN must be set");
-  if (missing.length) throw new ConfigError(missing);
+  config = loadConfig(Deno.env.toObject(), "function");
 } catch (e) {
   if (!(e instanceof ConfigError)) throw e;
   serveConfigError(e.problems);
