@@ -147,7 +147,7 @@ function humanErrors(details) {
     text = text.replace(/(?<![\w.])(quotaBytes\.\w+|[a-z]+[A-Z]\w*)/g, (k) => SETTING_LABELS[k] ?? k);
     text = text.charAt(0).toUpperCase() + text.slice(1);
     const keys = [key, ...Object.keys(SETTING_LABELS).filter((k) => k !== key && String(message).includes(`${k} (`))];
-    for (const k of keys) out[k] = out[k] ? `${out[k]}; ${text}` : text;
+    for (const k of keys) if (!out[k]?.includes(text)) out[k] = out[k] ? `${out[k]}; ${text}` : text;
   }
   return out;
 }

@@ -67,7 +67,9 @@ language plpgsql
 set search_path = ''
 as $$
 declare
-  objects oid := pg_catalog.to_regclass('storage.objects');
+  -- Read from the catalog: to_regclass needs usage on a schema the role may not have.
+  objects oid := (select c.oid from pg_catalog.pg_class c join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+                   where n.nspname = 'storage' and c.relname = 'objects' and c.relkind = 'r');
 begin
   if objects is null
      or not coalesce((select (s.data ->> 'storage')::boolean from spillway.settings s where s.id), true)

@@ -128,7 +128,7 @@ test("a sequence in a private schema that a carried column uses is carried: set 
 });
 
 test("a schema left out by the setting: backup, switch and /verify name each table left behind and the setting that carries it", async () => {
-  assert.equal((await call(t, "PATCH", "/config", { schemas: ["public"] })).status, 200);
+  assert.equal((await call(t, "PATCH", "/config", { schemas: ["public"], confirm: true })).status, 200);
   try {
     // A list an operator stored is kept when the migration that made null the default runs again.
     const migration = readFileSync(new URL("../../supabase/migrations/20261203000100_spillway_app_schemas.sql", import.meta.url), "utf8");

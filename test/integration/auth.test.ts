@@ -275,7 +275,7 @@ describe("a switched app keeps its users", () => {
     );
     // A tick at the switch threshold is refused the same way.
     const { quotaBytes } = (await call(t, "GET", "/config")).body.settings;
-    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 } })).status, 200);
+    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 }, confirm: true })).status, 200);
     try {
       const ticked = await call(t, "POST", "/tick");
       assert.equal(ticked.body.action, "switch", JSON.stringify(ticked.body));

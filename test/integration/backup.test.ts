@@ -195,7 +195,7 @@ describe("refusals", () => {
     for (const [body, field] of [
       [{ mode: "partial" }, "mode"],
       [{ verify: "yes" }, "verify"],
-      [{ force: true }, "force"],
+      [{ force: "yes" }, "force"],
       [[1], "body"],
     ] as const) {
       const r = await backup(body);
