@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
+import { readCatalog } from "../../functions/backup/catalog.ts";
 import { forceBackup, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
@@ -22,6 +23,9 @@ create unique index posts_live_slug on public.posts (slug) where deleted_at is n
 create table public.members (id int primary key, email text not null, verified boolean, joined timestamptz);
 create unique index members_email on public.members (lower(email));
 create table public.samples (at timestamptz primary key, label text not null unique, v int);
+create table public.tags (id int primary key, name text, color text);
+create function public.tag_code(public.tags) returns text language sql immutable as 'select $1.name';
+create unique index tags_code on public.tags (public.tag_code(tags));
 `;
 
 // A statement moving every row of `table` one place along its unique `column` to `next`,
@@ -95,6 +99,15 @@ describe("exact apply", () => {
     const run = await forceBackup(t, "incremental");
     assert.equal(run.rows, 41);
     await sameRowsAndAppWrites(`insert into public.board values (42, 1, 'new first')`);
+  });
+
+  test("a unique index's columns are those its key, expressions and predicate read (all when it reads the whole row)", async () => {
+    const unique = new Map((await readCatalog(pair.secondary.admin, ["public"])).tables.map((x) => [x.name, [...x.uniqueColumns].sort()]));
+    assert.deepEqual(unique.get("board"), ["pos"]);
+    assert.deepEqual(unique.get("posts"), ["deleted_at", "slug"]);
+    assert.deepEqual(unique.get("members"), ["email"]);
+    assert.deepEqual(unique.get("tags"), ["color", "id", "name"]);
+    assert.deepEqual(unique.get("readings"), []);
   });
 
   test("rows written one at a time keep every value as the active holds it, whatever its type and however the table is unique", async () => {
