@@ -1,5 +1,5 @@
-import { SpillwayError } from "../errors.ts";
-import type { Db } from "../project.ts";
+import type { TransactionSql } from "postgres";
+import { PG, SpillwayError } from "../errors.ts";
 import { quoteIdent, type Table } from "./catalog.ts";
 import { type Message, UNCHANGED, type Value } from "./pgoutput.ts";
 
@@ -46,7 +46,8 @@ export type Change = Extract<Message, { type: "insert" | "update" | "delete" | "
 // columns, whose later values replace the earlier ones. Within a group, then, no two rows
 // can meet on the key whatever order the standby writes them in. Unique constraints other
 // than the key are checked row by row as a statement writes, in an order its plan picks:
-// an update group that may change their values is written in two steps (see `write`).
+// an update group that may change their values is tried in one statement, and written in
+// the active's order only if the standby refuses that (see `write`).
 interface Group {
   key: string;
   table: WrittenTable;
@@ -90,7 +91,7 @@ export class BatchWriter {
   private failure: { error: unknown } | null = null;
 
   constructor(
-    private readonly tx: Db,
+    private readonly tx: TransactionSql,
     private readonly tables: Map<string, WrittenTable>,
   ) {}
 
@@ -292,6 +293,10 @@ export class BatchWriter {
         await this.send(statement, params, g.rows.length);
         return;
       }
+      // One statement gives every row its new values whatever order its plan picks; it is
+      // refused only when a row takes a unique value before the row holding it gives it up
+      // (the active's order let it), and then nothing of it is kept.
+      if (await this.unlessUnique(statement, params)) return;
       // A row that keeps its unique values (the very same stored values) cannot meet
       // another on them, in any order: those go in one statement. The others go one by
       // one in the active's order, each taking values only once the row before it gave
@@ -317,6 +322,24 @@ export class BatchWriter {
         params,
         g.rows.length,
       );
+    }
+  }
+
+  // Runs a statement after the others, in a savepoint, and waits for it; answers false,
+  // with nothing of it kept, when Postgres refuses it for a unique or exclusion constraint.
+  // (The driver's savepoint, as it fails the whole transaction on any error not in one.)
+  private async unlessUnique(statement: string, params: (string | null)[][]): Promise<boolean> {
+    if (this.failure) throw this.failure.error;
+    try {
+      await this.tx.savepoint((sp) => sp.unsafe(statement, params as never));
+      return true;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (this.failure || (code !== PG.uniqueViolation && code !== PG.exclusionViolation)) {
+        this.failure ??= { error };
+        throw this.failure.error;
+      }
+      return false;
     }
   }
 
