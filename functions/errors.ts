@@ -42,6 +42,7 @@ export function unreachable(project: string, detail: string): SpillwayError {
 /** Postgres SQLSTATEs that Spillway matches on, by name. */
 export const PG = {
   uniqueViolation: "23505",
+  exclusionViolation: "23P01",
   undefinedTable: "42P01",
   invalidSchemaName: "3F000",
   undefinedObject: "42704",

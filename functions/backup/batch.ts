@@ -1,5 +1,5 @@
-import { SpillwayError } from "../errors.ts";
-import type { Db } from "../project.ts";
+import type { TransactionSql } from "postgres";
+import { PG, SpillwayError } from "../errors.ts";
 import { quoteIdent, type Table } from "./catalog.ts";
 import { type Message, UNCHANGED, type Value } from "./pgoutput.ts";
 
@@ -46,7 +46,9 @@ export type Change = Extract<Message, { type: "insert" | "update" | "delete" | "
 // columns, whose later values replace the earlier ones. Within a group, then, no two rows
 // can meet on the key whatever order the standby writes them in. Unique constraints other
 // than the key are checked row by row as a statement writes, in an order its plan picks:
-// an update group that may change their values is written in two steps (see `write`).
+// an update group that may change their values writes the rows that keep them, then tries
+// the others in one statement, and writes them in the active's order only if the standby
+// refuses that (see `write`).
 interface Group {
   key: string;
   table: WrittenTable;
@@ -90,7 +92,7 @@ export class BatchWriter {
   private failure: { error: unknown } | null = null;
 
   constructor(
-    private readonly tx: Db,
+    private readonly tx: TransactionSql,
     private readonly tables: Map<string, WrittenTable>,
   ) {}
 
@@ -293,9 +295,7 @@ export class BatchWriter {
         return;
       }
       // A row that keeps its unique values (the very same stored values) cannot meet
-      // another on them, in any order: those go in one statement. The others go one by
-      // one in the active's order, each taking values only once the row before it gave
-      // them up, as on the active, whatever plan the standby would pick for one statement.
+      // another on them, in any order: those go in one statement first.
       const kept = g.unique.map((i) => `t.${quoteIdent(g.columns[i]!)}`).join(", ");
       const fresh = g.unique.map((i) => `u.c${i}::${type(g.columns[i]!)}`).join(", ");
       const written = await this.query<{ n: string }>(
@@ -303,12 +303,23 @@ export class BatchWriter {
         params,
       );
       const done = new Set(written.map((r) => Number(r.n) - 1));
+      const rest = [...g.rows.keys()].filter((i) => !done.has(i));
+      if (rest.length === 0) return;
+      // One statement gives the others their new values whatever order its plan picks; it
+      // is refused only when a row takes a unique value before the row holding it gives it
+      // up (the active's order let it), and then nothing of it is kept: they go one by one
+      // in the active's order, each taking values only once the row before it gave them up.
+      const restRows = rest.map((i) => g.rows[i]!);
+      const restWhere = rest.map((i) => g.where[i]!);
+      if (
+        await this.unlessUnique(statement, [...g.columns.map((_, i) => column(restRows, i)), ...pk.map((_, i) => column(restWhere, i))])
+      ) {
+        return;
+      }
       const one = `update ${into} as t set ${g.columns.map((c, i) => `${quoteIdent(c)} = $${i + 1}::text::${type(c)}`).join(", ")} where ${pk
         .map((k, i) => `t.${quoteIdent(k)} = $${n + i + 1}::text::${type(k)}`)
         .join(" and ")}`;
-      for (const [i, row] of g.rows.entries()) {
-        if (!done.has(i)) await this.send(one, [...row.map(text), ...g.where[i]!.map(text)]);
-      }
+      for (const i of rest) await this.send(one, [...g.rows[i]!.map(text), ...g.where[i]!.map(text)]);
     } else {
       const params = pk.map((_, i) => column(g.where, i));
       const unnest = pk.map((_, i) => `$${i + 1}::text[]`).join(", ");
@@ -317,6 +328,24 @@ export class BatchWriter {
         params,
         g.rows.length,
       );
+    }
+  }
+
+  // Runs a statement after the others, in a savepoint, and waits for it; answers false,
+  // with nothing of it kept, when Postgres refuses it for a unique or exclusion constraint.
+  // (The driver's savepoint, as it fails the whole transaction on any error not in one.)
+  private async unlessUnique(statement: string, params: (string | null)[][]): Promise<boolean> {
+    if (this.failure) throw this.failure.error;
+    try {
+      await this.tx.savepoint((sp) => sp.unsafe(statement, params as never));
+      return true;
+    } catch (error) {
+      const code = (error as { code?: unknown }).code;
+      if (this.failure || (code !== PG.uniqueViolation && code !== PG.exclusionViolation)) {
+        this.failure ??= { error };
+        throw this.failure.error;
+      }
+      return false;
     }
   }
 

@@ -25,9 +25,9 @@ export interface Table {
   columns: Column[];
   primaryKey: string[];
   /**
-   * Columns a unique or exclusion constraint other than the primary key looks at (every
-   * column when one is on an expression or partial): updates that change them must reach
-   * the standby in the active's order.
+   * Columns a unique or exclusion constraint other than the primary key looks at, in its
+   * key, expressions or predicate (every column when one reads the whole row): updates
+   * that change them must reach the standby in the active's order.
    */
   uniqueColumns: string[];
   /** Binary COPY embeds type OIDs of arrays and composites of user types, which differ between databases. */
@@ -225,11 +225,20 @@ async function readQualified(sql: Sql, schemas: string[], sequences: boolean): P
          join pg_catalog.pg_attribute a on a.attrelid = c.conrelid and a.attnum = k.attnum
          where c.contype = 'p' and c.conrelid in (select oid from tabs)
          group by c.conrelid) x) as keys,
+      -- The columns a unique index looks at: its key columns, and those its expressions and
+      -- predicate read (their Vars, as the stored expression trees name them); a whole-row
+      -- Var (column 0) reads every column.
       (select coalesce(pg_catalog.json_agg(x), '[]')
        from (
-         select i.indrelid::int8 as rel, (i.indexprs is not null or i.indpred is not null) as whole,
-           array(select a.attname from pg_catalog.pg_attribute a where a.attrelid = i.indrelid and a.attnum = any(i.indkey::int2[])) as columns
+         select i.indrelid::int8 as rel, 0 = any(v.attnums) as whole,
+           array(select a.attname from pg_catalog.pg_attribute a
+                 where a.attrelid = i.indrelid and a.attnum > 0 and (a.attnum = any(i.indkey::int2[]) or a.attnum = any(v.attnums))) as columns
          from pg_catalog.pg_index i
+         cross join lateral (
+           select array(
+             select m[1]::int2
+             from pg_catalog.regexp_matches(coalesce(i.indexprs::text, '') || ' ' || coalesce(i.indpred::text, ''), ':varattno (-?[0-9]+)', 'g') as m
+           ) as attnums) v
          where i.indrelid in (select oid from tabs) and (i.indisunique or i.indisexclusion) and not i.indisprimary) x) as uniques,
       (select coalesce(pg_catalog.json_agg(x order by x.table_schema, x.table_name, x.name), '[]')
        from (
