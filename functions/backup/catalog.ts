@@ -250,7 +250,9 @@ async function readQualified(sql: Sql, schemas: string[], sequences: boolean): P
          where c.contype = 'f' and c.conparentid = 0 and t.relkind = 'r' and not t.relispartition
            and c.conrelid in (select oid from tabs) and c.confrelid in (select oid from tabs)) x) as foreign_keys,
       -- Indexes a load may drop and rebuild: on plain (non-partition) tables, not tied to a
-      -- partitioned index, and not the key any foreign key stands on (foreign keys stay).
+      -- partitioned index, not the key any foreign key stands on (foreign keys stay), and not a
+      -- REPLICA IDENTITY USING INDEX one (rebuilt, it would no longer be the identity: the
+      -- table would be left with none once this project is the active and publishes it).
       (select coalesce(pg_catalog.json_agg(x order by x.table_schema, x.table_name, x.name), '[]')
        from (
          select n.nspname as table_schema, t.relname as table_name, ic.relname as name, con.conname as constraint_name,
@@ -266,6 +268,7 @@ async function readQualified(sql: Sql, schemas: string[], sequences: boolean): P
              where f.contype = 'f' and f.conindid = i.indexrelid
            )
            and not exists (select 1 from pg_catalog.pg_depend d where d.refobjid = i.indexrelid and d.classid = 'pg_catalog.pg_class'::regclass and d.deptype = 'i')
+           and not i.indisreplident
        ) x) as indexes,
       (select coalesce(pg_catalog.json_agg(x order by x."table", x.kind, x.name), '[]')
        from (

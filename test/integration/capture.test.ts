@@ -289,6 +289,11 @@ describe("replica identities other than the primary key", () => {
         sql`insert into public.members (email, name) select 'm' || g || '@example.com', 'member ' || g from generate_series(1, 20) g`,
     );
     assert.equal((await backup("auto")).kind, "full");
+    // The full load rebuilds indexes on the standby: the identity index must stay its identity,
+    // or the table has none once the standby is the active (a switch publishes it).
+    const [kept] = await pair[(await roles()).standby].admin`
+      select i.indexrelid::regclass::text as index from pg_catalog.pg_index i where i.indrelid = 'public.members'::regclass and i.indisreplident`;
+    assert.equal(kept?.index, "members_email_key", "the standby's members keeps its replica identity index");
     await onActive(async (sql) => {
       await sql`update public.members set name = 'renamed' where email = 'm1@example.com'`;
       await sql`update public.members set email = 'moved@example.com', name = 'moved' where email = 'm2@example.com'`;
