@@ -1,7 +1,7 @@
 import { SpillwayError } from "../errors.ts";
 import type { Db, Project } from "../project.ts";
 import { qualify, type Table } from "./catalog.ts";
-import { PUBLICATION } from "./source.ts";
+import { boundWaits, PUBLICATION } from "./source.ts";
 
 /**
  * A table's replica identity: what the change stream sends to find the row an update or a
@@ -95,8 +95,9 @@ export function applyKey(table: Table, identity: Identity | undefined): Table {
  * @example
  * await makeIdentityFull(source, table);
  */
-export async function makeIdentityFull(source: Project, table: Table): Promise<void> {
+export async function makeIdentityFull(source: Project, table: Table, timeoutMs?: number): Promise<void> {
   await source.sql.begin("read write", async (tx) => {
+    await boundWaits(tx, timeoutMs);
     await tx.unsafe(`alter table ${table.qualified} replica identity full`);
     await tx`insert into spillway.identity_changes (relid, qualified) values (${table.oid}, ${table.qualified}) on conflict (relid) do nothing`;
   });
@@ -109,15 +110,14 @@ export async function makeIdentityFull(source: Project, table: Table): Promise<v
  * @example
  * await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
  */
-export async function restoreIdentities(source: Project, keyless: Table[]): Promise<string[]> {
-  return await source.sql.begin(
-    "read write",
-    async (tx) =>
-      await putBack(
-        tx,
-        keyless.map((t) => t.oid),
-      ),
-  );
+export async function restoreIdentities(source: Project, keyless: Table[], timeoutMs?: number): Promise<string[]> {
+  return await source.sql.begin("read write", async (tx) => {
+    await boundWaits(tx, timeoutMs);
+    return await putBack(
+      tx,
+      keyless.map((t) => t.oid),
+    );
+  });
 }
 
 /**
