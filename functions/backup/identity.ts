@@ -71,7 +71,11 @@ export function identityUnsupported(problems: string[]): SpillwayError {
  * const unpublished = await unpublishUnidentified(source); // ["public.likes"]
  */
 export async function unpublishUnidentified(project: Project): Promise<string[]> {
-  const [row] = await project.sql<{ tables: string[] }[]>`select spillway.unpublish_unidentified() as tables`;
+  // Read write of its own: a project past its quota may be read-only by default.
+  const [row] = await project.sql.begin(
+    "read write",
+    (tx) => tx<{ tables: string[] }[]>`select spillway.unpublish_unidentified() as tables`,
+  );
   return row?.tables ?? [];
 }
 
