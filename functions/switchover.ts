@@ -289,6 +289,7 @@ async function catchUp(
   bound: { maxRuns?: number; until?: number; mustEnd?: boolean; incrementalOnly?: boolean },
 ): Promise<Run> {
   let rows = 0;
+  let skippedBytes = 0;
   for (let n = 1; ; n++) {
     const budgetMs = bound.until === undefined ? undefined : Math.max(0, bound.until - Date.now());
     const mode = bound.incrementalOnly ? "incremental" : "auto";
@@ -301,16 +302,18 @@ async function catchUp(
       );
     });
     rows += run.rows;
-    if (run.details.more !== true) return { ...run, rows };
+    skippedBytes += run.details.skippedBytes ?? 0;
+    const summed = { ...run, rows, details: { ...run.details, skippedBytes } };
+    if (run.details.more !== true) return summed;
     if (bound.until !== undefined && Date.now() >= bound.until) {
-      if (!bound.mustEnd) return { ...run, rows };
+      if (!bound.mustEnd) return summed;
       throw new SpillwayError(
         "SWITCH_TOO_LONG",
         409,
         "the catch-up behind the fence did not end within this runtime's wall clock (apps wrote faster than estimated before the fence); the fence was lifted, try again",
       );
     }
-    if (n >= (bound.maxRuns ?? Infinity)) return { ...run, rows };
+    if (n >= (bound.maxRuns ?? Infinity)) return summed;
   }
 }
 
@@ -325,12 +328,14 @@ async function catchUpToFit(ctx: Context, lease: Lease, clock: SwitchClock, p: {
   };
   const before = await where();
   const started = Date.now();
-  await catchUp(ctx, lease, { until: catchUpBeforeFenceUntil(clock) });
+  const run = await catchUp(ctx, lease, { until: catchUpBeforeFenceUntil(clock) });
   const caughtUpMs = Date.now() - started;
   const after = await where();
   if (!after?.progress) return;
   // A full copy made a new slot: its speed is not the catch-up's, which then counts as unmeasured.
-  const moved = before?.slot === after.slot && before.progress ? after.progress.consumedBytes - before.progress.consumedBytes : 0;
+  // WAL skipped to a mark (nothing in it to carry) was not applied: it says nothing of the speed.
+  const skipped = run.details.skippedBytes ?? 0;
+  const moved = before?.slot === after.slot && before.progress ? after.progress.consumedBytes - before.progress.consumedBytes - skipped : 0;
   const backlog: Backlog = { pendingBytes: after.progress.pendingBytes, caughtUpBytes: Math.max(0, moved), caughtUpMs };
   const estimate = fitsBehindFence(clock, Date.now(), backlog);
   if (estimate.fits) return;

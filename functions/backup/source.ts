@@ -267,14 +267,18 @@ export async function markWal(source: Project): Promise<string> {
  * standby lacks (the app's writes in schemas that are not replicated, vacuum, other
  * databases), and a slot that keeps it grows on a quiet app until the retention guard drops
  * it. Call only once every change committed before the mark is applied on the standby.
+ * Answers the bytes of WAL skipped (not applied: a catch-up's speed leaves them out).
  *
  * @example
- * await skipToMark(source, slot, mark);
+ * const skippedBytes = await skipToMark(source, slot, mark);
  */
-export async function skipToMark(source: Project, slot: string, mark: string): Promise<void> {
-  await source.sql`
-    select pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn) from pg_catalog.pg_replication_slots
+export async function skipToMark(source: Project, slot: string, mark: string): Promise<number> {
+  const [row] = await source.sql<{ skipped: string }[]>`
+    select pg_catalog.pg_wal_lsn_diff(${mark}::pg_lsn, confirmed_flush_lsn)::int8::text as skipped,
+      pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn)
+    from pg_catalog.pg_replication_slots
     where slot_name = ${slot} and confirmed_flush_lsn < ${mark}::pg_lsn`;
+  return Number(row?.skipped ?? 0);
 }
 
 /**

@@ -95,8 +95,8 @@ test("a switch under a wall clock whose catch-up behind the fence would be a ful
   await appWrites("secondary");
   // Once a backup rebuilt the capture, the same switch goes through.
   assert.equal((await forceBackup(t, "auto")).kind, "full");
-  const switched = await call(t, "POST", "/force-switch", { to: "primary" });
-  assert.equal(switched.status, 200, JSON.stringify(switched.body));
+  const switched = await switchOver({ projects: t.projects, events: t.events, wallClockMs: 60_000 }, { force: false, to: "primary" });
+  assert.equal(switched.to, "primary");
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   await appWrites("primary");
 });
