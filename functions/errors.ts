@@ -46,6 +46,8 @@ export const PG = {
   undefinedTable: "42P01",
   invalidSchemaName: "3F000",
   undefinedObject: "42704",
+  objectNotInPrerequisiteState: "55000",
+  objectInUse: "55006",
   insufficientPrivilege: "42501",
   readOnlyTransaction: "25006",
   serializationFailure: "40001",
@@ -64,7 +66,9 @@ export const PG = {
  * 22, 23, 54 and P0: a constraint, an enum label, a value out of range or too large for an
  * index, a function a constraint calls raising) or a statement its schema cannot run (class
  * 42: a column, type or operator it lacks), 409 `PERMISSION_DENIED`, 503
- * `PROJECT_OUT_OF_RESOURCES` (class 53: disk full, out of memory, too many connections).
+ * `PROJECT_OUT_OF_RESOURCES` (class 53: disk full, out of memory, too many connections),
+ * 409 `CAPTURE_SLOT_GONE` for a change capture slot dropped, invalidated or taken under the
+ * run (the next backup is a full one).
  * The object Postgres names (schema, table, column, constraint) is in the message and the
  * details. Answers null for any other error.
  *
@@ -82,6 +86,15 @@ export function fromPostgres(e: unknown, during: string): SpillwayError | null {
     .join(", ");
   const details = { sqlstate: code, object: object || null };
   const said = `${describeError(e)}${object ? ` (${object})` : ""}`;
+  const slotCodes: string[] = [PG.undefinedObject, PG.objectNotInPrerequisiteState, PG.objectInUse];
+  if (slotCodes.includes(code) && /replication slot/i.test(e.message)) {
+    return new SpillwayError(
+      "CAPTURE_SLOT_GONE",
+      409,
+      `${during} stopped: its change capture slot is gone or in use (${describeError(e)}); the next backup is a full one`,
+      details,
+    );
+  }
   if (code === PG.insufficientPrivilege) {
     return new SpillwayError("PERMISSION_DENIED", 409, `${during} was refused a privilege: ${said}`, details);
   }

@@ -49,6 +49,8 @@ export interface RunDetails {
   more?: boolean;
   /** An incremental run's apply alone (peek, write, commit, advance), in milliseconds. */
   applyMs?: number;
+  /** An incremental run's WAL skipped to its mark (nothing in it to carry), in bytes. */
+  skippedBytes?: number;
   /** The error's details of a failed run. */
   failure?: unknown;
   /** An incremental run of the standby following the active, told in a summary rather than by its own events. */

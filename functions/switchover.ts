@@ -67,6 +67,8 @@ const PRE_FENCE_RUNS = 4;
  * be handed out again.
  */
 const SEQUENCE_GAP_STEPS = 1000;
+/** How long making the reverse capture (publication, slot) may wait for locks behind the fence. */
+const REVERSE_CAPTURE_TIMEOUT_MS = 10_000;
 /** How long an operator's request waits for a running tick to give the lease back. */
 const OPERATOR_WAIT_MS = 10_000;
 
@@ -195,7 +197,13 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   try {
     // The fence's own wait for transactions in flight (at most 10 s) moves the end: the margin holds it.
     const fenceWaitMs = Date.now() - fencedAt;
-    run = await catchUp(ctx, lease, clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true } : {});
+    // Under a wall clock only changes are applied behind the fence: a full copy (the slot
+    // dropped since, the tables changed) is refused before anything is copied.
+    run = await catchUp(
+      ctx,
+      lease,
+      clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true, incrementalOnly: true } : {},
+    );
     // GoTrue migrated on one project since: the catch-up behind the fence refused Auth.
     if (auth && !(await authInStep(target, from, auth))) {
       throw authRefusal(`switch to ${to} refused: its copy of ${from}'s Auth fell out of step while it was caught up`, auth.refused);
@@ -275,22 +283,37 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
 // left (each stops at the budget), so the target holds every change before it is published.
 // Before the fence, `maxRuns` or `until` bounds it; with `until` each run's budget ends
 // there, and with `mustEnd` a run still behind past it fails the switch.
-async function catchUp(ctx: Context, lease: Lease, bound: { maxRuns?: number; until?: number; mustEnd?: boolean }): Promise<Run> {
+async function catchUp(
+  ctx: Context,
+  lease: Lease,
+  bound: { maxRuns?: number; until?: number; mustEnd?: boolean; incrementalOnly?: boolean },
+): Promise<Run> {
   let rows = 0;
+  let skippedBytes = 0;
   for (let n = 1; ; n++) {
     const budgetMs = bound.until === undefined ? undefined : Math.max(0, bound.until - Date.now());
-    const run = await runBackup(ctx, { mode: "auto", verify: false, continuable: false, budgetMs }, lease);
+    const mode = bound.incrementalOnly ? "incremental" : "auto";
+    const run = await runBackup(ctx, { mode, verify: false, continuable: false, budgetMs }, lease).catch((e: unknown) => {
+      if (!(e instanceof SpillwayError && e.code === "INCREMENTAL_UNAVAILABLE")) throw e;
+      throw new SpillwayError(
+        "SWITCH_TOO_LONG",
+        409,
+        `the catch-up behind the fence would need a full copy, which does not fit this runtime's wall clock (${e.message}); the fence was lifted: run a backup, then switch again`,
+      );
+    });
     rows += run.rows;
-    if (run.details.more !== true) return { ...run, rows };
+    skippedBytes += run.details.skippedBytes ?? 0;
+    const summed = { ...run, rows, details: { ...run.details, skippedBytes } };
+    if (run.details.more !== true) return summed;
     if (bound.until !== undefined && Date.now() >= bound.until) {
-      if (!bound.mustEnd) return { ...run, rows };
+      if (!bound.mustEnd) return summed;
       throw new SpillwayError(
         "SWITCH_TOO_LONG",
         409,
         "the catch-up behind the fence did not end within this runtime's wall clock (apps wrote faster than estimated before the fence); the fence was lifted, try again",
       );
     }
-    if (n >= (bound.maxRuns ?? Infinity)) return { ...run, rows };
+    if (n >= (bound.maxRuns ?? Infinity)) return summed;
   }
 }
 
@@ -305,12 +328,14 @@ async function catchUpToFit(ctx: Context, lease: Lease, clock: SwitchClock, p: {
   };
   const before = await where();
   const started = Date.now();
-  await catchUp(ctx, lease, { until: catchUpBeforeFenceUntil(clock) });
+  const run = await catchUp(ctx, lease, { until: catchUpBeforeFenceUntil(clock) });
   const caughtUpMs = Date.now() - started;
   const after = await where();
   if (!after?.progress) return;
   // A full copy made a new slot: its speed is not the catch-up's, which then counts as unmeasured.
-  const moved = before?.slot === after.slot && before.progress ? after.progress.consumedBytes - before.progress.consumedBytes : 0;
+  // WAL skipped to a mark (nothing in it to carry) was not applied: it says nothing of the speed.
+  const skipped = run.details.skippedBytes ?? 0;
+  const moved = before?.slot === after.slot && before.progress ? after.progress.consumedBytes - before.progress.consumedBytes - skipped : 0;
   const backlog: Backlog = { pendingBytes: after.progress.pendingBytes, caughtUpBytes: Math.max(0, moved), caughtUpMs };
   const estimate = fitsBehindFence(clock, Date.now(), backlog);
   if (estimate.fits) return;
@@ -328,7 +353,8 @@ async function startReverseCapture(
 ): Promise<string> {
   const tables = (await readCatalog(projects[p.to].sql, p.settings.schemas)).tables;
   const slot = newSlotName(p.to, p.from);
-  await prepareCapture(projects[p.to], tables, slot);
+  // Behind the fence: a lock or a long transaction on the target must not hold it up unbounded.
+  await prepareCapture(projects[p.to], tables, slot, { timeoutMs: REVERSE_CAPTURE_TIMEOUT_MS });
   await projects[p.from].sql.begin("read write", (tx) =>
     writePosition(tx, { source: p.to, slot, baseSnapshot: null, appliedLsn: null, tables: tableSet(tables) }),
   );

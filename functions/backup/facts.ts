@@ -11,7 +11,7 @@ import { unpublished } from "./drift.ts";
 import { type Identity, identityProblems, readIdentities } from "./identity.ts";
 import { type BackupFacts, type BackupPlan, fullCopyFits, type Need, planBackup } from "./plan.ts";
 import { type ReplicaPosition, readPosition, type Staging, tableSet } from "./position.ts";
-import { ruleDiff, schemaDiff, sequenceDiff } from "./schema-diff.ts";
+import { ruleDiff, ruleWarnings, schemaDiff, sequenceDiff } from "./schema-diff.ts";
 import { slotHealth } from "./slots.ts";
 import { PUBLICATION, tablesSize } from "./source.ts";
 import { continuableStaging } from "./staged.ts";
@@ -91,13 +91,24 @@ export async function readFacts(
       { project: target.name, data: { skew: auth.skew } },
     );
   }
+  const sides = { active: source.name, standby: target.name };
+  const looser = ruleWarnings(sourceCatalog, targetCatalog, sides);
+  // Told on the runs an operator or a full copy starts, not at every tick the standby follows.
+  if (looser.length > 0 && request.follows !== true) {
+    await events.record(
+      "warn",
+      "backup.rules_differ",
+      `${target.name}'s rules differ from ${source.name}'s where every row the active holds still fits (the backup goes ahead): ${looser.slice(0, 3).join("; ")}`,
+      { project: target.name, data: { differences: looser } },
+    );
+  }
   const facts: BackupFacts = {
     request: { mode: request.mode, continuable: request.continuable ?? true, staged: request.staged },
     source: source.name,
     diffs: [
       ...schemaDiff(sourceCatalog, targetCatalog),
       ...sequenceDiff(sourceCatalog, targetCatalog),
-      ...ruleDiff(sourceCatalog, targetCatalog, { active: source.name, standby: target.name }),
+      ...ruleDiff(sourceCatalog, targetCatalog, sides),
     ],
     identityProblems: identityProblems(sourceCatalog.tables, identities),
     leftBehind: carried.left,

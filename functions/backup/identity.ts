@@ -1,7 +1,7 @@
 import { SpillwayError } from "../errors.ts";
 import type { Db, Project } from "../project.ts";
 import { qualify, type Table } from "./catalog.ts";
-import { PUBLICATION } from "./source.ts";
+import { boundWaits, PUBLICATION } from "./source.ts";
 
 /**
  * A table's replica identity: what the change stream sends to find the row an update or a
@@ -71,7 +71,11 @@ export function identityUnsupported(problems: string[]): SpillwayError {
  * const unpublished = await unpublishUnidentified(source); // ["public.likes"]
  */
 export async function unpublishUnidentified(project: Project): Promise<string[]> {
-  const [row] = await project.sql<{ tables: string[] }[]>`select spillway.unpublish_unidentified() as tables`;
+  // Read write of its own: a project past its quota may be read-only by default.
+  const [row] = await project.sql.begin(
+    "read write",
+    (tx) => tx<{ tables: string[] }[]>`select spillway.unpublish_unidentified() as tables`,
+  );
   return row?.tables ?? [];
 }
 
@@ -95,8 +99,9 @@ export function applyKey(table: Table, identity: Identity | undefined): Table {
  * @example
  * await makeIdentityFull(source, table);
  */
-export async function makeIdentityFull(source: Project, table: Table): Promise<void> {
+export async function makeIdentityFull(source: Project, table: Table, timeoutMs?: number): Promise<void> {
   await source.sql.begin("read write", async (tx) => {
+    await boundWaits(tx, timeoutMs);
     await tx.unsafe(`alter table ${table.qualified} replica identity full`);
     await tx`insert into spillway.identity_changes (relid, qualified) values (${table.oid}, ${table.qualified}) on conflict (relid) do nothing`;
   });
@@ -109,15 +114,14 @@ export async function makeIdentityFull(source: Project, table: Table): Promise<v
  * @example
  * await restoreIdentities(source, tables.filter((t) => t.primaryKey.length === 0));
  */
-export async function restoreIdentities(source: Project, keyless: Table[]): Promise<string[]> {
-  return await source.sql.begin(
-    "read write",
-    async (tx) =>
-      await putBack(
-        tx,
-        keyless.map((t) => t.oid),
-      ),
-  );
+export async function restoreIdentities(source: Project, keyless: Table[], timeoutMs?: number): Promise<string[]> {
+  return await source.sql.begin("read write", async (tx) => {
+    await boundWaits(tx, timeoutMs);
+    return await putBack(
+      tx,
+      keyless.map((t) => t.oid),
+    );
+  });
 }
 
 /**

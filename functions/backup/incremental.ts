@@ -46,7 +46,7 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   });
   // Every change committed before the mark is on the standby: what else the slot holds up to
   // it has nothing to carry.
-  if (!result.more) await skipToMark(source, position.slot, mark);
+  const skippedBytes = result.more ? 0 : await skipToMark(source, position.slot, mark);
   const done = await target.sql.begin("read write", (tx) =>
     recordSuccess(tx, run, {
       tables: run.targetCatalog.tables.length,
@@ -59,6 +59,7 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
         appliedLsn: result.appliedLsn,
         more: result.more,
         applyMs: Date.now() - applyStarted,
+        skippedBytes,
       },
     }),
   );

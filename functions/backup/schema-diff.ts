@@ -79,19 +79,51 @@ export interface Sides {
 /**
  * The differences in what the rows must satisfy, on the tables both sides replicate, that
  * would make applying the active's rows on the standby fail (or compute other values): an
- * enum label only the active has; a check, unique or exclusion constraint, a unique index,
- * a NOT NULL, a generated column's expression or a domain that is not the same on both
- * sides. Each names the object and the project to migrate. A label only the standby has is
- * allowed: the standby is migrated first.
+ * enum label only the active has; a NOT NULL, check, unique or exclusion constraint or a
+ * unique index only the standby has (a unique index changed on one side is one only that
+ * side has); a generated column's expression or a domain that is not the same on both
+ * sides. Each names the object and the project to migrate. Rules are compared by what they
+ * say: names and NOT VALID are not. What only the active has (the standby is looser) and a
+ * check changed under its name are allowed: see `ruleWarnings`.
  *
  * @example
  * ruleDiff(active, standby, { active: "primary", standby: "secondary" })
  * // ['type public.status: label "archived" exists only on primary (the active); migrate secondary: alter type public.status add value \'archived\'']
  */
 export function ruleDiff(active: Catalog, standby: Catalog, sides: Sides): string[] {
+  return compareRules(active, standby, sides).refusals;
+}
+
+/**
+ * The rules only the active has, on the tables both sides replicate (a NOT NULL, check,
+ * unique or exclusion constraint, a unique index): the standby accepts every row the active
+ * holds, but would accept rows the active refuses once it is active; and a check changed
+ * under its name on one side (a row the standby's refuses fails the run, named). Each names
+ * the project to migrate.
+ *
+ * @example
+ * ruleWarnings(active, standby, sides) // ["public.orders: check constraint orders_total_check exists only on primary (the active); ..."]
+ */
+export function ruleWarnings(active: Catalog, standby: Catalog, sides: Sides): string[] {
+  return compareRules(active, standby, sides).warnings;
+}
+
+// Rules that refuse rows, compared by table and what they say: the same rule under another name
+// or NOT VALID on one side is the same rule.
+const RESTRICTING = new Set<Rule["kind"]>(["check constraint", "unique constraint", "exclusion constraint", "unique index"]);
+
+function said(r: Rule): string {
+  const definition = r.definition.replace(/ NOT VALID$/, "");
+  return r.kind === "unique index"
+    ? definition.replace(/^CREATE UNIQUE INDEX (?:"(?:[^"]|"")*"|\S+) ON /, "CREATE UNIQUE INDEX ON ")
+    : definition;
+}
+
+function compareRules(active: Catalog, standby: Catalog, sides: Sides): { refusals: string[]; warnings: string[] } {
   const a = `${sides.active} (the active)`;
   const s = `${sides.standby} (the standby)`;
   const diffs: string[] = [];
+  const warnings: string[] = [];
   const standbyEnums = new Map(standby.enums.map((e) => [e.name, new Set(e.labels)]));
   for (const e of active.enums) {
     const labels = standbyEnums.get(e.name);
@@ -111,29 +143,43 @@ export function ruleDiff(active: Catalog, standby: Catalog, sides: Sides): strin
     for (const c of t.columns) {
       const sc = other.get(c.name);
       if (!sc || sc.notNull === c.notNull) continue;
-      diffs.push(
-        sc.notNull
-          ? `${label(t)}: column ${c.name} is NOT NULL only on ${s}; migrate ${sides.active} the same way, or drop the NOT NULL on ${sides.standby}`
-          : `${label(t)}: column ${c.name} is NOT NULL only on ${a}; migrate ${sides.standby}: alter table ${label(t)} alter column ${c.name} set not null`,
-      );
+      if (sc.notNull)
+        diffs.push(
+          `${label(t)}: column ${c.name} is NOT NULL only on ${s}; migrate ${sides.active} the same way, or drop the NOT NULL on ${sides.standby}`,
+        );
+      else
+        warnings.push(
+          `${label(t)}: column ${c.name} is NOT NULL only on ${a}; migrate ${sides.standby}: alter table ${label(t)} alter column ${c.name} set not null`,
+        );
     }
   }
-  const key = (r: Rule) => `${r.table ?? ""}|${r.kind}|${r.name}`;
+  const key = (r: Rule) => `${r.table ?? ""}|${r.kind}|${RESTRICTING.has(r.kind) ? said(r) : r.name}`;
   const compared = (rules: Rule[]) => new Map(rules.filter((r) => r.table === null || both.has(r.table)).map((r) => [key(r), r]));
   const onActive = compared(active.rules);
   const onStandby = compared(standby.rules);
   const what = (r: Rule) => `${r.table ? `${r.table}: ` : ""}${r.kind} ${r.name}`;
+  // A check changed on one side keeps its name: whether the standby's is looser (migrated
+  // first, as told) or stricter no catalog says, and a row it refuses fails the run named.
+  const changed = (r: Rule, side: Catalog) =>
+    r.kind === "check constraint" ? side.rules.find((o) => o.table === r.table && o.kind === r.kind && o.name === r.name) : undefined;
   for (const [k, r] of onActive) {
     const other = onStandby.get(k);
-    if (!other) diffs.push(`${what(r)} exists only on ${a}; migrate ${sides.standby}: ${r.definition}`);
-    else if (other.definition !== r.definition)
+    const renamed = other ? undefined : changed(r, standby);
+    if (renamed)
+      warnings.push(
+        `${what(r)} is ${r.definition} on ${a}, ${renamed.definition} on ${s}; rows the standby's refuses fail the backup; migrate ${sides.active} the same way`,
+      );
+    else if (!other) {
+      // The standby is looser: it takes every row the active holds.
+      (RESTRICTING.has(r.kind) ? warnings : diffs).push(`${what(r)} exists only on ${a}; migrate ${sides.standby}: ${r.definition}`);
+    } else if (said(other) !== said(r))
       diffs.push(`${what(r)} is ${r.definition} on ${a}, ${other.definition} on ${s}; migrate ${sides.standby} to match ${sides.active}`);
   }
   for (const [k, r] of onStandby) {
-    if (!onActive.has(k))
+    if (!onActive.has(k) && !changed(r, active))
       diffs.push(`${what(r)} exists only on ${s}; migrate ${sides.active} the same way, or drop it from ${sides.standby}: ${r.definition}`);
   }
-  return diffs;
+  return { refusals: diffs, warnings };
 }
 
 /**

@@ -57,19 +57,36 @@ export function newSlotName(source: ProjectName, target: ProjectName): string {
  * replicated table and Spillway's table of Auth's changes (tables without a primary key get
  * REPLICA IDENTITY FULL, without which Postgres would refuse their updates once published;
  * recorded, and put back once a table no longer needs it), and the slot is made anew, so it
- * starts before the copy's snapshot.
+ * starts before the copy's snapshot. A table left REPLICA IDENTITY USING INDEX whose index
+ * was dropped has no identity any more: it gets DEFAULT when it has a primary key, FULL
+ * (recorded) when not. With `timeoutMs`, each statement waits at most that long for locks
+ * and runs at most that long (a switch makes it behind the fence).
  *
  * @example
  * await prepareCapture(source, catalog.tables, newSlotName("primary", "secondary"));
  */
-export async function prepareCapture(source: Project, tables: Table[], slot: string): Promise<void> {
+export async function prepareCapture(source: Project, tables: Table[], slot: string, opts: { timeoutMs?: number } = {}): Promise<void> {
   const sql = source.sql;
-  const write = (statement: string) => sql.begin("read write", (tx) => tx.unsafe(statement));
+  const { timeoutMs } = opts;
+  const write = (statement: string) =>
+    sql.begin("read write", async (tx) => {
+      await boundWaits(tx, timeoutMs);
+      await tx.unsafe(statement);
+    });
+  const identities = await sql<{ oid: number; chosen: boolean; lost: boolean }[]>`
+    select c.oid::int8 as oid, c.relreplident <> 'd' as chosen,
+      c.relreplident = 'i' and not exists (select 1 from pg_catalog.pg_index i where i.indrelid = c.oid and i.indisreplident) as lost
+    from pg_catalog.pg_class c where c.oid = any(${tables.map((t) => t.oid)}::oid[])`;
+  const byOid = new Map(identities.map((r) => [Number(r.oid), r]));
   for (const t of tables) {
-    if (t.primaryKey.length > 0) continue;
-    // Only the default identity (none, without a key) is changed; one the app chose is kept.
-    const [row] = await sql<{ chosen: boolean }[]>`select relreplident <> 'd' as chosen from pg_catalog.pg_class where oid = ${t.oid}`;
-    if (!row?.chosen) await makeIdentityFull(source, t);
+    const identity = byOid.get(t.oid);
+    if (t.primaryKey.length > 0) {
+      // Postgres keeps 'i' once the index is dropped, and refuses the table's updates once published.
+      if (identity?.lost) await write(`alter table ${t.qualified} replica identity default`);
+      continue;
+    }
+    // Only the default identity (none, without a key) or a lost one is changed; one the app chose is kept.
+    if (!identity?.chosen || identity.lost) await makeIdentityFull(source, t, timeoutMs);
   }
   // Auth's captured changes travel in the same stream (see backup/auth.ts).
   const list = [...tables.map((t) => t.qualified), "spillway.auth_changes"].join(", ");
@@ -81,8 +98,25 @@ export async function prepareCapture(source: Project, tables: Table[], slot: str
   await restoreIdentities(
     source,
     tables.filter((t) => t.primaryKey.length === 0),
+    timeoutMs,
   );
-  await sql`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
+  // The slot waits for the transactions running on the project: bounded as the rest.
+  await sql.begin(async (tx) => {
+    await boundWaits(tx, timeoutMs);
+    await tx`select pg_catalog.pg_create_logical_replication_slot(${slot}, 'pgoutput')`;
+  });
+}
+
+/**
+ * Bounds, for the rest of the transaction `tx`, how long a statement waits for a lock and
+ * how long it runs (nothing when `timeoutMs` is unset).
+ *
+ * @example
+ * await sql.begin(async (tx) => { await boundWaits(tx, 10_000); await tx`alter table ...`; });
+ */
+export async function boundWaits(tx: Db, timeoutMs: number | undefined): Promise<void> {
+  if (timeoutMs === undefined) return;
+  await tx`select pg_catalog.set_config('lock_timeout', ${String(timeoutMs)}, true), pg_catalog.set_config('statement_timeout', ${String(timeoutMs)}, true)`;
 }
 
 /**
@@ -233,14 +267,18 @@ export async function markWal(source: Project): Promise<string> {
  * standby lacks (the app's writes in schemas that are not replicated, vacuum, other
  * databases), and a slot that keeps it grows on a quiet app until the retention guard drops
  * it. Call only once every change committed before the mark is applied on the standby.
+ * Answers the bytes of WAL skipped (not applied: a catch-up's speed leaves them out).
  *
  * @example
- * await skipToMark(source, slot, mark);
+ * const skippedBytes = await skipToMark(source, slot, mark);
  */
-export async function skipToMark(source: Project, slot: string, mark: string): Promise<void> {
-  await source.sql`
-    select pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn) from pg_catalog.pg_replication_slots
+export async function skipToMark(source: Project, slot: string, mark: string): Promise<number> {
+  const [row] = await source.sql<{ skipped: string }[]>`
+    select pg_catalog.pg_wal_lsn_diff(${mark}::pg_lsn, confirmed_flush_lsn)::int8::text as skipped,
+      pg_catalog.pg_replication_slot_advance(slot_name, ${mark}::pg_lsn)
+    from pg_catalog.pg_replication_slots
     where slot_name = ${slot} and confirmed_flush_lsn < ${mark}::pg_lsn`;
+  return Number(row?.skipped ?? 0);
 }
 
 /**

@@ -109,3 +109,19 @@ test("a domain tightened on the standby only is a 409 naming the domain and both
   await app("secondary", "alter domain public.short_text add constraint short_text_length check (length(value) <= 200)");
   await converges();
 });
+
+test("a check validated on the standby first, a unique index under another name and a check only the active has let backups go on, with a warning", async () => {
+  await app("primary", "alter table public.tasks add constraint tasks_title_len check (length(title) < 100) not valid");
+  await app("secondary", "alter table public.tasks add constraint tasks_title_len check (length(title) < 100)");
+  await app("primary", "create unique index tasks_title_key on public.tasks (title, id)");
+  await app("secondary", "create unique index tasks_title_id_idx on public.tasks (title, id)");
+  await app("primary", "alter table public.tasks add constraint tasks_no_draft check (title <> 'draft')");
+  const sunk = t.sunk.length;
+  const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+  assert.equal(r.status, 200, JSON.stringify(r.body));
+  const warned = t.sunk.slice(sunk).find((e) => e.kind === "backup.rules_differ");
+  assert.match(warned?.message ?? "", /check constraint tasks_no_draft exists only on primary \(the active\); migrate secondary/);
+  assert.doesNotMatch(warned?.message ?? "", /tasks_title/);
+  await app("secondary", "alter table public.tasks add constraint tasks_no_draft check (title <> 'draft')");
+  await converges();
+});

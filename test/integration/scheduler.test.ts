@@ -220,12 +220,24 @@ describe(`the pg_cron job on the machine's PostgreSQL ${major}`, () => {
     await app(primary.url, "insert into scratch.blobs select repeat(md5(g::text), 32) from generate_series(1, 3000) g");
 
     const [job] = await primary.admin`select command, schedule, username from cron.job where jobname = 'spillway-retention'`;
-    assert.deepEqual({ ...job }, { command: "select spillway.guard_retention()", schedule: "* * * * *", username: "postgres" });
-    // Run as pg_cron runs it: the job's command, as its user.
+    assert.deepEqual(
+      { ...job },
+      { command: "set transaction read write; select spillway.guard_retention()", schedule: "* * * * *", username: "postgres" },
+    );
+    // Run as pg_cron runs it: the job's command, as its user, on a project over its quota (read-only by default).
     const sql = postgres(primary.url, { max: 1, onnotice: () => {} });
-    const [ran] = await sql.unsafe(`${job!.command} as dropped`).finally(() => sql.end());
-    assert.equal(ran!.dropped.length, 1);
-    assert.match(ran!.dropped[0], /^spillway_primary_to_secondary_/);
+    const runJob = async () => {
+      const results = (await sql.unsafe(`${job!.command} as dropped`)) as unknown as { dropped: string[] }[][];
+      return results[1]![0]!.dropped;
+    };
+    await sql.unsafe("set default_transaction_read_only = on");
+    // A backup holding the lease may be reading the slot: the job leaves it alone.
+    await primary.admin`update spillway.lease set holder = 'backup-a1', expires_at = now() + interval '1 minute' where id`;
+    assert.deepEqual(await runJob(), []);
+    await primary.admin`update spillway.lease set holder = null, expires_at = null where id`;
+    const dropped = await runJob().finally(() => sql.end());
+    assert.equal(dropped.length, 1);
+    assert.match(dropped[0]!, /^spillway_primary_to_secondary_/);
     const slots = await primary.admin`select slot_name from pg_replication_slots order by 1`;
     assert.deepEqual(
       slots.map((r) => r.slot_name),

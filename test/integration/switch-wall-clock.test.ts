@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 import postgres from "postgres";
+import { SpillwayError } from "../../functions/errors.ts";
+import { switchOver } from "../../functions/switchover.ts";
 import { call, forceBackup, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { applyToBoth, startTestPair, type TestPair } from "../support/postgres.ts";
@@ -61,4 +63,40 @@ test("a switch whose catch-up would not fit the runtime's wall clock is refused 
   assert.equal(switched.status, 200, JSON.stringify(switched.body));
   assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
   await appWrites("secondary");
+});
+
+test("a switch under a wall clock whose catch-up behind the fence would be a full copy lifts the fence and refuses, copying nothing", async () => {
+  // The secondary is active now; the slot feeding the primary goes missing once the fence is up.
+  await appWrites("secondary");
+  const runsBefore = await pair.primary.admin`select count(*)::int as n from spillway.runs where kind = 'full'`;
+  const refused = await switchOver(
+    {
+      projects: t.projects,
+      events: t.events,
+      wallClockMs: 60_000,
+      hooks: {
+        async step(name) {
+          // STAND-IN for the retention job dropping the slot while the switch is fenced.
+          if (name === "fenced")
+            await pair.secondary
+              .admin`select pg_drop_replication_slot(slot_name) from pg_replication_slots where slot_name like 'spillway_secondary_to_primary_%'`;
+        },
+      },
+    },
+    { force: false, to: "primary" },
+  ).catch((e: unknown) => e);
+  assert.ok(refused instanceof SpillwayError, String(refused));
+  assert.equal(refused.code, "SWITCH_TOO_LONG");
+  assert.match(refused.message, /would need a full copy.*fence was lifted/);
+  const runsAfter = await pair.primary.admin`select count(*)::int as n from spillway.runs where kind = 'full'`;
+  assert.equal(runsAfter[0]!.n, runsBefore[0]!.n, "no full copy was made behind the fence");
+  const [state] = await pair.secondary.admin`select fenced, active from spillway.state where id`;
+  assert.deepEqual({ ...state }, { fenced: false, active: "secondary" });
+  await appWrites("secondary");
+  // Once a backup rebuilt the capture, the same switch goes through.
+  assert.equal((await forceBackup(t, "auto")).kind, "full");
+  const switched = await switchOver({ projects: t.projects, events: t.events, wallClockMs: 60_000 }, { force: false, to: "primary" });
+  assert.equal(switched.to, "primary");
+  assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin));
+  await appWrites("primary");
 });

@@ -29,3 +29,16 @@ test("a Postgres error the data or the schema caused is a named 409 with the obj
   assert.equal(fromPostgres(pgError("ECONNREFUSED", "connect ECONNREFUSED"), "the backup"), null);
   assert.equal(fromPostgres(new Error("boom"), "the backup"), null);
 });
+
+test("a change capture slot dropped or taken under a run is named as such, never as rows refused", () => {
+  for (const [code, message] of [
+    ["42704", 'replication slot "spillway_primary_to_secondary_1a2b3c4d" does not exist'],
+    ["55000", 'cannot read from logical replication slot "spillway_primary_to_secondary_1a2b3c4d"'],
+    ["55006", 'replication slot "spillway_primary_to_secondary_1a2b3c4d" is active for PID 4242'],
+  ] as const) {
+    const named = fromPostgres(pgError(code, message), "the backup");
+    assert.deepEqual([named?.code, named?.status], ["CAPTURE_SLOT_GONE", 409], code);
+    assert.match(named!.message, /^the backup stopped: its change capture slot is gone or in use \(.*\); the next backup is a full one$/);
+  }
+  assert.equal(fromPostgres(pgError("42704", 'type "public.mood" does not exist'), "the backup")?.code, "ROWS_REFUSED");
+});

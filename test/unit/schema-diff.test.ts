@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Catalog, ForeignKey, Rule, Table } from "../../functions/backup/catalog.ts";
-import { ruleDiff, schemaDiff } from "../../functions/backup/schema-diff.ts";
+import { ruleDiff, ruleWarnings, schemaDiff } from "../../functions/backup/schema-diff.ts";
 
 const table = (name: string): Table => ({
   oid: 1,
@@ -56,7 +56,7 @@ test("a foreign key to a table only one side replicates is not compared: the tab
   assert.deepEqual(schemaDiff(active, catalog([])), ["public.teams: table is missing on the standby"]);
 });
 
-test("a label, constraint, unique index, NOT NULL, generated expression or domain on one side only is named with the project to migrate", () => {
+test("a label on the active only, a unique index on the standby only, a generated expression or domain differing is named with the project to migrate", () => {
   const sides = { active: "primary", standby: "secondary" } as const;
   const status = { name: "public.status", labels: ["todo", "done"] };
   const unique: Rule = { table: "public.orders", kind: "unique index", name: "orders_id_key", definition: "CREATE UNIQUE INDEX ..." };
@@ -72,7 +72,6 @@ test("a label, constraint, unique index, NOT NULL, generated expression or domai
   };
   assert.deepEqual(ruleDiff(active, standby, sides), [
     "type public.status: label \"archived\" exists only on primary (the active); migrate secondary: alter type public.status add value 'archived'",
-    "public.users: column id is NOT NULL only on primary (the active); migrate secondary: alter table public.users alter column id set not null",
     "public.orders: generated column total is (id * 2) on primary (the active), (id * 3) on secondary (the standby); migrate secondary to match primary",
     "domain public.email is text CHECK ((VALUE ~~ '%@%'::text)) on primary (the active), text on secondary (the standby); migrate secondary to match primary",
     "public.orders: unique index orders_id_key exists only on secondary (the standby); migrate primary the same way, or drop it from secondary: CREATE UNIQUE INDEX ...",
@@ -82,4 +81,43 @@ test("a label, constraint, unique index, NOT NULL, generated expression or domai
     ruleDiff({ ...standby, enums: [status] }, { ...standby, rules: [...standby.rules].reverse(), enums: active.enums }, sides),
     [],
   );
+});
+
+test("a rule only the active has, NOT VALID on one side or under another name is allowed with a warning; one only the standby has is refused", () => {
+  const sides = { active: "primary", standby: "secondary" } as const;
+  const rule = (kind: Rule["kind"], name: string, definition: string): Rule => ({ table: "public.orders", kind, name, definition });
+  const notNull = { ...table("users"), columns: [{ ...table("users").columns[0]!, notNull: true }] };
+  const nullable = { ...table("users"), columns: [{ ...table("users").columns[0]!, notNull: false }] };
+  const active: Catalog = {
+    ...catalog([]),
+    tables: [notNull, table("orders")],
+    rules: [
+      rule("check constraint", "orders_id_check", "CHECK ((id > 0)) NOT VALID"),
+      rule("check constraint", "orders_small", "CHECK ((id < 100))"),
+      rule("check constraint", "orders_only_active", "CHECK ((id <> 7))"),
+      rule("unique index", "orders_id_idx", "CREATE UNIQUE INDEX orders_id_idx ON public.orders USING btree (id)"),
+      rule("unique constraint", "orders_id_key", "UNIQUE (id)"),
+    ],
+  };
+  const standby: Catalog = {
+    ...catalog([]),
+    tables: [nullable, table("orders")],
+    rules: [
+      rule("check constraint", "orders_id_check", "CHECK ((id > 0))"),
+      rule("check constraint", "orders_small", "CHECK ((id < 1000))"),
+      rule("unique index", "orders_id_unique", "CREATE UNIQUE INDEX orders_id_unique ON public.orders USING btree (id)"),
+      rule("unique constraint", "orders_id_key", "UNIQUE (id)"),
+    ],
+  };
+  assert.deepEqual(ruleDiff(active, standby, sides), []);
+  assert.deepEqual(ruleWarnings(active, standby, sides), [
+    "public.users: column id is NOT NULL only on primary (the active); migrate secondary: alter table public.users alter column id set not null",
+    "public.orders: check constraint orders_small is CHECK ((id < 100)) on primary (the active), CHECK ((id < 1000)) on secondary (the standby); rows the standby's refuses fail the backup; migrate primary the same way",
+    "public.orders: check constraint orders_only_active exists only on primary (the active); migrate secondary: CHECK ((id <> 7))",
+  ]);
+  // The other way round the standby refuses rows the active takes.
+  assert.deepEqual(ruleDiff(standby, active, { active: "secondary", standby: "primary" }), [
+    "public.users: column id is NOT NULL only on primary (the standby); migrate secondary the same way, or drop the NOT NULL on primary",
+    "public.orders: check constraint orders_only_active exists only on primary (the standby); migrate secondary the same way, or drop it from primary: CHECK ((id <> 7))",
+  ]);
 });
