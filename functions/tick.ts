@@ -93,7 +93,7 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
     const o = measured[name];
     if (o.ok) usage[name] = o.value.usedBytes / settings.quotaBytes[name];
   }
-  const failover = await considerFailover(ctx, { winner, settings, measured });
+  const failover = await considerFailover(ctx, { winner, settings, measured, holder: lease.holder });
   if (failover.result)
     return { action: "switch", reason: `failover: ${failover.decision.reason}`, phase: "normal", usage, switch: failover.result };
 
