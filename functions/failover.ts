@@ -2,6 +2,7 @@ import { readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/load.ts";
 import { readPosition } from "./backup/position.ts";
 import { discardStaging } from "./backup/staged.ts";
+import { isOutage } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { publishFailover } from "./fence.ts";
 import type { ProjectName } from "./names.ts";
@@ -48,7 +49,14 @@ export async function considerFailover(
   p: { winner: ActiveState; settings: Settings; measured: Record<ProjectName, Outcome<unknown>>; holder: string },
 ): Promise<{ decision: FailoverDecision; result: FailoverResult | null }> {
   const { active, standby } = p.winner;
-  const facts = { failover: p.settings.failover, activeReachable: p.measured[active].ok, standbyReachable: p.measured[standby].ok };
+  // Only an outage counts: a login refused to Spillway (a rotated password, a pooler refusing
+  // its user) leaves a project apps may still write to.
+  const seen = p.measured[active];
+  const facts = {
+    failover: p.settings.failover,
+    activeReachable: seen.ok || !isOutage(seen.error),
+    standbyReachable: p.measured[standby].ok,
+  };
   if (!facts.failover || facts.activeReachable || !facts.standbyReachable) {
     const decision = decideFailover({
       failover: facts.failover,
@@ -61,7 +69,7 @@ export async function considerFailover(
     return { decision, result: null };
   }
   const sql = ctx.projects[standby].sql;
-  const [[down], [inStep], [seen], last] = await Promise.all([
+  const [[down], [inStep], [lastSeen], last] = await Promise.all([
     sql<{ ticks: number; seconds: number }[]>`
       select ticks, extract(epoch from now() - since)::float8 as seconds from spillway.unreachable where project = ${active}`,
     sql<{ at: Date | null }[]>`
@@ -70,7 +78,7 @@ export async function considerFailover(
     latestRun(sql, "succeeded"),
   ]);
   const inStepAt = inStep?.at?.toISOString() ?? null;
-  const silentAfter = seen?.at.toISOString() ?? null;
+  const silentAfter = lastSeen?.at.toISOString() ?? null;
   const decision = decideFailover({
     failover: facts.failover,
     activeReachable: false,
@@ -80,7 +88,7 @@ export async function considerFailover(
     silentAfter,
   });
   // One more look: an active that answers now is not failed away from.
-  if (!decision.failover || (await probe(ctx.projects[active])) === null)
+  if (!decision.failover || !isOutage(await probe(ctx.projects[active])))
     return { decision: { ...decision, failover: false }, result: null };
   const result = await failOver(ctx, {
     winner: p.winner,

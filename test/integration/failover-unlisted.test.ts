@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
 import { createSpillwayClient } from "../../client/index.ts";
+import { connectProject } from "../../functions/project.ts";
 import { tick } from "../../functions/tick.ts";
 import { call, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
@@ -133,5 +134,30 @@ describe("a failover whose old active's changes cannot be listed", () => {
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
     assert.equal((await supabase().from("items").insert({ id: "after-ack", writer: 1 })).error, null);
     assert.ok((await ids("secondary")).has("after-ack"));
+  });
+
+  test("no failover while only Spillway's login to the active is refused (a rotated password): apps still write there", async () => {
+    // Secondary is the active (epoch 2); Spillway's own connection to it is refused at login.
+    const wrong = new URL(pair.urls.secondary);
+    wrong.password = "rotated";
+    const refused = {
+      projects: { primary: t.projects.primary, secondary: connectProject("secondary", wrong.toString(), { connectTimeout: 2 }) },
+      events: t.events,
+    };
+    try {
+      for (let n = 0; n < 6; n++) {
+        const r = await tick(refused);
+        assert.equal(r.switch, undefined, `tick ${n} failed over: ${r.reason}`);
+        await new Promise((done) => setTimeout(done, 500));
+      }
+    } finally {
+      await refused.projects.secondary.sql.end({ timeout: 1 });
+    }
+    const [state] = await pair.primary.admin`select active, epoch::int, fenced from spillway.state`;
+    assert.deepEqual([state?.active, state?.epoch, state?.fenced], ["secondary", 2, true]);
+    assert.equal((await supabase().from("items").insert({ id: "login-refused", writer: 1 })).error, null);
+    assert.ok((await ids("secondary")).has("login-refused"));
+    await tick(ctx());
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
 });
