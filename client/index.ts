@@ -424,7 +424,8 @@ function routedFetch(r: Resolver, origin: ProjectName, follow: boolean): typeof 
     const exchange = (async () => {
       const current = follow ? await resolveActive(r, false).catch(() => origin) : origin;
       const dataApi = path.includes("/rest/v1/");
-      const response = dataApi ? await holdUnsent(r, current, sendTo) : await sendTo(current);
+      const read = request.method === "GET" || request.method === "HEAD";
+      const response = dataApi ? await holdUnsent(r, current, sendTo, read) : await sendTo(current);
       if (response.ok) return response;
       if (dataApi) return await holdWrite(r, response, current, sendTo, (e) => e?.code === FENCE_CODE);
       // Storage refuses an upload or delete on a fenced project with the fence's message (its
@@ -459,13 +460,14 @@ const UNSENT_CODES = new Set(["ECONNREFUSED", "ENOTFOUND", "EHOSTUNREACH", "ENET
 /** PostgREST's codes for "could not reach the database": the request did not run. */
 const NO_DATABASE_CODES = new Set(["PGRST000", "PGRST001", "PGRST002"]);
 
-// Whether a failed fetch never reached the server. Node names the cause; a browser says
-// only "Failed to fetch" (a TypeError), which is taken as a connection that could not be made.
-function unsentError(e: unknown): boolean {
+// Whether a failed fetch never reached the server. Node names the cause; a browser or Deno
+// says only "Failed to fetch" or "connection closed" (a TypeError), also when the connection
+// broke after the server took the request: that proves nothing, so only a read is sent again.
+function unsentError(e: unknown, read: boolean): boolean {
   if ((e as Error | null)?.name === "AbortError") return false;
   const cause = (e as { cause?: { code?: string; errors?: { code?: string }[] } } | null)?.cause;
   const code = cause?.code ?? cause?.errors?.[0]?.code;
-  return code ? UNSENT_CODES.has(code) : e instanceof TypeError;
+  return code ? UNSENT_CODES.has(code) : read && e instanceof TypeError;
 }
 
 async function unsentResponse(response: Response): Promise<boolean> {
@@ -481,7 +483,12 @@ async function unsentResponse(response: Response): Promise<boolean> {
 // may be published as active (a failover once the active stays down), it is held, asked
 // again, and sent to the project that answers as active with the highest epoch. Past
 // `switchWaitMs` it fails with `ActiveProjectUnreachable` (or the Data API's own 503).
-async function holdUnsent(r: Resolver, first: ProjectName, sendTo: (name: ProjectName) => Promise<Response>): Promise<Response> {
+async function holdUnsent(
+  r: Resolver,
+  first: ProjectName,
+  sendTo: (name: ProjectName) => Promise<Response>,
+  read: boolean,
+): Promise<Response> {
   const wait = r.options.switchWaitMs ?? 10_000;
   const deadline = Date.now() + wait;
   let current = first;
@@ -491,7 +498,7 @@ async function holdUnsent(r: Resolver, first: ProjectName, sendTo: (name: Projec
       response = await sendTo(current);
       if (!(await unsentResponse(response))) return response;
     } catch (e) {
-      if (!unsentError(e)) throw e;
+      if (!unsentError(e, read)) throw e;
     }
     if (Date.now() >= deadline) {
       if (response) return response;

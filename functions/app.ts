@@ -8,6 +8,7 @@ import { requireStandbyRoom, runBackup } from "./backup.ts";
 import { checkPatch, readPatchFacts, requireConfirmation } from "./consequences.ts";
 import { describeError, invalid, isConnectionError, SpillwayError } from "./errors.ts";
 import { type EventLog, LEVELS, type Level } from "./events.ts";
+import { acknowledgeFailover } from "./failover-hold.ts";
 import { PROJECT_NAMES } from "./names.ts";
 import type { Projects } from "./project.ts";
 import { type RealtimeStatus, realtimeStatus } from "./realtime.ts";
@@ -188,6 +189,13 @@ export function createApp(deps: AppDeps): Hono {
     }
   });
 
+  // The operator has compared an old active whose changes could not be listed: it may be backed up to again.
+  api.post("/failover/ack", admin, async (c) => {
+    const body = parseBody(ackBody, await readJson(c, "INVALID_BODY"));
+    const { active } = await readActive(deps.projects);
+    return c.json({ acknowledged: await acknowledgeFailover(deps.projects[active], deps.events, body.epoch) });
+  });
+
   api.post("/verify", admin, async (c) =>
     c.json({ verify: await verify({ projects: deps.projects, events: deps.events, storage: ctx.storage }) }),
   );
@@ -243,6 +251,15 @@ const switchBody = z
   .object({
     to: z.enum(["primary", "secondary"], { errorMap: () => ({ message: 'must be "primary" or "secondary"' }) }).optional(),
     force: z.boolean({ invalid_type_error: "must be true or false" }).optional(),
+  })
+  .strict();
+
+const ackBody = z
+  .object({
+    epoch: z
+      .number({ required_error: "is required", invalid_type_error: "must be a whole number" })
+      .int("must be a whole number")
+      .positive("must be at least 1"),
   })
   .strict();
 

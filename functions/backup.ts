@@ -8,6 +8,7 @@ import { dropSlot } from "./backup/source.ts";
 import { stagedBackup } from "./backup/staged.ts";
 import { describeError, fromPostgres, isConnectionError, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import { requireNotHeld } from "./failover-hold.ts";
 import { keepLease, type Lease, type LeaseKeeper, takeLease } from "./lease.ts";
 import type { ProjectName } from "./names.ts";
 import { type Outcome, onProject, type Project, type Projects, probe } from "./project.ts";
@@ -85,6 +86,8 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
   const source = projects[state.active];
   const target = projects[state.standby];
   await requireReachable(ctx, source, target, copies);
+  // An old active whose changes are not listed yet holds the only record of them.
+  await requireNotHeld(source, target.name, "a backup");
   const read = await readFacts(projects, events, ctx.runtime ?? "node", request, source, target, holder);
   keeper.check();
   const { plan, staging } = await planWithFacts(projects, events, read, source, target);

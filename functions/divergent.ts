@@ -3,9 +3,10 @@ import { advanceSlot, flushWal, PEEK_CHANGES, peekChanges, slotRetainedBytes } f
 import { discardStaging } from "./backup/staged.ts";
 import { describeError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import { keepAside } from "./failover-hold.ts";
 import { writePublished } from "./fence.ts";
-import type { ProjectName } from "./names.ts";
-import type { Db, Outcome, Project, Projects } from "./project.ts";
+import { PROJECT_NAMES, type ProjectName } from "./names.ts";
+import { type Db, type Outcome, onBoth, type Project, type Projects } from "./project.ts";
 import type { ActiveState, ProjectState } from "./state.ts";
 
 /** One change the old active committed after the last carried position (`spillway.divergent`). */
@@ -104,19 +105,28 @@ export function divergentChanges(
  * lease, after the state copies were settled.
  *
  * @example
- * await resolveFailovers(projects, events, { copies, winner });
+ * await resolveFailovers(projects, events, { copies, winner, schemas: settings.schemas });
  */
 export async function resolveFailovers(
   projects: Projects,
   events: EventLog,
-  s: { copies: Record<ProjectName, Outcome<ProjectState>>; winner: ActiveState },
+  s: { copies: Record<ProjectName, Outcome<ProjectState>>; winner: ActiveState; schemas: string[] | null },
 ): Promise<number> {
   if (!s.copies[s.winner.active].ok) return 0;
   const active = projects[s.winner.active];
   const pending = await active.sql<
-    { epoch: string; from_project: ProjectName; slot: string | null; base_snapshot: string | null; carried_lsn: string | null }[]
+    {
+      epoch: string;
+      from_project: ProjectName;
+      slot: string | null;
+      base_snapshot: string | null;
+      carried_lsn: string | null;
+      note: string | null;
+      acked: boolean;
+    }[]
   >`
-    select epoch::text, from_project, slot, base_snapshot, carried_lsn::text from spillway.failover where resolved_at is null order by epoch`;
+    select epoch::text, from_project, slot, base_snapshot, carried_lsn::text, note, acked_at is not null as acked
+    from spillway.failover where resolved_at is null order by epoch`;
   let resolved = 0;
   for (const f of pending) {
     if (f.from_project === s.winner.active || !s.copies[f.from_project].ok) continue;
@@ -133,6 +143,20 @@ export async function resolveFailovers(
     }
     const [counted] = await active.sql<{ n: number }[]>`select count(*)::int as n from spillway.divergent where epoch = ${epoch}`;
     const n = counted?.n ?? 0;
+    if (note && !f.acked) {
+      // Not resolved: the old active's rows are the only record of what was not listed. They
+      // are copied aside there, and it is backed up to only once an operator acknowledges it.
+      const kept = await keepAside(old, epoch, s.schemas);
+      await active.sql`update spillway.failover set divergent = ${n}, note = ${note} where epoch = ${epoch}`;
+      if (f.note === null)
+        await events.record(
+          "error",
+          "failover.divergent",
+          `${f.from_project} answers again and is fenced; ${note}. Its carried tables were copied aside on ${f.from_project} into schema ${kept}, and it is not backed up to until the failover is acknowledged (POST /failover/ack {"epoch": ${epoch}}) after comparing it with ${s.winner.active} by hand (docs/failover.md). ${n} changes were listed in spillway.divergent on ${s.winner.active}`,
+          { project: f.from_project, data: { epoch, divergent: n, carriedLsn: f.carried_lsn, note, keptIn: kept } },
+        );
+      continue;
+    }
     // Its copy is not the new active's any more: the next backup to it starts afresh.
     await old.sql`delete from spillway.replica where id`;
     await discardStaging(old).catch(() => undefined);
@@ -143,7 +167,7 @@ export async function resolveFailovers(
       note || n > 0 ? "warn" : "info",
       "failover.divergent",
       note
-        ? `${f.from_project} answers again and is fenced; ${note}: compare it with ${s.winner.active} by hand before it is backed up to (docs/failover.md). ${n} changes were listed in ${where}`
+        ? `the failover at epoch ${epoch} was acknowledged with ${f.from_project}'s changes not listed (${note}); ${n} changes were listed in ${where}, and ${f.from_project} is backed up to again`
         : `${f.from_project} answers again and is fenced; ${n} changes it committed after the failover's last carried position (${f.carried_lsn}) were not applied: they are listed in ${where} for review (docs/failover.md)`,
       { project: f.from_project, data: { epoch, divergent: n, carriedLsn: f.carried_lsn, note } },
     );
@@ -197,12 +221,29 @@ export interface DivergentStatus {
 }
 
 /**
- * The divergent changes listed on the active project, for `/status`.
+ * The divergent changes listed in either project, for `/status`: they stay in the project
+ * failed over to, which a later switch may have made the standby. Null when neither could be read.
  *
  * @example
- * const { count, changes } = await readDivergent(projects.secondary.sql);
+ * const { count, changes } = (await readDivergent(projects))!;
  */
-export async function readDivergent(sql: Db): Promise<DivergentStatus> {
+export async function readDivergent(projects: Projects): Promise<DivergentStatus | null> {
+  const read = await onBoth(projects, (p) => divergentOf(p.sql));
+  const found = PROJECT_NAMES.flatMap((n) => {
+    const o = read[n];
+    return o.ok ? [o.value] : [];
+  });
+  if (found.length === 0) return null;
+  const changes = found
+    .flatMap((f) => f.changes)
+    .sort(
+      (a, b) => b.epoch - a.epoch || (lsn(b.commitLsn) > lsn(a.commitLsn) ? 1 : lsn(b.commitLsn) < lsn(a.commitLsn) ? -1 : b.seq - a.seq),
+    )
+    .slice(0, 100);
+  return { count: found.reduce((n, f) => n + f.count, 0), changes };
+}
+
+async function divergentOf(sql: Db): Promise<DivergentStatus> {
   const rows = await sql<
     {
       epoch: string;

@@ -35,8 +35,25 @@ export function invalid(code: string, fields: Record<string, string>): SpillwayE
  * @example
  * throw unreachable("secondary", "connection refused");
  */
-export function unreachable(project: string, detail: string): SpillwayError {
-  return new SpillwayError("PROJECT_UNREACHABLE", 503, `project ${project} is unreachable: ${detail}`, { project });
+export function unreachable(project: string, detail: string, outage = true): SpillwayError {
+  return new SpillwayError("PROJECT_UNREACHABLE", 503, `project ${project} is unreachable: ${detail}`, { project, outage });
+}
+
+/**
+ * True when an error says the database itself is down or out of reach (refused, timed out,
+ * unknown host, shutting down), not that it refused Spillway's login (class 28: a rotated
+ * password, a pooler refusing its user) or a query: apps may still be writing there, so only
+ * an outage counts toward a failover.
+ *
+ * @example
+ * if (!isOutage(e)) return; // the active is up: no failover
+ */
+export function isOutage(e: unknown): boolean {
+  if (e instanceof SpillwayError)
+    return e.code === "PROJECT_UNREACHABLE" && (e.details as { outage?: boolean } | undefined)?.outage !== false;
+  if (!isConnectionError(e)) return false;
+  const code = (e as { code: string }).code;
+  return !code.startsWith("28") && code !== "3D000";
 }
 
 /** Postgres SQLSTATEs that Spillway matches on, by name. */

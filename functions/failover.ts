@@ -2,6 +2,7 @@ import { readSequences } from "./backup/catalog.ts";
 import { setSequences } from "./backup/load.ts";
 import { readPosition } from "./backup/position.ts";
 import { discardStaging } from "./backup/staged.ts";
+import { isOutage } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import { publishFailover } from "./fence.ts";
 import type { ProjectName } from "./names.ts";
@@ -35,19 +36,27 @@ export interface FailoverResult extends SwitchResult {
  * At a tick that could not reach the active, reads what `decideFailover` needs from the
  * standby (how long the active has been down, how far its copy stands, when the active was
  * last reached) and, when it says so, publishes the standby as the active project at
- * epoch + 1 without fencing the old one, in one transaction with the `spillway.failover`
+ * epoch + 1 without fencing the old one, in one transaction (checked to hold the lease `holder`
+ * and the winner's epoch) with the `spillway.failover`
  * record of the data-loss window (and its sequences moved on by a gap). Records
  * `failover.completed`, an alert. Must run under the tick's lease.
  *
  * @example
- * const { decision, result } = await considerFailover({ projects, events }, { winner, settings, measured });
+ * const { decision, result } = await considerFailover({ projects, events }, { winner, settings, measured, holder: lease.holder });
  */
 export async function considerFailover(
   ctx: { projects: Projects; events: EventLog },
-  p: { winner: ActiveState; settings: Settings; measured: Record<ProjectName, Outcome<unknown>> },
+  p: { winner: ActiveState; settings: Settings; measured: Record<ProjectName, Outcome<unknown>>; holder: string },
 ): Promise<{ decision: FailoverDecision; result: FailoverResult | null }> {
   const { active, standby } = p.winner;
-  const facts = { failover: p.settings.failover, activeReachable: p.measured[active].ok, standbyReachable: p.measured[standby].ok };
+  // Only an outage counts: a login refused to Spillway (a rotated password, a pooler refusing
+  // its user) leaves a project apps may still write to.
+  const seen = p.measured[active];
+  const facts = {
+    failover: p.settings.failover,
+    activeReachable: seen.ok || !isOutage(seen.error),
+    standbyReachable: p.measured[standby].ok,
+  };
   if (!facts.failover || facts.activeReachable || !facts.standbyReachable) {
     const decision = decideFailover({
       failover: facts.failover,
@@ -60,7 +69,7 @@ export async function considerFailover(
     return { decision, result: null };
   }
   const sql = ctx.projects[standby].sql;
-  const [[down], [inStep], [seen], last] = await Promise.all([
+  const [[down], [inStep], [lastSeen], last] = await Promise.all([
     sql<{ ticks: number; seconds: number }[]>`
       select ticks, extract(epoch from now() - since)::float8 as seconds from spillway.unreachable where project = ${active}`,
     sql<{ at: Date | null }[]>`
@@ -69,7 +78,7 @@ export async function considerFailover(
     latestRun(sql, "succeeded"),
   ]);
   const inStepAt = inStep?.at?.toISOString() ?? null;
-  const silentAfter = seen?.at.toISOString() ?? null;
+  const silentAfter = lastSeen?.at.toISOString() ?? null;
   const decision = decideFailover({
     failover: facts.failover,
     activeReachable: false,
@@ -79,15 +88,29 @@ export async function considerFailover(
     silentAfter,
   });
   // One more look: an active that answers now is not failed away from.
-  if (!decision.failover || (await probe(ctx.projects[active])) === null)
+  if (!decision.failover || !isOutage(await probe(ctx.projects[active])))
     return { decision: { ...decision, failover: false }, result: null };
-  const result = await failOver(ctx, { winner: p.winner, settings: p.settings, inStepAt, silentAfter, lagSeconds: decision.lagSeconds });
+  const result = await failOver(ctx, {
+    winner: p.winner,
+    settings: p.settings,
+    holder: p.holder,
+    inStepAt,
+    silentAfter,
+    lagSeconds: decision.lagSeconds,
+  });
   return { decision, result };
 }
 
 async function failOver(
   ctx: { projects: Projects; events: EventLog },
-  p: { winner: ActiveState; settings: Settings; inStepAt: string | null; silentAfter: string | null; lagSeconds: number | null },
+  p: {
+    winner: ActiveState;
+    settings: Settings;
+    holder: string;
+    inStepAt: string | null;
+    silentAfter: string | null;
+    lagSeconds: number | null;
+  },
 ): Promise<FailoverResult> {
   const started = Date.now();
   const { active: from, standby: to } = p.winner;
@@ -95,7 +118,7 @@ async function failOver(
   const epoch = p.winner.epoch + 1;
   const position = await readPosition(target.sql);
   const carried = position?.source === from ? position : null;
-  await publishFailover(target, { epoch }, async (tx) => {
+  await publishFailover(target, { epoch, holder: p.holder }, async (tx) => {
     await tx`
       insert into spillway.failover (epoch, from_project, to_project, slot, base_snapshot, carried_lsn, carried_until, silent_after)
       values (${epoch}, ${from}, ${to}, ${carried?.slot ?? null}, ${carried?.baseSnapshot ?? null}, ${carried?.appliedLsn ?? null}::pg_lsn,

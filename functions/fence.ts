@@ -143,11 +143,23 @@ export async function writePublished(project: Project, p: { to: ProjectName; epo
  * `within` (what the failover records there).
  *
  * @example
- * await publishFailover(projects.secondary, { epoch: 2 }, (tx) => recordFailover(tx, row));
+ * await publishFailover(projects.secondary, { epoch: 2, holder: lease.holder }, (tx) => recordFailover(tx, row));
  */
-export async function publishFailover(to: Project, p: { epoch: number }, within: (tx: Db) => Promise<void>): Promise<void> {
+export async function publishFailover(to: Project, p: { epoch: number; holder: string }, within: (tx: Db) => Promise<void>): Promise<void> {
   await onProject(to, (sql) =>
     sql.begin("read write", async (tx) => {
+      // Checked with the state row locked: a tick whose lease expired, or a switch or
+      // failover that published meanwhile, must not publish again over it.
+      const [row] = await tx<{ epoch: string; holder: string | null; live: boolean }[]>`
+        select s.epoch::text, l.holder, coalesce(l.expires_at > now(), false) as live
+        from spillway.state s cross join spillway.lease l where s.id and l.id for update of s`;
+      if (Number(row?.epoch) !== p.epoch - 1 || row?.holder !== p.holder || !row.live) {
+        throw new SpillwayError(
+          "BUSY",
+          409,
+          `the failover to ${to.name} was not published: its lease was lost or ${to.name} is at epoch ${row?.epoch ?? "unknown"}, not ${p.epoch - 1}`,
+        );
+      }
       await within(tx);
       await writeState(tx, to.name, { to: to.name, epoch: p.epoch });
     }),

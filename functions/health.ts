@@ -1,3 +1,4 @@
+import type { HeldFailover } from "./failover-hold.ts";
 import type { ProjectName } from "./names.ts";
 import { type Phase, standbyProblem } from "./policy.ts";
 import type { Run } from "./runs.ts";
@@ -14,7 +15,8 @@ export interface HealthReason {
     | "little_headroom"
     | "backup_failed"
     | "slot_retention"
-    | "no_tick";
+    | "no_tick"
+    | "failover_unresolved";
   message: string;
 }
 
@@ -59,6 +61,8 @@ export interface HealthFacts {
   lastTickAt: string | null;
   afterSwitch: AfterSwitch | null;
   slot: { retainedBytes: number; maxRetainedBytes: number } | null;
+  /** Failovers whose old active is not backed up to until its changes are listed or acknowledged (`heldFailovers`). */
+  heldFailovers?: HeldFailover[];
 }
 
 /** A tick older than this means nothing is watching usage. */
@@ -153,6 +157,15 @@ export function assessHealth(f: HealthFacts): Health {
       false,
       "slot_retention",
       `the change capture slot keeps ${mb(f.slot.retainedBytes)} of WAL on ${f.active}, over half its cap of ${mb(f.slot.maxRetainedBytes)}: at the cap it is dropped and the next backup is a full one; back up now, or raise maxRetainedBytes`,
+    );
+  }
+  for (const h of f.heldFailovers ?? []) {
+    add(
+      false,
+      "failover_unresolved",
+      h.note
+        ? `${h.from} was failed away from (epoch ${h.epoch}) and ${h.note}: its tables were copied aside on it (schema spillway_divergent_${h.epoch}) and it is not backed up to; compare it with ${f.active} by hand, then POST /failover/ack {"epoch": ${h.epoch}} (docs/failover.md)`
+        : `${h.from} was failed away from (epoch ${h.epoch}) and what it committed after the failover is not listed yet: it is not backed up to until a tick reaches it`,
     );
   }
   if (!f.lastTickAt) {

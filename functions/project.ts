@@ -1,6 +1,6 @@
 import type { Sql, TransactionSql } from "postgres";
 import postgres from "postgres";
-import { describeError, isConnectionError, PG, SpillwayError, unreachable } from "./errors.ts";
+import { describeError, isConnectionError, isOutage, PG, SpillwayError, unreachable } from "./errors.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 
 /** One Supabase project: a connection pool to its database, and where it is (never how to log in). */
@@ -110,7 +110,7 @@ export async function onProject<T>(project: Project, fn: (sql: Sql) => Promise<T
     return await fn(project.sql);
   } catch (e) {
     if (e instanceof SpillwayError) throw e;
-    if (isConnectionError(e)) throw unreachable(project.name, describeError(e));
+    if (isConnectionError(e)) throw unreachable(project.name, describeError(e), isOutage(e));
     const code = (e as { code?: string }).code;
     if ((code === PG.undefinedTable || code === PG.invalidSchemaName) && /spillway/.test(describeError(e))) {
       throw new SpillwayError("NOT_INSTALLED", 503, `project ${project.name} does not carry Spillway's migrations (${describeError(e)})`, {

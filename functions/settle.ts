@@ -13,6 +13,8 @@ export interface Settled {
   unfenced: string | null;
   /** The standby, when this fenced it (before its first switch, or after a forced one). */
   fencedStandby?: string;
+  /** False when the changes of a project failed away from could not be listed: nothing may be backed up to it now. */
+  failoversListed: boolean;
 }
 
 /**
@@ -29,7 +31,7 @@ export interface Settled {
  */
 export async function settle(projects: Projects, events: EventLog): Promise<Settled> {
   const { copies, winner } = await readStates(projects);
-  const out: Settled = { propagated: [], unfenced: null };
+  const out: Settled = { propagated: [], unfenced: null, failoversListed: true };
   for (const name of PROJECT_NAMES) {
     const copy = copies[name];
     if (!copy.ok || copy.value.epoch >= winner.epoch) continue;
@@ -45,16 +47,21 @@ export async function settle(projects: Projects, events: EventLog): Promise<Sett
   }
   // An old active failed away from is fenced just above, the first time it answers; what it
   // committed that the failover did not carry is listed now, never applied.
-  await resolveFailovers(projects, events, { copies, winner }).catch((e) =>
-    events.record(
-      "error",
-      "failover.unresolved",
-      `the changes of a project failed away from could not be listed yet: ${describeError(e)}`,
-      {
-        project: winner.standby,
-      },
-    ),
-  );
+  const failovers = await readSettings(projects)
+    .then(({ settings }) => resolveFailovers(projects, events, { copies, winner, schemas: settings.schemas }))
+    .then(() => true)
+    .catch(async (e) => {
+      await events.record(
+        "error",
+        "failover.unresolved",
+        `the changes of a project failed away from could not be listed yet: ${describeError(e)}`,
+        {
+          project: winner.standby,
+        },
+      );
+      return false;
+    });
+  out.failoversListed = failovers;
   // The standby takes no app writes before it is the published active: they would be
   // overwritten by the next backup, or collide with the rows it brings.
   const standbyCopy = copies[winner.standby];

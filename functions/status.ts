@@ -5,6 +5,7 @@ import { slotRetainedBytes } from "./backup/source.ts";
 import { type DivergentStatus, readDivergent } from "./divergent.ts";
 import { describeError, PG } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import { heldFailovers } from "./failover-hold.ts";
 import { type AfterSwitch, assessHealth, type Health } from "./health.ts";
 import { PROJECT_NAMES, type ProjectName } from "./names.ts";
 import { type Db, onBoth, type Project, type Projects } from "./project.ts";
@@ -224,6 +225,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
         .at(-1) || null,
     afterSwitch,
     slot: retained === null ? null : { retainedBytes: retained, maxRetainedBytes: settings.maxRetainedBytes },
+    heldFailovers: active.reachable ? await heldFailovers(projects[winner.active].sql).catch(() => []) : [],
   });
   return {
     active: winner.active,
@@ -236,7 +238,7 @@ export async function readStatus(projects: Projects, redact: (text: string) => s
     standbyLagSeconds: lag,
     forecast: activeForecast,
     samples,
-    divergent: await readDivergent(projects[winner.active].sql).catch(() => null),
+    divergent: await readDivergent(projects).catch(() => null),
     health,
     afterSwitch,
   };

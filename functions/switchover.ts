@@ -8,6 +8,7 @@ import { discardStaging } from "./backup/staged.ts";
 import { runBackup } from "./backup.ts";
 import { describeError, fromPostgres, SpillwayError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import { requireNotHeld } from "./failover-hold.ts";
 import { ensureFence, fence, liftFence, publishSwitch, writePublished } from "./fence.ts";
 import { type Lease, renewLease, takeLease } from "./lease.ts";
 import { other, type ProjectName } from "./names.ts";
@@ -112,6 +113,7 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
+  await requireNotHeld(source, to, "a switch");
   const { settings: stored, version: settingsVersion } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {

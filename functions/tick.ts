@@ -67,7 +67,7 @@ export async function tick(ctx: BackupContext): Promise<TickResult> {
 
 async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number): Promise<TickResult> {
   const { projects, events } = ctx;
-  await settle(projects, events);
+  const settled = await settle(projects, events);
   const [{ settings }, { copies, winner }] = await Promise.all([convergeSettings(projects, events), readStates(projects)]);
   // Tables an app's migration created since the last tick get the fence trigger, and tables
   // it left without a replica identity leave change capture (where the event triggers that
@@ -93,7 +93,7 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
     const o = measured[name];
     if (o.ok) usage[name] = o.value.usedBytes / settings.quotaBytes[name];
   }
-  const failover = await considerFailover(ctx, { winner, settings, measured });
+  const failover = await considerFailover(ctx, { winner, settings, measured, holder: lease.holder });
   if (failover.result)
     return { action: "switch", reason: `failover: ${failover.decision.reason}`, phase: "normal", usage, switch: failover.result };
 
@@ -127,6 +127,13 @@ async function tickUnderLease(ctx: BackupContext, lease: Lease, started: number)
   }
   const result: TickResult = { action: decision.action, reason: decision.reason, phase: decision.phase, usage };
   try {
+    // What an old active committed is listed before anything is written to it.
+    if (!settled.failoversListed && (decision.action === "backup" || decision.action === "switch"))
+      throw new SpillwayError(
+        "FAILOVER_UNRESOLVED",
+        409,
+        `no ${decision.action}: the changes of a project failed away from could not be listed`,
+      );
     if (decision.action === "backup") {
       result.run = await runBackup(ctx, { mode: "auto", verify: false, follows: decision.follows }, lease);
       if (decision.follows && result.run.details.follows) await reportFollowing(ctx, winner.active, winner.standby).catch(() => undefined);

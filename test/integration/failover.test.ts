@@ -4,6 +4,7 @@ import type { AddressInfo } from "node:net";
 import { after, before, describe, test } from "node:test";
 import postgres from "postgres";
 import { createSpillwayClient, getActiveClient } from "../../client/index.ts";
+import { publishFailover } from "../../functions/fence.ts";
 import { tick } from "../../functions/tick.ts";
 import { call, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
@@ -200,6 +201,8 @@ describe("failover when the active project is down", () => {
     const failback = await call(t, "POST", "/force-switch", { to: "primary" });
     assert.equal(failback.status, 200, JSON.stringify(failback.body));
     assert.deepEqual([failback.body.switch.to, failback.body.switch.epoch], ["primary", 3]);
+    // The listed changes stay on secondary, now the standby: /status still shows them.
+    assert.equal((await call(t, "GET", "/status")).body.divergent.count, divergent.size);
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
     const { error } = await supabase().from("items").insert({ id: "after-failback", writer: 1 });
     assert.equal(error, null);
@@ -253,7 +256,11 @@ describe("failover when the active project is down", () => {
 
   test("a write the active cannot take is held up to switchWaitMs, then fails with a clear error when nothing takes over", async () => {
     // The active (secondary, epoch 4) refuses connections; the primary answers, fenced, naming it.
-    const dead = "http://127.0.0.1:9";
+    // A port nothing listens on: connections to it are refused (port 9 is one fetch refuses to try, with no code).
+    const closed = createServer();
+    await new Promise<void>((done) => closed.listen(0, "127.0.0.1", done));
+    const dead = `http://127.0.0.1:${(closed.address() as AddressInfo).port}`;
+    await new Promise((done) => closed.close(done));
     const opts = options({ primary: apis.primary.url, secondary: dead }, 600);
     for (const client of [createSpillwayClient(opts), await getActiveClient(opts)]) {
       const started = Date.now();
@@ -265,5 +272,35 @@ describe("failover when the active project is down", () => {
       );
     }
     assert.ok(!(await ids("primary")).has("never-sent") && !(await ids("secondary")).has("never-sent"));
+  });
+
+  test("a write whose connection broke after it was sent (a bare TypeError, as browsers and Deno say) surfaces as an error and is not sent again", async () => {
+    let posts = 0;
+    const brokenOnce: typeof fetch = async (input, init) => {
+      const request = new Request(input, init);
+      const response = await fetch(request);
+      if (request.method === "POST" && request.url.includes("/rest/v1/items") && ++posts === 1) {
+        await response.body?.cancel();
+        throw new TypeError("Failed to fetch"); // the answer was lost: the server committed
+      }
+      return response;
+    };
+    const client = createSpillwayClient({ ...options(), fetch: brokenOnce });
+    const { error } = await client.from("items").insert({ id: "sent-once", writer: 1 });
+    assert.match(error?.message ?? "", /Failed to fetch/);
+    assert.equal(posts, 1, "not sent again");
+    assert.ok((await ids("secondary")).has("sent-once"), "the server had committed it");
+    assert.equal((await client.from("items").insert({ id: "sent-next", writer: 1 })).error, null);
+    assert.equal(posts, 2);
+    await tick(ctx());
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+
+  test("a failover whose tick lost its lease publishes nothing", async () => {
+    const [before] = await pair.primary.admin`select active, epoch::int from spillway.state`;
+    const publishing = publishFailover(t.projects.primary, { epoch: before!.epoch + 1, holder: "tick:expired" }, async () => undefined);
+    await assert.rejects(publishing, { code: "BUSY", message: /its lease was lost/ });
+    const [after] = await pair.primary.admin`select active, epoch::int from spillway.state`;
+    assert.deepEqual(after, before);
   });
 });
