@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { AlertConfig } from "./alerts.ts";
 import { bearer, sameSecret } from "./auth.ts";
 import { requireStandbyRoom, runBackup } from "./backup.ts";
-import { checkPatch, readPatchFacts, requireConfirmation } from "./consequences.ts";
+import { checkPatch, readPatchFacts, requireConfirmation, schemasLeftOut } from "./consequences.ts";
 import { describeError, invalid, isConnectionError, SpillwayError } from "./errors.ts";
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { PROJECT_NAMES } from "./names.ts";
@@ -148,7 +148,8 @@ export function createApp(deps: AppDeps): Hono {
     if (confirm !== undefined && typeof confirm !== "boolean") throw invalid("INVALID_CONFIG", { confirm: "must be true or false" });
     // A change that would leave data behind or act at once is made only when confirmed.
     const current = await readSettings(deps.projects);
-    const check = checkPatch(current.settings, applyPatch(current.settings, patch), await readPatchFacts(deps.projects));
+    const facts = await readPatchFacts(deps.projects);
+    const check = checkPatch(current.settings, applyPatch(current.settings, patch), facts);
     const confirmed = requireConfirmation(check, confirm === true);
     const { settings, changed } = await patchSettingsTelling(deps.projects, patch);
     const names = Object.keys(changed);
@@ -160,7 +161,15 @@ export function createApp(deps: AppDeps): Hono {
       confirmed.length > 0 ? "warn" : "info",
       "config.changed",
       `${what}${confirmed.length > 0 ? `; confirmed: ${confirmed.join("; ")}` : ""}`,
-      { data: { patch, changed, confirmed } },
+      // The app schemas a stored list leaves out on purpose: backups and switches go ahead without them.
+      {
+        data: {
+          patch,
+          changed,
+          confirmed,
+          ...("schemas" in patch ? { leftOut: schemasLeftOut(settings.schemas, facts.tablesBySchema) } : {}),
+        },
+      },
     );
     return c.json({ settings });
   });
