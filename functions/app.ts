@@ -184,7 +184,12 @@ export function createApp(deps: AppDeps): Hono {
     if (!body.force) await requireStandbyRoom(deps.projects);
     const run = await runBackup(ctx, { mode: body.mode ?? "auto", verify: body.verify ?? false });
     // 202: a staged full backup that continues on the next call or tick.
-    return c.json({ run }, run.status === "running" ? 202 : 200);
+    // A run that carried the app but not Auth's users says so: the standby cannot take over sign-ins yet.
+    const notCarried = run.details.authNotCarried;
+    const warning = notCarried?.length
+      ? `Auth's users were not carried (the standby's Auth cannot hold the active's): ${notCarried.slice(0, 2).join("; ")}; a switch is refused until they are`
+      : undefined;
+    return c.json(warning ? { run, warning } : { run }, run.status === "running" ? 202 : 200);
   });
 
   api.post("/force-switch", admin, async (c) => {

@@ -251,6 +251,23 @@ describe("a switched app keeps its users", () => {
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the app wrote again");
   });
 
+  test("a backup that carries the app but not Auth's users says so: in its answer's warning, in the run's details, and as /status health auth_not_carried", async () => {
+    // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.run.status, "succeeded");
+    assert.match(r.body.warning, /Auth's users were not carried .*auth\.users\.tenant is NOT NULL without a default on the standby/);
+    assert.ok(
+      r.body.run.details.authNotCarried.some((m: string) => m.includes("auth.users.tenant")),
+      JSON.stringify(r.body.run.details),
+    );
+    const health = (await call(t, "GET", "/status")).body.health;
+    const reason = health.reasons.find((x: { code: string }) => x.code === "auth_not_carried");
+    assert.ok(reason, JSON.stringify(health));
+    assert.match(reason.message, /not Auth's users: .*auth\.users\.tenant.*Upgrade GoTrue on primary to match secondary/);
+    assert.notEqual(health.state, "ok");
+  });
+
   test("with Auth refused no switch goes ahead, forced or from a tick: 409 naming the difference and the project to migrate, nothing fenced, the active keeps writing; once both Auths match, a backup and the switch carry every user", async () => {
     // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
     const [{ id: hal }] = (await pair.secondary.admin`select id from auth.users where email = 'hal@example.com'`) as unknown as [
@@ -275,7 +292,7 @@ describe("a switched app keeps its users", () => {
     );
     // A tick at the switch threshold is refused the same way.
     const { quotaBytes } = (await call(t, "GET", "/config")).body.settings;
-    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 } })).status, 200);
+    assert.equal((await call(t, "PATCH", "/config", { quotaBytes: { secondary: 1, primary: 1e12 }, confirm: true })).status, 200);
     try {
       const ticked = await call(t, "POST", "/tick");
       assert.equal(ticked.body.action, "switch", JSON.stringify(ticked.body));
