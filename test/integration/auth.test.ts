@@ -403,6 +403,36 @@ describe("a switched app keeps its users", () => {
     assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after the backup");
     await addNote(pair, max, "max's second note");
   });
+
+  test("GoTrue adds an enum label on the active first: Auth alone is refused naming the label, the app's rows are carried; once the standby has it, the factor is carried", async () => {
+    // The active is the primary; its GoTrue adds a factor type.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter type auth.factor_type add value 'sms'`;
+    });
+    const [user] = await pair.primary.admin`select id from auth.users where email = 'kim@example.com'`;
+    const factor = "00000000-0000-4000-8000-00000000005a";
+    await pair.primary.admin`insert into auth.mfa_factors (id, user_id, factor_type, status, created_at, updated_at)
+      values (${factor}, ${user!.id}, 'sms', 'verified', now(), now())`;
+    await addNote(pair, user!.id, "kim's note with an sms factor");
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.match(r.body.warning ?? "", /auth\.factor_type: label 'sms' exists only on the active/, JSON.stringify(r.body));
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows with Auth refused");
+    const carried = async () => (await pair.secondary.admin`select count(*)::int as n from auth.mfa_factors where id = ${factor}`)[0]!.n;
+    assert.equal(await carried(), 0);
+
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter type auth.factor_type add value 'sms'`;
+    });
+    const again = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal(again.body.warning, undefined, JSON.stringify(again.body));
+    assert.equal(await carried(), 1);
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after Auth is carried");
+    await addNote(pair, user!.id, "kim's note after the factor was carried");
+  });
 });
 
 describe("a full backup staged over several calls", () => {

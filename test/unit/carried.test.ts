@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bridgeAuth } from "../../functions/backup/auth.ts";
+import { bridgeAuth, enumSkew } from "../../functions/backup/auth.ts";
 import type { Catalog, Column, Table } from "../../functions/backup/catalog.ts";
 import { planBackup } from "../../functions/backup/plan.ts";
 import { leftBehind, leftOut, type Reference, tablesLeftBehind } from "../../functions/schemas.ts";
@@ -139,4 +139,12 @@ test("a list that leaves out an untied app schema names its tables, unless the l
   assert.equal(error.code, "TABLES_LEFT_BEHIND");
   assert.match(error.message, /to leave it out on purpose, PATCH \/config \{"schemas": \["public"\]\} again/);
   assert.doesNotMatch(error.message, /references to rows it lacks/);
+});
+
+test("Auth enum labels only the active has are refused, naming each; labels only the standby has are not", () => {
+  assert.deepEqual(enumSkew({ "auth.factor_type": ["totp", "webauthn", "phone"] }, { "auth.factor_type": ["totp", "webauthn"] }), [
+    "auth.factor_type: label 'phone' exists only on the active",
+  ]);
+  assert.deepEqual(enumSkew({ "auth.aal_level": ["aal1"] }, { "auth.aal_level": ["aal1", "aal2"] }), []);
+  assert.deepEqual(enumSkew({ "auth.code_method": ["s256"] }, {}), ["auth.code_method: enum type exists only on the active"]);
 });
