@@ -5,7 +5,7 @@ import { z } from "zod";
 import type { AlertConfig } from "./alerts.ts";
 import { bearer, sameSecret } from "./auth.ts";
 import { requireStandbyRoom, runBackup } from "./backup.ts";
-import { checkPatch, readPatchFacts, requireConfirmation } from "./consequences.ts";
+import { checkPatch, readPatchFacts, requireConfirmation, schemasLeftOut } from "./consequences.ts";
 import { describeError, invalid, isConnectionError, SpillwayError } from "./errors.ts";
 import { type EventLog, LEVELS, type Level } from "./events.ts";
 import { acknowledgeFailover } from "./failover-hold.ts";
@@ -149,7 +149,8 @@ export function createApp(deps: AppDeps): Hono {
     if (confirm !== undefined && typeof confirm !== "boolean") throw invalid("INVALID_CONFIG", { confirm: "must be true or false" });
     // A change that would leave data behind or act at once is made only when confirmed.
     const current = await readSettings(deps.projects);
-    const check = checkPatch(current.settings, applyPatch(current.settings, patch), await readPatchFacts(deps.projects));
+    const facts = await readPatchFacts(deps.projects);
+    const check = checkPatch(current.settings, applyPatch(current.settings, patch), facts);
     const confirmed = requireConfirmation(check, confirm === true);
     const { settings, changed } = await patchSettingsTelling(deps.projects, patch);
     const names = Object.keys(changed);
@@ -161,7 +162,15 @@ export function createApp(deps: AppDeps): Hono {
       confirmed.length > 0 ? "warn" : "info",
       "config.changed",
       `${what}${confirmed.length > 0 ? `; confirmed: ${confirmed.join("; ")}` : ""}`,
-      { data: { patch, changed, confirmed } },
+      // The app schemas a stored list leaves out on purpose: backups and switches go ahead without them.
+      {
+        data: {
+          patch,
+          changed,
+          confirmed,
+          ...("schemas" in patch ? { leftOut: schemasLeftOut(settings.schemas, facts.tablesBySchema) } : {}),
+        },
+      },
     );
     return c.json({ settings });
   });
@@ -176,7 +185,12 @@ export function createApp(deps: AppDeps): Hono {
     if (!body.force) await requireStandbyRoom(deps.projects);
     const run = await runBackup(ctx, { mode: body.mode ?? "auto", verify: body.verify ?? false });
     // 202: a staged full backup that continues on the next call or tick.
-    return c.json({ run }, run.status === "running" ? 202 : 200);
+    // A run that carried the app but not Auth's users says so: the standby cannot take over sign-ins yet.
+    const notCarried = run.details.authNotCarried;
+    const warning = notCarried?.length
+      ? `Auth's users were not carried (the standby's Auth cannot hold the active's): ${notCarried.slice(0, 2).join("; ")}; a switch is refused until they are`
+      : undefined;
+    return c.json(warning ? { run, warning } : { run }, run.status === "running" ? 202 : 200);
   });
 
   api.post("/force-switch", admin, async (c) => {

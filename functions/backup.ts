@@ -119,7 +119,13 @@ async function backupUnderLease(ctx: BackupContext, request: BackupRequest, hold
         source: source.name,
         target: target.name,
         strategy,
-        details: { reason, verify: request.verify, staged, ...(quiet ? { follows: true } : {}) },
+        details: {
+          reason,
+          verify: request.verify,
+          staged,
+          ...(quiet ? { follows: true } : {}),
+          ...(read.auth.refused.length > 0 ? { authNotCarried: read.auth.refused } : {}),
+        },
       });
       if (staging) await adoptStaging(tx, id);
     });

@@ -35,6 +35,20 @@ export function carriedSchemas(schemas: string[] | null, tablesBySchema: Record<
 }
 
 /**
+ * The schemas of the active holding app tables that `schemas` does not carry: what a
+ * PATCH of the list leaves out on purpose (recorded with its `config.changed` event). Pure.
+ *
+ * @example
+ * schemasLeftOut(["public"], { public: 3, shop: 1, empty: 0 }) // ["shop"]
+ */
+export function schemasLeftOut(schemas: string[] | null, tablesBySchema: Record<string, number>): string[] {
+  const carried = carriedSchemas(schemas, tablesBySchema);
+  return carriedSchemas(null, tablesBySchema)
+    .filter((s) => !carried.includes(s))
+    .sort();
+}
+
+/**
  * Checks a settings change against the projects as they are: schemas that do not exist on
  * the active are invalid; dropping a schema that holds carried tables (their rows would stay
  * behind at the next switch), a quota below a project's used size, and thresholds or a quota

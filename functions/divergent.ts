@@ -158,7 +158,7 @@ export async function resolveFailovers(
       continue;
     }
     // Its copy is not the new active's any more: the next backup to it starts afresh.
-    await old.sql`delete from spillway.replica where id`;
+    await old.sql.begin("read write", (tx) => tx`delete from spillway.replica where id`);
     await discardStaging(old).catch(() => undefined);
     await active.sql`update spillway.failover set resolved_at = now(), divergent = ${n}, note = ${note} where epoch = ${epoch}`;
     resolved += 1;

@@ -13,8 +13,8 @@ export const IN_FLIGHT_WAIT_MS = 10_000;
 const AFTER_END_WAIT_MS = 5_000;
 
 /**
- * Puts the fence trigger on every table of `schemas` (null: every app schema of the
- * project, `carriedSchemas`), of those its own settings fence (Supabase Auth's where it is
+ * Puts the fence trigger on every table of `schemas` and of every app schema of the
+ * project (`spillway.app_schemas()`, whatever the list leaves out), of those its own settings fence (Supabase Auth's where it is
  * carried), and on their leaf partitions wherever they live, that lacks it. Spillway calls
  * it before a switch and on every tick, so that a table an app's migration created since is
  * guarded too (where the event trigger could not be installed).
@@ -31,13 +31,13 @@ export async function ensureFence(project: Project, schemas: string[] | null): P
   );
 }
 
-// The fence trigger on every table of `schemas` (null: every app schema, resolved in the
-// same statement) and of those the project's settings fence (Auth's), and on Storage's
-// objects where the setting `storage` is on.
+// The fence trigger on every table of `schemas`, of every app schema whatever `schemas`
+// says (a list that leaves one out must not leave the old active writable there), of those
+// the project's settings fence (Auth's), and on Storage's objects where `storage` is on.
 async function guardTables(tx: Db, schemas: string[] | null): Promise<number> {
   const [row] = await tx<{ added: number }[]>`
     select spillway.ensure_fence(array(select distinct s
-      from unnest(coalesce(${schemas}::text[], spillway.app_schemas()) || spillway.fenced_schemas()) s))
+      from unnest(coalesce(${schemas}::text[], '{}') || spillway.app_schemas() || spillway.fenced_schemas()) s))
          + spillway.ensure_storage_fence() as added`;
   return row?.added ?? 0;
 }

@@ -15,6 +15,7 @@ export interface HealthReason {
     | "little_headroom"
     | "backup_failed"
     | "slot_retention"
+    | "auth_not_carried"
     | "no_tick"
     | "failover_unresolved";
   message: string;
@@ -52,7 +53,7 @@ export interface HealthFacts {
   standbyReachable: boolean;
   standbyError: string | null;
   /** The latest run into the standby, and whether a backup from the active has ever completed there. */
-  lastBackup: Pick<Run, "status" | "error" | "startedAt"> | null;
+  lastBackup: (Pick<Run, "status" | "error" | "startedAt"> & { details?: Pick<Run["details"], "authNotCarried"> }) | null;
   hasBackup: boolean;
   standbyLagSeconds: number | null;
   /** Seconds between ticks, from the spacing of the samples; null before two. */
@@ -150,6 +151,14 @@ export function assessHealth(f: HealthFacts): Health {
       false,
       "backup_failed",
       `the last backup to ${f.standby} (${f.lastBackup.startedAt}) failed: ${f.lastBackup.error ?? "no error recorded"}`,
+    );
+  }
+  const authNotCarried = f.lastBackup?.details?.authNotCarried;
+  if (f.lastBackup?.status === "succeeded" && authNotCarried && authNotCarried.length > 0) {
+    add(
+      false,
+      "auth_not_carried",
+      `the last backup to ${f.standby} (${f.lastBackup.startedAt}) carried the app's tables but not Auth's users: ${authNotCarried.slice(0, 2).join("; ")}. Upgrade GoTrue on ${f.standby} to match ${f.active} (or the other way round), then back up; until then a switch is refused`,
     );
   }
   if (f.slot && f.slot.retainedBytes > f.slot.maxRetainedBytes / 2) {

@@ -55,6 +55,8 @@ export interface RunDetails {
   failure?: unknown;
   /** An incremental run of the standby following the active, told in a summary rather than by its own events. */
   follows?: boolean;
+  /** Why Auth's users were not carried by this run (the standby's Auth cannot hold the active's yet); absent when they were. */
+  authNotCarried?: string[];
   /** `switch`: recorded by a switch, which left both projects holding the same data. */
   origin?: "switch";
 }

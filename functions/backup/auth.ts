@@ -100,6 +100,39 @@ export interface AuthSettings {
 }
 
 /**
+ * The enum labels only the active has, of the enum types its carried Auth columns use
+ * (GoTrue adds labels, such as `auth.factor_type` 'phone', on the project upgraded first):
+ * a row holding one could not be written on the standby. Pure.
+ *
+ * @example
+ * enumSkew({ "auth.factor_type": ["totp", "webauthn", "phone"] }, { "auth.factor_type": ["totp", "webauthn"] })
+ * // ["auth.factor_type: label 'phone' exists only on the active"]
+ */
+export function enumSkew(active: Record<string, string[]>, standby: Record<string, string[]>): string[] {
+  return Object.entries(active).flatMap(([type, labels]) => {
+    const known = standby[type];
+    if (!known) return [`${type}: enum type exists only on the active`];
+    return labels.filter((l) => !known.includes(l)).map((l) => `${type}: label '${l}' exists only on the active`);
+  });
+}
+
+// The labels of each enum type (or array of one) the columns of these Auth tables use.
+async function readAuthEnums(sql: Db, tables: string[]): Promise<Record<string, string[]>> {
+  const rows = await sql<{ type: string; labels: string[] }[]>`
+    select tn.nspname || '.' || t.typname as type, array_agg(e.enumlabel::text order by e.enumsortorder) as labels
+    from pg_catalog.pg_type t
+    join pg_catalog.pg_namespace tn on tn.oid = t.typnamespace
+    join pg_catalog.pg_enum e on e.enumtypid = t.oid
+    where exists (
+      select 1 from pg_catalog.pg_attribute a
+      join pg_catalog.pg_class c on c.oid = a.attrelid join pg_catalog.pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = 'auth' and c.relname = any (${tables}::text[]) and a.attnum > 0 and not a.attisdropped
+        and (a.atttypid = t.oid or a.atttypid = t.typarray))
+    group by tn.nspname, t.typname`;
+  return Object.fromEntries(rows.map((r) => [r.type, r.labels]));
+}
+
+/**
  * Reads what a run carries of Auth: nothing when `auth` is false or the active has no
  * `auth.users`; otherwise the carried tables the active has (the session tables too with
  * `authSessions`) on the columns the standby has too (`bridgeAuth`): GoTrue is upgraded on
@@ -133,6 +166,8 @@ export async function planAuth(source: Project, target: Project, settings: AuthS
   const { shared: a, refused, lacking, skew } = bridgeAuth(carried(active, settings.authSessions), carried(standby, settings.authSessions));
   for (const t of a.tables)
     if (t.primaryKey.length === 0) refused.push(`auth.${t.name}: has no primary key; Spillway carries Auth's tables by key`);
+  const names = a.tables.map((t) => t.name);
+  refused.push(...enumSkew(await readAuthEnums(source.sql, names), await readAuthEnums(target.sql, names)));
   const sessions = settings.authSessions ? [] : SESSION_TABLES.flatMap((name) => standby.tables.filter((t) => t.name === name));
   if (refused.length > 0) return { ...plan, refused, lacking, skew };
   return { ...plan, tables: foreignKeyOrder(a.tables, a.foreignKeys), sessions, skew, generation: Number(generation?.n ?? 0) };

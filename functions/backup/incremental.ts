@@ -23,7 +23,8 @@ export async function incrementalBackup(run: BackupRun): Promise<Run> {
   const carried = auth.tables;
   // Auth not carried by this run (refused, or turned off): the standby's Auth copy is not
   // built on, and the captured changes that still come through are not applied to it.
-  if (!carried) await target.sql`delete from spillway.auth_copy where id`;
+  // Read-write of its own: a project past its quota may be read-only by default.
+  if (!carried) await target.sql.begin("read write", (tx) => tx`delete from spillway.auth_copy where id`);
   // One after the other: on one connection of the active's, not two.
   const [snap] = await source.sql<{ at: Date }[]>`select now() as at`;
   const counter = await changeCounter(source.sql, settings.schemas);

@@ -39,33 +39,41 @@ as $$
              where d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass and d.objid = c.oid and d.deptype = 'e'))
 $$;
 
--- The fenced schemas: those the setting names, or with the setting null every app schema
--- of this database; and Supabase Auth's where it is carried (setting `auth`, by default
--- wherever the schema exists). Tables created later in any of them get the fence from the
--- event trigger.
+-- The fenced schemas: every app schema of this database, and those the setting names (a
+-- list that leaves an app schema out still fences it: on a fenced project no app table
+-- takes writes, whatever is carried); and Supabase Auth's where it is carried (setting
+-- `auth`, by default wherever the schema exists). Tables created later in any of them get
+-- the fence from the event trigger.
 create or replace function spillway.fenced_schemas()
 returns text[]
 language sql
 stable
 set search_path = ''
 as $$
-  select case when pg_catalog.jsonb_typeof(s.data -> 'schemas') = 'array'
-              then array(select pg_catalog.jsonb_array_elements_text(s.data -> 'schemas'))
-              else spillway.app_schemas() end
-         || case when coalesce((s.data ->> 'auth')::boolean, true)
-                   and exists (select 1 from pg_catalog.pg_namespace n where n.nspname = 'auth')
-                 then array['auth'] else array[]::text[] end
+  select array(select distinct x from pg_catalog.unnest(
+           case when pg_catalog.jsonb_typeof(s.data -> 'schemas') = 'array'
+                then array(select pg_catalog.jsonb_array_elements_text(s.data -> 'schemas'))
+                else array[]::text[] end
+           || spillway.app_schemas()
+           || case when coalesce((s.data ->> 'auth')::boolean, true)
+                     and exists (select 1 from pg_catalog.pg_namespace n where n.nspname = 'auth')
+                   then array['auth'] else array[]::text[] end) x order by x)
     from spillway.settings s
    where s.id
 $$;
 
--- Settings as the first migration stored them and never changed since take the new
--- default. A `["public"]` stored after any patch is kept: a patch stores every setting, so
--- it cannot be told from an operator's choice; a table outside `public` that a carried table
--- references (or that references one) then makes backups refuse with the setting to change.
+-- A stored `["public"]` takes the new default unless the operator ever patched `schemas`
+-- itself: a patch of any other setting stored every setting, the old default included, so
+-- the version cannot tell a choice; the `config.changed` events name the patched fields
+-- (`data.patch`, and `data.changed` on newer ones). A list the operator chose and that
+-- leaves an app schema out makes backups, switches and /verify name it (TABLES_LEFT_BEHIND).
 update spillway.settings
 set data = pg_catalog.jsonb_set(data, '{schemas}', 'null'::jsonb)
-where id and version = 1 and data -> 'schemas' = '["public"]'::jsonb;
+where id and data -> 'schemas' = '["public"]'::jsonb
+  and not exists (
+    select 1 from spillway.events e
+     where e.kind = 'config.changed'
+       and (coalesce(e.data -> 'patch', '{}') ? 'schemas' or coalesce(e.data -> 'changed', '{}') ? 'schemas'));
 
 -- Auth's changes are applied on the columns both projects have: a change captured on an
 -- active whose GoTrue is newer carries keys the standby lacks (ignored), and a column only

@@ -92,13 +92,43 @@ async function assertSame(message: string): Promise<void> {
 const newOrder = "insert into public.orders (project_id, total) select id, 1 from public.projects limit 1";
 
 test("Supabase's and Postgres's own schemas are never among the app's, even holding tables", async () => {
-  await pair.primary.admin.unsafe(
-    ["realtime", "supabase_functions", "graphql", "pgsodium_masks", "vault", "storage", "net"]
-      .map((s) => `create schema if not exists ${s}; create table ${s}.own_table (id int);`)
-      .join("\n"),
+  const own = ["realtime", "supabase_functions", "graphql", "pgsodium_masks", "vault", "storage", "net"];
+  const existing = (await pair.primary.admin<{ nspname: string }[]>`select nspname from pg_namespace where nspname = any (${own})`).map(
+    (r) => r.nspname,
   );
-  const [row] = await pair.primary.admin`select spillway.app_schemas() as schemas`;
-  assert.deepEqual(row!.schemas, ["public", "basejump"]);
+  const created = own.filter((s) => !existing.includes(s));
+  await pair.primary.admin.unsafe(created.map((s) => `create schema ${s}; create table ${s}.own_table (id int);`).join("\n"));
+  try {
+    const [row] = await pair.primary.admin`select spillway.app_schemas() as schemas`;
+    assert.deepEqual(row!.schemas, ["public", "basejump"]);
+  } finally {
+    // A `storage` schema without Storage's grants is not one a switch can meet on Supabase.
+    await pair.primary.admin.unsafe(created.map((s) => `drop schema ${s} cascade;`).join("\n"));
+  }
+});
+
+test("an upgraded install whose `schemas` was never patched takes the null default, even after other settings were patched; a patched list is kept", async () => {
+  const migration = readFileSync(new URL("../../supabase/migrations/20261203000100_spillway_app_schemas.sql", import.meta.url), "utf8");
+  const db = pair.primary.admin;
+  const [before] = await db`select data, version from spillway.settings`;
+  // The old default, stored again by a patch of another setting (version 2), told by an event of the older form (data.patch only).
+  const event = (patch: Record<string, string[] | Record<string, number>>) =>
+    db`insert into spillway.events (id, level, kind, message, data) values (gen_random_uuid(), 'info', 'config.changed', 'settings changed', ${db.json({ patch })})`;
+  try {
+    await db`delete from spillway.events where kind = 'config.changed'`;
+    await event({ quotaBytes: { primary: 524288000, secondary: 524288000 } });
+    await db`update spillway.settings set data = jsonb_set(data, '{schemas}', '["public"]'), version = 2 where id`;
+    await db.unsafe(migration);
+    assert.equal((await db`select data->'schemas' as s from spillway.settings`)[0]!.s, null);
+
+    await event({ schemas: ["public"] });
+    await db`update spillway.settings set data = jsonb_set(data, '{schemas}', '["public"]') where id`;
+    await db.unsafe(migration);
+    assert.deepEqual((await db`select data->'schemas' as s from spillway.settings`)[0]!.s, ["public"]);
+  } finally {
+    await db`update spillway.settings set data = ${db.json(before!.data)}, version = ${before!.version} where id`;
+    await db`delete from spillway.events where kind = 'config.changed'`;
+  }
 });
 
 test("out of the box every app schema is carried: accounts, memberships and invitations reach the standby, and /verify holds them", async () => {
@@ -187,6 +217,46 @@ test("after a switch every account is there, no project is orphaned, order numbe
   );
   assert.equal((await forceBackup(t, "auto")).kind, "incremental");
   await assertSame("after the first backup from the new active");
+});
+
+test("a schemas list that leaves out an untied app schema: its tables are fenced on the old active, and backup, switch and /verify name them until a PATCH of the list leaves them out", async () => {
+  // The list an older default or a hand edit leaves: stored, never patched through /config.
+  for (const p of [pair.primary, pair.secondary])
+    await p.admin`update spillway.settings set data = jsonb_set(data, '{schemas}', '["public", "basejump"]'), version = version + 1 where id`;
+  try {
+    await applyToBoth(pair, "create schema billing; create table billing.invoices (id int primary key, amount int)");
+    // No event trigger here (Spillway's role may not make one, as on Supabase): the tick fences it.
+    assert.equal((await t.request("/spillway/tick", { method: "POST" })).status, 200);
+    // The old active (fenced by the switch before) refuses writes to a table outside the list.
+    assert.equal((await appWrite("primary", "insert into billing.invoices values (1, 10)"))?.code, "SPWFN");
+    assert.equal(await appWrite("secondary", "insert into billing.invoices values (1, 10)"), null);
+
+    const backup = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(backup.status, 409, JSON.stringify(backup.body));
+    assert.equal(backup.body.error.code, "TABLES_LEFT_BEHIND");
+    assert.match(backup.body.error.message, /billing\.invoices \(schema billing is not in the setting schemas/);
+    assert.match(backup.body.error.message, /PATCH \/config \{"schemas": \["public","basejump"\]\} again/);
+    const verified = (await call(t, "POST", "/verify")).body.verify;
+    assert.equal(verified.ok, false);
+    assert.deepEqual(
+      verified.leftBehind.map((l: { table: string }) => l.table),
+      ["billing.invoices"],
+    );
+    const switched = await call(t, "POST", "/force-switch", {});
+    assert.equal(switched.status, 409, JSON.stringify(switched.body));
+    assert.equal(switched.body.error.code, "TABLES_LEFT_BEHIND");
+
+    // The operator stores the list through /config: billing stays behind on purpose.
+    assert.equal((await call(t, "PATCH", "/config", { schemas: ["public", "basejump"] })).status, 200);
+    assert.equal((await forceBackup(t, "auto")).status, "succeeded");
+    assert.equal((await call(t, "POST", "/verify")).body.verify.ok, true);
+  } finally {
+    assert.equal((await call(t, "PATCH", "/config", { schemas: null })).status, 200);
+    await applyToBoth(pair, "drop schema billing cascade");
+  }
+  assert.equal(await appWrite("secondary", newOrder), null);
+  assert.equal((await forceBackup(t, "auto")).status, "succeeded");
+  await assertSame("after billing is gone");
 });
 
 test("a carried sequence the role may not read is a 409 naming it, never skipped", async () => {

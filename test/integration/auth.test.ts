@@ -251,6 +251,23 @@ describe("a switched app keeps its users", () => {
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin), "app rows after the app wrote again");
   });
 
+  test("a backup that carries the app but not Auth's users says so: in its answer's warning, in the run's details, and as /status health auth_not_carried", async () => {
+    // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.equal(r.body.run.status, "succeeded");
+    assert.match(r.body.warning, /Auth's users were not carried .*auth\.users\.tenant is NOT NULL without a default on the standby/);
+    assert.ok(
+      r.body.run.details.authNotCarried.some((m: string) => m.includes("auth.users.tenant")),
+      JSON.stringify(r.body.run.details),
+    );
+    const health = (await call(t, "GET", "/status")).body.health;
+    const reason = health.reasons.find((x: { code: string }) => x.code === "auth_not_carried");
+    assert.ok(reason, JSON.stringify(health));
+    assert.match(reason.message, /not Auth's users: .*auth\.users\.tenant.*Upgrade GoTrue on primary to match secondary/);
+    assert.notEqual(health.state, "ok");
+  });
+
   test("with Auth refused no switch goes ahead, forced or from a tick: 409 naming the difference and the project to migrate, nothing fenced, the active keeps writing; once both Auths match, a backup and the switch carry every user", async () => {
     // Still the state above: the standby (primary) requires auth.users.tenant, the active (secondary) lacks it.
     const [{ id: hal }] = (await pair.secondary.admin`select id from auth.users where email = 'hal@example.com'`) as unknown as [
@@ -385,6 +402,36 @@ describe("a switched app keeps its users", () => {
     assert.deepEqual(await orphans(pair.secondary.admin), { profiles: 0, notes: 0, usersWithoutProfile: 0 });
     assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after the backup");
     await addNote(pair, max, "max's second note");
+  });
+
+  test("GoTrue adds an enum label on the active first: Auth alone is refused naming the label, the app's rows are carried; once the standby has it, the factor is carried", async () => {
+    // The active is the primary; its GoTrue adds a factor type.
+    await pair.primary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter type auth.factor_type add value 'sms'`;
+    });
+    const [user] = await pair.primary.admin`select id from auth.users where email = 'kim@example.com'`;
+    const factor = "00000000-0000-4000-8000-00000000005a";
+    await pair.primary.admin`insert into auth.mfa_factors (id, user_id, factor_type, status, created_at, updated_at)
+      values (${factor}, ${user!.id}, 'sms', 'verified', now(), now())`;
+    await addNote(pair, user!.id, "kim's note with an sms factor");
+    const r = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(r.status, 200, JSON.stringify(r.body));
+    assert.match(r.body.warning ?? "", /auth\.factor_type: label 'sms' exists only on the active/, JSON.stringify(r.body));
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows with Auth refused");
+    const carried = async () => (await pair.secondary.admin`select count(*)::int as n from auth.mfa_factors where id = ${factor}`)[0]!.n;
+    assert.equal(await carried(), 0);
+
+    await pair.secondary.admin.begin(async (tx) => {
+      await tx`set local role supabase_auth_admin`;
+      await tx`alter type auth.factor_type add value 'sms'`;
+    });
+    const again = await call(t, "POST", "/force-backup", { mode: "auto" });
+    assert.equal(again.status, 200, JSON.stringify(again.body));
+    assert.equal(again.body.warning, undefined, JSON.stringify(again.body));
+    assert.equal(await carried(), 1);
+    assert.deepEqual(await fingerprint(pair.secondary.admin), await fingerprint(pair.primary.admin), "app rows after Auth is carried");
+    await addNote(pair, user!.id, "kim's note after the factor was carried");
   });
 });
 

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { bridgeAuth } from "../../functions/backup/auth.ts";
+import { bridgeAuth, enumSkew } from "../../functions/backup/auth.ts";
 import type { Catalog, Column, Table } from "../../functions/backup/catalog.ts";
 import { planBackup } from "../../functions/backup/plan.ts";
-import { leftBehind, type Reference, tablesLeftBehind } from "../../functions/schemas.ts";
+import { leftBehind, leftOut, type Reference, tablesLeftBehind } from "../../functions/schemas.ts";
 import { applyPatch, DEFAULT_SETTINGS } from "../../functions/settings.ts";
 
 const ref = (table: string, references: string, name: string, apps: [boolean, boolean] = [true, true]): Reference => ({
@@ -119,4 +119,32 @@ test("Auth is refused where the standby could not hold the users: a column it re
   const typed = bridgeAuth(users([col("email")]), users([col("email", { type: "character varying(255)" })]));
   assert.deepEqual(typed.refused, ["auth.users: column email is text on the active, character varying(255) on the standby"]);
   assert.deepEqual(typed.lacking, []);
+});
+
+test("a list that leaves out an untied app schema names its tables, unless the last PATCH of the list left that schema out", () => {
+  const tables = [
+    { table: "billing.invoices", schema: "billing" },
+    { table: "public.notes", schema: "public" },
+    { table: "basejump.accounts", schema: "basejump" },
+  ];
+  const tied = leftBehind(BASEJUMP, ["public"]);
+  const left = leftOut(tables, ["public"], [], tied);
+  assert.deepEqual(
+    left.map((l) => l.table),
+    ["billing.invoices"],
+  );
+  assert.match(left[0]!.because, /schema billing is not in the setting schemas/);
+  assert.deepEqual(leftOut(tables, ["public"], ["billing"], tied), []);
+  const error = tablesLeftBehind(left, ["public"]);
+  assert.equal(error.code, "TABLES_LEFT_BEHIND");
+  assert.match(error.message, /to leave it out on purpose, PATCH \/config \{"schemas": \["public"\]\} again/);
+  assert.doesNotMatch(error.message, /references to rows it lacks/);
+});
+
+test("Auth enum labels only the active has are refused, naming each; labels only the standby has are not", () => {
+  assert.deepEqual(enumSkew({ "auth.factor_type": ["totp", "webauthn", "phone"] }, { "auth.factor_type": ["totp", "webauthn"] }), [
+    "auth.factor_type: label 'phone' exists only on the active",
+  ]);
+  assert.deepEqual(enumSkew({ "auth.aal_level": ["aal1"] }, { "auth.aal_level": ["aal1", "aal2"] }), []);
+  assert.deepEqual(enumSkew({ "auth.code_method": ["s256"] }, {}), ["auth.code_method: enum type exists only on the active"]);
 });

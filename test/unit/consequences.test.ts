@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { carriedSchemas, checkPatch, type PatchFacts } from "../../functions/consequences.ts";
+import { carriedSchemas, checkPatch, type PatchFacts, schemasLeftOut } from "../../functions/consequences.ts";
 import { DEFAULT_SETTINGS, type Settings } from "../../functions/settings.ts";
 
 const facts: PatchFacts = {
@@ -8,7 +8,8 @@ const facts: PatchFacts = {
   usedBytes: { primary: 400, secondary: 100 },
   tablesBySchema: { public: 3, shop: 2, empty: 0, auth: 5, extensions: 1 },
 };
-const base: Settings = { ...DEFAULT_SETTINGS, quotaBytes: { primary: 1000, secondary: 1000 } };
+// A list naming `public` only, as the settings stored before null became the default.
+const base: Settings = { ...DEFAULT_SETTINGS, schemas: ["public"], quotaBytes: { primary: 1000, secondary: 1000 } } as Settings;
 // `schemas: null` carries every schema holding app tables.
 const everySchema = { ...base, schemas: null } as unknown as Settings;
 
@@ -34,4 +35,9 @@ test("a quota below the used size, or a switch at the next tick, are consequence
   assert.deepEqual(checkPatch(base, { ...base, switchThreshold: 0.4, backupThreshold: 0.3, autoSwitch: false }, facts).consequences, []);
   const unmeasured = { ...facts, usedBytes: { primary: null, secondary: null } };
   assert.deepEqual(checkPatch(base, { ...base, quotaBytes: { primary: 10, secondary: 10 } }, unmeasured).consequences, []);
+});
+
+test("the schemas a list leaves out are those of the active holding app tables it does not name", () => {
+  assert.deepEqual(schemasLeftOut(["public"], { public: 3, shop: 1, billing: 2, empty: 0, auth: 4 }), ["billing", "shop"]);
+  assert.deepEqual(schemasLeftOut(null, { public: 3, shop: 1 }), []);
 });

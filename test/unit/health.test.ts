@@ -83,3 +83,18 @@ test("a failed backup, a slot over half its cap and a silent schedule are each t
   assert.deepEqual(codes({ lastTickAt: "2026-01-01T11:57:30Z" }).codes, []);
   assert.equal(codes({ lastTickAt: null, phase: "backup", activeUsage: 0.86 }).state, "critical");
 });
+
+test("a backup that succeeded without Auth's users degrades health, naming why and what to upgrade", () => {
+  const r = codes({
+    lastBackup: {
+      status: "succeeded",
+      error: null,
+      startedAt: "2026-01-01T11:00:00Z",
+      details: { authNotCarried: ["auth.users.tenant is NOT NULL without a default on the standby and missing on the active"] },
+    },
+  });
+  assert.deepEqual(r.codes, ["auth_not_carried"]);
+  assert.equal(r.state, "degraded");
+  assert.match(r.text, /carried the app's tables but not Auth's users: auth\.users\.tenant .*Upgrade GoTrue on secondary to match primary/);
+  assert.deepEqual(codes({ lastBackup: { ...fine.lastBackup!, details: {} } }).codes, []);
+});
