@@ -21,6 +21,14 @@ declare
   s record;
   dropped text[] := array[]::text[];
 begin
+  -- As 20261203000350: nothing while the lease is held, nothing in a read-only transaction.
+  if exists (select 1 from spillway.lease l where l.id and l.holder is not null and l.expires_at > pg_catalog.now()) then
+    return dropped;
+  end if;
+  if pg_catalog.current_setting('transaction_read_only') = 'on' then
+    raise warning 'spillway.guard_retention: the transaction is read-only, no slot dropped (run it after set transaction read write)';
+    return dropped;
+  end if;
   select (st.data ->> 'maxRetainedBytes')::bigint into cap from spillway.settings st where st.id;
   cap := coalesce(cap, 134217728);
   select p.name into me from spillway.project p;
@@ -40,18 +48,19 @@ begin
        and r.restart_lsn is not null
        and pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), r.restart_lsn) > cap
   loop
+    -- The event first, in one subtransaction with the drop: a slot that cannot be dropped leaves none.
     begin
+      insert into spillway.events (id, level, kind, message, project, data)
+      values (
+        pg_catalog.gen_random_uuid(), 'warn', 'backup.retention_guard',
+        pg_catalog.format('the change capture slot %s held %s bytes of WAL, over the limit of %s (maxRetainedBytes), with no tick to read it: the database''s own job dropped it, and the next backup is a full one',
+          s.slot_name, s.retained, cap),
+        me,
+        pg_catalog.jsonb_build_object('slot', s.slot_name, 'retainedBytes', s.retained, 'maxRetainedBytes', cap, 'by', 'spillway-retention'));
       perform pg_catalog.pg_drop_replication_slot(s.slot_name);
     exception when object_in_use or undefined_object then
       continue;
     end;
-    insert into spillway.events (id, level, kind, message, project, data)
-    values (
-      pg_catalog.gen_random_uuid(), 'warn', 'backup.retention_guard',
-      pg_catalog.format('the change capture slot %s held %s bytes of WAL, over the limit of %s (maxRetainedBytes), with no tick to read it: the database''s own job dropped it, and the next backup is a full one',
-        s.slot_name, s.retained, cap),
-      (select p.name from spillway.project p),
-      pg_catalog.jsonb_build_object('slot', s.slot_name, 'retainedBytes', s.retained, 'maxRetainedBytes', cap, 'by', 'spillway-retention'));
     dropped := dropped || s.slot_name;
   end loop;
   return dropped;
