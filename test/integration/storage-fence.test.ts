@@ -168,4 +168,41 @@ describe("Storage is fenced with the rest", () => {
     const { realtime } = (await call(t, "GET", "/status")).body;
     assert.deepEqual(realtime, { projects: { primary: { publishedTables: ["public.notes"] }, secondary: null }, inStep: false });
   });
+
+  test("a switch never publishes while an object is not carried, and a backup never deletes the standby's own objects", async () => {
+    // primary is active (the test before failed back).
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.storage.from("avatars").upload("keep.png", new Blob(["only-copy"]))).error, null);
+    storage.secondary.refused.add("avatars/keep.png");
+    const refused = await call(t, "POST", "/force-switch", { to: "secondary" });
+    storage.secondary.refused.clear();
+    assert.equal(refused.status, 409, JSON.stringify(refused.body));
+    assert.match(refused.body.error.message, /avatars\/keep\.png/);
+    const [state] = await pair.primary.admin`select active, fenced from spillway.state where id`;
+    assert.deepEqual({ ...state }, { active: "primary", fenced: false });
+
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+    assert.equal(storage.secondary.bytes.get("avatars/keep.png")?.toString(), "only-copy");
+    // An object the old active holds of its own (uploaded there while it was active, as
+    // before a failover) is kept by the backups the other way, and /verify tells it.
+    await pair.primary.admin`alter table storage.objects disable trigger spillway_storage_fence`;
+    const own = createClient(projects.primary.url, SERVICE.primary).storage;
+    assert.equal((await own.from("avatars").upload("own.png", new Blob(["own"]))).error, null);
+    await pair.primary.admin`alter table storage.objects enable trigger spillway_storage_fence`;
+    await forceBackup(t, "auto");
+    assert.ok((await names("primary")).includes("own.png"), "the old active's own upload was deleted");
+    assert.equal((await call(t, "POST", "/verify")).body.verify.storage.equal, false);
+    // An object carried and then deleted on the active is still deleted on the standby.
+    assert.equal((await app.storage.from("avatars").remove(["keep.png"])).error, null);
+    await forceBackup(t, "auto");
+    assert.equal((await names("primary")).includes("keep.png"), false);
+    await pair.primary.admin`alter table storage.objects disable trigger spillway_storage_fence`;
+    assert.equal((await own.from("avatars").remove(["own.png"])).error, null);
+    await pair.primary.admin`alter table storage.objects enable trigger spillway_storage_fence`;
+
+    assert.equal((await app.from("notes").insert({ id: "after-storage-switch" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
 });
