@@ -205,4 +205,20 @@ describe("Storage is fenced with the rest", () => {
     assert.deepEqual(await names("secondary"), await names("primary"));
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
+
+  test("/verify compares the objects from the databases when the Storage API variables are unset", async () => {
+    const bare = await testApp(pair);
+    try {
+      // secondary is active (the test before switched to it).
+      const admin = createClient(projects.secondary.url, SERVICE.secondary).storage;
+      assert.equal((await admin.from("avatars").upload("only-on-active.png", new Blob(["x"]))).error, null);
+      const v = (await call(bare, "POST", "/verify")).body.verify;
+      assert.equal(v.ok, false, JSON.stringify(v));
+      assert.equal(v.storage.equal, false);
+      await forceBackup(t, "auto");
+      assert.equal((await call(bare, "POST", "/verify")).body.verify.ok, true);
+    } finally {
+      await bare.close();
+    }
+  });
 });
