@@ -194,7 +194,9 @@ describe("the drop-in client follows a switch", () => {
     const ws = new Transport("ws://p.test/realtime/v1/websocket?apikey=a&vsn=1.0.0");
     const frame = JSON.stringify({ topic: "phoenix", event: "heartbeat", payload: {}, ref: "1" });
     ws.send(frame);
-    ws.dispatchEvent(new MessageEvent("message", { data: JSON.stringify({ topic: "phoenix", event: "phx_reply", payload: {}, ref: "1" }) }));
+    ws.dispatchEvent(
+      new MessageEvent("message", { data: JSON.stringify({ topic: "phoenix", event: "phx_reply", payload: {}, ref: "1" }) }),
+    );
     assert.deepEqual(sent, [frame]);
   });
 });
