@@ -382,6 +382,42 @@ export async function storageStatus(projects: Projects, apis: StorageApis): Prom
   return { carried: reason === null, reason, projects: { primary, secondary } };
 }
 
+/**
+ * Whether `project`'s Storage objects go unfenced: Storage is installed, the setting
+ * `storage` is on, and the fence trigger is absent (Spillway's role may not add it: it
+ * lacks TRIGGER on storage.objects).
+ *
+ * @example
+ * if (await storageUnfenced(projects.primary)) throw storageNotFenced("primary");
+ */
+export async function storageUnfenced(project: Project): Promise<boolean> {
+  const [row] = await onProject(
+    project,
+    (sql) => sql<{ unfenced: boolean }[]>`
+    select pg_catalog.to_regclass('storage.objects') is not null
+       and coalesce((select (s.data ->> 'storage')::boolean from spillway.settings s where s.id), true)
+       and not exists (select 1 from pg_catalog.pg_trigger g
+                        where g.tgrelid = pg_catalog.to_regclass('storage.objects') and g.tgname = 'spillway_storage_fence') as unfenced`,
+  );
+  return !!row?.unfenced;
+}
+
+/**
+ * The 409 `STORAGE_NOT_FENCED` of a switch from a project whose Storage the fence cannot
+ * guard: uploads there after the switch would be lost.
+ *
+ * @example
+ * throw storageNotFenced("primary");
+ */
+export function storageNotFenced(project: ProjectName): SpillwayError {
+  return new SpillwayError(
+    "STORAGE_NOT_FENCED",
+    409,
+    `${project}'s Storage cannot be fenced: Spillway's database role lacks TRIGGER on storage.objects, so uploads there after a switch would be lost. Grant it (grant trigger on storage.objects to postgres) or turn the setting storage off, then switch again`,
+    { project },
+  );
+}
+
 const objectPath = (o: StoredObject) => [o.bucket, ...o.name.split("/")].map(encodeURIComponent).join("/");
 
 async function hasStorage(project: Project): Promise<boolean> {

@@ -18,7 +18,15 @@ import { convergeSettings, type Runtime } from "./settings.ts";
 import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
-import { behind, carryStorageUntil, STORAGE_BUDGET_MS, type StorageApis, storageBehind } from "./storage.ts";
+import {
+  behind,
+  carryStorageUntil,
+  STORAGE_BUDGET_MS,
+  type StorageApis,
+  storageBehind,
+  storageNotFenced,
+  storageUnfenced,
+} from "./storage.ts";
 import {
   type Backlog,
   catchUpBeforeFenceUntil,
@@ -184,6 +192,11 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
 
   await ensureFence(source, fencedSchemas(settings));
+  if (await storageUnfenced(source)) {
+    const error = storageNotFenced(from);
+    await events.record("error", "switch.refused", `switch to ${to} refused: ${error.message}`, { project: from });
+    throw error;
+  }
   // Catch up while apps still write, so that the catch-up behind the fence is a short one
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
   if (clock) await catchUpToFit(ctx, lease, clock, { from, to });

@@ -221,4 +221,26 @@ describe("Storage is fenced with the rest", () => {
       await bare.close();
     }
   });
+
+  test("a switch is refused while the active's Storage cannot be fenced (no TRIGGER on storage.objects), with an error event", async () => {
+    // secondary is active.
+    await pair.secondary.admin.unsafe("drop trigger spillway_storage_fence on storage.objects");
+    await pair.secondary.admin.unsafe("revoke trigger on storage.objects from postgres");
+    try {
+      const r = await call(t, "POST", "/force-switch", { to: "primary" });
+      assert.equal(r.status, 409, JSON.stringify(r.body));
+      assert.equal(r.body.error.code, "STORAGE_NOT_FENCED");
+      const event = t.sunk.filter((e) => e.kind === "switch.refused").at(-1);
+      assert.equal(event?.level, "error");
+      assert.match(event?.message ?? "", /TRIGGER on storage\.objects/);
+    } finally {
+      await pair.secondary.admin.unsafe("grant trigger on storage.objects to postgres");
+    }
+    assert.equal((await call(t, "POST", "/force-switch", { to: "primary" })).status, 200);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.from("notes").insert({ id: "after-unfenced-refusal" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
 });
