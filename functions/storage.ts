@@ -25,6 +25,10 @@ export interface StoredObject {
   etag: string;
   mimetype: string | null;
   cacheControl: string | null;
+  /** Who uploaded it (owner-based RLS reads these), and the uploader's metadata, as JSON. */
+  owner: string | null;
+  ownerId: string | null;
+  userMetadata: string | null;
 }
 
 /** What one carry did. */
@@ -73,7 +77,9 @@ export function objectsToCarry(
   return {
     copy: active.filter((o) => {
       const s = there.get(key(o));
-      return !s || s.size !== o.size || s.etag !== o.etag;
+      return (
+        !s || s.size !== o.size || s.etag !== o.etag || s.owner !== o.owner || s.ownerId !== o.ownerId || s.userMetadata !== o.userMetadata
+      );
     }),
     remove: standby.filter((o) => !here.has(key(o)) && inStep.has(`${key(o)}:${o.etag}`)),
   };
@@ -179,6 +185,16 @@ export async function carryStorage(
           body: got.body,
           duplex: "half",
         } as RequestInit);
+        // The upload was the service key's: the row takes the uploader's owner back, within the copy window.
+        await onProject(projects[to], (sql) =>
+          sql.begin(
+            "read write",
+            (tx) => tx`
+            update storage.objects set owner = ${o.owner}::uuid, owner_id = ${o.ownerId},
+                   user_metadata = (${o.userMetadata}::text)::jsonb
+             where bucket_id = ${o.bucket} and name = ${o.name}`,
+          ),
+        );
         carry.copied += 1;
         carry.bytes += o.size;
         copied.push(o);
@@ -298,7 +314,7 @@ export async function carryStorageAfter(
   }
 }
 
-/** A project's objects: how many, their bytes, and a digest of their names, sizes and etags. */
+/** A project's objects: how many, their bytes, and a digest of their names, sizes, etags and owners. */
 export interface StorageDigest {
   objects: number;
   bytes: number;
@@ -318,7 +334,8 @@ export async function storageDigest(project: Project): Promise<StorageDigest | n
     project,
     (sql) => sql<{ objects: string; bytes: string; digest: string }[]>`
     select count(*)::text as objects, coalesce(sum((metadata ->> 'size')::bigint), 0)::text as bytes,
-           coalesce(md5(string_agg(bucket_id || '/' || name || ':' || coalesce(metadata ->> 'size', '') || ':' || coalesce(metadata ->> 'eTag', ''),
+           coalesce(md5(string_agg(bucket_id || '/' || name || ':' || coalesce(metadata ->> 'size', '') || ':' || coalesce(metadata ->> 'eTag', '')
+                                   || ':' || coalesce(owner::text, '') || ':' || coalesce(owner_id, '') || ':' || coalesce(user_metadata::text, ''),
                                    '|' order by bucket_id, name)), '') as digest
     from storage.objects`,
   );
@@ -450,10 +467,21 @@ async function readObjects(project: Project): Promise<StoredObject[]> {
   const rows = await onProject(
     project,
     (sql) => sql<
-      { bucket: string; name: string; size: string | null; etag: string | null; mimetype: string | null; cache: string | null }[]
+      {
+        bucket: string;
+        name: string;
+        size: string | null;
+        etag: string | null;
+        mimetype: string | null;
+        cache: string | null;
+        owner: string | null;
+        owner_id: string | null;
+        user_metadata: string | null;
+      }[]
     >`
     select bucket_id as bucket, name, metadata ->> 'size' as size, metadata ->> 'eTag' as etag,
-           metadata ->> 'mimetype' as mimetype, metadata ->> 'cacheControl' as cache
+           metadata ->> 'mimetype' as mimetype, metadata ->> 'cacheControl' as cache,
+           owner::text, owner_id, user_metadata::text
     from storage.objects where name is not null order by bucket_id, name`,
   );
   return rows.map((r) => ({
@@ -463,6 +491,9 @@ async function readObjects(project: Project): Promise<StoredObject[]> {
     etag: r.etag ?? "",
     mimetype: r.mimetype,
     cacheControl: r.cache,
+    owner: r.owner,
+    ownerId: r.owner_id,
+    userMetadata: r.user_metadata,
   }));
 }
 

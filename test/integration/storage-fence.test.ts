@@ -243,4 +243,27 @@ describe("Storage is fenced with the rest", () => {
     assert.deepEqual(await names("secondary"), await names("primary"));
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
+
+  test("an object's owner and user metadata are carried, and /verify compares them", async () => {
+    // primary is active.
+    const admin = createClient(projects.primary.url, SERVICE.primary).storage;
+    assert.equal((await admin.from("avatars").upload("owned.png", new Blob(["mine"]))).error, null);
+    // What Storage writes for an upload made with a user's token: the JWT's sub.
+    const sub = "11111111-1111-1111-1111-111111111111";
+    await pair.primary
+      .admin`update storage.objects set owner = ${sub}, owner_id = ${sub}, user_metadata = '{"k":"v"}' where name = 'owned.png'`;
+    assert.equal((await call(t, "POST", "/verify")).body.verify.storage.equal, false);
+    await forceBackup(t, "auto");
+    const read = (on: Name) =>
+      pair[on].admin`select owner::text, owner_id, user_metadata::text from storage.objects where name = 'owned.png'`.then((r) => ({
+        ...r[0],
+      }));
+    assert.deepEqual(await read("secondary"), { owner: sub, owner_id: sub, user_metadata: '{"k": "v"}' });
+    assert.deepEqual(await read("secondary"), await read("primary"));
+    assert.equal((await call(t, "POST", "/verify")).body.verify.ok, true);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.from("notes").insert({ id: "after-owner-carried" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
 });

@@ -9,6 +9,9 @@ const object = (name: string, etag: string, size = 3): StoredObject => ({
   etag,
   mimetype: null,
   cacheControl: null,
+  owner: null,
+  ownerId: null,
+  userMetadata: null,
 });
 
 test("only what differs is copied, and what the active no longer holds is deleted", () => {
