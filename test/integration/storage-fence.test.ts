@@ -266,4 +266,18 @@ describe("Storage is fenced with the rest", () => {
     await forceBackup(t, "auto");
     assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
   });
+
+  test("after a switch the drop-in client's public and signed URLs name the new active", async () => {
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.storage.from("avatars").upload("fresh.png", new Blob(["fresh"]))).error, null);
+    const { publicUrl } = app.storage.from("avatars").getPublicUrl("fresh.png").data;
+    assert.ok(publicUrl.startsWith(projects.secondary.url), publicUrl);
+    const signed = await app.storage.from("avatars").createSignedUrl("fresh.png", 60);
+    assert.ok(signed.data?.signedUrl.startsWith(projects.secondary.url) ?? signed.error, JSON.stringify(signed));
+    assert.equal((await app.from("notes").insert({ id: "after-urls" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
 });
