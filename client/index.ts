@@ -167,6 +167,26 @@ export function createSpillwayClient(options: ActiveClientOptions): SupabaseClie
     global: { ...userOptions.global, fetch: routedFetch(resolver, "primary", true) },
   });
   resolver.followers.add(realtime.follow);
+  // storage-js builds public and signed URLs from its own URL (the primary's): they name the active's.
+  const onActive = (url: string) => {
+    const to = options.projects[resolver.active?.name ?? "primary"].url;
+    return url.startsWith(home.url) ? to + url.slice(home.url.length) : url;
+  };
+  const from = client.storage.from.bind(client.storage);
+  client.storage.from = (id: string) => {
+    const bucket = from(id);
+    const publicUrl = bucket.getPublicUrl.bind(bucket);
+    const signedUrl = bucket.createSignedUrl.bind(bucket);
+    bucket.getPublicUrl = ((...args: Parameters<typeof publicUrl>) => {
+      const got = publicUrl(...args);
+      return { data: { publicUrl: onActive(got.data.publicUrl) } };
+    }) as typeof publicUrl;
+    bucket.createSignedUrl = (async (...args: Parameters<typeof signedUrl>) => {
+      const got = await signedUrl(...args);
+      return got.data ? { ...got, data: { ...got.data, signedUrl: onActive(got.data.signedUrl) } } : got;
+    }) as typeof signedUrl;
+    return bucket;
+  };
   return client;
 }
 

@@ -57,8 +57,8 @@ export function followingRealtime(f: FollowOptions): { options: RealtimeOptions;
     // Joins sent on this socket, by ref, whose topic tracked presence on an earlier socket.
     const rejoins = new Map<string, { topic: string; joinRef: string }>();
     ws.send = (data) => {
-      if (typeof data !== "string") return send(data);
-      const message = JSON.parse(data) as [string | null, string | null, string, string, Record<string, unknown>];
+      const message = frame(data) as [string | null, string | null, string, string, Record<string, unknown>] | null;
+      if (!message) return send(data);
       const [joinRef, ref, topic, event, payload] = message;
       if (event === "phx_join" && ref && tracked.has(topic)) rejoins.set(ref, { topic, joinRef: joinRef ?? ref });
       if (event === "presence" && payload?.event === "track") tracked.set(topic, payload);
@@ -72,8 +72,9 @@ export function followingRealtime(f: FollowOptions): { options: RealtimeOptions;
       return send(data);
     };
     ws.addEventListener("message", (event: MessageEvent) => {
-      if (typeof event.data !== "string" || rejoins.size === 0) return;
-      const [, ref, topic, kind, payload] = JSON.parse(event.data) as [unknown, string | null, string, string, { status?: string }];
+      const reply = rejoins.size === 0 ? null : frame(event.data);
+      if (!reply) return;
+      const [, ref, topic, kind, payload] = reply as [unknown, string | null, string, string, { status?: string }];
       const rejoin = ref ? rejoins.get(ref) : undefined;
       if (kind !== "phx_reply" || !rejoin || rejoin.topic !== topic) return;
       rejoins.delete(ref!);
@@ -115,3 +116,15 @@ function retarget(f: FollowOptions, url: string, to: ProjectName): string {
 }
 
 const wsBase = (httpUrl: string) => httpUrl.replace(/\/+$/, "").replace(/^http/, "ws");
+
+// A frame of realtime-js's protocol 2.0.0 (a JSON array); null for anything else (1.0.0's
+// JSON objects, binary frames), which goes through untouched.
+function frame(data: unknown): unknown[] | null {
+  if (typeof data !== "string" || !data.startsWith("[")) return null;
+  try {
+    const parsed: unknown = JSON.parse(data);
+    return Array.isArray(parsed) ? parsed : null;
+  } catch {
+    return null;
+  }
+}

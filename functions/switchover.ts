@@ -20,6 +20,15 @@ import { settle } from "./settle.ts";
 import { type ProjectState, readActive, readProjectState } from "./state.ts";
 import { changeCounter } from "./status.ts";
 import {
+  behind,
+  carryStorageUntil,
+  STORAGE_BUDGET_MS,
+  type StorageApis,
+  storageBehind,
+  storageNotFenced,
+  storageUnfenced,
+} from "./storage.ts";
+import {
   type Backlog,
   catchUpBeforeFenceUntil,
   catchUpBehindFenceUntil,
@@ -57,7 +66,15 @@ interface Context {
   wallClockMs?: number;
   /** Called after each step; the crash tests end the process there. */
   hooks?: { step(name: SwitchStep): void | Promise<void> };
+  /** Both projects' Storage APIs: the switch publishes only with every object carried. */
+  storage?: StorageApis;
 }
+
+/**
+ * How long the switch copies Storage behind its fence: only what changed since the copy
+ * before it, well within the time clients hold their writes (10 s).
+ */
+const STORAGE_BEHIND_FENCE_MS = 5_000;
 
 const LEASE_SECONDS = 120;
 /** Catch-up runs at most before the fence without a wall clock; the rest is caught up behind it. */
@@ -179,10 +196,17 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   }
 
   await ensureFence(source, fencedSchemas(settings));
+  if (await storageUnfenced(source)) {
+    const error = storageNotFenced(from);
+    await events.record("error", "switch.refused", `switch to ${to} refused: ${error.message}`, { project: from });
+    throw error;
+  }
   // Catch up while apps still write, so that the catch-up behind the fence is a short one
   // (bounded: apps writing faster than the standby applies must not hold the switch off).
   if (clock) await catchUpToFit(ctx, lease, clock, { from, to });
   else await catchUp(ctx, lease, { maxRuns: PRE_FENCE_RUNS });
+  // Storage in step before the fence, so that only what changes meanwhile is copied behind it.
+  await carryStorageForSwitch(ctx, { from, to }, clock ? catchUpBeforeFenceUntil(clock) : Date.now() + STORAGE_BUDGET_MS, "before");
   // The catch-up carried Auth (in full, when the target's copy was stale): checked before the fence.
   if (auth) await refuseUnlessAuthReady(ctx, { from, to, auth, inStep: await authInStep(target, from, auth) });
   await ctx.hooks?.step("pre-caught-up");
@@ -205,6 +229,13 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
       ctx,
       lease,
       clock ? { until: catchUpBehindFenceUntil(clock) + fenceWaitMs, mustEnd: true, incrementalOnly: true } : {},
+    );
+    const storageUntil = Date.now() + STORAGE_BEHIND_FENCE_MS;
+    await carryStorageForSwitch(
+      ctx,
+      { from, to },
+      clock ? Math.min(storageUntil, catchUpBehindFenceUntil(clock) + fenceWaitMs) : storageUntil,
+      "behind",
     );
     // GoTrue migrated on one project since: the catch-up behind the fence refused Auth.
     if (auth && !(await authInStep(target, from, auth))) {
@@ -295,14 +326,17 @@ async function catchUp(
   for (let n = 1; ; n++) {
     const budgetMs = bound.until === undefined ? undefined : Math.max(0, bound.until - Date.now());
     const mode = bound.incrementalOnly ? "incremental" : "auto";
-    const run = await runBackup(ctx, { mode, verify: false, continuable: false, budgetMs }, lease).catch((e: unknown) => {
-      if (!(e instanceof SpillwayError && e.code === "INCREMENTAL_UNAVAILABLE")) throw e;
-      throw new SpillwayError(
-        "SWITCH_TOO_LONG",
-        409,
-        `the catch-up behind the fence would need a full copy, which does not fit this runtime's wall clock (${e.message}); the fence was lifted: run a backup, then switch again`,
-      );
-    });
+    // Storage is carried by the switch itself, within its own bounds.
+    const run = await runBackup({ ...ctx, storage: null }, { mode, verify: false, continuable: false, budgetMs }, lease).catch(
+      (e: unknown) => {
+        if (!(e instanceof SpillwayError && e.code === "INCREMENTAL_UNAVAILABLE")) throw e;
+        throw new SpillwayError(
+          "SWITCH_TOO_LONG",
+          409,
+          `the catch-up behind the fence would need a full copy, which does not fit this runtime's wall clock (${e.message}); the fence was lifted: run a backup, then switch again`,
+        );
+      },
+    );
     rows += run.rows;
     skippedBytes += run.details.skippedBytes ?? 0;
     const summed = { ...run, rows, details: { ...run.details, skippedBytes } };
@@ -346,6 +380,18 @@ async function catchUpToFit(ctx: Context, lease: Lease, clock: SwitchClock, p: {
     project: p.to,
     data: error.details as Record<string, unknown>,
   });
+  throw error;
+}
+
+// Carries Storage until it is in step or `until`; a switch never publishes with objects
+// missing: refused before the fence, or failed (the fence lifted) behind it.
+async function carryStorageForSwitch(ctx: Context, p: { from: ProjectName; to: ProjectName }, until: number, when: "before" | "behind") {
+  if (!ctx.storage) return;
+  const carried = await carryStorageUntil(ctx.projects, ctx.storage, p.from, p.to, until);
+  if (!behind(carried)) return;
+  const error = storageBehind(p.to, carried);
+  if (when === "before")
+    await ctx.events.record("warn", "switch.refused", error.message, { project: p.to, data: error.details as Record<string, unknown> });
   throw error;
 }
 

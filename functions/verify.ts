@@ -53,10 +53,10 @@ export async function verify(ctx: { projects: Projects; events: EventLog; storag
     ...compareChecksums(active, standby),
     ...carried.left.map((l) => `${l.table}: not carried (${l.because}); add "${l.schema}" to the setting schemas, or set it to null`),
   ];
-  const storage = settings.storage && ctx.storage ? await compareStorage(ctx.projects, state.active, state.standby) : null;
+  const storage = settings.storage ? await compareStorage(ctx.projects, state.active, state.standby) : null;
   if (storage && !storage.equal)
     mismatches.push(
-      `storage: ${storage.active?.objects ?? 0} object(s) on the active, ${storage.standby?.objects ?? 0} on the standby, or their names, sizes or etags differ`,
+      `storage: ${storage.active?.objects ?? 0} object(s) on the active, ${storage.standby?.objects ?? 0} on the standby, or their names, sizes or etags differ${ctx.storage ? "" : " (Storage is not carried: SPILLWAY_PRIMARY_API_URL, SPILLWAY_SECONDARY_API_URL and their SERVICE_KEY variables are not set)"}`,
     );
   const standbyByTable = new Map(standby.map((c) => [c.table, c]));
   const result: VerifyResult = {

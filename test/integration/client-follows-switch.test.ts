@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 import type { RealtimeChannel, SupabaseClient } from "@supabase/supabase-js";
 import { createSpillwayClient, getActiveClient, onSwitch } from "../../client/index.ts";
+import { followingRealtime } from "../../client/realtime.ts";
 import { call, forceBackup, type TestApp, testApp } from "../support/app.ts";
 import { fingerprint } from "../support/compare.ts";
 import { installAuth, signUp } from "../support/gotrue.ts";
@@ -170,5 +171,32 @@ describe("the drop-in client follows a switch", () => {
     assert.equal((await app.from("chat").insert({ id: "last", room: "lobby" })).error, null);
     assert.equal((await pair.secondary.admin`select 1 from public.chat where id = 'last'`).length, 1);
     await Promise.all([app.removeAllChannels(), peer.removeAllChannels()]);
+  });
+
+  test("frames of realtime-js's protocol 1.0.0 (JSON objects) go through the following socket unchanged", () => {
+    const sent: unknown[] = [];
+    // A socket that keeps what is sent: the frames' shape is what is checked, not a server.
+    class KeepingSocket extends EventTarget {
+      OPEN = 1;
+      readyState = 1;
+      send(data: unknown) {
+        sent.push(data);
+      }
+      close() {}
+    }
+    const rt = followingRealtime({
+      projects: { primary: { url: "http://p.test", anonKey: "a" }, secondary: { url: "http://s.test", anonKey: "b" } },
+      origin: "primary",
+      current: () => "primary",
+      options: { transport: KeepingSocket as never, vsn: "1.0.0" } as never,
+    });
+    const Transport = rt.options.transport as unknown as new (url: string) => { send(d: string): void; dispatchEvent(e: Event): void };
+    const ws = new Transport("ws://p.test/realtime/v1/websocket?apikey=a&vsn=1.0.0");
+    const frame = JSON.stringify({ topic: "phoenix", event: "heartbeat", payload: {}, ref: "1" });
+    ws.send(frame);
+    ws.dispatchEvent(
+      new MessageEvent("message", { data: JSON.stringify({ topic: "phoenix", event: "phx_reply", payload: {}, ref: "1" }) }),
+    );
+    assert.deepEqual(sent, [frame]);
   });
 });

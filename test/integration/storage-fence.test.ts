@@ -168,4 +168,116 @@ describe("Storage is fenced with the rest", () => {
     const { realtime } = (await call(t, "GET", "/status")).body;
     assert.deepEqual(realtime, { projects: { primary: { publishedTables: ["public.notes"] }, secondary: null }, inStep: false });
   });
+
+  test("a switch never publishes while an object is not carried, and a backup never deletes the standby's own objects", async () => {
+    // primary is active (the test before failed back).
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.storage.from("avatars").upload("keep.png", new Blob(["only-copy"]))).error, null);
+    storage.secondary.refused.add("avatars/keep.png");
+    const refused = await call(t, "POST", "/force-switch", { to: "secondary" });
+    storage.secondary.refused.clear();
+    assert.equal(refused.status, 409, JSON.stringify(refused.body));
+    assert.match(refused.body.error.message, /avatars\/keep\.png/);
+    const [state] = await pair.primary.admin`select active, fenced from spillway.state where id`;
+    assert.deepEqual({ ...state }, { active: "primary", fenced: false });
+
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+    assert.equal(storage.secondary.bytes.get("avatars/keep.png")?.toString(), "only-copy");
+    // An object the old active holds of its own (uploaded there while it was active, as
+    // before a failover) is kept by the backups the other way, and /verify tells it.
+    await pair.primary.admin`alter table storage.objects disable trigger spillway_storage_fence`;
+    const own = createClient(projects.primary.url, SERVICE.primary).storage;
+    assert.equal((await own.from("avatars").upload("own.png", new Blob(["own"]))).error, null);
+    await pair.primary.admin`alter table storage.objects enable trigger spillway_storage_fence`;
+    await forceBackup(t, "auto");
+    assert.ok((await names("primary")).includes("own.png"), "the old active's own upload was deleted");
+    assert.equal((await call(t, "POST", "/verify")).body.verify.storage.equal, false);
+    // An object carried and then deleted on the active is still deleted on the standby.
+    assert.equal((await app.storage.from("avatars").remove(["keep.png"])).error, null);
+    await forceBackup(t, "auto");
+    assert.equal((await names("primary")).includes("keep.png"), false);
+    await pair.primary.admin`alter table storage.objects disable trigger spillway_storage_fence`;
+    assert.equal((await own.from("avatars").remove(["own.png"])).error, null);
+    await pair.primary.admin`alter table storage.objects enable trigger spillway_storage_fence`;
+
+    assert.equal((await app.from("notes").insert({ id: "after-storage-switch" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+
+  test("/verify compares the objects from the databases when the Storage API variables are unset", async () => {
+    const bare = await testApp(pair);
+    try {
+      // secondary is active (the test before switched to it).
+      const admin = createClient(projects.secondary.url, SERVICE.secondary).storage;
+      assert.equal((await admin.from("avatars").upload("only-on-active.png", new Blob(["x"]))).error, null);
+      const v = (await call(bare, "POST", "/verify")).body.verify;
+      assert.equal(v.ok, false, JSON.stringify(v));
+      assert.equal(v.storage.equal, false);
+      await forceBackup(t, "auto");
+      assert.equal((await call(bare, "POST", "/verify")).body.verify.ok, true);
+    } finally {
+      await bare.close();
+    }
+  });
+
+  test("a switch is refused while the active's Storage cannot be fenced (no TRIGGER on storage.objects), with an error event", async () => {
+    // secondary is active.
+    await pair.secondary.admin.unsafe("drop trigger spillway_storage_fence on storage.objects");
+    await pair.secondary.admin.unsafe("revoke trigger on storage.objects from postgres");
+    try {
+      const r = await call(t, "POST", "/force-switch", { to: "primary" });
+      assert.equal(r.status, 409, JSON.stringify(r.body));
+      assert.equal(r.body.error.code, "STORAGE_NOT_FENCED");
+      const event = t.sunk.filter((e) => e.kind === "switch.refused").at(-1);
+      assert.equal(event?.level, "error");
+      assert.match(event?.message ?? "", /TRIGGER on storage\.objects/);
+    } finally {
+      await pair.secondary.admin.unsafe("grant trigger on storage.objects to postgres");
+    }
+    assert.equal((await call(t, "POST", "/force-switch", { to: "primary" })).status, 200);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.from("notes").insert({ id: "after-unfenced-refusal" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+
+  test("an object's owner and user metadata are carried, and /verify compares them", async () => {
+    // primary is active.
+    const admin = createClient(projects.primary.url, SERVICE.primary).storage;
+    assert.equal((await admin.from("avatars").upload("owned.png", new Blob(["mine"]))).error, null);
+    // What Storage writes for an upload made with a user's token: the JWT's sub.
+    const sub = "11111111-1111-1111-1111-111111111111";
+    await pair.primary
+      .admin`update storage.objects set owner = ${sub}, owner_id = ${sub}, user_metadata = '{"k":"v"}' where name = 'owned.png'`;
+    assert.equal((await call(t, "POST", "/verify")).body.verify.storage.equal, false);
+    await forceBackup(t, "auto");
+    const read = (on: Name) =>
+      pair[on].admin`select owner::text, owner_id, user_metadata::text from storage.objects where name = 'owned.png'`.then((r) => ({
+        ...r[0],
+      }));
+    assert.deepEqual(await read("secondary"), { owner: sub, owner_id: sub, user_metadata: '{"k": "v"}' });
+    assert.deepEqual(await read("secondary"), await read("primary"));
+    assert.equal((await call(t, "POST", "/verify")).body.verify.ok, true);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.from("notes").insert({ id: "after-owner-carried" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
+
+  test("after a switch the drop-in client's public and signed URLs name the new active", async () => {
+    assert.equal((await call(t, "POST", "/force-switch", { to: "secondary" })).status, 200);
+    const app = createSpillwayClient({ projects });
+    assert.equal((await app.storage.from("avatars").upload("fresh.png", new Blob(["fresh"]))).error, null);
+    const { publicUrl } = app.storage.from("avatars").getPublicUrl("fresh.png").data;
+    assert.ok(publicUrl.startsWith(projects.secondary.url), publicUrl);
+    const signed = await app.storage.from("avatars").createSignedUrl("fresh.png", 60);
+    assert.ok(signed.data?.signedUrl.startsWith(projects.secondary.url) ?? signed.error, JSON.stringify(signed));
+    assert.equal((await app.from("notes").insert({ id: "after-urls" })).error, null);
+    await forceBackup(t, "auto");
+    assert.deepEqual(await names("secondary"), await names("primary"));
+    assert.deepEqual(await fingerprint(pair.primary.admin), await fingerprint(pair.secondary.admin));
+  });
 });

@@ -28,7 +28,7 @@ export async function installStorage(server: TestServer): Promise<void> {
       created_at timestamptz default now(), updated_at timestamptz default now());
     create table storage.objects (
       id uuid primary key default gen_random_uuid(), bucket_id text references storage.buckets (id), name text,
-      owner uuid, metadata jsonb, version text,
+      owner uuid, owner_id text, metadata jsonb, user_metadata jsonb, version text,
       created_at timestamptz default now(), updated_at timestamptz default now(), last_accessed_at timestamptz default now(),
       unique (bucket_id, name));
     create table storage.migrations (id integer primary key, name varchar(100) unique not null, executed_at timestamp default now());
