@@ -130,7 +130,6 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
   if (to === from) throw unfit(`${to} is already the active project (epoch ${state.epoch})`);
   const source = projects[from];
   const target = projects[to];
-  await requireNotHeld(source, to, "a switch");
   const { settings: stored, version: settingsVersion } = await convergeSettings(projects, events);
 
   if ((await probe(target)) !== null) {
@@ -143,6 +142,8 @@ async function switchUnderLease(ctx: Context, request: SwitchRequest, lease: Lea
     throw unfit(`no backup from ${from} has ever completed to ${to}; run a backup first`);
   }
   const sourceUp = (await probe(source)) === null;
+  // Failovers held are recorded on the active: with it down, a forced switch says what it may lose.
+  if (sourceUp) await requireNotHeld(source, to, "a switch");
   if (!sourceUp && !request.force) {
     throw new SpillwayError(
       "PROJECT_UNREACHABLE",
