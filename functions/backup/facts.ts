@@ -7,6 +7,7 @@ import { type CarriedSettings, readCarried } from "../schemas.ts";
 import { convergeSettings, type Runtime, resolveStrategy } from "../settings.ts";
 import { type AuthPlan, authCopyBuildsOn, ensureAuthCapture, planAuth } from "./auth.ts";
 import { type Catalog, foreignKeyOrder, readCatalog, type Table } from "./catalog.ts";
+import { changedChecks, rowsChangedChecksRefuse } from "./changed-checks.ts";
 import { unpublished } from "./drift.ts";
 import { type Identity, identityProblems, readIdentities } from "./identity.ts";
 import { type BackupFacts, type BackupPlan, fullCopyFits, type Need, planBackup } from "./plan.ts";
@@ -109,6 +110,8 @@ export async function readFacts(
       ...schemaDiff(sourceCatalog, targetCatalog),
       ...sequenceDiff(sourceCatalog, targetCatalog),
       ...ruleDiff(sourceCatalog, targetCatalog, sides),
+      // A check changed on one side refuses the run only where the active holds rows the standby's refuses.
+      ...(await rowsChangedChecksRefuse(source.sql, changedChecks(sourceCatalog, targetCatalog), sides)),
     ],
     identityProblems: identityProblems(sourceCatalog.tables, identities),
     leftBehind: carried.left,

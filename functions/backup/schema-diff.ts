@@ -84,7 +84,8 @@ export interface Sides {
  * side has); a generated column's expression or a domain that is not the same on both
  * sides. Each names the object and the project to migrate. Rules are compared by what they
  * say: names and NOT VALID are not. What only the active has (the standby is looser) and a
- * check changed under its name are allowed: see `ruleWarnings`.
+ * check changed under its name are allowed here (`ruleWarnings`); the latter refuses the run
+ * where the active holds rows the standby's version refuses (`rowsChangedChecksRefuse`).
  *
  * @example
  * ruleDiff(active, standby, { active: "primary", standby: "secondary" })
@@ -159,7 +160,8 @@ function compareRules(active: Catalog, standby: Catalog, sides: Sides): { refusa
   const onStandby = compared(standby.rules);
   const what = (r: Rule) => `${r.table ? `${r.table}: ` : ""}${r.kind} ${r.name}`;
   // A check changed on one side keeps its name: whether the standby's is looser (migrated
-  // first, as told) or stricter no catalog says, and a row it refuses fails the run named.
+  // first, as told) or stricter no catalog says; the active's rows are tried against it
+  // (changed-checks.ts), and a later row it refuses fails the run named.
   const changed = (r: Rule, side: Catalog) =>
     r.kind === "check constraint" ? side.rules.find((o) => o.table === r.table && o.kind === r.kind && o.name === r.name) : undefined;
   for (const [k, r] of onActive) {

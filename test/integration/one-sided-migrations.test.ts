@@ -125,3 +125,33 @@ test("a check validated on the standby first, a unique index under another name 
   await app("secondary", "alter table public.tasks add constraint tasks_no_draft check (title <> 'draft')");
   await converges();
 });
+
+test("a check made stricter on the standby under the same name is a 409 naming it and the rows it refuses, before anything is written; made looser, backups go on", async () => {
+  await applyToBoth(pair, "alter table public.tasks add constraint tasks_title_min check (length(title) >= 1)");
+  await app(
+    "secondary",
+    "alter table public.tasks drop constraint tasks_title_min, add constraint tasks_title_min check (length(title) >= 7) not valid",
+  );
+  await app("primary", "insert into public.tasks (title) values ('short')");
+  const runsBefore = await pair.secondary.admin`select count(*)::int as n from spillway.runs`;
+  const error = await refused();
+  assert.equal(error.code, "SCHEMA_MISMATCH");
+  assert.match(
+    error.message,
+    /public\.tasks: check constraint tasks_title_min is CHECK .*>= 7\)\) NOT VALID on secondary \(the standby\).* refuses \d+ rows primary holds; migrate secondary to match primary/,
+  );
+  const runsAfter = await pair.secondary.admin`select count(*)::int as n from spillway.runs where status = 'succeeded'`;
+  assert.ok(runsAfter[0]!.n <= runsBefore[0]!.n, "no run succeeded");
+  const [short] = await pair.secondary.admin`select count(*)::int as n from public.tasks where title = 'short'`;
+  assert.equal(short!.n, 0, "nothing was written to the standby");
+  await app(
+    "secondary",
+    "alter table public.tasks drop constraint tasks_title_min, add constraint tasks_title_min check (length(title) >= 0)",
+  );
+  await converges();
+  await app(
+    "secondary",
+    "alter table public.tasks drop constraint tasks_title_min, add constraint tasks_title_min check (length(title) >= 1)",
+  );
+  await converges();
+});

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Catalog, ForeignKey, Rule, Table } from "../../functions/backup/catalog.ts";
+import { changedChecks } from "../../functions/backup/changed-checks.ts";
 import { ruleDiff, ruleWarnings, schemaDiff } from "../../functions/backup/schema-diff.ts";
 
 const table = (name: string): Table => ({
@@ -120,4 +121,9 @@ test("a rule only the active has, NOT VALID on one side or under another name is
     "public.users: column id is NOT NULL only on primary (the standby); migrate secondary the same way, or drop the NOT NULL on primary",
     "public.orders: check constraint orders_only_active exists only on primary (the standby); migrate secondary the same way, or drop it from primary: CHECK ((id <> 7))",
   ]);
+  // Only the check changed under its name is tried against the active's rows; NOT VALID alone is no change.
+  assert.deepEqual(
+    changedChecks(active, standby).map((c) => [c.name, c.activeDefinition, c.standbyDefinition]),
+    [["orders_small", "CHECK ((id < 100))", "CHECK ((id < 1000))"]],
+  );
 });
