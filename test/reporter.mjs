@@ -2,7 +2,8 @@
 // {passed, failed, skipped, empty}, to its destination when the run ends. A test cancelled
 // by its parent (a failed `before`, a file that stopped) counts as failed; a suite whose
 // own hook failed counts as one failure when none of its tests did; a file that ran no test
-// counts as failed and is named in `empty`.
+// counts as failed and is named in `empty`. `seconds` holds each file's span from its first
+// event to its last, as the reporter saw them: where the suite's time goes.
 
 /**
  * @example
@@ -10,11 +11,19 @@
  *   --test-reporter=./test/reporter.mjs --test-reporter-destination=counts.json a.test.ts
  */
 export default async function* countTests(source) {
-  const counts = { passed: 0, failed: 0, skipped: 0, empty: [] };
+  const counts = { passed: 0, failed: 0, skipped: 0, empty: [], seconds: {} };
+  const span = new Map(); // file -> [first, last] event time
   const tests = new Map(); // file -> tests that ran in it
   const failedLeaves = new Map(); // file -> failed tests in it
   const brokenSuites = []; // suites whose own hook failed: [file, name]
   for await (const event of source) {
+    const at = event.data?.file;
+    // Files wait in a queue (two run at once): the span starts when one of its tests does.
+    if (at && (span.has(at) || event.type === "test:start")) {
+      const seen = span.get(at) ?? [Date.now(), 0];
+      seen[1] = Date.now();
+      span.set(at, seen);
+    }
     if (event.type !== "test:pass" && event.type !== "test:fail") continue;
     const { name, file, details, skip, todo } = event.data;
     if (file && name === file) {
@@ -37,6 +46,7 @@ export default async function* countTests(source) {
     } else if (skip !== undefined || todo !== undefined) counts.skipped++;
     else counts.passed++;
   }
+  for (const [file, [first, last]] of span) counts.seconds[file] = Math.round((last - first) / 1000);
   for (const [file] of brokenSuites) if (!failedLeaves.get(file)) counts.failed++;
   yield `${JSON.stringify(counts)}\n`;
 }

@@ -49,6 +49,11 @@ try {
   console.error("the test runner stopped before it reported its results");
 }
 rmSync(dir, { recursive: true, force: true });
+const slowest = Object.entries(counts.seconds ?? {})
+  .sort((a, b) => b[1] - a[1])
+  .slice(0, 8);
+if (files.length > 1 && slowest.length > 0)
+  console.log(`slowest files: ${slowest.map(([file, s]) => `${file.replace(/^.*\/test\//, "")} ${s} s`).join(", ")}`);
 for (const file of counts.empty) console.error(`${file}: no test ran in this file`);
 console.log(`${counts.passed} passed, ${counts.failed} failed${counts.skipped ? `, ${counts.skipped} skipped` : ""}`);
 process.exit(counts.failed > 0 || result.status !== 0 ? 1 : 0);
