@@ -13,8 +13,10 @@ import { signUp } from "../support/gotrue.ts";
 
 const SECRET = "a-jwt-secret-both-projects-share-0123456789";
 const SWITCH_WAIT_MS = 1_500;
+// Long enough for a whole switch on a busy machine: the hold must outlast fence to publish.
+const SWITCH_WAIT_THROUGH_A_SWITCH_MS = 20_000;
 
-async function setUp() {
+async function setUp(switchWaitMs = SWITCH_WAIT_MS) {
   const { pair, t, urls, anonKeys, close } = await startAuthApp({ primary: SECRET, secondary: SECRET });
   // Every Auth request the app's clients send, and where.
   const sent: string[] = [];
@@ -29,7 +31,7 @@ async function setUp() {
       secondary: { url: urls.secondary, anonKey: anonKeys.secondary },
     },
     cacheTtlMs: 0,
-    switchWaitMs: SWITCH_WAIT_MS,
+    switchWaitMs,
     fetch: recording,
     clientOptions: { auth: { autoRefreshToken: false } },
   };
@@ -39,7 +41,7 @@ async function setUp() {
 describe("client: a sign-in refused by the fenced old active", () => {
   let env: Awaited<ReturnType<typeof setUp>>;
   before(async () => {
-    env = await setUp();
+    env = await setUp(SWITCH_WAIT_THROUGH_A_SWITCH_MS);
   });
   after(async () => {
     await env?.close();
