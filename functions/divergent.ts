@@ -243,6 +243,39 @@ export async function readDivergent(projects: Projects): Promise<DivergentStatus
   return { count: found.reduce((n, f) => n + f.count, 0), changes };
 }
 
+// Auth's columns that hold passwords, tokens and keys: listed in spillway.divergent (where
+// re-applying a row needs them), never shown.
+const SECRET_COLUMNS: Record<string, readonly string[]> = {
+  "auth.users": [
+    "encrypted_password",
+    "confirmation_token",
+    "recovery_token",
+    "email_change_token_new",
+    "email_change_token_current",
+    "phone_change_token",
+    "reauthentication_token",
+  ],
+  "auth.refresh_tokens": ["token"],
+  "auth.sessions": ["refresh_token_hmac_key"],
+  "auth.mfa_factors": ["secret"],
+  "auth.mfa_challenges": ["otp_code"],
+  "auth.one_time_tokens": ["token_hash"],
+  "auth.flow_state": ["auth_code", "provider_access_token", "provider_refresh_token"],
+};
+
+/**
+ * A divergent row's values as `/status` shows them: Auth's passwords, tokens and keys
+ * replaced by "[redacted]" (a null stays null, so that whether one was set still shows).
+ *
+ * @example
+ * shownValues("auth.users", { id: "…", encrypted_password: "$2a$10$…" }) // { id: "…", encrypted_password: "[redacted]" }
+ */
+export function shownValues(table: string, values: Record<string, string | null> | null): Record<string, string | null> | null {
+  const secret = SECRET_COLUMNS[table];
+  if (!values || !secret) return values;
+  return Object.fromEntries(Object.entries(values).map(([c, v]) => [c, v !== null && secret.includes(c) ? "[redacted]" : v]));
+}
+
 async function divergentOf(sql: Db): Promise<DivergentStatus> {
   const rows = await sql<
     {
@@ -266,8 +299,8 @@ async function divergentOf(sql: Db): Promise<DivergentStatus> {
       epoch: Number(r.epoch),
       project: r.project,
       table: r.table_name,
-      key: r.key,
-      row: r.row,
+      key: shownValues(r.table_name, r.key),
+      row: shownValues(r.table_name, r.row),
       operation: r.operation,
       committedAt: r.committed_at.toISOString(),
       commitLsn: r.commit_lsn,

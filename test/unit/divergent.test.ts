@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Message } from "../../functions/backup/pgoutput.ts";
 import { lsn, UNCHANGED } from "../../functions/backup/pgoutput.ts";
-import { divergentChanges } from "../../functions/divergent.ts";
+import { divergentChanges, shownValues } from "../../functions/divergent.ts";
 
 const relation: Message = {
   type: "relation",
@@ -48,4 +48,17 @@ test("divergent changes: only transactions after the carried position and unseen
   assert.ok(changes.every((c) => c.committedAt === "2000-01-02T00:00:00.000Z" && c.commitLsn === "0/300"));
   // With nothing carried yet and no snapshot, every transaction is divergent.
   assert.equal(divergentChanges(messages, { lsn: null, snapshot: null }, 130n).changes.length, 6);
+});
+
+test("Auth's passwords and tokens in divergent rows are shown redacted; other values and nulls as they are", () => {
+  const user = { id: "u1", email: "ana@example.com", encrypted_password: "$2a$10$abcdefghijklmnopqrstuv", recovery_token: null };
+  assert.deepEqual(shownValues("auth.users", user), {
+    id: "u1",
+    email: "ana@example.com",
+    encrypted_password: "[redacted]",
+    recovery_token: null,
+  });
+  assert.deepEqual(shownValues("auth.refresh_tokens", { id: "7", token: "r3fr3sh" }), { id: "7", token: "[redacted]" });
+  assert.deepEqual(shownValues("public.items", { id: "a", token: "kept: an app column" }), { id: "a", token: "kept: an app column" });
+  assert.equal(shownValues("auth.users", null), null);
 });
