@@ -122,36 +122,40 @@ describe("hostile input to every endpoint", () => {
       for (let k = 0; k < n; k++) body[pick(FIELDS)] = pick(VALUES);
       bodies.push(JSON.stringify(body));
     }
+    // GETs take no body: each is asked once below; the bodies go to the endpoints that read one.
     const endpoints: [string, string][] = [
       ["PATCH", "/spillway/config"],
       ["POST", "/spillway/force-switch"],
       ["POST", "/spillway/force-backup"],
       ["POST", "/spillway/verify"],
       ["POST", "/spillway/tick"],
-      ["GET", "/spillway/logs"],
-      ["GET", "/spillway/status"],
-      ["GET", "/spillway/config"],
-      ["GET", "/spillway/active"],
-      ["GET", "/spillway/health"],
     ];
+    const answered = (method: string, path: string, body: string, res: { status: number; body: string }) => {
+      assert.ok(res.status < 500, `${method} ${path} ${body.slice(0, 80)} → ${res.status} ${res.body.slice(0, 200)}`);
+      const parsed = JSON.parse(res.body);
+      if (res.status >= 400) {
+        assert.match(parsed.error.code, /^[A-Z_]+$/);
+        assert.equal(typeof parsed.error.message, "string");
+        assert.ok(!res.body.includes("    at "), "no stack trace");
+      }
+    };
     let rejected = 0;
-    for (const body of bodies) {
+    for (const [i, body] of bodies.entries()) {
       for (const [method, path] of endpoints) {
+        // /tick and /verify read no body: each does its whole work per request, so they get
+        // the malformed bodies and a few random ones.
+        if ((path === "/spillway/tick" || path === "/spillway/verify") && i >= 20) continue;
         const was = method === "PATCH" ? await settings() : null;
-        const res = await raw(method, path, method === "GET" ? undefined : body);
-        assert.ok(res.status < 500, `${method} ${path} ${body.slice(0, 80)} → ${res.status} ${res.body.slice(0, 200)}`);
-        const parsed = JSON.parse(res.body);
-        if (res.status >= 400) {
-          assert.match(parsed.error.code, /^[A-Z_]+$/);
-          assert.equal(typeof parsed.error.message, "string");
-          assert.ok(!res.body.includes("    at "), "no stack trace");
-          if (was) {
-            rejected += 1;
-            assert.deepEqual(await settings(), was, `a rejected PATCH changed the settings: ${body}`);
-          }
+        const res = await raw(method, path, body);
+        answered(method, path, body, res);
+        if (res.status >= 400 && was) {
+          rejected += 1;
+          assert.deepEqual(await settings(), was, `a rejected PATCH changed the settings: ${body}`);
         }
       }
     }
+    for (const path of ["/spillway/logs", "/spillway/status", "/spillway/config", "/spillway/active", "/spillway/health"])
+      answered("GET", path, "", await raw("GET", path, undefined));
     assert.ok(rejected > 100, `only ${rejected} PATCHes were rejected`);
   });
 
